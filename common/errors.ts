@@ -1,0 +1,123 @@
+/**
+ * One error hierarchy with stable codes.
+ *
+ * Every error Tallyworks throws carries a `code` (`TW_…`) that never changes between releases, so callers
+ * can branch on it. Bad input is a `TypeError` (wrong type or shape) or a `RangeError` (right type, value
+ * outside the rule) so that it also fits what JavaScript callers expect; faults are plain `Error`s. All of
+ * them answer `instanceof TallyworksError`.
+ *
+ * This module is imported by worker threads too, so it imports nothing main-only.
+ */
+
+/** Stable error codes. */
+export const ErrorCode = {
+  /** An engine option has the wrong type or breaks its rule. */
+  INVALID_OPTION: 'TW_INVALID_OPTION',
+  /** A function argument has the wrong type or breaks its rule. */
+  INVALID_ARGUMENT: 'TW_INVALID_ARGUMENT',
+  /** A key is empty, longer than 255 UTF-8 bytes, or contains `:`. */
+  INVALID_KEY: 'TW_INVALID_KEY',
+  /** The engine (or the object) was closed. */
+  CLOSED: 'TW_CLOSED',
+  /** A shard applied nothing for `stallTimeoutMs` while its producer waited for room. */
+  SHARD_STALLED: 'TW_SHARD_STALLED',
+  /** A shard thread kept dying on the same batch and was given up. */
+  SHARD_FAILED: 'TW_SHARD_FAILED',
+  /** A shard's memory would exceed `maxShardMemoryBytes`. */
+  CAPACITY: 'TW_CAPACITY',
+  /** A cross-thread message was not one the receiver knows. */
+  PROTOCOL: 'TW_PROTOCOL',
+} as const;
+
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const brand = Symbol.for('tallyworks.error');
+
+interface Branded {
+  readonly code: ErrorCodeValue;
+}
+
+function stamp(err: Error & Branded, name: string): void {
+  Object.defineProperty(err, brand, { value: true });
+  Object.defineProperty(err, 'name', { value: name, configurable: true, writable: true });
+}
+
+/** Base class of every Tallyworks fault; `instanceof TallyworksError` is also true for the typed input errors. */
+export class TallyworksError extends Error implements Branded {
+  readonly code: ErrorCodeValue;
+  constructor(code: ErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    stamp(this, new.target.name);
+  }
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+  }
+}
+
+/** Wrong type or shape of an argument or option. */
+export class TallyworksTypeError extends TypeError implements Branded {
+  readonly code: ErrorCodeValue;
+  constructor(code: ErrorCodeValue, message: string) {
+    super(message);
+    this.code = code;
+    stamp(this, 'TallyworksTypeError');
+  }
+}
+
+/** An argument or option of the right type whose value breaks its rule. */
+export class TallyworksRangeError extends RangeError implements Branded {
+  readonly code: ErrorCodeValue;
+  constructor(code: ErrorCodeValue, message: string) {
+    super(message);
+    this.code = code;
+    stamp(this, 'TallyworksRangeError');
+  }
+}
+
+/** Thrown by `createEngine` for an option of the wrong type. */
+export function optionTypeError(option: string, rule: string, got: unknown): TallyworksTypeError {
+  return new TallyworksTypeError(ErrorCode.INVALID_OPTION, `option "${option}" must be ${rule}; got ${describe(got)}`);
+}
+
+/** Thrown by `createEngine` for an option whose value breaks its rule. */
+export function optionRangeError(option: string, rule: string, got: unknown): TallyworksRangeError {
+  return new TallyworksRangeError(ErrorCode.INVALID_OPTION, `option "${option}" must be ${rule}; got ${describe(got)}`);
+}
+
+/** An argument of the wrong type. */
+export function argumentTypeError(argument: string, rule: string, got: unknown): TallyworksTypeError {
+  return new TallyworksTypeError(ErrorCode.INVALID_ARGUMENT, `argument "${argument}" must be ${rule}; got ${describe(got)}`);
+}
+
+/** An argument whose value breaks its rule. */
+export function argumentRangeError(argument: string, rule: string, got: unknown): TallyworksRangeError {
+  return new TallyworksRangeError(ErrorCode.INVALID_ARGUMENT, `argument "${argument}" must be ${rule}; got ${describe(got)}`);
+}
+
+/** A key that breaks the key rules. */
+export function keyError(argument: string, rule: string, got: unknown): TallyworksTypeError {
+  return new TallyworksTypeError(ErrorCode.INVALID_KEY, `${argument} must be ${rule}; got ${describe(got)}`);
+}
+
+export function closedError(what: string): TallyworksError {
+  return new TallyworksError(ErrorCode.CLOSED, `${what} is closed`);
+}
+
+export function protocolError(where: string, message: unknown): TallyworksError {
+  return new TallyworksError(ErrorCode.PROTOCOL, `${where}: unknown message ${describe(message)}`);
+}
+
+/** A short, safe description of a value for error messages. */
+export function describe(value: unknown): string {
+  if (typeof value === 'string') {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+    return `${JSON.stringify(shown)} (string of length ${value.length})`;
+  }
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${String(value)} (${typeof value})`;
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (typeof value === 'function') return 'a function';
+  return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
+}

@@ -1,0 +1,98 @@
+/**
+ * Hopping-window arithmetic (hops parity) over a record in a shard's arena.
+ *
+ * A window has W buckets of `unitMs` each. Unit boundaries follow Go's `time.Truncate`, counted from
+ * 0001-01-01 UTC: unit index k = floor((t + GO_EPOCH_OFFSET_MS) / unitMs). Units that divide a day align
+ * with the Unix epoch; 7-day units start on Monday 00:00 UTC.
+ *
+ * Instead of shifting buckets (the seed's representation), bucket k lives at position k mod W and the
+ * record remembers the newest unit index it holds (the head). Moving the window zeroes the positions of
+ * the units passed and then advances the head: re-running a half-done move zeroes the same positions again,
+ * so a shard thread killed mid-move leaves nothing a replay cannot repair.
+ *
+ * Writers (the shard) bracket every change with the record's seqlock (odd while writing); readers retry
+ * until they see the same even value before and after, so a read never mixes an old head with new buckets
+ * (the seed can count a boundary event twice for a moment).
+ */
+import { HOP_BUCKETS, HOP_HEAD, HOP_SIZE, HOP_UNIT_MS } from './layout.js';
+
+/** Milliseconds from 0001-01-01T00:00:00Z to the Unix epoch. */
+export const GO_EPOCH_OFFSET_MS = 62135596800000;
+
+/** Index of the unit holding time `t` (ms since the Unix epoch). */
+export function unitIndex(t: number, unitMs: number): number {
+  return Math.floor((t + GO_EPOCH_OFFSET_MS) / unitMs);
+}
+
+/** Start (ms since the Unix epoch) of unit index `k`. */
+export function unitStart(k: number, unitMs: number): number {
+  return k * unitMs - GO_EPOCH_OFFSET_MS;
+}
+
+/** Writes a fresh record's fields (the shard does this when the batch that creates the key arrives). */
+export function initHop(f64: Float64Array, o: number, unitMs: number, size: number): void {
+  f64[o + HOP_UNIT_MS] = unitMs;
+  f64[o + HOP_SIZE] = size;
+  f64[o + HOP_HEAD] = -Infinity;
+}
+
+/**
+ * Moves the window so that its head is the unit of `t` (never backwards) and returns the Float64 index of
+ * the bucket that `t` falls in. A clock that went backwards lands in the head bucket, as in the seed.
+ * The caller holds the record's seqlock.
+ */
+export function moveHop(f64: Float64Array, o: number, t: number): number {
+  const unitMs = f64[o + HOP_UNIT_MS]!;
+  const size = f64[o + HOP_SIZE]!;
+  const head = f64[o + HOP_HEAD]!;
+  let k = Math.floor((t + GO_EPOCH_OFFSET_MS) / unitMs);
+  if (k > head) {
+    const passed = k - head;
+    const base = o + HOP_BUCKETS;
+    if (passed >= size) {
+      f64.fill(0, base, base + size);
+    } else {
+      for (let j = head + 1; j <= k; j++) f64[base + (j % size)] = 0;
+    }
+    f64[o + HOP_HEAD] = k;
+  } else {
+    k = head;
+  }
+  return o + HOP_BUCKETS + (k % size);
+}
+
+/**
+ * Sum of the buckets visible at time `now`: units in (kNow − W, kNow], where kNow never goes behind the
+ * head (a clock set back does not move the window). Not synchronised: call inside a seqlock read.
+ */
+export function sumHop(f64: Float64Array, o: number, now: number): number {
+  const unitMs = f64[o + HOP_UNIT_MS]!;
+  const size = f64[o + HOP_SIZE]!;
+  const head = f64[o + HOP_HEAD]!;
+  if (head === -Infinity) return 0;
+  const kNow = Math.max(Math.floor((now + GO_EPOCH_OFFSET_MS) / unitMs), head);
+  const from = Math.max(kNow - size + 1, head - size + 1);
+  let sum = 0;
+  const base = o + HOP_BUCKETS;
+  for (let k = from; k <= head; k++) sum += f64[base + (k % size)]!;
+  return sum;
+}
+
+/**
+ * The W bucket counts visible at `now`, oldest first (the last element is the current unit). Not
+ * synchronised: call inside a seqlock read.
+ */
+export function bucketsHop(f64: Float64Array, o: number, now: number, out: number[]): number[] {
+  const unitMs = f64[o + HOP_UNIT_MS]!;
+  const size = f64[o + HOP_SIZE]!;
+  const head = f64[o + HOP_HEAD]!;
+  out.length = size;
+  out.fill(0);
+  if (head === -Infinity) return out;
+  const kNow = Math.max(Math.floor((now + GO_EPOCH_OFFSET_MS) / unitMs), head);
+  const base = o + HOP_BUCKETS;
+  for (let k = Math.max(kNow - size + 1, head - size + 1); k <= head; k++) {
+    out[size - 1 - (kNow - k)] = f64[base + (k % size)]!;
+  }
+  return out;
+}

@@ -1,0 +1,87 @@
+/**
+ * Every cross-thread message of the shard actors, as discriminated unions. Receivers switch exhaustively
+ * and treat anything else as a protocol error.
+ *
+ * Imported by worker threads: imports nothing main-only.
+ */
+import type { MessagePort } from 'node:worker_threads';
+
+/**
+ * What a shard thread needs to (re)attach to its memory: sent as the piscina "lease" task when the shard
+ * starts and again when a replacement thread starts. The lease stays pending while the thread lives; piscina
+ * rejects it when the thread dies, which is how the router learns to replay.
+ */
+export interface AttachInfo {
+  readonly shard: number;
+  readonly header: SharedArrayBuffer;
+  readonly arena: SharedArrayBuffer;
+  /** The engine clock's time cell (Float64, ms since the Unix epoch). */
+  readonly timeCell: SharedArrayBuffer;
+  /** Data plane: batches in ({@link DataMessage}), acknowledgements out ({@link DataReply}). */
+  readonly data: MessagePort;
+  /** Control plane (comlink): {@link ShardControl}. */
+  readonly control: MessagePort;
+}
+
+/** A record the batch creates before its ops run: [word offset, kind, param a, param b, key]. */
+export type RecordInit = [offset: number, kind: number, a: number, b: number, key: string];
+
+/** A batch of ops for one shard, as encoded into the msgpack envelope. */
+export interface BatchEnvelope {
+  /** Serial number (Int32, wraps); the shard applies batches strictly in order. */
+  readonly seq: number;
+  /** Records to create first; new keys travel with the batch that first uses them. */
+  readonly inits: RecordInit[];
+  /** Op columns, `n` long: record offset and delta. */
+  readonly slots: Int32Array;
+  readonly deltas: Float64Array;
+  /** Time runs: ops [runStarts[r], runStarts[r+1]) happened at runTimes[r] (ms since the Unix epoch). */
+  readonly runStarts: Int32Array;
+  readonly runTimes: Float64Array;
+}
+
+/** Main → shard as a piscina task: the lease. Resolves with `detached` when the router detaches. */
+export interface ShardTask {
+  readonly type: 'attach';
+  readonly attach: AttachInfo;
+}
+
+export interface ShardLeaseEnd {
+  readonly type: 'detached';
+  readonly applied: number;
+}
+
+/**
+ * Main → shard on the data port. Why not piscina tasks: piscina counts a task as running until the main
+ * thread has processed its reply, so a producer that never yields fills `concurrentTasksPerWorker` and
+ * piscina stops posting; a port delivers while the producer keeps the main thread busy.
+ */
+export type DataMessage =
+  | { readonly type: 'apply'; readonly envelope: Uint8Array }
+  | { readonly type: 'detach' };
+
+/** Shard → main on the data port. */
+export type DataReply =
+  /** The batch was applied now. */
+  | { readonly type: 'applied'; readonly seq: number }
+  /** The batch had been applied before (a replay after a restart); nothing was done. */
+  | { readonly type: 'duplicate'; readonly seq: number }
+  /** A batch before this one is missing: the router must replay from `applied + 1`. */
+  | { readonly type: 'gap'; readonly seq: number; readonly applied: number };
+
+/** Control plane of a shard (comlink). */
+export interface ShardControl {
+  stats(): ShardStats;
+}
+
+export interface ShardStats {
+  readonly shard: number;
+  /** Last batch sequence applied. */
+  readonly appliedSeq: number;
+  /** Records (keys) held. */
+  readonly records: number;
+  /** Bytes of the arena in use by the shard's view. */
+  readonly arenaBytes: number;
+  /** Times a thread attached to this shard's memory (1 + restarts). */
+  readonly attaches: number;
+}

@@ -1,0 +1,96 @@
+/**
+ * Engine options: types, defaults and validation. Every option is checked before anything starts; a
+ * wrong type is a TypeError and a value outside its rule a RangeError, both code TW_INVALID_OPTION, and
+ * the message names the option and its rule.
+ */
+import { availableParallelism } from 'node:os';
+import { optionRangeError, optionTypeError } from '../common/errors.js';
+import { type Clock, SystemClock } from './clock/clock.js';
+
+export interface EngineOptions {
+  /** Shard threads. Default: available parallelism − 1 (the calling thread produces), at least 1. 1–64. */
+  shards?: number;
+  /** Time source. Default: a {@link SystemClock}. Tests pass a {@link TestClock}. */
+  clock?: Clock;
+  /** Ops per batch before it is sent to its shard. Default 8192. 16–1048576. */
+  batchSize?: number;
+  /** Batches per shard sent but not yet applied before a producer waits. Default 4. 1–64. */
+  maxInFlight?: number;
+  /** How long a producer waits for a shard that applies nothing before it throws. Default 10000. */
+  stallTimeoutMs?: number;
+  /** The most memory one shard's records may take. Default 2 GiB. 1 MiB–4 GiB. */
+  maxShardMemoryBytes?: number;
+  /** Consecutive deaths of a shard thread without progress before the shard is given up. Default 5. 0–100. */
+  maxRestarts?: number;
+}
+
+export interface ResolvedOptions {
+  readonly shards: number;
+  readonly clock: Clock;
+  readonly batchSize: number;
+  readonly maxInFlight: number;
+  readonly stallTimeoutMs: number;
+  readonly maxShardMemoryBytes: number;
+  readonly maxRestarts: number;
+}
+
+export const MAX_SHARDS = 64;
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+
+/** Default shard count: one thread per core, less the calling thread's. */
+export function defaultShards(): number {
+  return Math.max(1, Math.min(MAX_SHARDS, availableParallelism() - 1));
+}
+
+const known = ['shards', 'clock', 'batchSize', 'maxInFlight', 'stallTimeoutMs', 'maxShardMemoryBytes', 'maxRestarts'];
+
+function integer(options: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
+  const value = options[name];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw optionTypeError(name, `an integer from ${min} to ${max}`, value);
+  if (!Number.isInteger(value) || value < min || value > max) throw optionRangeError(name, `an integer from ${min} to ${max}`, value);
+  return value;
+}
+
+function isClock(value: unknown): value is Clock {
+  const c = value as Clock;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof c.now === 'function' &&
+    typeof c.retain === 'function' &&
+    typeof c.release === 'function' &&
+    c.timeCell instanceof SharedArrayBuffer &&
+    c.timeCell.byteLength >= 8
+  );
+}
+
+/** Validates `options` and fills in defaults. */
+export function resolveOptions(options: unknown = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw optionTypeError('options', 'an object', options);
+  }
+  const o = options as Record<string, unknown>;
+  for (const name of Object.keys(o)) {
+    if (!known.includes(name)) throw optionTypeError(name, `one of the known options (${known.join(', ')})`, o[name]);
+  }
+  let clock: Clock;
+  if (o.clock === undefined) clock = new SystemClock();
+  else if (isClock(o.clock)) clock = o.clock;
+  else throw optionTypeError('clock', 'a Clock (SystemClock, TestClock, or an object with now, retain, release and a shared timeCell)', o.clock);
+  const stall = o.stallTimeoutMs;
+  if (stall !== undefined && typeof stall !== 'number') throw optionTypeError('stallTimeoutMs', 'a number of milliseconds', stall);
+  if (stall !== undefined && !(stall > 0 && stall <= 2 ** 31 - 1)) {
+    throw optionRangeError('stallTimeoutMs', 'greater than 0 and at most 2147483647 ms', stall);
+  }
+  return {
+    shards: integer(o, 'shards', 1, MAX_SHARDS, defaultShards()),
+    clock,
+    batchSize: integer(o, 'batchSize', 16, 1 << 20, 8192),
+    maxInFlight: integer(o, 'maxInFlight', 1, 64, 4),
+    stallTimeoutMs: stall ?? 10_000,
+    maxShardMemoryBytes: integer(o, 'maxShardMemoryBytes', MiB, 4 * GiB, 2 * GiB),
+    maxRestarts: integer(o, 'maxRestarts', 0, 100, 5),
+  };
+}

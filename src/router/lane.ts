@@ -1,0 +1,409 @@
+/**
+ * A lane: the router's side of one shard. It owns the shard's memory (allocated here, on the calling
+ * thread, so it survives the shard thread), the open batch the hot path appends to, the batches in
+ * flight, and the replay of those batches when the shard thread dies.
+ *
+ * Backpressure. At most `maxInFlight` batches per shard are sent and not yet applied. A batch is free
+ * again as soon as the shard publishes its sequence as applied (read from shared memory, so this works
+ * even while the producer never yields to the event loop). When the open batch is full and no batch is
+ * free, the producing call busy-waits on the shard's applied sequence: the producer is slowed to the
+ * shard's pace and memory stays bounded. If the shard applies nothing for `stallTimeoutMs` (it died
+ * while the producer held the thread, so it could not be replaced), the call throws ShardStalledError and
+ * records nothing. The main thread never calls Atomics.wait.
+ */
+import { encode } from '../../common/codec.js';
+import { connectControl, releaseControl, type Remote } from '../../common/control.js';
+import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
+import { sumHop, bucketsHop } from '../../common/hop.js';
+import {
+  ARENA_FIRST_WORD,
+  H_APPLIED_SEQ,
+  HEADER_BYTES,
+  WORD_BYTES,
+  refreshArenaViews,
+  seqAfter,
+  shardViews,
+  type ShardViews,
+} from '../../common/layout.js';
+import type { AttachInfo, DataMessage, DataReply, RecordInit, ShardControl, ShardStats } from '../../common/messages.js';
+import { readBegin, readValid } from '../../common/seqlock.js';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { ShardThread } from '../threads/threads.js';
+import { Batch, SEALED_BATCH } from './batch.js';
+
+export interface LaneConfig {
+  readonly batchSize: number;
+  readonly maxInFlight: number;
+  readonly stallTimeoutMs: number;
+  readonly maxShardMemoryBytes: number;
+  /** Consecutive thread deaths without progress before the shard is given up. */
+  readonly maxRestarts: number;
+}
+
+/** Initial arena size; it grows by doubling up to `maxShardMemoryBytes`. */
+const INITIAL_ARENA_BYTES = 1 << 20;
+/** Seqlock read attempts before a reader concludes the writer died mid-write and yields. */
+const READ_SPINS = 1 << 16;
+
+/** One shard thread's attachment: its lease and ports. Replaced when the thread dies. */
+interface Attachment {
+  readonly data: MessagePort;
+  readonly controlPort: MessagePort;
+  readonly control: Remote<ShardControl>;
+  readonly lease: Promise<unknown>;
+}
+
+interface Waiter {
+  readonly seq: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class Lane {
+  readonly index: number;
+  /** The open batch. Public for the hot path's sake; only `append` writes it. */
+  open: Batch;
+  private readonly config: LaneConfig;
+  private readonly header: SharedArrayBuffer;
+  private readonly arena: SharedArrayBuffer;
+  private readonly views: ShardViews;
+  private readonly timeCell: SharedArrayBuffer;
+  private readonly time: Float64Array;
+  private readonly thread: ShardThread;
+  private readonly onFirstOp: () => void;
+  private readonly free: Batch[] = [];
+  private readonly inflight: Batch[] = [];
+  private readonly waiters: Waiter[] = [];
+  private lastSeq = 0;
+  private usedWords = ARENA_FIRST_WORD;
+  private epoch = 0;
+  private failedRestarts = 0;
+  private appliedAtRestart = 0;
+  private restarts = 0;
+  private attachment: Attachment | undefined;
+  private failure: TallyworksError | undefined;
+  private sealed = false;
+
+  constructor(index: number, config: LaneConfig, timeCell: SharedArrayBuffer, onFirstOp: () => void) {
+    this.index = index;
+    this.config = config;
+    this.header = new SharedArrayBuffer(HEADER_BYTES);
+    this.arena = new SharedArrayBuffer(Math.min(INITIAL_ARENA_BYTES, config.maxShardMemoryBytes), {
+      maxByteLength: config.maxShardMemoryBytes,
+    });
+    this.views = shardViews(this.header, this.arena);
+    this.timeCell = timeCell;
+    this.time = new Float64Array(timeCell, 0, 1);
+    this.onFirstOp = onFirstOp;
+    this.thread = new ShardThread((err) => this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${index}: ${err.message}`, { cause: err })));
+    for (let i = 0; i <= config.maxInFlight; i++) this.free.push(new Batch(config.batchSize));
+    this.open = this.free.pop()!;
+  }
+
+  /** Starts the shard thread, attaches it to the memory, and resolves once it answers. */
+  async start(): Promise<void> {
+    await this.attach().control.stats();
+  }
+
+  /** Leases the (current or replacement) thread and connects the data and control ports. */
+  private attach(): Attachment {
+    const data = new MessageChannel();
+    const control = new MessageChannel();
+    const info: AttachInfo = {
+      shard: this.index,
+      header: this.header,
+      arena: this.arena,
+      timeCell: this.timeCell,
+      data: data.port2,
+      control: control.port2,
+    };
+    const epoch = this.epoch;
+    const lease = this.thread.lease({ type: 'attach', attach: info }, [data.port2, control.port2]);
+    lease.catch(() => this.restart(epoch));
+    data.port1.on('message', (reply: DataReply) => this.onReply(reply));
+    // Only a pending read or close keeps the process alive (see waitApplied).
+    data.port1.unref();
+    control.port1.unref();
+    this.attachment = { data: data.port1, controlPort: control.port1, control: connectControl<ShardControl>(control.port1), lease };
+    return this.attachment;
+  }
+
+  private detach(): void {
+    const a = this.attachment;
+    if (a === undefined) return;
+    this.attachment = undefined;
+    releaseControl(a.control);
+    a.controlPort.close();
+    a.data.close();
+  }
+
+  // ── hot path ──────────────────────────────────────────────────────────────────────────────────────
+
+  /** Appends one op (record word offset, delta) stamped with the clock's time. Allocation-free. */
+  append(slot: number, delta: number): void {
+    const b = this.open;
+    const n = b.n;
+    if (n >= b.capacity) {
+      this.appendSlow(slot, delta);
+      return;
+    }
+    const t = this.time[0]!;
+    if (t !== b.lastTime) {
+      b.runStarts[b.runs] = n;
+      b.runTimes[b.runs++] = t;
+      b.lastTime = t;
+    }
+    b.slots[n] = slot;
+    b.deltas[n] = delta;
+    b.n = n + 1;
+    if (n + 1 === b.capacity) this.trySend();
+    else if (n === 0) this.onFirstOp();
+  }
+
+  /** The open batch is full (or the lane sealed/failed): make room before writing anything. */
+  private appendSlow(slot: number, delta: number): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.sealed) throw closedError('engine');
+    this.waitForRoom();
+    this.append(slot, delta);
+  }
+
+  private waitForRoom(): void {
+    if (this.trySend()) return;
+    const deadline = Date.now() + this.config.stallTimeoutMs;
+    for (let spins = 1; !this.trySend(); spins++) {
+      if ((spins & 0x3ff) === 0 && Date.now() > deadline) {
+        throw new TallyworksError(
+          ErrorCode.SHARD_STALLED,
+          `shard ${this.index} applied no batch for ${this.config.stallTimeoutMs} ms while ${this.inflight.length} batches waited; the op was not recorded`,
+        );
+      }
+    }
+  }
+
+  // ── records ───────────────────────────────────────────────────────────────────────────────────────
+
+  /** Reserves `words` 8-byte words for a new record and queues its creation in the open batch. */
+  createRecord(words: number, kind: number, a: number, b: number, key: string): number {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.sealed) throw closedError('engine');
+    const offset = this.usedWords;
+    const endBytes = (offset + words) * WORD_BYTES;
+    if (endBytes > this.arena.byteLength) this.grow(endBytes);
+    this.usedWords = offset + words;
+    const init: RecordInit = [offset, kind, a, b, key];
+    if (!this.open.hasContent()) this.onFirstOp();
+    this.open.inits.push(init);
+    return offset;
+  }
+
+  private grow(needBytes: number): void {
+    const max = this.config.maxShardMemoryBytes;
+    if (needBytes > max) {
+      throw new TallyworksError(
+        ErrorCode.CAPACITY,
+        `shard ${this.index} would need ${needBytes} bytes, over maxShardMemoryBytes (${max}); nothing was created`,
+      );
+    }
+    const doubled = this.arena.byteLength * 2;
+    const target = Math.min(max, Math.max(needBytes, doubled));
+    this.arena.grow(Math.ceil(target / WORD_BYTES) * WORD_BYTES);
+  }
+
+  // ── sending, acknowledgement, replay ──────────────────────────────────────────────────────────────
+
+  private appliedSeq(): number {
+    return Atomics.load(this.views.header, H_APPLIED_SEQ);
+  }
+
+  /** Returns applied batches to the pool. */
+  private reclaim(): void {
+    const applied = this.appliedSeq();
+    while (this.inflight.length > 0 && !seqAfter(this.inflight[0]!.seq, applied)) {
+      const b = this.inflight.shift()!;
+      b.reset();
+      this.free.push(b);
+    }
+  }
+
+  /** Sends the open batch if it has content and a batch slot is free; false when it must wait. */
+  trySend(): boolean {
+    const b = this.open;
+    if (!b.hasContent()) return true;
+    this.reclaim();
+    if (this.inflight.length >= this.config.maxInFlight) return false;
+    this.lastSeq = (this.lastSeq + 1) | 0;
+    b.seq = this.lastSeq;
+    this.inflight.push(b);
+    this.open = this.free.pop()!;
+    this.dispatch(b);
+    return true;
+  }
+
+  private dispatch(b: Batch): void {
+    const envelope = encode(b.envelope());
+    const message: DataMessage = { type: 'apply', envelope };
+    this.attachment?.data.postMessage(message, [envelope.buffer as ArrayBuffer]);
+  }
+
+  private onReply(reply: DataReply): void {
+    switch (reply.type) {
+      case 'applied':
+      case 'duplicate':
+        this.failedRestarts = 0;
+        break;
+      case 'gap':
+        // Cannot happen on one ordered port; replay defensively rather than lose the order.
+        this.replay();
+        break;
+      default:
+        this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${this.index}: unknown reply ${JSON.stringify(reply)}`));
+        return;
+    }
+    this.settle();
+    // Replies arrive in their own event-loop turn, so the producer's tick is over: send what it left.
+    if (this.open.hasContent() && !this.sealed) this.trySend();
+  }
+
+  /** Re-sends every batch the shard has not applied, in order. */
+  private replay(): void {
+    this.reclaim();
+    for (const b of this.inflight) this.dispatch(b);
+  }
+
+  /**
+   * The shard thread died (piscina rejected its lease and starts a fresh thread): attach the replacement
+   * to the same memory and replay every unapplied batch in order. Once per death (per epoch).
+   */
+  private restart(epoch: number): void {
+    if (epoch !== this.epoch || this.failure !== undefined || this.sealed) return;
+    this.epoch++;
+    this.restarts++;
+    const applied = this.appliedSeq();
+    this.failedRestarts = applied === this.appliedAtRestart ? this.failedRestarts + 1 : 1;
+    this.appliedAtRestart = applied;
+    this.detach();
+    if (this.failedRestarts > this.config.maxRestarts) {
+      this.fail(
+        new TallyworksError(
+          ErrorCode.SHARD_FAILED,
+          `shard ${this.index} thread died ${this.failedRestarts} times without applying batch ${(applied + 1) | 0}; the shard is given up`,
+        ),
+      );
+      return;
+    }
+    this.attach();
+    this.replay();
+  }
+
+  private fail(err: TallyworksError): void {
+    this.failure = err;
+    this.open = SEALED_BATCH;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  private settle(): void {
+    if (this.waiters.length === 0) return;
+    const applied = this.appliedSeq();
+    let kept = 0;
+    for (const w of this.waiters) {
+      if (seqAfter(w.seq, applied)) this.waiters[kept++] = w;
+      else w.resolve();
+    }
+    this.waiters.length = kept;
+    if (kept === 0) this.attachment?.data.unref();
+  }
+
+  private waitApplied(seq: number): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (!seqAfter(seq, this.appliedSeq())) return Promise.resolve();
+    // A pending read or close keeps the process alive until the shard answers.
+    if (this.waiters.length === 0) this.attachment?.data.ref();
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** True when nothing is open and the shard has applied everything sent: reads need no round trip. */
+  isIdle(): boolean {
+    return !this.open.hasContent() && !seqAfter(this.lastSeq, this.appliedSeq());
+  }
+
+  /** Sends the open batch and resolves once the shard has applied everything sent so far. */
+  async drain(): Promise<void> {
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.open.hasContent() && !this.trySend()) {
+        await this.waitApplied(this.inflight[0]!.seq);
+        continue;
+      }
+      if (!seqAfter(this.lastSeq, this.appliedSeq())) return;
+      await this.waitApplied(this.lastSeq);
+    }
+  }
+
+  // ── reads (from shared memory, after a drain) ─────────────────────────────────────────────────────
+
+  /** Sum of a hopping window at `now`, or undefined if a writer held the record for too long. */
+  readHopSum(slot: number, now: number): number | undefined {
+    refreshArenaViews(this.views, this.arena);
+    const { i32, f64 } = this.views;
+    for (let i = 0; i < READ_SPINS; i++) {
+      const s = readBegin(i32, slot);
+      if (s === -1) continue;
+      const sum = sumHop(f64, slot, now);
+      if (readValid(i32, slot, s)) return sum;
+    }
+    return undefined;
+  }
+
+  /** Bucket counts of a hopping window at `now`, oldest first, or undefined (see readHopSum). */
+  readHopBuckets(slot: number, now: number): number[] | undefined {
+    refreshArenaViews(this.views, this.arena);
+    const { i32, f64 } = this.views;
+    const out: number[] = [];
+    for (let i = 0; i < READ_SPINS; i++) {
+      const s = readBegin(i32, slot);
+      if (s === -1) continue;
+      bucketsHop(f64, slot, now, out);
+      if (readValid(i32, slot, s)) return out;
+    }
+    return undefined;
+  }
+
+  // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────
+
+  async stats(): Promise<ShardStats & { restarts: number; inflight: number }> {
+    const a = this.attachment;
+    if (a === undefined || this.failure !== undefined) throw this.failure ?? closedError('shard control');
+    const s = await a.control.stats();
+    this.reclaim();
+    return { ...s, restarts: this.restarts, inflight: this.inflight.length };
+  }
+
+  /** Drains, then refuses further ops; repeated drains catch ops issued while an earlier drain waited. */
+  async close(): Promise<void> {
+    try {
+      while (!this.isIdle() && this.failure === undefined) await this.drain();
+    } finally {
+      this.sealed = true;
+      if (this.failure === undefined) this.open = SEALED_BATCH;
+      for (const w of this.waiters.splice(0)) w.reject(closedError('engine'));
+      const a = this.attachment;
+      if (a !== undefined) {
+        const detach: DataMessage = { type: 'detach' };
+        a.data.postMessage(detach);
+        await a.lease.catch(() => undefined);
+      }
+      this.detach();
+      await this.thread.destroy();
+    }
+  }
+
+  /** Test hook: kills the shard thread as a crash would. */
+  killThreadForTest(): Promise<void> {
+    return this.thread.killForTest();
+  }
+
+  get failed(): TallyworksError | undefined {
+    return this.failure;
+  }
+}

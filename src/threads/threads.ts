@@ -1,0 +1,56 @@
+/**
+ * Thread starting and supervision: piscina's one home, and the clock ticker's plain worker.
+ *
+ * A shard is a piscina pool of exactly one thread. piscina starts it, and replaces it if it dies; the
+ * router runs one long "lease" task per attachment (it rejects when the thread dies, which starts the
+ * replay). Batches do not travel as piscina tasks but on the lease's own port (see common/messages.ts).
+ * `atomics: 'disabled'` on purpose: with 'sync' an idle worker blocks in Atomics.wait and its event loop
+ * stalls, and the shard must keep serving its data and control ports.
+ */
+import { type MessagePort, Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { ShardLeaseEnd, ShardTask } from '../../common/messages.js';
+
+const shardEntry = new URL('../../workers/shard.js', import.meta.url);
+const tickerEntry = new URL('../../workers/clock-ticker.js', import.meta.url);
+
+/** A one-thread actor pool running workers/shard. */
+export class ShardThread {
+  private readonly pool: Piscina<ShardTask, ShardLeaseEnd>;
+
+  constructor(onError: (err: Error) => void) {
+    this.pool = new Piscina<ShardTask, ShardLeaseEnd>({
+      filename: shardEntry.href,
+      minThreads: 1,
+      maxThreads: 1,
+      // The lease of a dying thread and that of its replacement may overlap for a moment.
+      concurrentTasksPerWorker: 2,
+      atomics: 'disabled',
+      idleTimeout: Number.POSITIVE_INFINITY,
+      recordTiming: false,
+    });
+    this.pool.on('error', onError);
+  }
+
+  /** Runs a lease: resolves when the shard detaches, rejects when its thread dies. */
+  lease(task: ShardTask, transferList: MessagePort[]): Promise<ShardLeaseEnd> {
+    return this.pool.run(task, { transferList: transferList as never });
+  }
+
+  /** Kills the current thread (tests use it to prove crash recovery). */
+  async killForTest(): Promise<void> {
+    const threads = this.pool.threads;
+    await Promise.all(threads.map((t) => t.terminate()));
+  }
+
+  destroy(): Promise<void> {
+    return this.pool.destroy();
+  }
+}
+
+/** Starts the clock ticker thread; `stop` is an Int32 cell that ends it when set to 1 and notified. */
+export function startTicker(timeCell: SharedArrayBuffer, stop: SharedArrayBuffer, tickMs: number): Worker {
+  const worker = new Worker(tickerEntry, { workerData: { timeCell, stop, tickMs } });
+  worker.unref();
+  return worker;
+}

@@ -1,0 +1,133 @@
+/**
+ * Hopping windows (hops parity): "how many in the last N units".
+ *
+ * `engine.windows({ size, unit })` is a set of windows of one shape, addressed by string id;
+ * `engine.window(id, { size, unit })` (or `set.window(id)`) is one window with its shard and record
+ * resolved once — the handle to keep in the hottest loops.
+ */
+import { argumentRangeError } from '../../common/errors.js';
+import { hopRecordWords, KIND_HOP } from '../../common/layout.js';
+import { validateKey } from '../keys.js';
+import type { Clock } from '../clock/clock.js';
+import type { Lane } from '../router/lane.js';
+import type { Router } from '../router/router.js';
+import type { WindowShape } from './window-options.js';
+
+/** Throws unless `n` is a count a window can take: a safe integer ≥ 0. */
+function checkCount(n: number): void {
+  if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0)) {
+    throw argumentRangeError('n', 'a safe integer ≥ 0', n);
+  }
+}
+
+/** Reads a record once its shard has applied everything this thread sent to it. */
+async function settledRead<T>(lane: Lane, clock: Clock, read: (now: number) => T | undefined): Promise<T> {
+  for (;;) {
+    if (!lane.isIdle()) await lane.drain();
+    const value = read(clock.now());
+    if (value !== undefined) return value;
+    // A writer held the record's seqlock for the whole spin: its thread died mid-write. The replacement
+    // repairs the record; give the event loop a turn so the restart can run.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** One hopping window, resolved to its shard and record. */
+export class Window {
+  readonly id: string;
+  readonly size: number;
+  readonly unitMs: number;
+  /** @internal */
+  readonly lane: Lane;
+  /** @internal word offset of the record in the shard's arena */
+  readonly slot: number;
+  private readonly clock: Clock;
+
+  /** @internal use `engine.window()` or `WindowSet.window()` */
+  constructor(id: string, shape: WindowShape, lane: Lane, slot: number, clock: Clock) {
+    this.id = id;
+    this.size = shape.size;
+    this.unitMs = shape.unitMs;
+    this.lane = lane;
+    this.slot = slot;
+    this.clock = clock;
+  }
+
+  /** Counts `n` (default 1) events now. Synchronous and allocation-free. */
+  observe(n = 1): void {
+    if (n !== 1) checkCount(n);
+    this.lane.append(this.slot, n);
+  }
+
+  /** Events in the window now: the current unit and the W − 1 before it. */
+  value(): Promise<number> {
+    return settledRead(this.lane, this.clock, (now) => this.lane.readHopSum(this.slot, now));
+  }
+
+  /** The W bucket counts now, oldest first; the last one is the current unit. */
+  buckets(): Promise<number[]> {
+    return settledRead(this.lane, this.clock, (now) => this.lane.readHopBuckets(this.slot, now));
+  }
+}
+
+/** Windows of one shape, by string id. */
+export class WindowSet {
+  readonly size: number;
+  readonly unitMs: number;
+  private readonly shape: WindowShape;
+  private readonly router: Router;
+  private readonly clock: Clock;
+  private readonly byId = new Map<string, Window>();
+
+  /** @internal use `engine.windows()` */
+  constructor(shape: WindowShape, router: Router, clock: Clock) {
+    this.shape = shape;
+    this.size = shape.size;
+    this.unitMs = shape.unitMs;
+    this.router = router;
+    this.clock = clock;
+  }
+
+  /** Counts `n` (default 1) events now in window `id`, creating it on first use. */
+  observe(id: string, n = 1): void {
+    const w = this.byId.get(id);
+    if (w !== undefined) {
+      w.observe(n);
+      return;
+    }
+    if (n !== 1) checkCount(n); // before the window is created: bad input writes nothing
+    this.window(id).observe(n);
+  }
+
+  /** The window `id`, created if new: keep it to skip the id lookup on every observe. */
+  window(id: string): Window {
+    const existing = this.byId.get(id);
+    if (existing !== undefined) return existing;
+    validateKey(id, 'id');
+    const lane = this.router.laneFor(id);
+    const slot = lane.createRecord(hopRecordWords(this.shape.size), KIND_HOP, this.shape.unitMs, this.shape.size, id);
+    const w = new Window(id, this.shape, lane, slot, this.clock);
+    this.byId.set(id, w);
+    return w;
+  }
+
+  /** Events in window `id` now (0 for an id never observed). */
+  value(id: string): Promise<number> {
+    const w = this.byId.get(id);
+    if (w === undefined) {
+      validateKey(id, 'id');
+      return Promise.resolve(0);
+    }
+    return w.value();
+  }
+
+  /** True if window `id` exists. */
+  has(id: string): boolean {
+    return this.byId.has(id);
+  }
+
+  /** Number of windows in the set. */
+  get count(): number {
+    return this.byId.size;
+  }
+}
