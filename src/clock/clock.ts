@@ -60,6 +60,8 @@ export class SystemClock implements Clock {
     if (--tickerUsers > 0 || ticker === undefined) return;
     const current = ticker;
     ticker = undefined;
+    // The ticker is unref'd; ref it while we wait for its exit, or an otherwise idle loop would end first.
+    current.worker.ref();
     Atomics.store(current.stop, 0, 1);
     Atomics.notify(current.stop, 0);
     await current.exited;

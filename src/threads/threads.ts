@@ -11,6 +11,14 @@ import { type MessagePort, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { ShardLeaseEnd, ShardTask } from '../../common/messages.js';
 
+/**
+ * Node options of this process that a worker thread refuses (it would die at start): `--input-type`
+ * (set by `node --input-type=module -e …`) is the one seen in practice.
+ */
+function workerExecArgv(): string[] {
+  return process.execArgv.filter((arg) => !arg.startsWith('--input-type'));
+}
+
 const shardEntry = new URL('../../workers/shard.js', import.meta.url);
 const tickerEntry = new URL('../../workers/clock-ticker.js', import.meta.url);
 
@@ -21,6 +29,7 @@ export class ShardThread {
   constructor(onError: (err: Error) => void) {
     this.pool = new Piscina<ShardTask, ShardLeaseEnd>({
       filename: shardEntry.href,
+      execArgv: workerExecArgv(),
       minThreads: 1,
       maxThreads: 1,
       // The lease of a dying thread and that of its replacement may overlap for a moment.
@@ -50,7 +59,7 @@ export class ShardThread {
 
 /** Starts the clock ticker thread; `stop` is an Int32 cell that ends it when set to 1 and notified. */
 export function startTicker(timeCell: SharedArrayBuffer, stop: SharedArrayBuffer, tickMs: number): Worker {
-  const worker = new Worker(tickerEntry, { workerData: { timeCell, stop, tickMs } });
+  const worker = new Worker(tickerEntry, { workerData: { timeCell, stop, tickMs }, execArgv: workerExecArgv() });
   worker.unref();
   return worker;
 }

@@ -1,0 +1,48 @@
+/** The shared-memory layout: header slots aligned, in bounds and not overlapping; records word-aligned. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as L from '../../common/layout.js';
+
+test('header Int32 and Float64 slots are in bounds and never overlap', () => {
+  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_PROGRESS, L.H_UNDO_OP, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
+  const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD];
+  const bytes: Array<[number, number, string]> = [
+    ...i32.map((i): [number, number, string] => [i * 4, i * 4 + 4, `i32[${i}]`]),
+    ...f64.map((i): [number, number, string] => [i * 8, i * 8 + 8, `f64[${i}]`]),
+  ];
+  assert.equal(new Set(i32).size, i32.length, 'Int32 slots are distinct');
+  for (const [start, end, name] of bytes) {
+    assert.ok(end <= L.HEADER_BYTES, `${name} inside the header`);
+    assert.equal(start % (name.startsWith('f64') ? 8 : 4), 0, `${name} aligned`);
+  }
+  for (const a of bytes) for (const b of bytes) {
+    if (a === b) continue;
+    assert.ok(a[1] <= b[0] || b[1] <= a[0], `${a[2]} and ${b[2]} overlap`);
+  }
+  assert.ok(Math.max(...i32) < L.HEADER_I32_SLOTS);
+  assert.ok(Math.max(...f64) < L.HEADER_F64_SLOTS);
+  assert.ok(L.HEADER_I32_SLOTS * 4 <= Math.min(...f64) * 8, 'the Float64 slots start after the Int32 ones');
+});
+
+test('hop record fields sit after the seqlock/kind word and buckets follow them', () => {
+  const fields = [L.HOP_UNIT_MS, L.HOP_SIZE, L.HOP_HEAD];
+  assert.ok(Math.min(...fields) >= 1, 'word 0 holds the seqlock and the kind');
+  assert.equal(new Set(fields).size, fields.length);
+  assert.equal(L.HOP_BUCKETS, Math.max(...fields) + 1);
+  assert.equal(L.hopRecordWords(5), L.HOP_BUCKETS + 5);
+  assert.ok(L.ARENA_FIRST_WORD > 0, 'offset 0 means no record');
+});
+
+test('views are rebuilt when the arena grows, and serial numbers compare across the Int32 wrap', () => {
+  const arena = new SharedArrayBuffer(64, { maxByteLength: 1024 });
+  const views = L.shardViews(new SharedArrayBuffer(L.HEADER_BYTES), arena);
+  assert.equal(views.f64.length, 8);
+  arena.grow(256);
+  L.refreshArenaViews(views, arena);
+  assert.equal(views.f64.length, 32);
+  assert.equal(views.i32.length, 64);
+  assert.ok(L.seqAfter(1, 0));
+  assert.ok(!L.seqAfter(0, 0));
+  assert.ok(L.seqAfter(-2147483648, 2147483647), 'wrapped sequence comes after');
+  assert.ok(!L.seqAfter(2147483647, -2147483648));
+});

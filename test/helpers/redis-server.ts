@@ -1,0 +1,337 @@
+/**
+ * Test harness that runs a private, throw-away `redis-server` per test (or per suite).
+ *
+ * Why a private server instead of the developer's Redis on 6379: tests here kill, restart and flush
+ * Redis, which must never happen to a shared instance, and each test needs a clean keyspace without
+ * coordinating with other test files that run in parallel processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+
+const HOST = '127.0.0.1' as const;
+
+/** How long {@link startRedisServer} / {@link RedisServer.restart} wait for the first PING reply. */
+const READY_TIMEOUT_MS = 5_000;
+/** Gap between PING attempts while the server starts up. */
+const POLL_INTERVAL_MS = 20;
+/** How long stop() waits after SIGTERM before escalating to SIGKILL (a wedged server must not hang a test run). */
+const STOP_GRACE_MS = 5_000;
+/** Cap on the captured server output kept for error messages: the tail is what explains a failure. */
+const MAX_OUTPUT_CHARS = 16_384;
+/** Attempts at a fresh port when another process grabs the probed port before redis binds it. */
+const START_ATTEMPTS = 3;
+
+export const REDIS_SERVER_NOT_FOUND_MESSAGE =
+  'redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) to run the Redis tests';
+
+/** Options for {@link startRedisServer}. */
+export interface RedisServerOptions {
+  /**
+   * Enable the append-only file with `appendfsync always`, so every acknowledged write survives a
+   * SIGKILL and is reloaded by {@link RedisServer.restart}. Default `false` (pure in-memory server).
+   */
+  appendOnly?: boolean;
+}
+
+/** A private `redis-server` child process started by {@link startRedisServer}. */
+export interface RedisServer {
+  /** The loopback port the server listens on (never a fixed port such as 6379). */
+  readonly port: number;
+  readonly host: '127.0.0.1';
+  /** `redis://127.0.0.1:<port>`. */
+  readonly url: string;
+  /** The server's private working directory (AOF files live here); removed by {@link RedisServer.stop}. */
+  readonly dir: string;
+  /** Whether the server process is currently alive. */
+  readonly running: boolean;
+  /**
+   * Send `signal` (default `SIGKILL`, i.e. a crash) to the server and resolve once the process has
+   * exited. Resolves immediately if it is not running. The directory is kept so {@link restart} can
+   * reload the AOF.
+   */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Start the server again on the same port and directory (so AOF data is reloaded) and resolve once
+   * it answers PING. If it is still running it is SIGKILLed first. Rejects after {@link stop}.
+   */
+  restart(): Promise<void>;
+  /**
+   * Shut the server down (SIGTERM, escalating to SIGKILL if it hangs), wait for the exit and remove
+   * the directory. Idempotent: later calls return the same promise.
+   */
+  stop(): Promise<void>;
+}
+
+/**
+ * Every live child across all harness instances. A process-level 'exit' handler SIGKILLs them, so a
+ * test file that throws, forgets stop(), or calls process.exit() never leaves an orphaned redis-server
+ * holding a port. ('exit' handlers do not run when the test process itself dies from an unhandled
+ * signal; nothing in-process can cover that case.)
+ */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of liveChildren) {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // Already gone: nothing to clean up.
+      }
+    }
+  });
+}
+
+/**
+ * Ask the OS for a free loopback port by binding port 0 and releasing it. There is an unavoidable
+ * window before redis binds it; {@link startRedisServer} retries on a fresh port if it is lost.
+ */
+function pickFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close((err) => (err ? reject(err) : port > 0 ? resolve(port) : reject(new Error('could not determine a free port'))));
+    });
+  });
+}
+
+/**
+ * One PING over a raw socket. Also sends `INFO server` and checks `process_id` against our child's
+ * pid: if another process grabbed the port first, a PONG from *that* server must not be mistaken for
+ * ours becoming ready. Resolves false (never rejects) on refusal, `-LOADING` or any other reply.
+ */
+function pingOnce(port: number, pid: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket: Socket = connect({ host: HOST, port });
+    let reply = '';
+    let done = false;
+    const finish = (ok: boolean): void => {
+      if (done) return;
+      done = true;
+      // Destroying also clears the socket's idle timer, so nothing lingers in the event loop.
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => finish(false));
+    socket.once('connect', () => socket.write('PING\r\nINFO server\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      const firstLineEnd = reply.indexOf('\r\n');
+      if (firstLineEnd === -1) return;
+      if (reply.slice(0, firstLineEnd) !== '+PONG') return finish(false);
+      const match = /process_id:(\d+)\r\n/.exec(reply);
+      if (match) finish(Number(match[1]) === pid);
+    });
+    socket.once('error', () => finish(false));
+    socket.once('close', () => finish(false));
+  });
+}
+
+class RedisServerProcess implements RedisServer {
+  readonly host = HOST;
+  readonly url: string;
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private output = '';
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    readonly port: number,
+    readonly dir: string,
+    private readonly appendOnly: boolean,
+  ) {
+    this.url = `redis://${HOST}:${port}`;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined;
+  }
+
+  /** Spawn redis-server and wait for PING; on failure the child is killed before rejecting. */
+  async launch(): Promise<void> {
+    const args = [
+      '--port', String(this.port),
+      '--bind', HOST,
+      // No RDB snapshots: tests must not pay for (or be confused by) background saves.
+      '--save', '',
+      '--appendonly', this.appendOnly ? 'yes' : 'no',
+      // fsync on every write so a SIGKILL loses nothing that was acknowledged.
+      ...(this.appendOnly ? ['--appendfsync', 'always'] : []),
+      '--dir', this.dir,
+      '--daemonize', 'no',
+      '--protected-mode', 'no',
+      // Empty logfile = stdout, which we capture for error messages.
+      '--logfile', '',
+    ];
+    this.output = '';
+    const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const capture = (chunk: Buffer): void => {
+      this.output = (this.output + chunk.toString('utf8')).slice(-MAX_OUTPUT_CHARS);
+    };
+    child.stdout?.on('data', capture);
+    child.stderr?.on('data', capture);
+
+    // ENOENT (and other spawn failures) arrive asynchronously via 'error', success via 'spawn'.
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (err: NodeJS.ErrnoException) => {
+        reject(err.code === 'ENOENT' ? new Error(REDIS_SERVER_NOT_FOUND_MESSAGE) : err);
+      });
+    });
+    // Keep a permanent listener: a later 'error' (e.g. a failed kill) must not crash the test process.
+    child.on('error', (err) => capture(Buffer.from(`\n[harness] child error: ${err.message}\n`)));
+
+    this.child = child;
+    liveChildren.add(child);
+    this.exited = new Promise<void>((resolve) => {
+      child.once('exit', (code, signal) => {
+        liveChildren.delete(child);
+        if (this.child === child) this.child = undefined;
+        // Wait for 'close' (pipes drained) so the server's last words, e.g. "Address already in use",
+        // are captured. Bounded: a forked grandchild could inherit and hold the pipes open, so after a
+        // grace period they are destroyed, which guarantees no handle outlives the process.
+        let settled = false;
+        const settle = (): void => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(grace);
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          capture(Buffer.from(`\n[harness] redis-server exited (code ${code}, signal ${signal})\n`));
+          resolve();
+        };
+        // Unref'd: the still-open (ref'd, see busy()) pipes keep the loop alive until 'close'.
+        const grace = setTimeout(settle, 250);
+        grace.unref();
+        child.once('close', settle);
+      });
+    });
+
+    try {
+      await this.waitForPing(child);
+    } catch (err) {
+      await this.kill('SIGKILL');
+      throw err;
+    }
+    this.idle(child);
+  }
+
+  private async waitForPing(child: ChildProcess): Promise<void> {
+    const pid = child.pid ?? -1;
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (this.child !== child) {
+        throw new Error(`redis-server on port ${this.port} exited before answering PING. Output:\n${this.output}`);
+      }
+      if (await pingOnce(this.port, pid)) return;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `redis-server on port ${this.port} did not answer PING within ${READY_TIMEOUT_MS} ms. Output:\n${this.output}`,
+        );
+      }
+      // Unref'd: the (still ref'd) child keeps the loop alive while we wait, and a stray timer can
+      // never hold the process open on its own.
+      await delay(POLL_INTERVAL_MS, undefined, { ref: false });
+    }
+  }
+
+  /**
+   * At rest, the child and its pipes must not keep the test process alive: a test that forgets
+   * stop() should still let node exit (the 'exit' hook then kills the server) rather than hang.
+   * While an operation is waiting on the child, it is ref'd again (see {@link busy}).
+   */
+  private idle(child: ChildProcess): void {
+    child.unref();
+    (child.stdout as Socket | null)?.unref();
+    (child.stderr as Socket | null)?.unref();
+  }
+
+  /** Ref the child while awaiting it, so the event loop cannot drain mid-operation. */
+  private busy(child: ChildProcess): void {
+    child.ref();
+    (child.stdout as Socket | null)?.ref();
+    (child.stderr as Socket | null)?.ref();
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child;
+    if (child === undefined) return;
+    this.busy(child);
+    child.kill(signal);
+    await this.exited;
+  }
+
+  async restart(): Promise<void> {
+    if (this.stopping) throw new Error(`redis-server on port ${this.port} was stopped; it cannot be restarted`);
+    await this.kill('SIGKILL');
+    await this.launch();
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    const child = this.child;
+    if (child !== undefined) {
+      this.busy(child);
+      child.kill('SIGTERM');
+      const escalate = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+      escalate.unref();
+      try {
+        await this.exited;
+      } finally {
+        clearTimeout(escalate);
+      }
+    }
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Captured output of the current (or last) server process, for diagnostics. */
+  get log(): string {
+    return this.output;
+  }
+}
+
+/**
+ * Start a private `redis-server` on a free loopback port with its own temporary directory and resolve
+ * once it answers PING.
+ *
+ * Always pair with {@link RedisServer.stop} (e.g. in `t.after` / `after`) so the directory is removed;
+ * a forgotten server does not keep the test process alive and is SIGKILLed when the process exits.
+ *
+ * @throws Error with {@link REDIS_SERVER_NOT_FOUND_MESSAGE} when `redis-server` is not on PATH, or an
+ * Error containing the server's output if it does not become ready within 5 s.
+ */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  installExitHook();
+  const dir = await mkdtemp(join(tmpdir(), 'tallyworks-redis-'));
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const server = new RedisServerProcess(await pickFreePort(), dir, options.appendOnly ?? false);
+      try {
+        await server.launch();
+        return server;
+      } catch (err) {
+        // Losing the probed port to another process is the one failure worth retrying (on a new port).
+        const lostPort = /address already in use/i.test(server.log);
+        if (!lostPort || attempt >= START_ATTEMPTS) throw err;
+      }
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
