@@ -106,6 +106,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       stallTimeoutMs: resolved.stallTimeoutMs,
       maxShardMemoryBytes: resolved.maxShardMemoryBytes,
       maxRestarts: resolved.maxRestarts,
+      restartBacklogBatches: resolved.restartBacklogBatches,
     },
     clock.timeCell,
   );

@@ -22,6 +22,11 @@ export interface EngineOptions {
   maxShardMemoryBytes?: number;
   /** Consecutive deaths of a shard thread without progress before the shard is given up. Default 5. 0–100. */
   maxRestarts?: number;
+  /**
+   * Batches per shard held unapplied while a replacement shard thread starts, so that producers are not
+   * blocked by a restart. Default 64 (512k ops at the default batch size). `maxInFlight`–4096.
+   */
+  restartBacklogBatches?: number;
 }
 
 export interface ResolvedOptions {
@@ -32,6 +37,7 @@ export interface ResolvedOptions {
   readonly stallTimeoutMs: number;
   readonly maxShardMemoryBytes: number;
   readonly maxRestarts: number;
+  readonly restartBacklogBatches: number;
 }
 
 export const MAX_SHARDS = 64;
@@ -43,7 +49,16 @@ export function defaultShards(): number {
   return Math.max(1, Math.min(MAX_SHARDS, availableParallelism() - 1));
 }
 
-const known = ['shards', 'clock', 'batchSize', 'maxInFlight', 'stallTimeoutMs', 'maxShardMemoryBytes', 'maxRestarts'];
+const known = [
+  'shards',
+  'clock',
+  'batchSize',
+  'maxInFlight',
+  'stallTimeoutMs',
+  'maxShardMemoryBytes',
+  'maxRestarts',
+  'restartBacklogBatches',
+];
 
 function integer(options: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
   const value = options[name];
@@ -84,11 +99,13 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
   if (stall !== undefined && !(stall > 0 && stall <= 2 ** 31 - 1)) {
     throw optionRangeError('stallTimeoutMs', 'greater than 0 and at most 2147483647 ms', stall);
   }
+  const maxInFlight = integer(o, 'maxInFlight', 1, 64, 4);
   return {
     shards: integer(o, 'shards', 1, MAX_SHARDS, defaultShards()),
     clock,
     batchSize: integer(o, 'batchSize', 16, 1 << 20, 8192),
-    maxInFlight: integer(o, 'maxInFlight', 1, 64, 4),
+    maxInFlight,
+    restartBacklogBatches: integer(o, 'restartBacklogBatches', maxInFlight, 4096, Math.max(64, maxInFlight)),
     stallTimeoutMs: stall ?? 10_000,
     maxShardMemoryBytes: integer(o, 'maxShardMemoryBytes', MiB, 4 * GiB, 2 * GiB),
     maxRestarts: integer(o, 'maxRestarts', 0, 100, 5),

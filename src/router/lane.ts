@@ -7,9 +7,12 @@
  * again as soon as the shard publishes its sequence as applied (read from shared memory, so this works
  * even while the producer never yields to the event loop). When the open batch is full and no batch is
  * free, the producing call busy-waits on the shard's applied sequence: the producer is slowed to the
- * shard's pace and memory stays bounded. If the shard applies nothing for `stallTimeoutMs` (it died
- * while the producer held the thread, so it could not be replaced), the call throws ShardStalledError and
- * records nothing. The main thread never calls Atomics.wait.
+ * shard's pace and memory stays bounded. While a replacement thread starts (tens of ms, and piscina hands
+ * it work only once this thread's event loop has seen it ready), the lane holds up to
+ * `restartBacklogBatches` instead, so a producer that yields now and then is not blocked by a restart.
+ * If the shard applies nothing for `stallTimeoutMs` (it died while the producer held the thread, so it
+ * could not be replaced), the call throws ShardStalledError and records nothing. The main thread never
+ * calls Atomics.wait.
  */
 import { encode } from '../../common/codec.js';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
@@ -38,6 +41,8 @@ export interface LaneConfig {
   readonly maxShardMemoryBytes: number;
   /** Consecutive thread deaths without progress before the shard is given up. */
   readonly maxRestarts: number;
+  /** Batches a lane may hold unapplied while a replacement thread starts (instead of `maxInFlight`). */
+  readonly restartBacklogBatches: number;
 }
 
 /** Initial arena size; it grows by doubling up to `maxShardMemoryBytes`. */
@@ -83,6 +88,8 @@ export class Lane {
   private attachment: Attachment | undefined;
   private failure: TallyworksError | undefined;
   private sealed = false;
+  /** True from a restart until the replacement thread answers. */
+  private restarting = false;
 
   constructor(index: number, config: LaneConfig, timeCell: SharedArrayBuffer, onFirstOp: () => void) {
     this.index = index;
@@ -95,7 +102,15 @@ export class Lane {
     this.timeCell = timeCell;
     this.time = new Float64Array(timeCell, 0, 1);
     this.onFirstOp = onFirstOp;
-    this.thread = new ShardThread((err) => this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${index}: ${err.message}`, { cause: err })));
+    this.thread = new ShardThread(
+      (err) => this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${index}: ${err.message}`, { cause: err })),
+      () => {
+        // Deferred so that piscina has started its replacement thread; the epoch is the dying thread's, so
+        // a lease rejection for the same death that restarts first makes this a no-op.
+        const epoch = this.epoch;
+        setImmediate(() => this.restart(epoch));
+      },
+    );
     for (let i = 0; i <= config.maxInFlight; i++) this.free.push(new Batch(config.batchSize));
     this.open = this.free.pop()!;
   }
@@ -222,7 +237,8 @@ export class Lane {
     while (this.inflight.length > 0 && !seqAfter(this.inflight[0]!.seq, applied)) {
       const b = this.inflight.shift()!;
       b.reset();
-      this.free.push(b);
+      // Keep the steady-state pool; batches added for a restart backlog are let go.
+      if (this.free.length + this.inflight.length < this.config.maxInFlight + 1) this.free.push(b);
     }
   }
 
@@ -231,11 +247,12 @@ export class Lane {
     const b = this.open;
     if (!b.hasContent()) return true;
     this.reclaim();
-    if (this.inflight.length >= this.config.maxInFlight) return false;
+    const limit = this.restarting ? this.config.restartBacklogBatches : this.config.maxInFlight;
+    if (this.inflight.length >= limit) return false;
     this.lastSeq = (this.lastSeq + 1) | 0;
     b.seq = this.lastSeq;
     this.inflight.push(b);
-    this.open = this.free.pop()!;
+    this.open = this.free.pop() ?? new Batch(this.config.batchSize);
     this.dispatch(b);
     return true;
   }
@@ -251,6 +268,7 @@ export class Lane {
       case 'applied':
       case 'duplicate':
         this.failedRestarts = 0;
+        this.restarting = false;
         break;
       case 'gap':
         // Cannot happen on one ordered port; replay defensively rather than lose the order.
@@ -292,6 +310,7 @@ export class Lane {
       );
       return;
     }
+    this.restarting = true;
     this.attach();
     this.replay();
   }
@@ -396,6 +415,7 @@ export class Lane {
       this.detach();
       await this.thread.destroy();
     }
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Test hook: kills the shard thread as a crash would. */

@@ -22,12 +22,28 @@ function workerExecArgv(): string[] {
 const shardEntry = new URL('../../workers/shard.js', import.meta.url);
 const tickerEntry = new URL('../../workers/clock-ticker.js', import.meta.url);
 
-/** A one-thread actor pool running workers/shard. */
+/**
+ * A one-thread actor pool running workers/shard.
+ *
+ * Supervision beyond piscina's: piscina stops replacing threads for good once one dies during bootstrap
+ * (`workerFailsDuringBootstrap`), and a task queued for that thread is never settled. So every thread loss
+ * is reported to the lane (which re-leases), and a lease finding the pool without threads gets a new pool.
+ */
 export class ShardThread {
-  private readonly pool: Piscina<ShardTask, ShardLeaseEnd>;
+  private pool: Piscina<ShardTask, ShardLeaseEnd>;
+  private destroying = false;
+  private readonly onError: (err: Error) => void;
+  private readonly onThreadLost: () => void;
 
-  constructor(onError: (err: Error) => void) {
-    this.pool = new Piscina<ShardTask, ShardLeaseEnd>({
+  /** `onThreadLost` runs synchronously when a thread is removed, before piscina starts its replacement. */
+  constructor(onError: (err: Error) => void, onThreadLost: () => void) {
+    this.onError = onError;
+    this.onThreadLost = onThreadLost;
+    this.pool = this.startPool();
+  }
+
+  private startPool(): Piscina<ShardTask, ShardLeaseEnd> {
+    const pool = new Piscina<ShardTask, ShardLeaseEnd>({
       filename: shardEntry.href,
       execArgv: workerExecArgv(),
       minThreads: 1,
@@ -38,21 +54,30 @@ export class ShardThread {
       idleTimeout: Number.POSITIVE_INFINITY,
       recordTiming: false,
     });
-    this.pool.on('error', onError);
+    pool.on('error', this.onError);
+    pool.on('workerDestroy', () => {
+      if (!this.destroying && pool === this.pool) this.onThreadLost();
+    });
+    return pool;
   }
 
   /** Runs a lease: resolves when the shard detaches, rejects when its thread dies. */
   lease(task: ShardTask, transferList: MessagePort[]): Promise<ShardLeaseEnd> {
+    if (this.pool.threads.length === 0) {
+      const abandoned = this.pool;
+      this.pool = this.startPool();
+      void abandoned.destroy().catch(() => undefined);
+    }
     return this.pool.run(task, { transferList: transferList as never });
   }
 
   /** Kills the current thread (tests use it to prove crash recovery). */
   async killForTest(): Promise<void> {
-    const threads = this.pool.threads;
-    await Promise.all(threads.map((t) => t.terminate()));
+    await Promise.all(this.pool.threads.map((t) => t.terminate()));
   }
 
   destroy(): Promise<void> {
+    this.destroying = true;
     return this.pool.destroy();
   }
 }

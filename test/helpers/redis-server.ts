@@ -6,6 +6,7 @@
  * coordinating with other test files that run in parallel processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -73,6 +74,8 @@ export interface RedisServer {
  * signal; nothing in-process can cover that case.)
  */
 const liveChildren = new Set<ChildProcess>();
+/** Temp dirs of servers not yet stopped; removed on exit too, so a forgotten stop() leaves no litter. */
+const liveDirs = new Set<string>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -84,6 +87,14 @@ function installExitHook(): void {
         child.kill('SIGKILL');
       } catch {
         // Already gone: nothing to clean up.
+      }
+    }
+    // 'exit' handlers must be synchronous, hence rmSync.
+    for (const dir of liveDirs) {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // Best effort: a leftover temp dir is not worth failing the exit over.
       }
     }
   });
@@ -232,6 +243,8 @@ class RedisServerProcess implements RedisServer {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (this.child !== child) {
+        // Let the pipes drain first so the message carries the server's final output.
+        await this.exited;
         throw new Error(`redis-server on port ${this.port} exited before answering PING. Output:\n${this.output}`);
       }
       if (await pingOnce(this.port, pid)) return;
@@ -297,6 +310,7 @@ class RedisServerProcess implements RedisServer {
       }
     }
     await rm(this.dir, { recursive: true, force: true });
+    liveDirs.delete(this.dir);
   }
 
   /** Captured output of the current (or last) server process, for diagnostics. */
@@ -318,6 +332,7 @@ class RedisServerProcess implements RedisServer {
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   installExitHook();
   const dir = await mkdtemp(join(tmpdir(), 'tallyworks-redis-'));
+  liveDirs.add(dir);
   try {
     for (let attempt = 1; ; attempt++) {
       const server = new RedisServerProcess(await pickFreePort(), dir, options.appendOnly ?? false);
@@ -332,6 +347,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     }
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
     throw err;
   }
 }

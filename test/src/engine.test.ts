@@ -42,6 +42,7 @@ describe('createEngine options', () => {
       [{ maxShardMemoryBytes: 1024 }, RangeError, 'maxShardMemoryBytes'],
       [{ maxShardMemoryBytes: 8 * 2 ** 30 }, RangeError, 'maxShardMemoryBytes'],
       [{ maxRestarts: -1 }, RangeError, 'maxRestarts'],
+      [{ maxInFlight: 8, restartBacklogBatches: 4 }, RangeError, 'restartBacklogBatches'],
       [{ clock: Date }, TypeError, 'clock'],
       [{ clock: { now: () => 0 } }, TypeError, 'clock'],
       [{ shardz: 2 }, TypeError, 'shardz'],
