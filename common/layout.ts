@@ -28,7 +28,9 @@
  *
  *  hopping-window record (kind KIND_HOP), W = size
  *  f64[o+1] unitMs · f64[o+2] W · f64[o+3] head unit index (-Infinity when empty)
- *  f64[o+4 .. o+4+W) buckets; unit index k lives at o+4 + (k mod W)
+ *  f64[o+4] head unit start, ms (NaN when empty) · f64[o+5] head bucket position (head mod W)
+ *  f64[o+6 .. o+6+W) buckets; unit index k lives at o+6 + (k mod W)
+ *  (start and position are a cache of the head for the apply fast path: no division per op)
  * ```
  *
  * The arena grows in place (`SharedArrayBuffer.prototype.grow`, the documented growth protocol): the
@@ -66,7 +68,9 @@ export const KIND_HOP = 1;
 export const HOP_UNIT_MS = 1;
 export const HOP_SIZE = 2;
 export const HOP_HEAD = 3;
-export const HOP_BUCKETS = 4;
+export const HOP_HEAD_START = 4;
+export const HOP_HEAD_POS = 5;
+export const HOP_BUCKETS = 6;
 
 /** Words a hopping window of `size` buckets occupies. */
 export function hopRecordWords(size: number): number {

@@ -15,7 +15,7 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import { protocolError } from './errors.js';
-import { initHop, moveHop } from './hop.js';
+import { hopFastPos, initHop, moveHop } from './hop.js';
 import {
   H_APPLIED_SEQ,
   H_ATTACHES,
@@ -56,19 +56,17 @@ export class ShardCore {
     return Atomics.load(this.views.header, H_APPLIED_SEQ);
   }
 
-  /** Undo a bucket write that may lack its progress step, and release a seqlock left odd. */
+  /** Release a seqlock a move left odd, and undo a bucket write that may lack its progress step. */
   private repair(): void {
     const { header: h, headerF64: hf, i32 } = this.views;
     const slot = h[H_UNDO_SLOT]!;
-    if (slot === 0) return;
-    const odd = (Atomics.load(i32, 2 * slot) & 1) === 1;
-    if (!odd) writeBegin(i32, slot);
+    if (slot !== 0 && (Atomics.load(i32, 2 * slot) & 1) === 1) writeEnd(i32, slot);
+    h[H_UNDO_SLOT] = 0;
     if (h[H_UNDO_OP] === h[H_PROGRESS] && h[H_UNDO_OP]! >= 0) {
+      // One aligned 8-byte store, like the write it undoes: readers see the old or the new value.
       this.views.f64[hf[HF_UNDO_POS]!] = hf[HF_UNDO_OLD]!;
       h[H_UNDO_OP] = -1;
     }
-    writeEnd(i32, slot);
-    h[H_UNDO_SLOT] = 0;
   }
 
   /** Applies one batch if it is the next one; see {@link ApplyResult}. */
@@ -89,6 +87,7 @@ export class ShardCore {
     this.initRecords(batch);
     this.applyOps(batch, start);
     h[H_UNDO_SLOT] = 0;
+    h[H_UNDO_OP] = -1;
     Atomics.store(h, H_APPLIED_SEQ, batch.seq);
     return 'applied';
   }
@@ -124,12 +123,16 @@ export class ShardCore {
         nextRun = r + 1 < runs ? runStarts[r + 1]! : n;
       }
       const o = slots[i]!;
-      h[H_UNDO_SLOT] = o;
-      writeBegin(i32, o);
       let pos: number;
       switch (i32[2 * o + 1]) {
         case KIND_HOP:
-          pos = moveHop(f64, o, t);
+          pos = hopFastPos(f64, o, t);
+          if (pos === -1) {
+            h[H_UNDO_SLOT] = o; // so that a replacement can release a seqlock left odd
+            writeBegin(i32, o);
+            pos = moveHop(f64, o, t);
+            writeEnd(i32, o);
+          }
           break;
         default:
           throw protocolError(`shard ${this.shard} op on record ${o}`, i32[2 * o + 1]);
@@ -139,7 +142,6 @@ export class ShardCore {
       hf[HF_UNDO_OLD] = old;
       h[H_UNDO_OP] = i;
       f64[pos] = old + deltas[i]!;
-      writeEnd(i32, o);
       h[H_PROGRESS] = i + 1;
     }
   }

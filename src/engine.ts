@@ -62,6 +62,12 @@ export class Engine implements AsyncDisposable {
     return this.windows(options).window(id);
   }
 
+  /** Resolves once every shard has applied every op observed before the call. */
+  async flush(): Promise<void> {
+    if (this.closing !== undefined) throw closedError('engine');
+    await Promise.all(this.router.lanes.map((l) => l.drain()));
+  }
+
   /** Figures from every shard actor (over the control plane). */
   async stats(): Promise<EngineStats> {
     if (this.closing !== undefined) throw closedError('engine');

@@ -25,7 +25,7 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
 });
 
 test('hop record fields sit after the seqlock/kind word and buckets follow them', () => {
-  const fields = [L.HOP_UNIT_MS, L.HOP_SIZE, L.HOP_HEAD];
+  const fields = [L.HOP_UNIT_MS, L.HOP_SIZE, L.HOP_HEAD, L.HOP_HEAD_START, L.HOP_HEAD_POS];
   assert.ok(Math.min(...fields) >= 1, 'word 0 holds the seqlock and the kind');
   assert.equal(new Set(fields).size, fields.length);
   assert.equal(L.HOP_BUCKETS, Math.max(...fields) + 1);
