@@ -35,8 +35,8 @@
  *
  * The arena grows in place (`SharedArrayBuffer.prototype.grow`, the documented growth protocol): the
  * router grows it before it hands out an offset past the end, and both sides rebuild their fixed-length
- * views when they see `byteLength` change. Fixed-length views, because V8 reads length-tracking views of a
- * growable buffer ~10× slower (bench/typed-array-views).
+ * views when they see `byteLength` change. Fixed-length views, because V8 (Node 20) increments through a
+ * length-tracking view of a growable buffer ~6× slower (bench/typed-array-views: 18 vs 2.8 ns).
  *
  * Imported by worker threads: imports nothing main-only.
  */
