@@ -75,29 +75,34 @@ export class TallyworksRangeError extends RangeError implements Branded {
   }
 }
 
+function badInput(kind: 'type' | 'range', code: ErrorCodeValue, subject: string, rule: string, got: unknown): TallyworksTypeError | TallyworksRangeError {
+  const message = `${subject} must be ${rule}; got ${describe(got)}`;
+  return kind === 'type' ? new TallyworksTypeError(code, message) : new TallyworksRangeError(code, message);
+}
+
 /** Thrown by `createEngine` for an option of the wrong type. */
 export function optionTypeError(option: string, rule: string, got: unknown): TallyworksTypeError {
-  return new TallyworksTypeError(ErrorCode.INVALID_OPTION, `option "${option}" must be ${rule}; got ${describe(got)}`);
+  return badInput('type', ErrorCode.INVALID_OPTION, `option "${option}"`, rule, got);
 }
 
 /** Thrown by `createEngine` for an option whose value breaks its rule. */
 export function optionRangeError(option: string, rule: string, got: unknown): TallyworksRangeError {
-  return new TallyworksRangeError(ErrorCode.INVALID_OPTION, `option "${option}" must be ${rule}; got ${describe(got)}`);
+  return badInput('range', ErrorCode.INVALID_OPTION, `option "${option}"`, rule, got);
 }
 
 /** An argument of the wrong type. */
 export function argumentTypeError(argument: string, rule: string, got: unknown): TallyworksTypeError {
-  return new TallyworksTypeError(ErrorCode.INVALID_ARGUMENT, `argument "${argument}" must be ${rule}; got ${describe(got)}`);
+  return badInput('type', ErrorCode.INVALID_ARGUMENT, `argument "${argument}"`, rule, got);
 }
 
 /** An argument whose value breaks its rule. */
 export function argumentRangeError(argument: string, rule: string, got: unknown): TallyworksRangeError {
-  return new TallyworksRangeError(ErrorCode.INVALID_ARGUMENT, `argument "${argument}" must be ${rule}; got ${describe(got)}`);
+  return badInput('range', ErrorCode.INVALID_ARGUMENT, `argument "${argument}"`, rule, got);
 }
 
 /** A key that breaks the key rules. */
 export function keyError(argument: string, rule: string, got: unknown): TallyworksTypeError {
-  return new TallyworksTypeError(ErrorCode.INVALID_KEY, `${argument} must be ${rule}; got ${describe(got)}`);
+  return badInput('type', ErrorCode.INVALID_KEY, argument, rule, got);
 }
 
 export function closedError(what: string): TallyworksError {

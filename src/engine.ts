@@ -104,18 +104,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   const resolved = resolveOptions(options);
   const { clock } = resolved;
   clock.retain();
-  const router = new Router(
-    resolved.shards,
-    {
-      batchSize: resolved.batchSize,
-      maxInFlight: resolved.maxInFlight,
-      stallTimeoutMs: resolved.stallTimeoutMs,
-      maxShardMemoryBytes: resolved.maxShardMemoryBytes,
-      maxRestarts: resolved.maxRestarts,
-      restartBacklogBatches: resolved.restartBacklogBatches,
-    },
-    clock.timeCell,
-  );
+  const router = new Router(resolved.shards, resolved, clock.timeCell);
   try {
     await router.start();
   } catch (err) {

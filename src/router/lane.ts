@@ -31,19 +31,15 @@ import {
 import type { AttachInfo, DataMessage, DataReply, RecordInit, ShardControl, ShardStats } from '../../common/messages.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import type { ResolvedOptions } from '../options.js';
 import { ShardThread } from '../threads/threads.js';
 import { Batch, SEALED_BATCH } from './batch.js';
 
-export interface LaneConfig {
-  readonly batchSize: number;
-  readonly maxInFlight: number;
-  readonly stallTimeoutMs: number;
-  readonly maxShardMemoryBytes: number;
-  /** Consecutive thread deaths without progress before the shard is given up. */
-  readonly maxRestarts: number;
-  /** Batches a lane may hold unapplied while a replacement thread starts (instead of `maxInFlight`). */
-  readonly restartBacklogBatches: number;
-}
+/** What a lane needs of the engine options (see EngineOptions for each one's meaning). */
+export type LaneConfig = Pick<
+  ResolvedOptions,
+  'batchSize' | 'maxInFlight' | 'stallTimeoutMs' | 'maxShardMemoryBytes' | 'maxRestarts' | 'restartBacklogBatches'
+>;
 
 /** Initial arena size; it grows by doubling up to `maxShardMemoryBytes`. */
 const INITIAL_ARENA_BYTES = 1 << 20;
