@@ -7,7 +7,7 @@
  * again as soon as the shard publishes its sequence as applied (read from shared memory, so this works
  * even while the producer never yields to the event loop). When the open batch is full and no batch is
  * free, the producing call busy-waits on the shard's applied sequence: the producer is slowed to the
- * shard's pace and memory stays bounded. While a replacement thread starts (tens of ms, and piscina hands
+ * shard's pace and memory stays bounded. While a replacement thread starts (it boots a module, and piscina hands
  * it work only once this thread's event loop has seen it ready), the lane holds up to
  * `restartBacklogBatches` instead, so a producer that yields now and then is not blocked by a restart.
  * If the shard applies nothing for `stallTimeoutMs` (it died while the producer held the thread, so it
