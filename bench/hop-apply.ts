@@ -18,7 +18,7 @@ const SIZE = 4;
 const OPS = 8192;
 const T = Date.UTC(2024, 5, 17, 10, 30);
 
-const core = new ShardCore(0, new SharedArrayBuffer(HEADER_BYTES), new SharedArrayBuffer(16 << 20, { maxByteLength: 64 << 20 }));
+const core = new ShardCore(0, new SharedArrayBuffer(HEADER_BYTES), new SharedArrayBuffer(16 << 20, { maxByteLength: 64 << 20 }), new SharedArrayBuffer(8));
 const inits: RecordInit[] = Array.from({ length: KEYS }, (_, k) => [ARENA_FIRST_WORD + k * hopRecordWords(SIZE), KIND_HOP, 86_400_000, SIZE, `k${k}`]);
 let seq = 1;
 core.apply({ seq: seq++, inits, slots: new Int32Array(0), deltas: new Float64Array(0), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });

@@ -84,4 +84,6 @@ export interface ShardStats {
   readonly arenaBytes: number;
   /** Times a thread attached to this shard's memory (1 + restarts). */
   readonly attaches: number;
+  /** The engine clock as the shard thread reads it (ms since the Unix epoch). */
+  readonly clockMs: number;
 }

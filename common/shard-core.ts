@@ -42,11 +42,14 @@ export class ShardCore {
   readonly shard: number;
   readonly views: ShardViews;
   private readonly arena: SharedArrayBuffer;
+  /** The engine clock's time cell, as this thread sees it. */
+  private readonly time: Float64Array;
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
-  constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer) {
+  constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer, timeCell: SharedArrayBuffer) {
     this.shard = shard;
     this.arena = arena;
+    this.time = new Float64Array(timeCell, 0, 1);
     this.views = shardViews(header, arena);
     Atomics.add(this.views.header, H_ATTACHES, 1);
     this.repair();
@@ -154,6 +157,7 @@ export class ShardCore {
       records: h[H_RECORDS]!,
       arenaBytes: this.arena.byteLength,
       attaches: h[H_ATTACHES]!,
+      clockMs: this.time[0]!,
     };
   }
 }

@@ -34,7 +34,7 @@ function value(core: ShardCore): number {
 
 test('batches apply in order; a replay is a duplicate; a batch past a gap is refused', () => {
   const m = memory();
-  const core = new ShardCore(0, m.header, m.arena);
+  const core = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   assert.equal(core.apply(batch(2, 3, true)), 'gap');
   assert.equal(value(core), 0, 'nothing applied');
   assert.equal(core.apply(batch(1, 3, true)), 'applied');
@@ -48,7 +48,7 @@ test('batches apply in order; a replay is a duplicate; a batch past a gap is ref
 /** Applies batch 1 fully, then rewinds the header to what a thread killed at op `progress` left. */
 function killedAt(progress: number, writeDone: boolean) {
   const m = memory();
-  const first = new ShardCore(0, m.header, m.arena);
+  const first = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   const b = batch(1, 3, true);
   first.apply(b);
   const { header: h, headerF64: hf, i32, f64 } = first.views;
@@ -70,7 +70,7 @@ for (const progress of [0, 1, 2]) {
   for (const writeDone of [false, true]) {
     test(`killed at op ${progress} ${writeDone ? 'after' : 'before'} its bucket write: the replay counts each op once`, () => {
       const { m, b } = killedAt(progress, writeDone);
-      const replacement = new ShardCore(0, m.header, m.arena);
+      const replacement = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
       assert.equal(replacement.views.i32[2 * O]! & 1, 0, 'repair releases the seqlock');
       assert.equal(replacement.apply(b), 'applied');
       assert.equal(value(replacement), 3);
@@ -84,14 +84,14 @@ for (const progress of [0, 1, 2]) {
 
 test('killed between the last op and publishing appliedSeq: the replay finishes without re-adding', () => {
   const { m, b } = killedAt(3, false);
-  const replacement = new ShardCore(0, m.header, m.arena);
+  const replacement = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   assert.equal(replacement.apply(b), 'applied');
   assert.equal(value(replacement), 3);
 });
 
 test('time runs: each op uses the time of its run, also when resuming mid-batch', () => {
   const m = memory();
-  const core = new ShardCore(0, m.header, m.arena);
+  const core = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   const b: BatchEnvelope = {
     seq: 1,
     inits: [[O, L.KIND_HOP, 1000, 5, 'k']],

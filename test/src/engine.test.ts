@@ -101,10 +101,15 @@ describe('engine lifecycle', () => {
       await set.value('k1');
       await set.value('k2');
       for (let i = 0; i < 100; i++) await set.value(`k${i}`);
+      const startedAt = engine.clock.now();
       const { shards } = await engine.stats();
       assert.equal(shards.reduce((sum, s) => sum + s.records, 0), 100);
       assert.deepEqual(shards.map((s) => s.shard), [0, 1]);
+      (engine.clock as TestClock).set(Date.UTC(2030, 0, 1));
+      const later = await engine.stats();
+      assert.deepEqual(later.shards.map((s) => s.clockMs), [Date.UTC(2030, 0, 1), Date.UTC(2030, 0, 1)], 'set() is seen across threads at once');
       for (const s of shards) {
+        assert.equal(s.clockMs, startedAt, 'the shard thread reads the test clock');
         assert.equal(s.attaches, 1);
         assert.equal(s.restarts, 0);
         assert.equal(s.inflight, 0);
