@@ -27,6 +27,22 @@ export const ErrorCode = {
   CAPACITY: 'TW_CAPACITY',
   /** A cross-thread message was not one the receiver knows. */
   PROTOCOL: 'TW_PROTOCOL',
+  /** `recordAt` with a time later than now (tiny_counter FutureEvent); nothing was recorded. */
+  FUTURE_EVENT: 'TW_FUTURE_EVENT',
+  /** A ring of 0 buckets, or more than the maximum (tiny_counter InvalidBucketCount). */
+  INVALID_BUCKET_COUNT: 'TW_INVALID_BUCKET_COUNT',
+  /** A schedule whose start is not before its end (tiny_counter InvalidRange). */
+  INVALID_RANGE: 'TW_INVALID_RANGE',
+  /** A schedule hour outside 0–23 (end: 1–24) (tiny_counter InvalidHour). */
+  INVALID_HOUR: 'TW_INVALID_HOUR',
+  /** An export whose intervals or time zone cannot be converted to the store's. */
+  INCOMPATIBLE: 'TW_INCOMPATIBLE',
+  /** A limiter refused (only from the `…OrThrow` terminals; otherwise a refusal is a value). */
+  LIMITED: 'TW_LIMITED',
+  /** A reservation was committed or cancelled twice, or was never granted. */
+  RESERVATION: 'TW_RESERVATION',
+  /** A storage backend failed, or holds data that cannot be read. */
+  STORAGE: 'TW_STORAGE',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -103,6 +119,11 @@ export function argumentRangeError(argument: string, rule: string, got: unknown)
 /** A key that breaks the key rules. */
 export function keyError(argument: string, rule: string, got: unknown): TallyworksTypeError {
   return badInput('type', ErrorCode.INVALID_KEY, argument, rule, got);
+}
+
+/** An argument whose value breaks a rule that has its own code (FutureEvent, InvalidHour, …). */
+export function codedRangeError(code: ErrorCodeValue, argument: string, rule: string, got: unknown): TallyworksRangeError {
+  return badInput('range', code, `argument "${argument}"`, rule, got) as TallyworksRangeError;
 }
 
 export function closedError(what: string): TallyworksError {

@@ -9,16 +9,19 @@
  *  ┌──────────────────────────────┐
  *  │ appliedSeq                   │ H_APPLIED_SEQ 0   last batch fully applied (serial number, wraps)
  *  │ batchSeq                     │ H_BATCH_SEQ   1   batch being applied (journal)
- *  │ progress                     │ H_PROGRESS    2   ops of batchSeq fully applied (journal)
- *  │ undoOp                       │ H_UNDO_OP     3   op whose bucket write may be half done, or -1
+ *  │ usedWords                    │ H_USED_WORDS  2   arena words handed out (bump allocator, Atomics)
+ *  │ (reserved)                   │ 3
  *  │ undoSlot                     │ H_UNDO_SLOT   4   record whose seqlock may be left odd, or 0
  *  │ attaches                     │ H_ATTACHES    5   times a shard thread attached (1 + restarts)
  *  │ records                      │ H_RECORDS     6   records initialised
  *  │ (reserved)                   │ 7
- *  │ undoPos                      │                   HF_UNDO_POS 4   arena Float64 index of that bucket
+ *  │ undoPos                      │                   HF_UNDO_POS 4   where the write in flight goes (see below)
  *  │ undoOld                      │                   HF_UNDO_OLD 5   its value before the write
+ *  │ step                         │                   HF_STEP     6   journal: op · STEP_SCALE + writes done
+ *  │ undoStep                     │                   HF_UNDO_STEP 7  the step the undo entry belongs to, or -1
  *  └──────────────────────────────┘
- *
+ *  undoPos ≥ 0 is a Float64 index of the arena; −1 − p names Uint32 index p (narrow buckets, counts).
+
  *  arena (growable; the router allocates, the shard alone writes) — records at 8-byte word offsets
  *  ┌───────────┬───────────────────────────────────────────────────────────────┐
  *  │ words 0-7 │ reserved: offset 0 means "no record"                           │
@@ -31,6 +34,16 @@
  *  f64[o+4] head unit start, ms (NaN when empty) · f64[o+5] head bucket position (head mod W)
  *  f64[o+6 .. o+6+W) buckets; unit index k lives at o+6 + (k mod W)
  *  (start and position are a cache of the head for the apply fast path: no division per op)
+ *
+ *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
+ *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
+ *  i32[2o+4] pending reservations · i32[2o+5] (reserved)
+ *  i32[2o+6+2r] ring r head unit index (CAL_EMPTY_HEAD when empty) · i32[2o+7+2r] head position
+ *  u32[2o+6+2R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
+ *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
+ *
+ *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
  * ```
  *
  * The arena grows in place (`SharedArrayBuffer.prototype.grow`, the documented growth protocol): the
@@ -43,8 +56,7 @@
 
 export const H_APPLIED_SEQ = 0;
 export const H_BATCH_SEQ = 1;
-export const H_PROGRESS = 2;
-export const H_UNDO_OP = 3;
+export const H_USED_WORDS = 2;
 export const H_UNDO_SLOT = 4;
 export const H_ATTACHES = 5;
 export const H_RECORDS = 6;
@@ -52,8 +64,15 @@ export const H_RECORDS = 6;
 export const HEADER_I32_SLOTS = 8;
 export const HF_UNDO_POS = 4;
 export const HF_UNDO_OLD = 5;
+export const HF_STEP = 6;
+export const HF_UNDO_STEP = 7;
 /** Float64 slots of the header in use (the first four overlap the Int32 slots above). */
-export const HEADER_F64_SLOTS = 6;
+export const HEADER_F64_SLOTS = 8;
+/**
+ * Journal steps: op i with w writes done is step i · STEP_SCALE + w. One Float64 store advances both, so
+ * a thread that dies between two stores never leaves "op done" and "writes done" disagreeing.
+ */
+export const STEP_SCALE = 2 ** 21;
 export const HEADER_BYTES = 64;
 
 /** Arena words (8 bytes each) reserved at the start so that offset 0 can mean "no record". */
@@ -63,6 +82,7 @@ export const WORD_BYTES = 8;
 /** Record kinds (Int32 at i32[2o+1]); 0 means "not initialised yet". */
 export const KIND_NONE = 0;
 export const KIND_HOP = 1;
+export const KIND_CAL = 2;
 
 /** Hopping-window record fields, as Float64 offsets from the record's word offset. */
 export const HOP_UNIT_MS = 1;
@@ -80,11 +100,35 @@ export function hopRecordWords(size: number): number {
 /** The largest `size` a hopping window may have (keeps one record under 8 MiB). */
 export const MAX_HOP_SIZE = 1 << 20;
 
+/** Calendar record fields, as Int32 offsets from 2·o (the record's first Int32). */
+export const CAL_CONFIG = 2;
+export const CAL_WIDE = 3;
+export const CAL_RESERVED = 4;
+export const CAL_RINGS = 6;
+/** Head of a ring that holds nothing yet. */
+export const CAL_EMPTY_HEAD = -(2 ** 31);
+/** The largest count a narrow (Uint32) bucket holds. */
+export const NARROW_MAX = 0xffff_ffff;
+
+/** Words a calendar record of `rings` rings and `buckets` buckets occupies. */
+export function calRecordWords(rings: number, buckets: number): number {
+  return 3 + rings + Math.ceil(buckets / 2);
+}
+
+/** Uint32 index of bucket 0 of a calendar record at word offset `o`. */
+export function calBucketBase(o: number, rings: number): number {
+  return 2 * o + CAL_RINGS + 2 * rings;
+}
+
+/** Words one decision cell occupies (outcome, retry-after). */
+export const CELL_WORDS = 2;
+
 /** Views over a shard's memory; rebuilt whenever the arena's byteLength changes. */
 export interface ShardViews {
   readonly header: Int32Array;
   readonly headerF64: Float64Array;
   i32: Int32Array;
+  u32: Uint32Array;
   f64: Float64Array;
 }
 
@@ -95,6 +139,7 @@ export function shardViews(header: SharedArrayBuffer, arena: SharedArrayBuffer):
     header: new Int32Array(header, 0, HEADER_BYTES / 4),
     headerF64: new Float64Array(header, 0, HEADER_BYTES / 8),
     i32: new Int32Array(arena, 0, bytes / 4),
+    u32: new Uint32Array(arena, 0, bytes / 4),
     f64: new Float64Array(arena, 0, bytes / 8),
   };
 }
@@ -104,6 +149,7 @@ export function refreshArenaViews(views: ShardViews, arena: SharedArrayBuffer): 
   if (views.f64.byteLength !== arena.byteLength) {
     const bytes = arena.byteLength;
     views.i32 = new Int32Array(arena, 0, bytes / 4);
+    views.u32 = new Uint32Array(arena, 0, bytes / 4);
     views.f64 = new Float64Array(arena, 0, bytes / 8);
   }
 }
@@ -114,4 +160,34 @@ export function refreshArenaViews(views: ShardViews, arena: SharedArrayBuffer): 
  */
 export function seqAfter(a: number, b: number): boolean {
   return ((a - b) | 0) > 0;
+}
+
+/**
+ * Hands out `words` arena words: a bump allocator in the header, shared by the router (new records) and the
+ * shard (promoted buckets), growing the arena when the words pass its end. Returns the word offset, or -1
+ * when the arena would pass its maximum (nothing is taken then).
+ */
+export function allocWords(header: Int32Array, arena: SharedArrayBuffer, words: number): number {
+  for (;;) {
+    const used = Atomics.load(header, H_USED_WORDS);
+    const end = used + words;
+    if (end * WORD_BYTES > arena.maxByteLength) return -1;
+    if (Atomics.compareExchange(header, H_USED_WORDS, used, end) !== used) continue;
+    ensureArenaBytes(arena, end * WORD_BYTES);
+    return used;
+  }
+}
+
+/** Grows the arena to at least `bytes` (doubling, capped at its maximum); safe when two threads race. */
+function ensureArenaBytes(arena: SharedArrayBuffer, bytes: number): void {
+  while (arena.byteLength < bytes) {
+    const before = arena.byteLength;
+    const target = Math.min(arena.maxByteLength, Math.max(bytes, arena.byteLength * 2));
+    try {
+      arena.grow(Math.ceil(target / WORD_BYTES) * WORD_BYTES);
+    } catch (err) {
+      // The other thread grew it first (grow refuses to shrink); loop and look again.
+      if (arena.byteLength === before) throw err;
+    }
+  }
 }

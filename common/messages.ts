@@ -21,7 +21,63 @@ export interface AttachInfo {
   readonly data: MessagePort;
   /** Control plane (comlink): {@link ShardControl}. */
   readonly control: MessagePort;
+  /** Every calendar config registered so far, by id (a replacement thread needs the earlier ones). */
+  readonly calendars: readonly CalConfig[];
 }
+
+/** The shape of a calendar store's records: its zone and rings. Registered with a shard before use. */
+export interface CalConfig {
+  readonly id: number;
+  readonly timeZone: string;
+  /** [unit code (common/calendar.ts CalUnit), bucket count], finest unit first. */
+  readonly rings: ReadonlyArray<readonly [unit: number, count: number]>;
+}
+
+/** Constraint kinds a shard evaluates for a decision (see {@link DecideOp}). */
+export const Check = {
+  /** count over the ring's newest `n` buckets + pending reservations < limit */
+  AT_MOST: 1,
+  /** count over the ring's newest `n` buckets ≥ limit */
+  AT_LEAST: 2,
+  /** never seen, or the newest event is at least `limit` ms old (bucket precision) */
+  COOLDOWN: 3,
+} as const;
+
+/** What a decision does when every check passes. */
+export const Action = { NONE: 0, RECORD: 1, RESERVE: 2 } as const;
+
+/**
+ * A limiter decision, taken by the shard that owns the record so that concurrent callers are serialised
+ * with every record: checks are [kind, ring, n, limit] quadruples; the outcome goes to a decision cell.
+ */
+export interface DecideOp {
+  readonly type: 'decide';
+  readonly slot: number;
+  readonly cell: number;
+  readonly t: number;
+  readonly action: number;
+  readonly checks: readonly number[];
+}
+
+/** Bucket values to add (`merge`) or to write over a record (`import`), aligned by absolute unit index. */
+export interface LoadOp {
+  readonly type: 'merge' | 'import';
+  readonly slot: number;
+  readonly t: number;
+  /** Per ring of the record: the unit index of values[r][0], or null when the source lacks the ring. */
+  readonly heads: ReadonlyArray<number | null>;
+  /** Per ring: counts, newest first. */
+  readonly values: ReadonlyArray<readonly number[]>;
+}
+
+/** Ops that are not a plain add: they sit in the op columns as slot −1 − (index in `ctrl`). */
+export type CtrlOp =
+  | DecideOp
+  | LoadOp
+  /** A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. */
+  | { readonly type: 'commit' | 'cancel'; readonly slot: number; readonly t: number }
+  /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
+  | { readonly type: 'release'; readonly slot: number };
 
 /** A record the batch creates before its ops run: [word offset, kind, param a, param b, key]. */
 export type RecordInit = [offset: number, kind: number, a: number, b: number, key: string];
@@ -32,6 +88,10 @@ export interface BatchEnvelope {
   readonly seq: number;
   /** Records to create first; new keys travel with the batch that first uses them. */
   readonly inits: RecordInit[];
+  /** Calendar configs to register first. */
+  readonly calendars: CalConfig[];
+  /** Ops that are not a plain add, referenced from `slots` (see {@link CtrlOp}). */
+  readonly ctrl: CtrlOp[];
   /** Op columns, `n` long: record offset and delta. */
   readonly slots: Int32Array;
   readonly deltas: Float64Array;
@@ -67,7 +127,9 @@ export type DataReply =
   /** The batch had been applied before (a replay after a restart); nothing was done. */
   | { readonly type: 'duplicate'; readonly seq: number }
   /** A batch before this one is missing: the router must replay from `applied + 1`. */
-  | { readonly type: 'gap'; readonly seq: number; readonly applied: number };
+  | { readonly type: 'gap'; readonly seq: number; readonly applied: number }
+  /** The batch cannot be applied (a shard memory limit); the shard is given up with this error. */
+  | { readonly type: 'failed'; readonly seq: number; readonly code: string; readonly message: string };
 
 /** Control plane of a shard (comlink). */
 export interface ShardControl {

@@ -14,26 +14,37 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { protocolError } from './errors.js';
+import { CalShape, evaluateChecks, initCal, mod, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from './cal-record.js';
+import { ErrorCode, TallyworksError, protocolError } from './errors.js';
 import { hopFastPos, initHop, moveHop } from './hop.js';
 import {
+  allocWords,
+  CAL_CONFIG,
+  CAL_EMPTY_HEAD,
+  CAL_RESERVED,
+  CAL_RINGS,
+  CAL_WIDE,
+  calBucketBase,
   H_APPLIED_SEQ,
   H_ATTACHES,
   H_BATCH_SEQ,
-  H_PROGRESS,
   H_RECORDS,
-  H_UNDO_OP,
   H_UNDO_SLOT,
+  HF_STEP,
   HF_UNDO_OLD,
   HF_UNDO_POS,
+  HF_UNDO_STEP,
+  KIND_CAL,
   KIND_HOP,
   KIND_NONE,
+  NARROW_MAX,
   refreshArenaViews,
   seqAfter,
   shardViews,
+  STEP_SCALE,
   type ShardViews,
 } from './layout.js';
-import type { BatchEnvelope, ShardStats } from './messages.js';
+import { Action, type BatchEnvelope, type CalConfig, type CtrlOp, type LoadOp, type ShardStats } from './messages.js';
 import { writeBegin, writeEnd } from './seqlock.js';
 
 export type ApplyResult = 'applied' | 'duplicate' | 'gap';
@@ -44,13 +55,18 @@ export class ShardCore {
   private readonly arena: SharedArrayBuffer;
   /** The engine clock's time cell, as this thread sees it. */
   private readonly time: Float64Array;
+  private readonly shapes = new Map<number, CalShape>();
+  /** Writes of the current op to skip: done by a thread that died, found in the journal. */
+  private skipWrites = 0;
+  private readonly retry = new Float64Array(1);
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
-  constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer, timeCell: SharedArrayBuffer) {
+  constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer, timeCell: SharedArrayBuffer, calendars: readonly CalConfig[] = []) {
     this.shard = shard;
     this.arena = arena;
     this.time = new Float64Array(timeCell, 0, 1);
     this.views = shardViews(header, arena);
+    for (const c of calendars) this.registerCalendar(c);
     Atomics.add(this.views.header, H_ATTACHES, 1);
     this.repair();
   }
@@ -59,38 +75,46 @@ export class ShardCore {
     return Atomics.load(this.views.header, H_APPLIED_SEQ);
   }
 
-  /** Release a seqlock a move left odd, and undo a bucket write that may lack its progress step. */
+  private registerCalendar(config: CalConfig): void {
+    if (!this.shapes.has(config.id)) this.shapes.set(config.id, new CalShape(config));
+  }
+
+  /** Release a seqlock a move left odd, and undo a write that may lack its journal step. */
   private repair(): void {
     const { header: h, headerF64: hf, i32 } = this.views;
     const slot = h[H_UNDO_SLOT]!;
     if (slot !== 0 && (Atomics.load(i32, 2 * slot) & 1) === 1) writeEnd(i32, slot);
     h[H_UNDO_SLOT] = 0;
-    if (h[H_UNDO_OP] === h[H_PROGRESS] && h[H_UNDO_OP]! >= 0) {
-      // One aligned 8-byte store, like the write it undoes: readers see the old or the new value.
-      this.views.f64[hf[HF_UNDO_POS]!] = hf[HF_UNDO_OLD]!;
-      h[H_UNDO_OP] = -1;
+    if (hf[HF_UNDO_STEP] === hf[HF_STEP] && hf[HF_UNDO_STEP]! >= 0) {
+      // One aligned store, like the write it undoes: readers see the old or the new value.
+      const pos = hf[HF_UNDO_POS]!;
+      if (pos >= 0) this.views.f64[pos] = hf[HF_UNDO_OLD]!;
+      else this.views.u32[-1 - pos] = hf[HF_UNDO_OLD]!;
+      hf[HF_UNDO_STEP] = -1;
     }
   }
 
   /** Applies one batch if it is the next one; see {@link ApplyResult}. */
   apply(batch: BatchEnvelope): ApplyResult {
     const h = this.views.header;
+    const hf = this.views.headerF64;
     const applied = Atomics.load(h, H_APPLIED_SEQ);
     if (!seqAfter(batch.seq, applied)) return 'duplicate';
     if (batch.seq !== ((applied + 1) | 0)) return 'gap';
     refreshArenaViews(this.views, this.arena);
-    let start = 0;
+    let step = 0;
     if (h[H_BATCH_SEQ] === batch.seq) {
-      start = h[H_PROGRESS]!; // resuming a batch a dead thread had begun
+      step = hf[HF_STEP]!; // resuming a batch a dead thread had begun
     } else {
-      h[H_PROGRESS] = 0;
-      h[H_UNDO_OP] = -1;
+      hf[HF_STEP] = 0;
+      hf[HF_UNDO_STEP] = -1;
       h[H_BATCH_SEQ] = batch.seq;
     }
+    for (const c of batch.calendars) this.registerCalendar(c);
     this.initRecords(batch);
-    this.applyOps(batch, start);
+    this.applyOps(batch, Math.floor(step / STEP_SCALE), step % STEP_SCALE);
     h[H_UNDO_SLOT] = 0;
-    h[H_UNDO_OP] = -1;
+    hf[HF_UNDO_STEP] = -1;
     Atomics.store(h, H_APPLIED_SEQ, batch.seq);
     return 'applied';
   }
@@ -103,6 +127,9 @@ export class ShardCore {
         case KIND_HOP:
           initHop(f64, o, a, b);
           break;
+        case KIND_CAL:
+          initCal(this.views, o, this.shapeFor(a, o));
+          break;
         default:
           throw protocolError(`shard ${this.shard} record init`, kind);
       }
@@ -111,8 +138,14 @@ export class ShardCore {
     }
   }
 
-  private applyOps(batch: BatchEnvelope, start: number): void {
-    const { header: h, headerF64: hf, i32, f64 } = this.views;
+  private shapeFor(config: number, o: number): CalShape {
+    const shape = this.shapes.get(config);
+    if (shape === undefined) throw protocolError(`shard ${this.shard} calendar record ${o}`, `config ${config}`);
+    return shape;
+  }
+
+  private applyOps(batch: BatchEnvelope, start: number, skip: number): void {
+    const { header: h, headerF64: hf } = this.views;
     const { slots, deltas, runStarts, runTimes } = batch;
     const n = slots.length;
     const runs = runStarts.length;
@@ -120,32 +153,227 @@ export class ShardCore {
     while (r + 1 < runs && runStarts[r + 1]! <= start) r++;
     let t = runTimes[r]!;
     let nextRun = r + 1 < runs ? runStarts[r + 1]! : n;
+    this.skipWrites = skip;
     for (let i = start; i < n; i++) {
       if (i === nextRun) {
         t = runTimes[++r]!;
         nextRun = r + 1 < runs ? runStarts[r + 1]! : n;
       }
       const o = slots[i]!;
-      let pos: number;
-      switch (i32[2 * o + 1]) {
-        case KIND_HOP:
-          pos = hopFastPos(f64, o, t);
+      const step = i * STEP_SCALE;
+      const i32 = this.views.i32;
+      const f64 = this.views.f64;
+      switch (o >= 0 ? i32[2 * o + 1] : KIND_NONE) {
+        case KIND_HOP: {
+          let pos = hopFastPos(f64, o, t);
           if (pos === -1) {
             h[H_UNDO_SLOT] = o; // so that a replacement can release a seqlock left odd
             writeBegin(i32, o);
             pos = moveHop(f64, o, t);
             writeEnd(i32, o);
           }
+          const old = f64[pos]!;
+          hf[HF_UNDO_POS] = pos;
+          hf[HF_UNDO_OLD] = old;
+          hf[HF_UNDO_STEP] = step;
+          f64[pos] = old + deltas[i]!;
+          break;
+        }
+        case KIND_CAL:
+          this.addCal(o, t, deltas[i]!);
           break;
         default:
-          throw protocolError(`shard ${this.shard} op on record ${o}`, i32[2 * o + 1]);
+          if (o >= 0) throw protocolError(`shard ${this.shard} op on record ${o}`, i32[2 * o + 1]);
+          this.applyCtrl(batch.ctrl[-1 - o], i);
       }
-      const old = f64[pos]!;
+      hf[HF_STEP] = step + STEP_SCALE;
+      this.skipWrites = 0;
+    }
+  }
+
+  // ── calendar records ──────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * A journaled write: the op's next write step. Writes a thread that died had already done (and whose
+   * step it recorded) are skipped, so a resumed op redoes exactly the rest. `pos` as in HF_UNDO_POS.
+   */
+  private write(pos: number, value: number): void {
+    if (this.skipWrites > 0) {
+      this.skipWrites--;
+      return;
+    }
+    const hf = this.views.headerF64;
+    const step = hf[HF_STEP]!;
+    if (pos >= 0) {
+      hf[HF_UNDO_OLD] = this.views.f64[pos]!;
       hf[HF_UNDO_POS] = pos;
-      hf[HF_UNDO_OLD] = old;
-      h[H_UNDO_OP] = i;
-      f64[pos] = old + deltas[i]!;
-      h[H_PROGRESS] = i + 1;
+      hf[HF_UNDO_STEP] = step;
+      this.views.f64[pos] = value;
+    } else {
+      hf[HF_UNDO_OLD] = this.views.u32[-1 - pos]!;
+      hf[HF_UNDO_POS] = pos;
+      hf[HF_UNDO_STEP] = step;
+      this.views.u32[-1 - pos] = value;
+    }
+    hf[HF_STEP] = step + 1;
+  }
+
+  /** Adds `delta` to the bucket holding `t` in every ring of the calendar record at `o`. */
+  private addCal(o: number, t: number, delta: number): void {
+    const shape = this.shapeFor(this.views.i32[2 * o + CAL_CONFIG]!, o);
+    shape.seek(t);
+    for (let r = 0; r < shape.rings.length; r++) {
+      // The number of writes is the same when a resumed op runs again (a ring already moved gives the
+      // same bucket), so skipping the writes the journal counts as done skips exactly those.
+      const j = this.ringBucket(o, shape, r, shape.ks[r]!);
+      if (j !== -1) this.addBucket(o, shape, j, delta);
+    }
+  }
+
+  /**
+   * Record-wide index of the bucket holding unit `k` in ring `r`, moving the ring forward first when `k`
+   * is past its head; -1 when `k` is older than the ring holds.
+   */
+  private ringBucket(o: number, shape: CalShape, r: number, k: number): number {
+    const i32 = this.views.i32;
+    const ring = shape.rings[r]!;
+    const hi = 2 * o + CAL_RINGS + 2 * r;
+    const head = i32[hi]!;
+    if (k === head) return ring.base + i32[hi + 1]!;
+    if (k < head) return head - k < ring.count ? ring.base + mod(k, ring.count) : -1;
+    // Move: zero the buckets of the units passed, then advance the head (idempotent if cut short).
+    this.views.header[H_UNDO_SLOT] = o;
+    writeBegin(i32, o);
+    const passed = head === CAL_EMPTY_HEAD ? ring.count : k - head;
+    const wide = i32[2 * o + CAL_WIDE]!;
+    for (let u = 0; u < Math.min(passed, ring.count); u++) {
+      const j = ring.base + mod(k - u, ring.count);
+      if (wide !== 0) this.views.f64[wide + j] = 0;
+      else this.views.u32[calBucketBase(o, shape.rings.length) + j] = 0;
+    }
+    i32[hi] = k;
+    const pos = mod(k, ring.count);
+    i32[hi + 1] = pos;
+    writeEnd(i32, o);
+    return ring.base + pos;
+  }
+
+  /** Adds to record-wide bucket `j`, promoting the record to Float64 buckets if a count passes 2^32 − 1. */
+  private addBucket(o: number, shape: CalShape, j: number, delta: number): void {
+    let wide = this.views.i32[2 * o + CAL_WIDE]!;
+    if (wide === 0) {
+      const p = calBucketBase(o, shape.rings.length) + j;
+      const v = this.views.u32[p]! + delta;
+      if (v <= NARROW_MAX) {
+        this.write(-1 - p, v);
+        return;
+      }
+      wide = this.promote(o, shape);
+    }
+    this.write(wide + j, this.views.f64[wide + j]! + delta);
+  }
+
+  /** Overwrites record-wide bucket `j`. */
+  private setBucket(o: number, shape: CalShape, j: number, value: number): void {
+    let wide = this.views.i32[2 * o + CAL_WIDE]!;
+    if (wide === 0) {
+      if (value <= NARROW_MAX) {
+        this.write(-1 - (calBucketBase(o, shape.rings.length) + j), value);
+        return;
+      }
+      wide = this.promote(o, shape);
+    }
+    this.write(wide + j, value);
+  }
+
+  /**
+   * Copies the record's buckets to fresh Float64 words and points the record at them. A thread that dies
+   * before `wide` is set leaves only unused words; the replay promotes again.
+   */
+  private promote(o: number, shape: CalShape): number {
+    const c = allocWords(this.views.header, this.arena, shape.buckets);
+    if (c === -1) {
+      throw new TallyworksError(
+        ErrorCode.CAPACITY,
+        `shard ${this.shard}: a bucket passed 2^32 − 1 and promoting its record to 64-bit buckets needs ${shape.buckets * 8} bytes more than maxShardMemoryBytes allows`,
+      );
+    }
+    refreshArenaViews(this.views, this.arena);
+    const { i32, u32, f64 } = this.views;
+    const base = calBucketBase(o, shape.rings.length);
+    this.views.header[H_UNDO_SLOT] = o;
+    writeBegin(i32, o);
+    for (let j = 0; j < shape.buckets; j++) f64[c + j] = u32[base + j]!;
+    Atomics.store(i32, 2 * o + CAL_WIDE, c);
+    writeEnd(i32, o);
+    return c;
+  }
+
+  // ── ops that are not a plain add ──────────────────────────────────────────────────────────────────
+
+  private applyCtrl(op: CtrlOp | undefined, i: number): void {
+    if (op === undefined) throw protocolError(`shard ${this.shard} control op ${i}`, op);
+    const i32 = this.views.i32;
+    const o = op.slot;
+    if (op.type === 'release') {
+      if (i32[2 * o + 1] !== KIND_NONE) {
+        Atomics.store(i32, 2 * o + 1, KIND_NONE);
+        this.views.header[H_RECORDS] = this.views.header[H_RECORDS]! - 1;
+      }
+      return;
+    }
+    if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);
+    const shape = this.shapeFor(i32[2 * o + CAL_CONFIG]!, o);
+    const reservedPos = -1 - (2 * o + CAL_RESERVED);
+    switch (op.type) {
+      case 'decide': {
+        // A resumed decision whose first write was done had passed: do not decide again.
+        if (this.skipWrites === 0) {
+          shape.seek(op.t);
+          const failed = evaluateChecks(this.views, o, shape, op.t, op.checks, this.retry);
+          if (failed !== -1) {
+            this.views.f64[op.cell] = OUTCOME_REFUSED_BASE + failed;
+            this.views.f64[op.cell + 1] = this.retry[0]!;
+            return;
+          }
+        }
+        this.views.f64[op.cell] = OUTCOME_ALLOWED;
+        this.views.f64[op.cell + 1] = 0;
+        if (op.action === Action.RECORD) this.addCal(o, op.t, 1);
+        else if (op.action === Action.RESERVE) this.write(reservedPos, i32[2 * o + CAL_RESERVED]! + 1);
+        return;
+      }
+      case 'commit':
+      case 'cancel':
+        this.write(reservedPos, Math.max(0, i32[2 * o + CAL_RESERVED]! - 1));
+        if (op.type === 'commit') this.addCal(o, op.t, 1);
+        return;
+      case 'merge':
+      case 'import':
+        this.load(o, shape, op);
+        return;
+      default:
+        throw protocolError(`shard ${this.shard} control op`, op);
+    }
+  }
+
+  /** Adds (merge) or writes (import) bucket values given by absolute unit index, ring by ring. */
+  private load(o: number, shape: CalShape, op: LoadOp): void {
+    shape.seek(op.t);
+    for (let r = 0; r < shape.rings.length; r++) {
+      const ring = shape.rings[r]!;
+      const kNow = shape.ks[r]!;
+      this.ringBucket(o, shape, r, kNow); // bring the ring to now: idempotent
+      const head = op.heads[r];
+      const values = op.values[r] ?? [];
+      for (let b = 0; b < ring.count; b++) {
+        const k = kNow - b;
+        const src = head === null || head === undefined ? -1 : head - k;
+        const v = src >= 0 && src < values.length ? values[src]! : 0;
+        const j = ring.base + mod(k, ring.count);
+        if (op.type === 'import') this.setBucket(o, shape, j, v);
+        else if (v !== 0) this.addBucket(o, shape, j, v);
+      }
     }
   }
 

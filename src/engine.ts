@@ -6,6 +6,8 @@ import { closedError } from '../common/errors.js';
 import type { ShardStats } from '../common/messages.js';
 import type { Clock } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
+import { EventStore } from './events/store.js';
+import type { EventStoreOptions } from './events/store-options.js';
 import { Router } from './router/router.js';
 import { Window, WindowSet } from './windows/window.js';
 import { resolveWindowOptions, type WindowOptions } from './windows/window-options.js';
@@ -34,7 +36,10 @@ export class Engine implements AsyncDisposable {
   private readonly options: ResolvedOptions;
   private readonly router: Router;
   private readonly windowSets = new Map<string, WindowSet>();
+  private readonly stores: EventStore[] = [];
   private closing: Promise<void> | undefined;
+  /** Calendar event counts with the engine's default store options (tiny_counter parity). */
+  readonly events: EventStore;
 
   /** @internal use {@link createEngine} */
   constructor(options: ResolvedOptions, router: Router) {
@@ -42,6 +47,18 @@ export class Engine implements AsyncDisposable {
     this.clock = options.clock;
     this.shards = options.shards;
     this.router = router;
+    this.events = this.eventStore(options.events);
+  }
+
+  /**
+   * A new event store with its own ids, rings and time zone (the engine's `timeZone` by default). Every
+   * store is persisted (when it has storage) and closed with the engine.
+   */
+  eventStore(options: EventStoreOptions = {}): EventStore {
+    if (this.closing !== undefined) throw closedError('engine');
+    const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock);
+    this.stores.push(store);
+    return store;
   }
 
   /** The set of hopping windows of this shape; the same object for the same shape. */
@@ -81,7 +98,11 @@ export class Engine implements AsyncDisposable {
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
+        // Stores persist first: reading their counters needs the shards.
+        const persisted = await Promise.allSettled(this.stores.map((st) => st.close()));
         await this.router.close();
+        const failed = persisted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed !== undefined) throw failed.reason;
       } finally {
         await this.clock.release();
       }
@@ -112,5 +133,14 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     await clock.release();
     throw err;
   }
-  return new Engine(resolved, router);
+  let engine: Engine;
+  try {
+    engine = new Engine(resolved, router);
+    await engine.events.whenReady();
+  } catch (err) {
+    await router.close().catch(() => undefined);
+    await clock.release();
+    throw err;
+  }
+  return engine;
 }

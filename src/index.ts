@@ -8,6 +8,16 @@ export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js
 export { Window, WindowSet } from './windows/window.js';
 export { WINDOW_UNITS, type WindowOptions, type WindowUnit } from './windows/window-options.js';
 export { validateKey, sanitizeKey, MAX_KEY_BYTES } from './keys.js';
+export { EventStore } from './events/store.js';
+export type { EventStoreOptions } from './events/store-options.js';
+export { Intervals, DEFAULT_INTERVALS, MAX_RING_BUCKETS, type IntervalCounts } from './events/intervals.js';
+export { EventQuery, EventRange, RatioQuery, DeltaQuery, DeltaRange } from './events/query.js';
+export { LimitBuilder, LimitExceededError, type Decision, type Reservation, type Usage, type WindowArg } from './events/limiter.js';
+export { Schedule } from './events/schedule.js';
+export type { EventsExport } from './events/snapshot.js';
+export type { Storage, StorageOp } from './storage/storage.js';
+export { MemoryStorage } from './storage/memory-storage.js';
+export { FileStorage } from './storage/file-storage.js';
 export {
   ErrorCode,
   type ErrorCodeValue,

@@ -5,7 +5,9 @@
  */
 import { availableParallelism } from 'node:os';
 import { optionRangeError, optionTypeError } from '../common/errors.js';
+import { canonicalTimeZone } from '../common/calendar.js';
 import { type Clock, SystemClock } from './clock/clock.js';
+import type { EventStoreOptions } from './events/store-options.js';
 
 export interface EngineOptions {
   /** Shard threads. Default: available parallelism − 1 (the calling thread produces), at least 1. 1–64. */
@@ -27,6 +29,10 @@ export interface EngineOptions {
    * blocked by a restart. Default 64 (512k ops at the default batch size). `maxInFlight`–4096.
    */
   restartBacklogBatches?: number;
+  /** IANA time zone calendar windows align to (days at local midnight, weeks on Monday). Default `UTC`. */
+  timeZone?: string;
+  /** Options of the default event store, `engine.events` (its time zone defaults to `timeZone`). */
+  events?: EventStoreOptions;
 }
 
 export interface ResolvedOptions {
@@ -38,6 +44,9 @@ export interface ResolvedOptions {
   readonly maxShardMemoryBytes: number;
   readonly maxRestarts: number;
   readonly restartBacklogBatches: number;
+  readonly timeZone: string;
+  /** Validated when the default store is created (by createEngine, before any thread starts). */
+  readonly events: EventStoreOptions;
 }
 
 export const MAX_SHARDS = 64;
@@ -58,6 +67,8 @@ const known = [
   'maxShardMemoryBytes',
   'maxRestarts',
   'restartBacklogBatches',
+  'timeZone',
+  'events',
 ];
 
 function integer(options: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
@@ -100,6 +111,18 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     throw optionRangeError('stallTimeoutMs', 'greater than 0 and at most 2147483647 ms', stall);
   }
   const maxInFlight = integer(o, 'maxInFlight', 1, 64, 4);
+  let timeZone = 'UTC';
+  if (o.timeZone !== undefined) {
+    if (typeof o.timeZone !== 'string') throw optionTypeError('timeZone', 'an IANA time zone name such as "Europe/Berlin"', o.timeZone);
+    try {
+      timeZone = canonicalTimeZone(o.timeZone);
+    } catch {
+      throw optionRangeError('timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', o.timeZone);
+    }
+  }
+  if (o.events !== undefined && (typeof o.events !== 'object' || o.events === null)) {
+    throw optionTypeError('events', 'an object of event store options', o.events);
+  }
   return {
     shards: integer(o, 'shards', 1, MAX_SHARDS, defaultShards()),
     clock,
@@ -109,5 +132,7 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     stallTimeoutMs: stall ?? 10_000,
     maxShardMemoryBytes: integer(o, 'maxShardMemoryBytes', MiB, 4 * GiB, 2 * GiB),
     maxRestarts: integer(o, 'maxRestarts', 0, 100, 5),
+    timeZone,
+    events: (o.events as EventStoreOptions | undefined) ?? {},
   };
 }

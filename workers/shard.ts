@@ -6,12 +6,12 @@
 import type { MessagePort } from 'node:worker_threads';
 import { decode } from '../common/codec.js';
 import { exposeControl } from '../common/control.js';
-import { protocolError } from '../common/errors.js';
+import { ErrorCode, TallyworksError, protocolError } from '../common/errors.js';
 import type { AttachInfo, BatchEnvelope, DataMessage, DataReply, ShardControl, ShardLeaseEnd, ShardTask } from '../common/messages.js';
 import { ShardCore } from '../common/shard-core.js';
 
 function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
-  const core = new ShardCore(info.shard, info.header, info.arena, info.timeCell);
+  const core = new ShardCore(info.shard, info.header, info.arena, info.timeCell, info.calendars);
   const control: ShardControl = { stats: () => core.stats() };
   exposeControl(control, info.control);
   const data: MessagePort = info.data;
@@ -20,9 +20,16 @@ function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
       switch (message.type) {
         case 'apply': {
           const batch = decode<BatchEnvelope>(message.envelope);
-          const result = core.apply(batch);
-          const reply: DataReply =
-            result === 'gap' ? { type: 'gap', seq: batch.seq, applied: core.appliedSeq } : { type: result, seq: batch.seq };
+          let reply: DataReply;
+          try {
+            const result = core.apply(batch);
+            reply = result === 'gap' ? { type: 'gap', seq: batch.seq, applied: core.appliedSeq } : { type: result, seq: batch.seq };
+          } catch (err) {
+            // A memory limit is not cured by a restart: report it. Anything else kills the thread, and the
+            // router replays (a poison batch is given up after maxRestarts).
+            if (!(err instanceof TallyworksError) || err.code !== ErrorCode.CAPACITY) throw err;
+            reply = { type: 'failed', seq: batch.seq, code: err.code, message: err.message };
+          }
           data.postMessage(reply);
           break;
         }

@@ -2,7 +2,7 @@
  * One batch of ops for one shard, as typed columns. Batches are pooled per shard: a batch is reused only
  * after the shard has applied it (the router keeps it until then, to replay it if the shard dies).
  */
-import type { BatchEnvelope, RecordInit } from '../../common/messages.js';
+import type { BatchEnvelope, CalConfig, CtrlOp, RecordInit } from '../../common/messages.js';
 
 export class Batch {
   /** Serial number once sent; 0 while open. */
@@ -20,6 +20,10 @@ export class Batch {
   readonly runTimes: Float64Array;
   /** Records the shard must create before it runs the ops (new keys travel with the batch). */
   readonly inits: RecordInit[] = [];
+  /** Calendar configs the shard must register before the inits. */
+  readonly calendars: CalConfig[] = [];
+  /** Ops that are not a plain add (decisions, loads, releases), referenced from `slots`. */
+  readonly ctrl: CtrlOp[] = [];
 
   constructor(capacity: number) {
     this.capacity = capacity;
@@ -30,7 +34,7 @@ export class Batch {
   }
 
   hasContent(): boolean {
-    return this.n > 0 || this.inits.length > 0;
+    return this.n > 0 || this.inits.length > 0 || this.calendars.length > 0;
   }
 
   /** The envelope fields (views over the columns, no copy; the codec copies them). */
@@ -38,6 +42,8 @@ export class Batch {
     return {
       seq: this.seq,
       inits: this.inits,
+      calendars: this.calendars,
+      ctrl: this.ctrl,
       slots: this.slots.subarray(0, this.n),
       deltas: this.deltas.subarray(0, this.n),
       runStarts: this.runStarts.subarray(0, this.runs),
@@ -51,6 +57,8 @@ export class Batch {
     this.runs = 0;
     this.lastTime = Number.NaN;
     this.inits.length = 0;
+    this.calendars.length = 0;
+    this.ctrl.length = 0;
   }
 }
 

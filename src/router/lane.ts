@@ -17,18 +17,19 @@
 import { encode } from '../../common/codec.js';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
 import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
-import { sumHop, bucketsHop } from '../../common/hop.js';
 import {
+  allocWords,
   ARENA_FIRST_WORD,
+  CELL_WORDS,
   H_APPLIED_SEQ,
+  H_USED_WORDS,
   HEADER_BYTES,
-  WORD_BYTES,
   refreshArenaViews,
   seqAfter,
   shardViews,
   type ShardViews,
 } from '../../common/layout.js';
-import type { AttachInfo, DataMessage, DataReply, RecordInit, ShardControl, ShardStats } from '../../common/messages.js';
+import type { AttachInfo, CalConfig, CtrlOp, DataMessage, DataReply, RecordInit, ShardControl, ShardStats } from '../../common/messages.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { ResolvedOptions } from '../options.js';
@@ -45,6 +46,10 @@ export type LaneConfig = Pick<
 const INITIAL_ARENA_BYTES = 1 << 20;
 /** Seqlock read attempts before a reader concludes the writer died mid-write and yields. */
 const READ_SPINS = 1 << 16;
+/** What {@link Lane.readConsistent} returns when a writer held the record for the whole spin. */
+export const MISSED: unique symbol = Symbol('missed');
+/** Decision cells allocated at a time. */
+const CELL_BLOCK = 1024;
 
 /** One shard thread's attachment: its lease and ports. Replaced when the thread dies. */
 interface Attachment {
@@ -76,7 +81,12 @@ export class Lane {
   private readonly inflight: Batch[] = [];
   private readonly waiters: Waiter[] = [];
   private lastSeq = 0;
-  private usedWords = ARENA_FIRST_WORD;
+  /** Calendar configs registered with this shard, re-sent to a replacement thread. */
+  private readonly calendars: CalConfig[] = [];
+  /** Decision cells not in use (Float64 indexes into the arena). */
+  private readonly freeCells: number[] = [];
+  /** Words of released records, by record size, reusable once the release is applied. */
+  private readonly freeRecords = new Map<number, number[]>();
   private epoch = 0;
   private failedRestarts = 0;
   private appliedAtRestart = 0;
@@ -95,6 +105,7 @@ export class Lane {
       maxByteLength: config.maxShardMemoryBytes,
     });
     this.views = shardViews(this.header, this.arena);
+    this.views.header[H_USED_WORDS] = ARENA_FIRST_WORD;
     this.timeCell = timeCell;
     this.time = new Float64Array(timeCell, 0, 1);
     this.onFirstOp = onFirstOp;
@@ -127,6 +138,7 @@ export class Lane {
       timeCell: this.timeCell,
       data: data.port2,
       control: control.port2,
+      calendars: this.calendars,
     };
     const epoch = this.epoch;
     const lease = this.thread.lease({ type: 'attach', attach: info }, [data.port2, control.port2]);
@@ -171,12 +183,45 @@ export class Lane {
     else if (n === 0) this.onFirstOp();
   }
 
+  /** Appends one op stamped with time `t` (ms) instead of the clock's. */
+  appendAt(slot: number, delta: number, t: number): void {
+    const b = this.open;
+    const n = b.n;
+    if (n >= b.capacity) {
+      this.makeRoom();
+      this.appendAt(slot, delta, t);
+      return;
+    }
+    if (t !== b.lastTime) {
+      b.runStarts[b.runs] = n;
+      b.runTimes[b.runs++] = t;
+      b.lastTime = t;
+    }
+    b.slots[n] = slot;
+    b.deltas[n] = delta;
+    b.n = n + 1;
+    if (n + 1 === b.capacity) this.trySend();
+    else if (n === 0) this.onFirstOp();
+  }
+
+  /** Appends an op that is not a plain add (see CtrlOp); it runs in order with the ops around it. */
+  appendCtrl(op: CtrlOp): void {
+    if (this.open.n >= this.open.capacity) this.makeRoom();
+    const b = this.open;
+    b.ctrl.push(op);
+    this.append(-b.ctrl.length, 0);
+  }
+
   /** The open batch is full (or the lane sealed/failed): make room before writing anything. */
   private appendSlow(slot: number, delta: number): void {
+    this.makeRoom();
+    this.append(slot, delta);
+  }
+
+  private makeRoom(): void {
     if (this.failure !== undefined) throw this.failure;
     if (this.sealed) throw closedError('engine');
     this.waitForRoom();
-    this.append(slot, delta);
   }
 
   private waitForRoom(): void {
@@ -198,27 +243,57 @@ export class Lane {
   createRecord(words: number, kind: number, a: number, b: number, key: string): number {
     if (this.failure !== undefined) throw this.failure;
     if (this.sealed) throw closedError('engine');
-    const offset = this.usedWords;
-    const endBytes = (offset + words) * WORD_BYTES;
-    if (endBytes > this.arena.byteLength) this.grow(endBytes);
-    this.usedWords = offset + words;
+    const offset = this.freeRecords.get(words)?.pop() ?? this.allocate(words, 'record');
     const init: RecordInit = [offset, kind, a, b, key];
     if (!this.open.hasContent()) this.onFirstOp();
     this.open.inits.push(init);
     return offset;
   }
 
-  private grow(needBytes: number): void {
-    const max = this.config.maxShardMemoryBytes;
-    if (needBytes > max) {
+  private allocate(words: number, what: string): number {
+    const offset = allocWords(this.views.header, this.arena, words);
+    if (offset === -1) {
       throw new TallyworksError(
         ErrorCode.CAPACITY,
-        `shard ${this.index} would need ${needBytes} bytes, over maxShardMemoryBytes (${max}); nothing was created`,
+        `shard ${this.index} has no room for a ${what} of ${words * 8} bytes within maxShardMemoryBytes (${this.config.maxShardMemoryBytes}); nothing was created`,
       );
     }
-    const doubled = this.arena.byteLength * 2;
-    const target = Math.min(max, Math.max(needBytes, doubled));
-    this.arena.grow(Math.ceil(target / WORD_BYTES) * WORD_BYTES);
+    return offset;
+  }
+
+  /**
+   * Lets a record go (compact): the shard clears it in order with the ops before, and its words are reused
+   * for a record of the same size once the shard has applied that. The caller must drop its handle.
+   */
+  releaseRecord(slot: number, words: number): Promise<void> {
+    this.appendCtrl({ type: 'release', slot });
+    return this.drain().then(() => {
+      let list = this.freeRecords.get(words);
+      if (list === undefined) this.freeRecords.set(words, (list = []));
+      list.push(slot);
+    });
+  }
+
+  /** Registers a calendar config with the shard (in order, before any record that uses it). */
+  registerCalendar(config: CalConfig): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.sealed) throw closedError('engine');
+    this.calendars.push(config);
+    if (!this.open.hasContent()) this.onFirstOp();
+    this.open.calendars.push(config);
+  }
+
+  /** A decision cell (Float64 index) for one decision; give it back with freeCell once read. */
+  allocCell(): number {
+    if (this.freeCells.length === 0) {
+      const base = this.allocate(CELL_BLOCK * CELL_WORDS, 'block of decision cells');
+      for (let c = CELL_BLOCK - 1; c >= 0; c--) this.freeCells.push(base + c * CELL_WORDS);
+    }
+    return this.freeCells.pop()!;
+  }
+
+  freeCell(cell: number): void {
+    this.freeCells.push(cell);
   }
 
   // ── sending, acknowledgement, replay ──────────────────────────────────────────────────────────────
@@ -270,6 +345,9 @@ export class Lane {
         // Cannot happen on one ordered port; replay defensively rather than lose the order.
         this.replay();
         break;
+      case 'failed':
+        this.fail(new TallyworksError(ErrorCode.CAPACITY, reply.message));
+        return;
       default:
         this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${this.index}: unknown reply ${JSON.stringify(reply)}`));
         return;
@@ -357,31 +435,48 @@ export class Lane {
 
   // ── reads (from shared memory, after a drain) ─────────────────────────────────────────────────────
 
-  /** Sum of a hopping window at `now`, or undefined if a writer held the record for too long. */
-  readHopSum(slot: number, now: number): number | undefined {
+  /**
+   * Runs `read` over the shard's memory until it ran while no writer held record `slot`'s seqlock (see
+   * common/seqlock.ts), and returns its result; MISSED if a writer held the record for the whole spin.
+   */
+  readConsistent<T>(slot: number, read: (views: ShardViews) => T): T | typeof MISSED {
     refreshArenaViews(this.views, this.arena);
-    const { i32, f64 } = this.views;
+    const i32 = this.views.i32;
     for (let i = 0; i < READ_SPINS; i++) {
       const s = readBegin(i32, slot);
       if (s === -1) continue;
-      const sum = sumHop(f64, slot, now);
-      if (readValid(i32, slot, s)) return sum;
+      const value = read(this.views);
+      if (readValid(i32, slot, s)) return value;
     }
-    return undefined;
+    return MISSED;
   }
 
-  /** Bucket counts of a hopping window at `now`, oldest first, or undefined (see readHopSum). */
-  readHopBuckets(slot: number, now: number): number[] | undefined {
-    refreshArenaViews(this.views, this.arena);
-    const { i32, f64 } = this.views;
-    const out: number[] = [];
-    for (let i = 0; i < READ_SPINS; i++) {
-      const s = readBegin(i32, slot);
-      if (s === -1) continue;
-      bucketsHop(f64, slot, now, out);
-      if (readValid(i32, slot, s)) return out;
+  /**
+   * Reads record `slot` at the clock's now once the shard has applied everything this thread sent to it,
+   * so a read sees every op issued before it.
+   */
+  async readSettled<T>(slot: number, clock: { now(): number }, read: (views: ShardViews, now: number) => T): Promise<T> {
+    for (;;) {
+      if (!this.isIdle()) await this.drain();
+      const now = clock.now();
+      const value = this.readConsistent(slot, (v) => read(v, now));
+      if (value !== MISSED) return value;
+      // A writer held the record's seqlock for the whole spin: its thread died mid-write. The replacement
+      // repairs the record; give the event loop a turn so the restart can run.
+      await new Promise((resolve) => setImmediate(resolve));
     }
-    return undefined;
+  }
+
+  /** Reads a decision cell the shard has written: [outcome, retry-after ms]. */
+  readCell(cell: number): [number, number] {
+    refreshArenaViews(this.views, this.arena);
+    return [this.views.f64[cell]!, this.views.f64[cell + 1]!];
+  }
+
+  /** Marks a decision cell pending before its decision is sent. */
+  resetCell(cell: number): void {
+    refreshArenaViews(this.views, this.arena);
+    this.views.f64[cell] = -1;
   }
 
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────

@@ -6,6 +6,7 @@
  * resolved once — the handle to keep in the hottest loops.
  */
 import { argumentRangeError } from '../../common/errors.js';
+import { bucketsHop, sumHop } from '../../common/hop.js';
 import { hopRecordWords, KIND_HOP } from '../../common/layout.js';
 import { validateKey } from '../keys.js';
 import type { Clock } from '../clock/clock.js';
@@ -17,18 +18,6 @@ import type { WindowShape } from './window-options.js';
 function checkCount(n: number): void {
   if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0)) {
     throw argumentRangeError('n', 'a safe integer ≥ 0', n);
-  }
-}
-
-/** Reads a record once its shard has applied everything this thread sent to it. */
-async function settledRead<T>(lane: Lane, clock: Clock, read: (now: number) => T | undefined): Promise<T> {
-  for (;;) {
-    if (!lane.isIdle()) await lane.drain();
-    const value = read(clock.now());
-    if (value !== undefined) return value;
-    // A writer held the record's seqlock for the whole spin: its thread died mid-write. The replacement
-    // repairs the record; give the event loop a turn so the restart can run.
-    await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -61,12 +50,12 @@ export class Window {
 
   /** Events in the window now: the current unit and the W − 1 before it. */
   value(): Promise<number> {
-    return settledRead(this.lane, this.clock, (now) => this.lane.readHopSum(this.slot, now));
+    return this.lane.readSettled(this.slot, this.clock, (v, now) => sumHop(v.f64, this.slot, now));
   }
 
   /** The W bucket counts now, oldest first; the last one is the current unit. */
   buckets(): Promise<number[]> {
-    return settledRead(this.lane, this.clock, (now) => this.lane.readHopBuckets(this.slot, now));
+    return this.lane.readSettled(this.slot, this.clock, (v, now) => bucketsHop(v.f64, this.slot, now, []));
   }
 }
 

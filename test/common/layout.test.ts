@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import * as L from '../../common/layout.js';
 
 test('header Int32 and Float64 slots are in bounds and never overlap', () => {
-  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_PROGRESS, L.H_UNDO_OP, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
-  const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD];
+  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
+  const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP];
   const bytes: Array<[number, number, string]> = [
     ...i32.map((i): [number, number, string] => [i * 4, i * 4 + 4, `i32[${i}]`]),
     ...f64.map((i): [number, number, string] => [i * 8, i * 8 + 8, `f64[${i}]`]),

@@ -21,6 +21,8 @@ function batch(seq: number, ops: number, init: boolean): BatchEnvelope {
   return {
     seq,
     inits: init ? [[O, L.KIND_HOP, 1000, 5, 'k']] : [],
+    calendars: [],
+    ctrl: [],
     slots: new Int32Array(ops).fill(O),
     deltas: new Float64Array(ops).fill(1),
     runStarts: Int32Array.of(0),
@@ -57,8 +59,8 @@ function killedAt(progress: number, writeDone: boolean) {
   f64[pos] = progress + (writeDone ? 1 : 0);
   h[L.H_APPLIED_SEQ] = 0;
   h[L.H_BATCH_SEQ] = 1;
-  h[L.H_PROGRESS] = progress;
-  h[L.H_UNDO_OP] = progress;
+  hf[L.HF_STEP] = progress * L.STEP_SCALE;
+  hf[L.HF_UNDO_STEP] = progress * L.STEP_SCALE;
   h[L.H_UNDO_SLOT] = O;
   hf[L.HF_UNDO_POS] = pos;
   hf[L.HF_UNDO_OLD] = progress;
@@ -95,6 +97,8 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
   const b: BatchEnvelope = {
     seq: 1,
     inits: [[O, L.KIND_HOP, 1000, 5, 'k']],
+    calendars: [],
+    ctrl: [],
     slots: new Int32Array(4).fill(O),
     deltas: Float64Array.of(1, 2, 4, 8),
     runStarts: Int32Array.of(0, 2),

@@ -1,0 +1,229 @@
+/**
+ * Calendar records (tiny_counter parity): one ring of buckets per calendar unit, in a shard's arena. See
+ * common/layout.ts for the fields. Reads here are plain functions over shared memory, used by the shard
+ * (to decide limits) and by readers on other threads (inside a seqlock read); writes live in the shard.
+ *
+ * Imported by worker threads: imports nothing main-only.
+ */
+import { type CalUnitCode, NOMINAL_UNIT_MS, UnitCursor, ZoneCalendar } from './calendar.js';
+import { CAL_CONFIG, CAL_EMPTY_HEAD, CAL_RESERVED, CAL_RINGS, CAL_WIDE, calBucketBase, calRecordWords, type ShardViews } from './layout.js';
+import { Check, type CalConfig } from './messages.js';
+
+export interface CalRing {
+  readonly unit: CalUnitCode;
+  readonly count: number;
+  /** Index of the ring's first bucket among the record's buckets. */
+  readonly base: number;
+}
+
+/**
+ * A calendar config resolved for use on one thread: its zone calendar and a cursor per ring. `seek(t)`
+ * leaves in `ks` the unit index of `t` for every ring; while `t` stays in [from, to) that costs two
+ * comparisons.
+ */
+export class CalShape {
+  readonly id: number;
+  readonly calendar: ZoneCalendar;
+  readonly rings: readonly CalRing[];
+  readonly buckets: number;
+  readonly words: number;
+  readonly ks: Int32Array;
+  private readonly cursors: UnitCursor[];
+  private from = Number.POSITIVE_INFINITY;
+  private to = Number.NEGATIVE_INFINITY;
+
+  constructor(config: CalConfig) {
+    this.id = config.id;
+    this.calendar = new ZoneCalendar(config.timeZone);
+    let base = 0;
+    const rings: CalRing[] = [];
+    for (const [unit, count] of config.rings) {
+      rings.push({ unit: unit as CalUnitCode, count, base });
+      base += count;
+    }
+    this.rings = rings;
+    this.buckets = base;
+    this.words = calRecordWords(rings.length, base);
+    this.ks = new Int32Array(rings.length);
+    this.cursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
+  }
+
+  /** Sets `ks` to the unit indexes of instant `t`. */
+  seek(t: number): void {
+    if (t >= this.from && t < this.to) return;
+    let from = Number.NEGATIVE_INFINITY;
+    let to = Number.POSITIVE_INFINITY;
+    for (let r = 0; r < this.cursors.length; r++) {
+      const c = this.cursors[r]!;
+      this.ks[r] = c.at(t);
+      if (c.startMs > from) from = c.startMs;
+      if (c.endMs < to) to = c.endMs;
+    }
+    this.from = from;
+    this.to = to;
+  }
+
+  /** Index of the ring tracking `unit`, or -1. */
+  ringOf(unit: CalUnitCode): number {
+    return this.rings.findIndex((r) => r.unit === unit);
+  }
+
+  /** The ring spanning the most time (what `ever()` reads). */
+  get longestRing(): number {
+    let best = 0;
+    let span = 0;
+    for (let r = 0; r < this.rings.length; r++) {
+      const s = spanMs(this.rings[r]!);
+      if (s > span) {
+        span = s;
+        best = r;
+      }
+    }
+    return best;
+  }
+}
+
+function spanMs(ring: CalRing): number {
+  return NOMINAL_UNIT_MS[ring.unit]! * ring.count;
+}
+
+/** Writes a fresh (or reused) record: every ring empty, every bucket 0. */
+export function initCal(views: ShardViews, o: number, shape: CalShape): void {
+  const { i32, u32 } = views;
+  const R = shape.rings.length;
+  i32[2 * o + CAL_CONFIG] = shape.id;
+  i32[2 * o + CAL_WIDE] = 0;
+  i32[2 * o + CAL_RESERVED] = 0;
+  for (let r = 0; r < R; r++) {
+    i32[2 * o + CAL_RINGS + 2 * r] = CAL_EMPTY_HEAD;
+    i32[2 * o + CAL_RINGS + 2 * r + 1] = 0;
+  }
+  const base = calBucketBase(o, R);
+  u32.fill(0, base, base + shape.buckets);
+}
+
+/** Config id of the calendar record at `o`. */
+export function calConfigOf(views: ShardViews, o: number): number {
+  return views.i32[2 * o + CAL_CONFIG]!;
+}
+
+/** Pending reservations of the record at `o`. */
+export function calReserved(views: ShardViews, o: number): number {
+  return views.i32[2 * o + CAL_RESERVED]!;
+}
+
+/** Value of bucket `j` (record-wide bucket index) of the record at `o`. */
+export function calBucket(views: ShardViews, o: number, shape: CalShape, j: number): number {
+  const wide = views.i32[2 * o + CAL_WIDE]!;
+  return wide !== 0 ? views.f64[wide + j]! : views.u32[calBucketBase(o, shape.rings.length) + j]!;
+}
+
+/**
+ * The newest `n` buckets of ring `r` at unit index `kNow`, newest first, into `out` (length n). A clock set
+ * back never shows a ring's head as the future: `kNow` is at least the head.
+ */
+export function readRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): void {
+  const ring = shape.rings[r]!;
+  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+  const now = Math.max(kNow, head);
+  for (let i = 0; i < n; i++) {
+    const k = now - i;
+    out[i] = k > head || head - k >= ring.count ? 0 : calBucket(views, o, shape, ring.base + mod(k, ring.count));
+  }
+}
+
+/** Sum of the newest `n` buckets of ring `r` at unit index `kNow`. */
+export function sumRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number): number {
+  const ring = shape.rings[r]!;
+  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+  const now = Math.max(kNow, head);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const k = now - i;
+    if (k <= head && head - k < ring.count) sum += calBucket(views, o, shape, ring.base + mod(k, ring.count));
+  }
+  return sum;
+}
+
+export function mod(a: number, m: number): number {
+  const r = a % m;
+  return r < 0 ? r + m : r;
+}
+
+/**
+ * Age at `t` of the newest (or, with `oldest`, the oldest) non-zero bucket over every ring, measured from
+ * the bucket's start: bucket precision. Undefined when every bucket is zero. `shape.seek(t)` first.
+ */
+export function seenAge(views: ShardViews, o: number, shape: CalShape, t: number, oldest: boolean): number | undefined {
+  let best: number | undefined;
+  for (let r = 0; r < shape.rings.length; r++) {
+    const ring = shape.rings[r]!;
+    const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+    const kNow = Math.max(shape.ks[r]!, head);
+    for (let step = 0; step < ring.count; step++) {
+      const i = oldest ? ring.count - 1 - step : step;
+      const k = kNow - i;
+      if (k > head || head - k >= ring.count) continue;
+      if (calBucket(views, o, shape, ring.base + mod(k, ring.count)) === 0) continue;
+      const age = t - shape.calendar.start(ring.unit, k);
+      if (best === undefined || (oldest ? age > best : age < best)) best = age;
+      break;
+    }
+  }
+  return best;
+}
+
+/** Decision outcomes as written to a decision cell. */
+export const OUTCOME_PENDING = -1;
+export const OUTCOME_ALLOWED = 1;
+/** A refusal by check i is written as OUTCOME_REFUSED_BASE + i. */
+export const OUTCOME_REFUSED_BASE = 2;
+
+/**
+ * Evaluates decision checks ([kind, ring, n, limit] quadruples, see messages.ts Check) against the record at
+ * `o` at instant `t`. Returns -1 when all pass, else the index of the first failing check, with a retry-after
+ * estimate (ms, NaN when none can be given) in `retry[0]`. `shape.seek(t)` first. Used by the shard for
+ * atomic decisions and by readers for `check()`, so both answer the same way.
+ */
+export function evaluateChecks(views: ShardViews, o: number, shape: CalShape, t: number, checks: readonly number[], retry: Float64Array): number {
+  for (let c = 0; c + 3 < checks.length; c += 4) {
+    const kind = checks[c]!;
+    const r = checks[c + 1]!;
+    const n = checks[c + 2]!;
+    const limit = checks[c + 3]!;
+    if (kind === Check.COOLDOWN) {
+      const age = seenAge(views, o, shape, t, false);
+      if (age === undefined || age >= limit) continue;
+      retry[0] = limit - age;
+      return c / 4;
+    }
+    const kNow = shape.ks[r]!;
+    const count = sumRing(views, o, shape, r, kNow, n);
+    if (kind === Check.AT_LEAST) {
+      if (count >= limit) continue;
+      retry[0] = Number.NaN;
+      return c / 4;
+    }
+    // AT_MOST: pending reservations count as recorded.
+    const reserved = calReserved(views, o);
+    if (count + reserved < limit) continue;
+    retry[0] = atMostRetry(views, o, shape, r, kNow, n, count + reserved - limit + 1, t);
+    return c / 4;
+  }
+  return -1;
+}
+
+/** When enough of the oldest buckets of the window will have left it to let one more event in. */
+function atMostRetry(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, need: number, t: number): number {
+  const ring = shape.rings[r]!;
+  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+  const now = Math.max(kNow, head);
+  let dropped = 0;
+  for (let i = n - 1; i >= 0; i--) {
+    const k = now - i;
+    if (k <= head && head - k < ring.count) dropped += calBucket(views, o, shape, ring.base + mod(k, ring.count));
+    // Bucket i leaves the window when unit k + n begins.
+    if (dropped >= need) return Math.max(0, shape.calendar.start(ring.unit, k + n) - t);
+  }
+  return Number.NaN; // pending reservations alone hold the window full
+}

@@ -1,0 +1,508 @@
+/**
+ * Calendar event counts (tiny_counter parity): an event store maps string ids to counters, each a ring of
+ * buckets per calendar unit in the shard that owns the id. Recording is synchronous and allocation-free
+ * for a known id (a directory lookup and an append to the shard's open batch); queries read the shard's
+ * memory directly once it has applied what this thread sent.
+ */
+import { randomUUID } from 'node:crypto';
+import { CalShape, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge } from '../../common/cal-record.js';
+import { canonicalTimeZone, type CalUnitCode } from '../../common/calendar.js';
+import { decode, encode } from '../../common/codec.js';
+import {
+  argumentRangeError,
+  argumentTypeError,
+  closedError,
+  codedRangeError,
+  ErrorCode,
+  TallyworksError,
+} from '../../common/errors.js';
+import { KIND_CAL } from '../../common/layout.js';
+import { Action, type CalConfig } from '../../common/messages.js';
+import type { Clock } from '../clock/clock.js';
+import { validateKey } from '../keys.js';
+import type { Lane } from '../router/lane.js';
+import type { Router } from '../router/router.js';
+import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
+import { DEFAULT_INTERVALS, type IntervalCounts, resolveIntervals } from './intervals.js';
+import { LimitBuilder } from './limiter.js';
+import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
+import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
+import type { EventStoreOptions } from './store-options.js';
+
+/** One id's counter: where its record lives. */
+export interface EventCounter {
+  readonly id: string;
+  readonly lane: Lane;
+  readonly slot: number;
+  /** Recorded since the last persist (or clearDirty). */
+  dirty: boolean;
+  /** Set while the id's persisted counts are being merged back in after compact(). */
+  loading: Promise<void> | undefined;
+}
+
+const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId'];
+const UNIT_KEYS: Record<number, keyof IntervalCounts> = { 0: 'seconds', 1: 'minutes', 2: 'hours', 3: 'days', 4: 'weeks', 5: 'months', 6: 'years' };
+
+/** Throws unless `n` is a count an event can carry: a safe integer ≥ 0. */
+function checkCount(n: unknown): void {
+  if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0)) throw argumentRangeError('n', 'a safe integer ≥ 0', n);
+}
+
+/** Per-id persisted form: the id's buckets as a one-id export (so a changed config converts on load). */
+interface StoredCounter {
+  readonly timeZone: string;
+  readonly intervals: IntervalCounts;
+  readonly nowMs: number;
+  readonly rings: number[][];
+}
+
+export class EventStore {
+  /** The zone calendar units align to. */
+  readonly timeZone: string;
+  /** The rings kept, as bucket counts per unit. */
+  readonly intervals: Readonly<IntervalCounts>;
+  /** @internal */
+  readonly shape: CalShape;
+  /** @internal */
+  readonly clock: Clock;
+  private readonly config: CalConfig;
+  private readonly rings: Array<[CalUnitCode, number]>;
+  private readonly router: Router;
+  private readonly counters = new Map<string, EventCounter>();
+  private readonly registered = new Set<Lane>();
+  private readonly dirtyList: EventCounter[] = [];
+  private readonly storage: Storage | undefined;
+  private readonly prefix: string;
+  private readonly sourceId: string | undefined;
+  private readonly onPersistError: (err: Error) => void;
+  /** Ids persisted in storage and not in memory (compacted, or from an earlier process). */
+  private readonly stored = new Set<string>();
+  /** Export ids already merged (idempotent merge). */
+  private readonly mergedExports = new Set<string>();
+  private readonly timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Resolves once the storage's keys are listed. */
+  private readonly ready: Promise<void>;
+
+  /** @internal use `engine.events` or `engine.eventStore()` */
+  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock) {
+    if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object of event store options', options);
+    for (const key of Object.keys(options)) {
+      if (!KNOWN_OPTIONS.includes(key)) throw argumentTypeError(`options.${key}`, `one of the known options (${KNOWN_OPTIONS.join(', ')})`, (options as Record<string, unknown>)[key]);
+    }
+    this.rings = resolveIntervals(options.intervals ?? DEFAULT_INTERVALS, 'options.intervals');
+    const zone = options.timeZone ?? defaultZone;
+    if (typeof zone !== 'string') throw argumentTypeError('options.timeZone', 'an IANA time zone name', zone);
+    try {
+      this.timeZone = canonicalTimeZone(zone);
+    } catch {
+      throw argumentRangeError('options.timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', zone);
+    }
+    const counts: IntervalCounts = {};
+    for (const [unit, n] of this.rings) counts[UNIT_KEYS[unit]!] = n;
+    this.intervals = Object.freeze(counts);
+    this.config = { id: configId, timeZone: this.timeZone, rings: this.rings };
+    this.shape = new CalShape(this.config);
+    this.router = router;
+    this.clock = clock;
+    this.storage = options.storage;
+    if (this.storage !== undefined && (typeof this.storage !== 'object' || typeof this.storage.save !== 'function')) {
+      throw argumentTypeError('options.storage', 'a Storage (save, load, delete, keys)', this.storage);
+    }
+    const name = options.name ?? 'events';
+    if (typeof name !== 'string' || name.length === 0) throw argumentTypeError('options.name', 'a non-empty string', name);
+    this.prefix = `${name}/`;
+    if (options.sourceId !== undefined && (typeof options.sourceId !== 'string' || options.sourceId.length === 0)) {
+      throw argumentTypeError('options.sourceId', 'a non-empty string', options.sourceId);
+    }
+    this.sourceId = options.sourceId;
+    this.onPersistError = options.onPersistError ?? ((err) => process.emitWarning(err));
+    const every = options.autoPersistMs;
+    if (every !== undefined) {
+      if (this.storage === undefined) throw argumentTypeError('options.autoPersistMs', 'given only with options.storage', every);
+      if (typeof every !== 'number' || !Number.isInteger(every) || every < 1 || every > 2 ** 31 - 1) {
+        throw argumentRangeError('options.autoPersistMs', 'an integer number of ms from 1 to 2147483647', every);
+      }
+      this.timer = setInterval(() => {
+        this.persist().catch((err: Error) => this.onPersistError(err));
+      }, every).unref();
+    }
+    this.ready = this.storage === undefined ? Promise.resolve() : this.listStored();
+    this.ready.catch(() => undefined); // reported by the first read that awaits it
+  }
+
+  private async listStored(): Promise<void> {
+    const meta = await this.storage!.load(`${this.prefix}.merged`);
+    if (meta !== undefined) for (const id of decode<string[]>(meta)) this.mergedExports.add(id);
+    for (const key of await this.storage!.keys(this.prefix)) {
+      const id = key.slice(this.prefix.length);
+      if (id.startsWith('.')) continue;
+      const c = this.counters.get(id);
+      // Recorded before the listing finished: merge the stored counts into the live record.
+      if (c !== undefined) c.loading = this.reload(c);
+      else this.stored.add(id);
+    }
+  }
+
+  /** @internal Resolves once the storage listing is done (createEngine awaits it for the default store). */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  // ── recording ────────────────────────────────────────────────────────────────────────────────────
+
+  /** Counts `n` (default 1) events of `id` now. Synchronous; allocation-free for a known id. */
+  record(id: string, n = 1): void {
+    const c = this.counters.get(id) ?? this.counterFor(id, n);
+    if (n !== 1) checkCount(n);
+    c.lane.append(c.slot, n);
+    if (!c.dirty) this.markDirty(c);
+  }
+
+  /** Counts `n` events of `id` at `when` (not later than now: TW_FUTURE_EVENT, nothing recorded). */
+  recordAt(id: string, when: Date | number, n = 1): void {
+    const t = when instanceof Date ? when.getTime() : when;
+    if (typeof t !== 'number' || !Number.isFinite(t)) throw argumentTypeError('when', 'a Date or a time in ms since the Unix epoch', when);
+    const now = this.clock.now();
+    if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
+    const c = this.counters.get(id) ?? this.counterFor(id, n);
+    if (n !== 1) checkCount(n);
+    c.lane.appendAt(c.slot, n, t);
+    if (!c.dirty) this.markDirty(c);
+  }
+
+  /** Counts `n` events of `id` at `ms` milliseconds ago (ms ≥ 0). */
+  recordAgo(id: string, ms: number, n = 1): void {
+    if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) throw argumentRangeError('ms', 'a finite number of ms ≥ 0', ms);
+    this.recordAt(id, this.clock.now() - ms, n);
+  }
+
+  /** Validates a new id and count before anything is created, then creates the id's counter. */
+  private counterFor(id: string, n: number): EventCounter {
+    validateKey(id, 'id');
+    if (n !== 1) checkCount(n);
+    return this.counter(id, true)!;
+  }
+
+  /** @internal The id's counter; created (and reloaded from storage if persisted) when `create`. */
+  counter(id: string, create: boolean): EventCounter | undefined {
+    if (this.closed) throw closedError('event store');
+    let c = this.counters.get(id);
+    if (c !== undefined) return c;
+    const wasStored = this.stored.has(id);
+    if (!create && !wasStored) return undefined;
+    const lane = this.router.laneFor(id);
+    if (!this.registered.has(lane)) {
+      lane.registerCalendar(this.config);
+      this.registered.add(lane);
+    }
+    const slot = lane.createRecord(this.shape.words, KIND_CAL, this.config.id, 0, id);
+    c = { id, lane, slot, dirty: false, loading: undefined };
+    this.counters.set(id, c);
+    if (wasStored) {
+      this.stored.delete(id);
+      c.loading = this.reload(c);
+    }
+    return c;
+  }
+
+  private markDirty(c: EventCounter): void {
+    c.dirty = true;
+    this.dirtyList.push(c);
+  }
+
+  /** True if `id` has a counter (in memory or persisted). */
+  has(id: string): boolean {
+    return this.counters.has(id) || this.stored.has(id);
+  }
+
+  /** Ids whose counters are in memory (compact() lets them go). */
+  get size(): number {
+    return this.counters.size;
+  }
+
+  // ── queries ──────────────────────────────────────────────────────────────────────────────────────
+
+  /** Queries of one id: `query(id).lastDays(7).sum()`. */
+  query(id: string): EventQuery {
+    validateKey(id, 'id');
+    return new EventQuery(this, [id]);
+  }
+
+  /** Queries summed over several ids, bucket by bucket. */
+  queryMany(ids: readonly string[]): EventQuery {
+    if (!Array.isArray(ids)) throw argumentTypeError('ids', 'an array of ids', ids);
+    for (const id of ids) validateKey(id, 'ids[]');
+    return new EventQuery(this, [...ids]);
+  }
+
+  /** a / b over a range: undefined when either is unknown or b's sum is 0. */
+  ratio(a: string, b: string): RatioQuery {
+    return new RatioQuery(this, validateKey(a, 'a'), validateKey(b, 'b'));
+  }
+
+  /** a − b over a range (0 when both are unknown). */
+  delta(a: string, b: string): DeltaQuery {
+    return new DeltaQuery(this, validateKey(a, 'a'), validateKey(b, 'b'));
+  }
+
+  /** Records the difference of the two ids' `ever()` sums onto the smaller, so that their delta is 0. */
+  async balanceDelta(a: string, b: string): Promise<void> {
+    const d = await this.delta(a, b).sum();
+    if (d > 0) this.record(b, d);
+    else if (d < 0) this.record(a, -d);
+  }
+
+  /** A limiter over this store's counters: `limit().atMost(10, 'hour').checkAndRecord(id)`. */
+  limit(): LimitBuilder {
+    return new LimitBuilder(this, []);
+  }
+
+  /**
+   * @internal The newest `n` buckets of ring `r` of every known id in `ids`, newest first; undefined for
+   * an id never recorded.
+   */
+  async bucketsOf(id: string, r: number, n: number): Promise<number[] | undefined> {
+    const c = await this.settledCounter(id);
+    if (c === undefined) return undefined;
+    const out = new Array<number>(n);
+    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+      this.shape.seek(now);
+      readRing(v, c.slot, this.shape, r, this.shape.ks[r]!, n, out);
+      return out;
+    });
+  }
+
+  /** @internal Age of the newest or oldest non-zero bucket of `id`; undefined when none or unknown. */
+  async seenAgeOf(id: string, oldest: boolean): Promise<number | undefined> {
+    const c = await this.settledCounter(id);
+    if (c === undefined) return undefined;
+    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+      this.shape.seek(now);
+      return seenAge(v, c.slot, this.shape, now, oldest);
+    });
+  }
+
+  /** @internal The id's counter once its storage reload is done; undefined when unknown. */
+  async settledCounter(id: string): Promise<EventCounter | undefined> {
+    await this.ready;
+    const c = this.counter(id, false);
+    if (c?.loading !== undefined) await c.loading;
+    return c;
+  }
+
+  /** @internal Evaluates shard checks on this thread (read-only): the failing index, or -1. */
+  async evaluateOwn(c: EventCounter, checks: readonly number[]): Promise<{ index: number; retryAfterMs: number | undefined }> {
+    const retry = new Float64Array(1);
+    const index = await c.lane.readSettled(c.slot, this.clock, (v, now) => {
+      this.shape.seek(now);
+      return evaluateChecks(v, c.slot, this.shape, now, checks, retry);
+    });
+    return { index, retryAfterMs: retry[0] };
+  }
+
+  /**
+   * @internal Sends a decision to the shard owning `id` (creating the id) and waits for its outcome:
+   * [outcome, retry-after ms]. The shard decides in order with every record of the id.
+   */
+  async decideInShard(id: string, checks: readonly number[], action: number): Promise<[number, number]> {
+    const c = this.counter(id, true)!;
+    if (c.loading !== undefined) await c.loading;
+    const lane = c.lane;
+    const cell = lane.allocCell();
+    lane.resetCell(cell);
+    lane.appendCtrl({ type: 'decide', slot: c.slot, cell, t: this.clock.now(), action, checks });
+    await lane.drain();
+    const result = lane.readCell(cell);
+    lane.freeCell(cell);
+    if (result[0] === OUTCOME_ALLOWED && action === Action.RECORD && !c.dirty) this.markDirty(c);
+    return result;
+  }
+
+  /** @internal Ends a granted reservation: `commit` records 1, `cancel` only releases it. */
+  async endReservation(id: string, type: 'commit' | 'cancel'): Promise<void> {
+    const c = this.counter(id, true)!;
+    c.lane.appendCtrl({ type, slot: c.slot, t: this.clock.now() });
+    if (type === 'commit' && !c.dirty) this.markDirty(c);
+    await c.lane.drain();
+  }
+
+  // ── export, import, merge ────────────────────────────────────────────────────────────────────────
+
+  /** Every counter's buckets, aligned to now. */
+  export(): Promise<EventsExport> {
+    return this.exportIds(undefined);
+  }
+
+  /** Only the counters recorded since the last persist or clearDirty(). */
+  exportDirty(): Promise<EventsExport> {
+    return this.exportIds(this.dirtyIds());
+  }
+
+  private async exportIds(only: readonly string[] | undefined): Promise<EventsExport> {
+    await this.ready;
+    if (only === undefined) {
+      // Stored ids are part of the store: bring them back to export them.
+      for (const id of [...this.stored]) this.counter(id, false);
+    }
+    const ids = only ?? [...this.counters.keys()];
+    const counters: Record<string, number[][]> = {};
+    const nowMs = this.clock.now();
+    for (const id of ids) {
+      const c = await this.settledCounter(id);
+      if (c === undefined) continue;
+      counters[id] = await c.lane.readSettled(c.slot, this.clock, (v) => {
+        this.shape.seek(nowMs);
+        return this.shape.rings.map((ring, r) => {
+          const out = new Array<number>(ring.count);
+          readRing(v, c.slot, this.shape, r, this.shape.ks[r]!, ring.count, out);
+          return out;
+        });
+      });
+    }
+    const source = this.sourceId === undefined ? undefined : { id: this.sourceId, exportId: randomUUID() };
+    return { format: EXPORT_FORMAT, version: EXPORT_VERSION, ...(source && { source }), timeZone: this.timeZone, intervals: { ...this.intervals }, nowMs, counters };
+  }
+
+  /** Overwrites each id of `exp` with its buckets (other ids are left alone). */
+  async import(exp: EventsExport): Promise<void> {
+    await this.load('import', validateExport(exp));
+  }
+
+  /**
+   * Adds `exp` bucket by bucket (unknown ids are created). An export carrying a source id is merged once:
+   * merging it again returns `{ merged: false }` and changes nothing.
+   */
+  async merge(exp: EventsExport): Promise<{ merged: boolean }> {
+    const e = validateExport(exp);
+    await this.ready;
+    const exportId = e.source?.exportId;
+    if (exportId !== undefined && this.mergedExports.has(exportId)) return { merged: false };
+    await this.load('merge', e);
+    if (exportId !== undefined) {
+      this.mergedExports.add(exportId);
+      if (this.storage !== undefined) await this.storage.save(`${this.prefix}.merged`, encode([...this.mergedExports]));
+    }
+    return { merged: true };
+  }
+
+  private async load(type: 'merge' | 'import', e: EventsExport): Promise<void> {
+    await this.ready;
+    const mapping = mapRings(e, this.rings, this.shape.calendar);
+    const t = this.clock.now();
+    const ids = Object.keys(e.counters);
+    // Check everything before anything is written: a bad export changes nothing.
+    for (const id of ids) {
+      validateKey(id, 'export.counters id');
+      loadOp(type, 0, t, mapping, e.counters[id]!, id);
+    }
+    const lanes = new Set<Lane>();
+    for (const id of ids) {
+      const c = await this.settledCounter(id) ?? this.counter(id, true)!;
+      c.lane.appendCtrl(loadOp(type, c.slot, t, mapping, e.counters[id]!, id));
+      if (!c.dirty) this.markDirty(c);
+      lanes.add(c.lane);
+    }
+    await Promise.all([...lanes].map((l) => l.drain()));
+  }
+
+  // ── dirty tracking and persistence ───────────────────────────────────────────────────────────────
+
+  /** Ids recorded since the last persist() or clearDirty(). */
+  dirtyIds(): string[] {
+    return this.dirtyList.filter((c) => c.dirty).map((c) => c.id);
+  }
+
+  /** Forgets which ids are dirty (without saving them). */
+  clearDirty(): void {
+    for (const c of this.dirtyList) c.dirty = false;
+    this.dirtyList.length = 0;
+  }
+
+  /** Saves the dirty counters to storage (one transaction when the storage has them). Returns how many. */
+  async persist(): Promise<number> {
+    const dirty = this.dirtyList.splice(0).filter((c) => c.dirty);
+    for (const c of dirty) c.dirty = false;
+    try {
+      return await this.save(dirty);
+    } catch (err) {
+      // Not saved: dirty again, so the next persist retries them.
+      for (const c of dirty) if (!c.dirty && this.counters.get(c.id) === c) this.markDirty(c);
+      throw err;
+    }
+  }
+
+  /** Saves every counter in memory. Returns how many. */
+  async persistAll(): Promise<number> {
+    const all = [...this.counters.values()];
+    this.clearDirty();
+    try {
+      return await this.save(all);
+    } catch (err) {
+      for (const c of all) if (!c.dirty && this.counters.get(c.id) === c) this.markDirty(c);
+      throw err;
+    }
+  }
+
+  private async save(counters: readonly EventCounter[]): Promise<number> {
+    const storage = this.requireStorage('persist');
+    const exp = await this.exportIds(counters.map((c) => c.id));
+    const ops: StorageOp[] = Object.entries(exp.counters).map(([id, rings]) => {
+      const entry: StoredCounter = { timeZone: exp.timeZone, intervals: exp.intervals, nowMs: exp.nowMs, rings };
+      return { type: 'save', key: this.prefix + id, value: encode(entry) };
+    });
+    await applyOps(storage, ops);
+    return ops.length;
+  }
+
+  /**
+   * Persists every counter, then lets them go from shard memory (their words are reused by new ids).
+   * Every later use of an id (record, query, limit) brings its counter back from storage first.
+   */
+  async compact(): Promise<void> {
+    this.requireStorage('compact');
+    await this.persistAll();
+    const releases: Array<Promise<void>> = [];
+    for (const c of [...this.counters.values()]) {
+      if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
+      this.counters.delete(c.id);
+      this.stored.add(c.id);
+      releases.push(c.lane.releaseRecord(c.slot, this.shape.words));
+    }
+    await Promise.all(releases);
+  }
+
+  /** Merges the id's stored counts into its (new) record. */
+  private async reload(c: EventCounter): Promise<void> {
+    const bytes = await this.requireStorage('reload').load(this.prefix + c.id);
+    if (bytes !== undefined) {
+      let entry: StoredCounter;
+      try {
+        entry = decode<StoredCounter>(bytes);
+      } catch (err) {
+        throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(c.id)} cannot be read: ${(err as Error).message}`, { cause: err });
+      }
+      const exp: EventsExport = { format: EXPORT_FORMAT, version: EXPORT_VERSION, timeZone: entry.timeZone, intervals: entry.intervals, nowMs: entry.nowMs, counters: { [c.id]: entry.rings } };
+      const mapping = mapRings(exp, this.rings, this.shape.calendar);
+      c.lane.appendCtrl(loadOp('merge', c.slot, this.clock.now(), mapping, entry.rings, c.id));
+      await c.lane.drain();
+    }
+    c.loading = undefined;
+  }
+
+  private requireStorage(what: string): Storage {
+    if (this.storage === undefined) throw new TallyworksError(ErrorCode.INVALID_ARGUMENT, `${what}() needs a store created with the storage option`);
+    return this.storage;
+  }
+
+  /** @internal Stops auto-persist and persists what is dirty (engine.close() calls this). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    try {
+      if (this.storage !== undefined) await this.persist();
+    } finally {
+      this.closed = true;
+    }
+  }
+}
