@@ -6,7 +6,19 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import { type CalUnitCode, NOMINAL_UNIT_MS, UnitCursor, ZoneCalendar } from './calendar.js';
-import { CAL_CONFIG, CAL_EMPTY_HEAD, CAL_RESERVED, CAL_RINGS, CAL_WIDE, calBucketBase, calRecordWords, type ShardViews } from './layout.js';
+import {
+  CAL_CONFIG,
+  CAL_EMPTY_HEAD,
+  CAL_PENDING_K,
+  CAL_RESERVED,
+  CAL_RINGS,
+  CAL_WIDE,
+  CALF_PENDING,
+  CALF_PENDING_T,
+  calBucketBase,
+  calRecordWords,
+  type ShardViews,
+} from './layout.js';
 import { Check, type CalConfig } from './messages.js';
 
 export interface CalRing {
@@ -29,6 +41,8 @@ export class CalShape {
   readonly words: number;
   readonly ks: Int32Array;
   private readonly cursors: UnitCursor[];
+  /** Separate cursors for pending counts' times, so that looking one up does not move `ks`'s. */
+  private readonly pendingCursors: UnitCursor[];
   private from = Number.POSITIVE_INFINITY;
   private to = Number.NEGATIVE_INFINITY;
 
@@ -46,6 +60,12 @@ export class CalShape {
     this.words = calRecordWords(rings.length, base);
     this.ks = new Int32Array(rings.length);
     this.cursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
+    this.pendingCursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
+  }
+
+  /** Unit index in ring `r` of instant `t` (for pending counts), leaving `ks` alone. */
+  pendingIndex(r: number, t: number): number {
+    return this.pendingCursors[r]!.at(t);
   }
 
   /** Sets `ks` to the unit indexes of instant `t`. */
@@ -94,6 +114,9 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   i32[2 * o + CAL_CONFIG] = shape.id;
   i32[2 * o + CAL_WIDE] = 0;
   i32[2 * o + CAL_RESERVED] = 0;
+  i32[2 * o + CAL_PENDING_K] = CAL_EMPTY_HEAD;
+  views.f64[o + CALF_PENDING] = 0;
+  views.f64[o + CALF_PENDING_T] = 0;
   for (let r = 0; r < R; r++) {
     i32[2 * o + CAL_RINGS + 2 * r] = CAL_EMPTY_HEAD;
     i32[2 * o + CAL_RINGS + 2 * r + 1] = 0;
@@ -118,30 +141,64 @@ export function calBucket(views: ShardViews, o: number, shape: CalShape, j: numb
   return wide !== 0 ? views.f64[wide + j]! : views.u32[calBucketBase(o, shape.rings.length) + j]!;
 }
 
+/** Unit index in ring `r` of the record's pending count, or NaN when it has none. */
+export function pendingUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
+  const pk = views.i32[2 * o + CAL_PENDING_K]!;
+  if (pk === CAL_EMPTY_HEAD) return Number.NaN;
+  return r === 0 ? pk : shape.pendingIndex(r, views.f64[o + CALF_PENDING_T]!);
+}
+
 /**
- * The newest `n` buckets of ring `r` at unit index `kNow`, newest first, into `out` (length n). A clock set
- * back never shows a ring's head as the future: `kNow` is at least the head.
+ * One ring as readers see it at unit index `kNow`: `value(k)` is the count of unit k (bucket plus the
+ * pending count when it belongs to k). A clock set back never shows the ring's head as the future: `now`
+ * is at least the newest unit the ring holds.
  */
-export function readRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): void {
-  const ring = shape.rings[r]!;
-  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
-  const now = Math.max(kNow, head);
-  for (let i = 0; i < n; i++) {
-    const k = now - i;
-    out[i] = k > head || head - k >= ring.count ? 0 : calBucket(views, o, shape, ring.base + mod(k, ring.count));
+class RingView {
+  views!: ShardViews;
+  o = 0;
+  shape!: CalShape;
+  count = 0;
+  base = 0;
+  head = 0;
+  pu = Number.NaN;
+  pending = 0;
+  now = 0;
+
+  at(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number): this {
+    const ring = shape.rings[r]!;
+    this.views = views;
+    this.o = o;
+    this.shape = shape;
+    this.count = ring.count;
+    this.base = ring.base;
+    this.head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+    this.pu = pendingUnit(views, o, shape, r);
+    this.pending = views.f64[o + CALF_PENDING]!;
+    this.now = Math.max(kNow, this.head, Number.isNaN(this.pu) ? -Infinity : this.pu);
+    return this;
   }
+
+  value(k: number): number {
+    const inRing = k <= this.head && this.head - k < this.count;
+    const v = inRing ? calBucket(this.views, this.o, this.shape, this.base + mod(k, this.count)) : 0;
+    return k === this.pu ? v + this.pending : v;
+  }
+}
+
+/** One reusable view per thread: readers are synchronous, so one at a time. */
+const view = new RingView();
+
+/** The newest `n` buckets of ring `r` at unit index `kNow`, newest first, into `out` (length n). */
+export function readRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): void {
+  const v = view.at(views, o, shape, r, kNow);
+  for (let i = 0; i < n; i++) out[i] = v.value(v.now - i);
 }
 
 /** Sum of the newest `n` buckets of ring `r` at unit index `kNow`. */
 export function sumRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number): number {
-  const ring = shape.rings[r]!;
-  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
-  const now = Math.max(kNow, head);
+  const v = view.at(views, o, shape, r, kNow);
   let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const k = now - i;
-    if (k <= head && head - k < ring.count) sum += calBucket(views, o, shape, ring.base + mod(k, ring.count));
-  }
+  for (let i = 0; i < n; i++) sum += v.value(v.now - i);
   return sum;
 }
 
@@ -157,15 +214,12 @@ export function mod(a: number, m: number): number {
 export function seenAge(views: ShardViews, o: number, shape: CalShape, t: number, oldest: boolean): number | undefined {
   let best: number | undefined;
   for (let r = 0; r < shape.rings.length; r++) {
-    const ring = shape.rings[r]!;
-    const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
-    const kNow = Math.max(shape.ks[r]!, head);
-    for (let step = 0; step < ring.count; step++) {
-      const i = oldest ? ring.count - 1 - step : step;
-      const k = kNow - i;
-      if (k > head || head - k >= ring.count) continue;
-      if (calBucket(views, o, shape, ring.base + mod(k, ring.count)) === 0) continue;
-      const age = t - shape.calendar.start(ring.unit, k);
+    const v = view.at(views, o, shape, r, shape.ks[r]!);
+    const count = shape.rings[r]!.count;
+    for (let step = 0; step < count; step++) {
+      const k = v.now - (oldest ? count - 1 - step : step);
+      if (v.value(k) === 0) continue;
+      const age = t - shape.calendar.start(shape.rings[r]!.unit, k);
       if (best === undefined || (oldest ? age > best : age < best)) best = age;
       break;
     }
@@ -215,15 +269,14 @@ export function evaluateChecks(views: ShardViews, o: number, shape: CalShape, t:
 
 /** When enough of the oldest buckets of the window will have left it to let one more event in. */
 function atMostRetry(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, need: number, t: number): number {
-  const ring = shape.rings[r]!;
-  const head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
-  const now = Math.max(kNow, head);
+  const v = view.at(views, o, shape, r, kNow);
+  const unit = shape.rings[r]!.unit;
   let dropped = 0;
   for (let i = n - 1; i >= 0; i--) {
-    const k = now - i;
-    if (k <= head && head - k < ring.count) dropped += calBucket(views, o, shape, ring.base + mod(k, ring.count));
+    const k = v.now - i;
+    dropped += v.value(k);
     // Bucket i leaves the window when unit k + n begins.
-    if (dropped >= need) return Math.max(0, shape.calendar.start(ring.unit, k + n) - t);
+    if (dropped >= need) return Math.max(0, shape.calendar.start(unit, k + n) - t);
   }
   return Number.NaN; // pending reservations alone hold the window full
 }

@@ -5,21 +5,24 @@
  * thread that dies) and handed to the shard thread when it attaches:
  *
  * ```
- *  header (fixed, HEADER_BYTES)                 Int32 index         Float64 index
+ *  header (fixed, HEADER_BYTES = 3 cache lines)   Int32 index         Float64 index
+ *  line 0 — read by the router while it waits; written by the shard once per batch
  *  ┌──────────────────────────────┐
  *  │ appliedSeq                   │ H_APPLIED_SEQ 0   last batch fully applied (serial number, wraps)
  *  │ batchSeq                     │ H_BATCH_SEQ   1   batch being applied (journal)
- *  │ usedWords                    │ H_USED_WORDS  2   arena words handed out (bump allocator, Atomics)
- *  │ (reserved)                   │ 3
- *  │ undoSlot                     │ H_UNDO_SLOT   4   record whose seqlock may be left odd, or 0
  *  │ attaches                     │ H_ATTACHES    5   times a shard thread attached (1 + restarts)
  *  │ records                      │ H_RECORDS     6   records initialised
- *  │ (reserved)                   │ 7
- *  │ undoPos                      │                   HF_UNDO_POS 4   where the write in flight goes (see below)
- *  │ undoOld                      │                   HF_UNDO_OLD 5   its value before the write
- *  │ step                         │                   HF_STEP     6   journal: op · STEP_SCALE + writes done
- *  │ undoStep                     │                   HF_UNDO_STEP 7  the step the undo entry belongs to, or -1
+ *  line 1 — the journal: written by the shard on every op, read only by a replacement shard thread
+ *  │ undoPos                      │                   HF_UNDO_POS 8   where the write in flight goes (see below)
+ *  │ undoOld                      │                   HF_UNDO_OLD 9   its value before the write
+ *  │ step                         │                   HF_STEP    10   journal: op · STEP_SCALE + writes done
+ *  │ undoStep                     │                   HF_UNDO_STEP 11 the step the undo entry belongs to, or -1
+ *  │ undoSlot                     │ H_UNDO_SLOT  24   record whose seqlock may be left odd, or 0
+ *  line 2 — the arena's bump allocator (router and shard)
+ *  │ usedWords                    │ H_USED_WORDS 32   arena words handed out (Atomics)
  *  └──────────────────────────────┘
+ *  Separate lines because the router spins on appliedSeq while the shard applies: journal stores on the
+ *  same line would bounce it between the two cores on every op.
  *  undoPos ≥ 0 is a Float64 index of the arena; −1 − p names Uint32 index p (narrow buckets, counts).
 
  *  arena (growable; the router allocates, the shard alone writes) — records at 8-byte word offsets
@@ -37,9 +40,13 @@
  *
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
- *  i32[2o+4] pending reservations · i32[2o+5] (reserved)
- *  i32[2o+6+2r] ring r head unit index (CAL_EMPTY_HEAD when empty) · i32[2o+7+2r] head position
- *  u32[2o+6+2R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  i32[2o+4] pending reservations · i32[2o+5] finest-unit index of the pending count (CAL_EMPTY_HEAD: none)
+ *  f64[o+3] pending count · f64[o+4] time (ms) of the pending count's first event
+ *  i32[2o+10+2r] ring r head unit index (CAL_EMPTY_HEAD when empty) · i32[2o+11+2r] head position
+ *  u32[2o+10+2R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  the pending count holds the events of one finest unit not yet added to the rings: an event in that
+ *  unit is one add to it instead of one per ring; the shard folds it into every ring (under the seqlock)
+ *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
  *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
  *
@@ -56,24 +63,22 @@
 
 export const H_APPLIED_SEQ = 0;
 export const H_BATCH_SEQ = 1;
-export const H_USED_WORDS = 2;
-export const H_UNDO_SLOT = 4;
+export const H_UNDO_SLOT = 24;
+export const H_USED_WORDS = 32;
 export const H_ATTACHES = 5;
 export const H_RECORDS = 6;
-/** Int32 slots of the header in use. */
-export const HEADER_I32_SLOTS = 8;
-export const HF_UNDO_POS = 4;
-export const HF_UNDO_OLD = 5;
-export const HF_STEP = 6;
-export const HF_UNDO_STEP = 7;
-/** Float64 slots of the header in use (the first four overlap the Int32 slots above). */
-export const HEADER_F64_SLOTS = 8;
+export const HF_UNDO_POS = 8;
+export const HF_UNDO_OLD = 9;
+export const HF_STEP = 10;
+export const HF_UNDO_STEP = 11;
+/** Bytes of one cache line: header fields written by different threads sit on different lines. */
+export const CACHE_LINE_BYTES = 64;
 /**
  * Journal steps: op i with w writes done is step i · STEP_SCALE + w. One Float64 store advances both, so
  * a thread that dies between two stores never leaves "op done" and "writes done" disagreeing.
  */
 export const STEP_SCALE = 2 ** 21;
-export const HEADER_BYTES = 64;
+export const HEADER_BYTES = 3 * CACHE_LINE_BYTES;
 
 /** Arena words (8 bytes each) reserved at the start so that offset 0 can mean "no record". */
 export const ARENA_FIRST_WORD = 8;
@@ -104,7 +109,11 @@ export const MAX_HOP_SIZE = 1 << 20;
 export const CAL_CONFIG = 2;
 export const CAL_WIDE = 3;
 export const CAL_RESERVED = 4;
-export const CAL_RINGS = 6;
+export const CAL_PENDING_K = 5;
+export const CAL_RINGS = 10;
+/** Calendar record fields, as Float64 offsets from o. */
+export const CALF_PENDING = 3;
+export const CALF_PENDING_T = 4;
 /** Head of a ring that holds nothing yet. */
 export const CAL_EMPTY_HEAD = -(2 ** 31);
 /** The largest count a narrow (Uint32) bucket holds. */
@@ -112,7 +121,7 @@ export const NARROW_MAX = 0xffff_ffff;
 
 /** Words a calendar record of `rings` rings and `buckets` buckets occupies. */
 export function calRecordWords(rings: number, buckets: number): number {
-  return 3 + rings + Math.ceil(buckets / 2);
+  return CAL_RINGS / 2 + rings + Math.ceil(buckets / 2);
 }
 
 /** Uint32 index of bucket 0 of a calendar record at word offset `o`. */

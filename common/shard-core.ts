@@ -21,9 +21,12 @@ import {
   allocWords,
   CAL_CONFIG,
   CAL_EMPTY_HEAD,
+  CAL_PENDING_K,
   CAL_RESERVED,
   CAL_RINGS,
   CAL_WIDE,
+  CALF_PENDING,
+  CALF_PENDING_T,
   calBucketBase,
   H_APPLIED_SEQ,
   H_ATTACHES,
@@ -59,6 +62,10 @@ export class ShardCore {
   /** Writes of the current op to skip: done by a thread that died, found in the journal. */
   private skipWrites = 0;
   private readonly retry = new Float64Array(1);
+  /** Nesting depth of the record seqlock held (a fold may move rings and promote inside one change). */
+  private lockDepth = 0;
+  private lastConfig = -1;
+  private lastShape: CalShape | undefined;
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
   constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer, timeCell: SharedArrayBuffer, calendars: readonly CalConfig[] = []) {
@@ -218,16 +225,65 @@ export class ShardCore {
     hf[HF_STEP] = step + 1;
   }
 
-  /** Adds `delta` to the bucket holding `t` in every ring of the calendar record at `o`. */
-  private addCal(o: number, t: number, delta: number): void {
-    const shape = this.shapeFor(this.views.i32[2 * o + CAL_CONFIG]!, o);
-    shape.seek(t);
-    for (let r = 0; r < shape.rings.length; r++) {
-      // The number of writes is the same when a resumed op runs again (a ring already moved gives the
-      // same bucket), so skipping the writes the journal counts as done skips exactly those.
-      const j = this.ringBucket(o, shape, r, shape.ks[r]!);
-      if (j !== -1) this.addBucket(o, shape, j, delta);
+  /** Opens (or nests into) a change of record `o` that readers must see whole. */
+  private lock(o: number): void {
+    if (this.lockDepth++ === 0) {
+      this.views.header[H_UNDO_SLOT] = o; // so that a replacement can release a seqlock left odd
+      writeBegin(this.views.i32, o);
     }
+  }
+
+  private unlock(o: number): void {
+    if (--this.lockDepth === 0) writeEnd(this.views.i32, o);
+  }
+
+  private calShape(o: number): CalShape {
+    const config = this.views.i32[2 * o + CAL_CONFIG]!;
+    if (config !== this.lastConfig) {
+      this.lastShape = this.shapeFor(config, o);
+      this.lastConfig = config;
+    }
+    return this.lastShape!;
+  }
+
+  /**
+   * Adds `delta` at time `t` to the calendar record at `o`. An event in the unit of the pending count is one
+   * journaled add to it (the common case); an event of a later unit first folds the pending count into every
+   * ring; an event older than the pending unit (recordAt) goes straight into the rings.
+   *
+   * Resuming after a death: the writes a thread did are skipped by count, so every path must do the same
+   * writes in the same order when run again — or, once its last write is done, take a path whose writes
+   * are all skipped (here: the last write sets the pending unit, after which the run is the one-write path).
+   */
+  private addCal(o: number, t: number, delta: number): void {
+    const shape = this.calShape(o);
+    shape.seek(t);
+    const kf = shape.ks[0]!;
+    const pk = this.views.i32[2 * o + CAL_PENDING_K]!;
+    if (kf === pk) {
+      this.write(o + CALF_PENDING, this.views.f64[o + CALF_PENDING]! + delta);
+      return;
+    }
+    if (kf < pk) {
+      for (let r = 0; r < shape.rings.length; r++) {
+        const j = this.ringBucket(o, shape, r, shape.ks[r]!);
+        if (j !== -1) this.addBucket(o, shape, j, delta);
+      }
+      return;
+    }
+    this.lock(o);
+    if (pk !== CAL_EMPTY_HEAD) {
+      const tP = this.views.f64[o + CALF_PENDING_T]!;
+      const pending = this.views.f64[o + CALF_PENDING]!;
+      for (let r = 0; r < shape.rings.length; r++) {
+        const j = this.ringBucket(o, shape, r, r === 0 ? pk : shape.pendingIndex(r, tP));
+        if (j !== -1) this.addBucket(o, shape, j, pending);
+      }
+    }
+    this.write(o + CALF_PENDING, delta);
+    this.write(o + CALF_PENDING_T, t);
+    this.write(-1 - (2 * o + CAL_PENDING_K), kf);
+    this.unlock(o);
   }
 
   /**
@@ -242,8 +298,7 @@ export class ShardCore {
     if (k === head) return ring.base + i32[hi + 1]!;
     if (k < head) return head - k < ring.count ? ring.base + mod(k, ring.count) : -1;
     // Move: zero the buckets of the units passed, then advance the head (idempotent if cut short).
-    this.views.header[H_UNDO_SLOT] = o;
-    writeBegin(i32, o);
+    this.lock(o);
     const passed = head === CAL_EMPTY_HEAD ? ring.count : k - head;
     const wide = i32[2 * o + CAL_WIDE]!;
     for (let u = 0; u < Math.min(passed, ring.count); u++) {
@@ -254,7 +309,7 @@ export class ShardCore {
     i32[hi] = k;
     const pos = mod(k, ring.count);
     i32[hi + 1] = pos;
-    writeEnd(i32, o);
+    this.unlock(o);
     return ring.base + pos;
   }
 
@@ -301,11 +356,10 @@ export class ShardCore {
     refreshArenaViews(this.views, this.arena);
     const { i32, u32, f64 } = this.views;
     const base = calBucketBase(o, shape.rings.length);
-    this.views.header[H_UNDO_SLOT] = o;
-    writeBegin(i32, o);
+    this.lock(o);
     for (let j = 0; j < shape.buckets; j++) f64[c + j] = u32[base + j]!;
     Atomics.store(i32, 2 * o + CAL_WIDE, c);
-    writeEnd(i32, o);
+    this.unlock(o);
     return c;
   }
 
@@ -323,7 +377,7 @@ export class ShardCore {
       return;
     }
     if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);
-    const shape = this.shapeFor(i32[2 * o + CAL_CONFIG]!, o);
+    const shape = this.calShape(o);
     const reservedPos = -1 - (2 * o + CAL_RESERVED);
     switch (op.type) {
       case 'decide': {
@@ -357,9 +411,14 @@ export class ShardCore {
     }
   }
 
-  /** Adds (merge) or writes (import) bucket values given by absolute unit index, ring by ring. */
+  /**
+   * Adds (merge) or writes (import) bucket values given by absolute unit index, ring by ring, as one change
+   * for readers. The pending count is left alone by a merge (adds commute) and zeroed by an import (last,
+   * so that the number of writes does not depend on it).
+   */
   private load(o: number, shape: CalShape, op: LoadOp): void {
     shape.seek(op.t);
+    this.lock(o);
     for (let r = 0; r < shape.rings.length; r++) {
       const ring = shape.rings[r]!;
       const kNow = shape.ks[r]!;
@@ -375,6 +434,8 @@ export class ShardCore {
         else if (v !== 0) this.addBucket(o, shape, j, v);
       }
     }
+    if (op.type === 'import') this.write(o + CALF_PENDING, 0);
+    this.unlock(o);
   }
 
   stats(): ShardStats {

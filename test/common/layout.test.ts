@@ -19,9 +19,22 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
     if (a === b) continue;
     assert.ok(a[1] <= b[0] || b[1] <= a[0], `${a[2]} and ${b[2]} overlap`);
   }
-  assert.ok(Math.max(...i32) < L.HEADER_I32_SLOTS);
-  assert.ok(Math.max(...f64) < L.HEADER_F64_SLOTS);
-  assert.ok(L.HEADER_I32_SLOTS * 4 <= Math.min(...f64) * 8, 'the Float64 slots start after the Int32 ones');
+  // The router spins on appliedSeq: nothing the shard writes per op may share its cache line.
+  const line = (byte: number): number => Math.floor(byte / L.CACHE_LINE_BYTES);
+  const appliedLine = line(L.H_APPLIED_SEQ * 4);
+  for (const hot of [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP]) assert.notEqual(line(hot * 8), appliedLine);
+  assert.notEqual(line(L.H_UNDO_SLOT * 4), appliedLine);
+  assert.notEqual(line(L.H_USED_WORDS * 4), appliedLine);
+});
+
+test('calendar record: header words, rings and buckets fit the size the layout gives', () => {
+  // 6 rings, 256 buckets (the defaults): 5 header words + 6 ring words + 128 bucket words = 1112 bytes.
+  assert.equal(L.calRecordWords(6, 256), 139);
+  for (const f of [L.CALF_PENDING, L.CALF_PENDING_T]) assert.ok(2 * f >= L.CAL_PENDING_K + 1 && 2 * f + 1 < L.CAL_RINGS, 'pending words between the Int32 fields and the rings');
+  assert.equal(L.calBucketBase(L.ARENA_FIRST_WORD, 6), 2 * L.ARENA_FIRST_WORD + L.CAL_RINGS + 12);
+  assert.ok(L.CAL_RINGS > Math.max(L.CAL_CONFIG, L.CAL_WIDE, L.CAL_RESERVED, L.CAL_PENDING_K));
+  assert.ok(L.calBucketBase(0, 6) + 256 <= 2 * L.calRecordWords(6, 256), 'buckets end inside the record');
+  assert.ok(L.calBucketBase(0, 5) + 255 <= 2 * L.calRecordWords(5, 255), 'an odd bucket count still fits');
 });
 
 test('hop record fields sit after the seqlock/kind word and buckets follow them', () => {
