@@ -14,7 +14,6 @@ import {
   CAL_RINGS,
   CAL_WIDE,
   CALF_PENDING,
-  CALF_PENDING_T,
   calBucketBase,
   calRecordWords,
   type ShardViews,
@@ -41,8 +40,10 @@ export class CalShape {
   readonly words: number;
   readonly ks: Int32Array;
   private readonly cursors: UnitCursor[];
-  /** Separate cursors for pending counts' times, so that looking one up does not move `ks`'s. */
+  /** Separate cursors for pending counts' units, so that looking one up does not move `ks`'s. */
   private readonly pendingCursors: UnitCursor[];
+  private lastPending = Number.NaN;
+  private lastPendingStart = 0;
   private from = Number.POSITIVE_INFINITY;
   private to = Number.NEGATIVE_INFINITY;
 
@@ -63,9 +64,16 @@ export class CalShape {
     this.pendingCursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
   }
 
-  /** Unit index in ring `r` of instant `t` (for pending counts), leaving `ks` alone. */
-  pendingIndex(r: number, t: number): number {
-    return this.pendingCursors[r]!.at(t);
+  /**
+   * Unit index in ring `r` of the finest-ring unit `kf` (a pending count's), leaving `ks` alone. Pending
+   * counts of active ids share the current unit, so the start of the last one asked is cached.
+   */
+  pendingIndex(r: number, kf: number): number {
+    if (kf !== this.lastPending) {
+      this.lastPendingStart = this.calendar.start(this.rings[0]!.unit, kf);
+      this.lastPending = kf;
+    }
+    return this.pendingCursors[r]!.at(this.lastPendingStart);
   }
 
   /** Sets `ks` to the unit indexes of instant `t`. */
@@ -116,11 +124,7 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   i32[2 * o + CAL_RESERVED] = 0;
   i32[2 * o + CAL_PENDING_K] = CAL_EMPTY_HEAD;
   views.f64[o + CALF_PENDING] = 0;
-  views.f64[o + CALF_PENDING_T] = 0;
-  for (let r = 0; r < R; r++) {
-    i32[2 * o + CAL_RINGS + 2 * r] = CAL_EMPTY_HEAD;
-    i32[2 * o + CAL_RINGS + 2 * r + 1] = 0;
-  }
+  for (let r = 0; r < R; r++) i32[2 * o + CAL_RINGS + r] = CAL_EMPTY_HEAD;
   const base = calBucketBase(o, R);
   u32.fill(0, base, base + shape.buckets);
 }
@@ -145,7 +149,7 @@ export function calBucket(views: ShardViews, o: number, shape: CalShape, j: numb
 export function pendingUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
   const pk = views.i32[2 * o + CAL_PENDING_K]!;
   if (pk === CAL_EMPTY_HEAD) return Number.NaN;
-  return r === 0 ? pk : shape.pendingIndex(r, views.f64[o + CALF_PENDING_T]!);
+  return r === 0 ? pk : shape.pendingIndex(r, pk);
 }
 
 /**
@@ -171,7 +175,7 @@ class RingView {
     this.shape = shape;
     this.count = ring.count;
     this.base = ring.base;
-    this.head = views.i32[2 * o + CAL_RINGS + 2 * r]!;
+    this.head = views.i32[2 * o + CAL_RINGS + r]!;
     this.pu = pendingUnit(views, o, shape, r);
     this.pending = views.f64[o + CALF_PENDING]!;
     this.now = Math.max(kNow, this.head, Number.isNaN(this.pu) ? -Infinity : this.pu);

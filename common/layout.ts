@@ -41,9 +41,9 @@
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
  *  i32[2o+4] pending reservations · i32[2o+5] finest-unit index of the pending count (CAL_EMPTY_HEAD: none)
- *  f64[o+3] pending count · f64[o+4] time (ms) of the pending count's first event
- *  i32[2o+10+2r] ring r head unit index (CAL_EMPTY_HEAD when empty) · i32[2o+11+2r] head position
- *  u32[2o+10+2R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  f64[o+3] pending count
+ *  i32[2o+8+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
+ *  u32[2o+8+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
  *  the pending count holds the events of one finest unit not yet added to the rings: an event in that
  *  unit is one add to it instead of one per ring; the shard folds it into every ring (under the seqlock)
  *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
@@ -110,10 +110,9 @@ export const CAL_CONFIG = 2;
 export const CAL_WIDE = 3;
 export const CAL_RESERVED = 4;
 export const CAL_PENDING_K = 5;
-export const CAL_RINGS = 10;
+export const CAL_RINGS = 8;
 /** Calendar record fields, as Float64 offsets from o. */
 export const CALF_PENDING = 3;
-export const CALF_PENDING_T = 4;
 /** Head of a ring that holds nothing yet. */
 export const CAL_EMPTY_HEAD = -(2 ** 31);
 /** The largest count a narrow (Uint32) bucket holds. */
@@ -121,12 +120,12 @@ export const NARROW_MAX = 0xffff_ffff;
 
 /** Words a calendar record of `rings` rings and `buckets` buckets occupies. */
 export function calRecordWords(rings: number, buckets: number): number {
-  return CAL_RINGS / 2 + rings + Math.ceil(buckets / 2);
+  return CAL_RINGS / 2 + Math.ceil((rings + buckets) / 2);
 }
 
 /** Uint32 index of bucket 0 of a calendar record at word offset `o`. */
 export function calBucketBase(o: number, rings: number): number {
-  return 2 * o + CAL_RINGS + 2 * rings;
+  return 2 * o + CAL_RINGS + rings;
 }
 
 /** Words one decision cell occupies (outcome, retry-after). */

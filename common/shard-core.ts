@@ -26,7 +26,6 @@ import {
   CAL_RINGS,
   CAL_WIDE,
   CALF_PENDING,
-  CALF_PENDING_T,
   calBucketBase,
   H_APPLIED_SEQ,
   H_ATTACHES,
@@ -273,15 +272,13 @@ export class ShardCore {
     }
     this.lock(o);
     if (pk !== CAL_EMPTY_HEAD) {
-      const tP = this.views.f64[o + CALF_PENDING_T]!;
       const pending = this.views.f64[o + CALF_PENDING]!;
       for (let r = 0; r < shape.rings.length; r++) {
-        const j = this.ringBucket(o, shape, r, r === 0 ? pk : shape.pendingIndex(r, tP));
+        const j = this.ringBucket(o, shape, r, r === 0 ? pk : shape.pendingIndex(r, pk));
         if (j !== -1) this.addBucket(o, shape, j, pending);
       }
     }
     this.write(o + CALF_PENDING, delta);
-    this.write(o + CALF_PENDING_T, t);
     this.write(-1 - (2 * o + CAL_PENDING_K), kf);
     this.unlock(o);
   }
@@ -293,9 +290,9 @@ export class ShardCore {
   private ringBucket(o: number, shape: CalShape, r: number, k: number): number {
     const i32 = this.views.i32;
     const ring = shape.rings[r]!;
-    const hi = 2 * o + CAL_RINGS + 2 * r;
+    const hi = 2 * o + CAL_RINGS + r;
     const head = i32[hi]!;
-    if (k === head) return ring.base + i32[hi + 1]!;
+    if (k === head) return ring.base + mod(k, ring.count);
     if (k < head) return head - k < ring.count ? ring.base + mod(k, ring.count) : -1;
     // Move: zero the buckets of the units passed, then advance the head (idempotent if cut short).
     this.lock(o);
@@ -307,10 +304,8 @@ export class ShardCore {
       else this.views.u32[calBucketBase(o, shape.rings.length) + j] = 0;
     }
     i32[hi] = k;
-    const pos = mod(k, ring.count);
-    i32[hi + 1] = pos;
     this.unlock(o);
-    return ring.base + pos;
+    return ring.base + mod(k, ring.count);
   }
 
   /** Adds to record-wide bucket `j`, promoting the record to Float64 buckets if a count passes 2^32 − 1. */

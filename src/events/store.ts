@@ -16,11 +16,11 @@ import {
   ErrorCode,
   TallyworksError,
 } from '../../common/errors.js';
-import { KIND_CAL } from '../../common/layout.js';
+import { KIND_CAL, type ShardViews } from '../../common/layout.js';
 import { Action, type CalConfig } from '../../common/messages.js';
 import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
-import type { Lane } from '../router/lane.js';
+import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
 import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
 import { DEFAULT_INTERVALS, type IntervalCounts, resolveIntervals } from './intervals.js';
@@ -28,6 +28,9 @@ import { LimitBuilder } from './limiter.js';
 import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
 import type { EventStoreOptions } from './store-options.js';
+
+/** What {@link EventStore.readNow} returns when the read must wait. */
+export const NOT_NOW: unique symbol = Symbol('not-now');
 
 /** One id's counter: where its record lives. */
 export interface EventCounter {
@@ -81,6 +84,7 @@ export class EventStore {
   private readonly mergedExports = new Set<string>();
   private readonly timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private isReady = false;
   /** Resolves once the storage's keys are listed. */
   private readonly ready: Promise<void>;
 
@@ -128,7 +132,10 @@ export class EventStore {
       }, every).unref();
     }
     this.ready = this.storage === undefined ? Promise.resolve() : this.listStored();
-    this.ready.catch(() => undefined); // reported by the first read that awaits it
+    this.ready.then(
+      () => (this.isReady = true),
+      () => undefined, // reported by the first read that awaits it
+    );
   }
 
   private async listStored(): Promise<void> {
@@ -281,6 +288,21 @@ export class EventStore {
       this.shape.seek(now);
       return seenAge(v, c.slot, this.shape, now, oldest);
     });
+  }
+
+  /**
+   * @internal A read without waiting, when nothing stands between this thread and the shard's memory
+   * (storage listed, the id not reloading, its shard idle): `read`'s result, undefined for an unknown id,
+   * or NOT_NOW when the caller must take the asynchronous path.
+   */
+  readNow<T>(id: string, read: (views: ShardViews, slot: number, now: number) => T): T | undefined | typeof NOT_NOW {
+    if (!this.isReady || this.closed) return NOT_NOW;
+    const c = this.counters.get(id);
+    if (c === undefined) return this.stored.has(id) ? NOT_NOW : undefined;
+    if (c.loading !== undefined || !c.lane.isIdle()) return NOT_NOW;
+    const now = this.clock.now();
+    const value = c.lane.readConsistent(c.slot, (views) => read(views, c.slot, now));
+    return value === MISSED ? NOT_NOW : value;
   }
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */
