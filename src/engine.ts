@@ -136,7 +136,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   let engine: Engine;
   try {
     engine = new Engine(resolved, router);
-    await engine.events.whenReady();
+    await engine.events.ready();
   } catch (err) {
     await router.close().catch(() => undefined);
     await clock.release();

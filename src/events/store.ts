@@ -86,7 +86,10 @@ export class EventStore {
   private closed = false;
   private isReady = false;
   /** Resolves once the storage's keys are listed. */
-  private readonly ready: Promise<void>;
+  private readonly listing: Promise<void>;
+  /** Persists run one after another, so that an older snapshot never lands after a newer one. */
+  private persistQueue: Promise<unknown> = Promise.resolve();
+  private persisting = 0;
 
   /** @internal use `engine.events` or `engine.eventStore()` */
   constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock) {
@@ -128,11 +131,12 @@ export class EventStore {
         throw argumentRangeError('options.autoPersistMs', 'an integer number of ms from 1 to 2147483647', every);
       }
       this.timer = setInterval(() => {
+        if (this.persisting > 0) return; // the last one is still writing: no pile-up behind a slow storage
         this.persist().catch((err: Error) => this.onPersistError(err));
       }, every).unref();
     }
-    this.ready = this.storage === undefined ? Promise.resolve() : this.listStored();
-    this.ready.then(
+    this.listing = this.storage === undefined ? Promise.resolve() : this.listStored();
+    this.listing.then(
       () => (this.isReady = true),
       () => undefined, // reported by the first read that awaits it
     );
@@ -151,9 +155,13 @@ export class EventStore {
     }
   }
 
-  /** @internal Resolves once the storage listing is done (createEngine awaits it for the default store). */
-  whenReady(): Promise<void> {
-    return this.ready;
+  /**
+   * Resolves once the store has listed the ids its storage holds (at once without storage). Reads,
+   * exports and limits wait for this themselves; `has()` and `size` answer for stored ids only after it.
+   * `createEngine` waits for it for `engine.events`.
+   */
+  ready(): Promise<void> {
+    return this.listing;
   }
 
   // ── recording ────────────────────────────────────────────────────────────────────────────────────
@@ -307,7 +315,7 @@ export class EventStore {
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */
   async settledCounter(id: string): Promise<EventCounter | undefined> {
-    await this.ready;
+    await this.listing;
     const c = this.counter(id, false);
     if (c?.loading !== undefined) await c.loading;
     return c;
@@ -362,7 +370,7 @@ export class EventStore {
   }
 
   private async exportIds(only: readonly string[] | undefined): Promise<EventsExport> {
-    await this.ready;
+    await this.listing;
     if (only === undefined) {
       // Stored ids are part of the store: bring them back to export them.
       for (const id of [...this.stored]) this.counter(id, false);
@@ -397,7 +405,7 @@ export class EventStore {
    */
   async merge(exp: EventsExport): Promise<{ merged: boolean }> {
     const e = validateExport(exp);
-    await this.ready;
+    await this.listing;
     const exportId = e.source?.exportId;
     if (exportId !== undefined && this.mergedExports.has(exportId)) return { merged: false };
     await this.load('merge', e);
@@ -409,7 +417,7 @@ export class EventStore {
   }
 
   private async load(type: 'merge' | 'import', e: EventsExport): Promise<void> {
-    await this.ready;
+    await this.listing;
     const mapping = mapRings(e, this.rings, this.shape.calendar);
     const t = this.clock.now();
     const ids = Object.keys(e.counters);
@@ -441,8 +449,27 @@ export class EventStore {
     this.dirtyList.length = 0;
   }
 
-  /** Saves the dirty counters to storage (one transaction when the storage has them). Returns how many. */
-  async persist(): Promise<number> {
+  /**
+   * Saves the dirty counters to storage (one transaction when the storage has them). Returns how many.
+   * Persists run one at a time, in the order they were asked for.
+   */
+  persist(): Promise<number> {
+    return this.queued(() => this.persistDirty());
+  }
+
+  /** Saves every counter in memory. Returns how many. */
+  persistAll(): Promise<number> {
+    return this.queued(() => this.persistEvery());
+  }
+
+  private queued(run: () => Promise<number>): Promise<number> {
+    this.persisting++;
+    const next = this.persistQueue.then(run, run).finally(() => this.persisting--);
+    this.persistQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async persistDirty(): Promise<number> {
     const dirty = this.dirtyList.splice(0).filter((c) => c.dirty);
     for (const c of dirty) c.dirty = false;
     try {
@@ -454,8 +481,7 @@ export class EventStore {
     }
   }
 
-  /** Saves every counter in memory. Returns how many. */
-  async persistAll(): Promise<number> {
+  private async persistEvery(): Promise<number> {
     const all = [...this.counters.values()];
     this.clearDirty();
     try {
@@ -522,6 +548,7 @@ export class EventStore {
     if (this.closed) return;
     if (this.timer !== undefined) clearInterval(this.timer);
     try {
+      // Queued behind a background persist still writing, so that close() resolves after it landed.
       if (this.storage !== undefined) await this.persist();
     } finally {
       this.closed = true;

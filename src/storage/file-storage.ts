@@ -3,7 +3,8 @@
  * a complete snapshot. Crash-safe: the new contents go to a temporary file in the same directory, which is
  * fsynced and then renamed over the old one (rename is atomic on POSIX file systems), and the directory is
  * fsynced so that the rename itself survives a power cut. A process killed at any point leaves either the
- * old file or the new one, never a torn one; leftover temporary files are removed when the storage opens.
+ * old file or the new one, never a torn one; temporary files left by a process that is no longer running
+ * (or by this one) are removed when the storage opens.
  *
  * Writes are queued one after another (a transaction is one write). Suited to stores that fit in memory
  * comfortably — the file is rewritten in full each time.
@@ -24,6 +25,18 @@ interface FileContents {
 }
 
 let tmpCounter = 0;
+
+/** True when a temporary file named `<pid>.<n>.tmp` belongs to another process that is still running. */
+function writerAlive(rest: string): boolean {
+  const pid = Number(rest.slice(0, rest.indexOf('.')));
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export class FileStorage implements Storage {
   /** The snapshot file. */
@@ -75,7 +88,8 @@ export class FileStorage implements Storage {
     } catch {
       return;
     }
-    await Promise.all(names.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true })));
+    const leftovers = names.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp') && !writerAlive(n.slice(prefix.length)));
+    await Promise.all(leftovers.map((n) => rm(join(dir, n), { force: true })));
   }
 
   /** Runs `change` on the entries and writes the file, after every earlier write. */
