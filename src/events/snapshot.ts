@@ -10,6 +10,11 @@ import { argumentTypeError, ErrorCode, TallyworksError } from '../../common/erro
 import type { LoadOp } from '../../common/messages.js';
 import { type IntervalCounts, resolveIntervals } from './intervals.js';
 
+const SUB_DAY_MS = [1000, 60_000, 3_600_000];
+function mod(a: number, m: number): number {
+  return ((a % m) + m) % m;
+}
+
 export const EXPORT_FORMAT = 'tallyworks.events';
 export const EXPORT_VERSION = 1;
 
@@ -51,8 +56,9 @@ export function validateExport(value: unknown, argument = 'export'): EventsExpor
 /**
  * Maps an export's rings onto a store's. A unit both track is converted (the shorter ring decides how much
  * history carries over); units only the export tracks are dropped. Refused with TW_INCOMPATIBLE: a unit
- * the store tracks and the export does not (its ring would disagree with the others), or day-or-coarser
- * units kept in another time zone (their buckets start at other instants).
+ * the store tracks and the export does not (its ring would disagree with the others), or units whose buckets
+ * start at other instants in the two zones: day-or-coarser units of another zone, and seconds, minutes or
+ * hours when the zones' offsets differ by other than whole units (UTC hours vs +05:30 hours).
  */
 export function mapRings(exp: EventsExport, storeRings: ReadonlyArray<readonly [CalUnitCode, number]>, storeZone: ZoneCalendar): RingMapping {
   const sourceRings = resolveIntervals(exp.intervals);
@@ -67,7 +73,9 @@ export function mapRings(exp: EventsExport, storeRings: ReadonlyArray<readonly [
         `the export does not track ${CAL_UNIT_NAMES[unit]}s, which this store does; export from a store that tracks every unit this one does`,
       );
     }
-    if (unit >= CalUnit.day && sourceZone.timeZone !== storeZone.timeZone) {
+    const offsetsDiffer =
+      unit < CalUnit.day && mod(sourceZone.offsetAt(exp.nowMs), SUB_DAY_MS[unit]!) !== mod(storeZone.offsetAt(exp.nowMs), SUB_DAY_MS[unit]!);
+    if ((unit >= CalUnit.day && sourceZone.timeZone !== storeZone.timeZone) || offsetsDiffer) {
       throw new TallyworksError(
         ErrorCode.INCOMPATIBLE,
         `the export's ${CAL_UNIT_NAMES[unit]}s are kept in ${sourceZone.timeZone} and this store's in ${storeZone.timeZone}; their buckets start at different instants`,
@@ -84,6 +92,7 @@ export function loadOp(type: 'merge' | 'import', slot: number, t: number, mappin
   if (!Array.isArray(rings)) throw argumentTypeError(`export.counters[${JSON.stringify(id)}]`, 'an array of rings', rings);
   const values = mapping.sourceRing.map((s) => {
     const ring = rings[s] ?? [];
+    if (!Array.isArray(ring)) throw argumentTypeError(`export.counters[${JSON.stringify(id)}][${s}]`, 'an array of counts', ring);
     for (const v of ring) {
       if (!(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) {
         throw argumentTypeError(`export.counters[${JSON.stringify(id)}]`, 'rings of safe integers ≥ 0', v);

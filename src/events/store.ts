@@ -407,12 +407,19 @@ export class EventStore {
     const e = validateExport(exp);
     await this.listing;
     const exportId = e.source?.exportId;
-    if (exportId !== undefined && this.mergedExports.has(exportId)) return { merged: false };
-    await this.load('merge', e);
     if (exportId !== undefined) {
+      if (this.mergedExports.has(exportId)) return { merged: false };
+      // Claimed before the first await, so that a concurrent merge of the same export sees it.
       this.mergedExports.add(exportId);
-      if (this.storage !== undefined) await this.storage.save(`${this.prefix}.merged`, encode([...this.mergedExports]));
     }
+    try {
+      await this.load('merge', e);
+    } catch (err) {
+      // A refused export changed nothing (load checks everything first): it may be merged again.
+      if (exportId !== undefined && !(err instanceof TallyworksError && err.code === ErrorCode.CLOSED)) this.mergedExports.delete(exportId);
+      throw err;
+    }
+    if (exportId !== undefined && this.storage !== undefined) await this.storage.save(`${this.prefix}.merged`, encode([...this.mergedExports]));
     return { merged: true };
   }
 

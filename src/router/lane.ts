@@ -48,6 +48,8 @@ const INITIAL_ARENA_BYTES = 1 << 20;
 const READ_SPINS = 1 << 16;
 /** What {@link Lane.readConsistent} returns when a writer held the record for the whole spin. */
 export const MISSED: unique symbol = Symbol('missed');
+/** How long a producer spins on a full window before it queues into the restart backlog instead. */
+const BACKLOG_AFTER_SPIN_MS = 2;
 /** Decision cells allocated at a time. */
 const CELL_BLOCK = 1024;
 
@@ -226,9 +228,17 @@ export class Lane {
 
   private waitForRoom(): void {
     if (this.trySend()) return;
-    const deadline = Date.now() + this.config.stallTimeoutMs;
-    for (let spins = 1; !this.trySend(); spins++) {
-      if ((spins & 0x3ff) === 0 && Date.now() > deadline) {
+    const start = Date.now();
+    const deadline = start + this.config.stallTimeoutMs;
+    for (let spins = 1; ; spins++) {
+      if (this.trySend()) return;
+      if ((spins & 0x3ff) !== 0) continue;
+      const now = Date.now();
+      // No batch applied for a while: the shard may have died, which this thread can only learn on the
+      // event loop. Queue into the restart backlog (bounded) instead of spinning, so that a producer that
+      // yields between batches lets the restart run; one that never yields still meets the deadline.
+      if (now - start >= BACKLOG_AFTER_SPIN_MS && this.trySend(this.config.restartBacklogBatches)) return;
+      if (now > deadline) {
         throw new TallyworksError(
           ErrorCode.SHARD_STALLED,
           `shard ${this.index} applied no batch for ${this.config.stallTimeoutMs} ms while ${this.inflight.length} batches waited; the op was not recorded`,
@@ -313,12 +323,14 @@ export class Lane {
     }
   }
 
-  /** Sends the open batch if it has content and a batch slot is free; false when it must wait. */
-  trySend(): boolean {
+  /**
+   * Sends the open batch if it has content and a batch slot is free (at most `limit` unapplied: maxInFlight,
+   * or the restart backlog while a replacement thread starts); false when it must wait.
+   */
+  trySend(limit = this.restarting ? this.config.restartBacklogBatches : this.config.maxInFlight): boolean {
     const b = this.open;
     if (!b.hasContent()) return true;
     this.reclaim();
-    const limit = this.restarting ? this.config.restartBacklogBatches : this.config.maxInFlight;
     if (this.inflight.length >= limit) return false;
     this.lastSeq = (this.lastSeq + 1) | 0;
     b.seq = this.lastSeq;
