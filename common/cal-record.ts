@@ -39,6 +39,7 @@ export class CalShape {
   readonly buckets: number;
   readonly words: number;
   readonly ks: Int32Array;
+  private readonly ringByUnit: Int8Array;
   private readonly cursors: UnitCursor[];
   /** Separate cursors for pending counts' units, so that looking one up does not move `ks`'s. */
   private readonly pendingCursors: UnitCursor[];
@@ -57,6 +58,7 @@ export class CalShape {
       base += count;
     }
     this.rings = rings;
+    this.ringByUnit = Int8Array.from({ length: 7 }, (_, u) => rings.findIndex((r) => r.unit === u));
     this.buckets = base;
     this.words = calRecordWords(rings.length, base);
     this.ks = new Int32Array(rings.length);
@@ -93,7 +95,7 @@ export class CalShape {
 
   /** Index of the ring tracking `unit`, or -1. */
   ringOf(unit: CalUnitCode): number {
-    return this.rings.findIndex((r) => r.unit === unit);
+    return this.ringByUnit[unit] ?? -1;
   }
 
   /** The ring spanning the most time (what `ever()` reads). */
@@ -158,23 +160,25 @@ export function pendingUnit(views: ShardViews, o: number, shape: CalShape, r: nu
  * is at least the newest unit the ring holds.
  */
 class RingView {
-  views!: ShardViews;
-  o = 0;
-  shape!: CalShape;
-  count = 0;
-  base = 0;
-  head = 0;
-  pu = Number.NaN;
-  pending = 0;
+  private u32: Uint32Array = new Uint32Array(0);
+  private f64: Float64Array = new Float64Array(0);
+  /** Float64 index of the promoted buckets, or 0 while narrow. */
+  private wide = 0;
+  /** Index (Uint32, or Float64 when wide) of the ring's first bucket. */
+  private first = 0;
+  private count = 0;
+  private head = 0;
+  private pu = Number.NaN;
+  private pending = 0;
   now = 0;
 
   at(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number): this {
     const ring = shape.rings[r]!;
-    this.views = views;
-    this.o = o;
-    this.shape = shape;
+    this.u32 = views.u32;
+    this.f64 = views.f64;
+    this.wide = views.i32[2 * o + CAL_WIDE]!;
+    this.first = (this.wide !== 0 ? this.wide : calBucketBase(o, shape.rings.length)) + ring.base;
     this.count = ring.count;
-    this.base = ring.base;
     this.head = views.i32[2 * o + CAL_RINGS + r]!;
     this.pu = pendingUnit(views, o, shape, r);
     this.pending = views.f64[o + CALF_PENDING]!;
@@ -183,8 +187,11 @@ class RingView {
   }
 
   value(k: number): number {
-    const inRing = k <= this.head && this.head - k < this.count;
-    const v = inRing ? calBucket(this.views, this.o, this.shape, this.base + mod(k, this.count)) : 0;
+    let v = 0;
+    if (k <= this.head && this.head - k < this.count) {
+      const j = this.first + mod(k, this.count);
+      v = this.wide !== 0 ? this.f64[j]! : this.u32[j]!;
+    }
     return k === this.pu ? v + this.pending : v;
   }
 }

@@ -7,7 +7,6 @@
  */
 import { CalUnit, type CalUnitName } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { sumRing } from '../../common/cal-record.js';
 import { type EventStore, NOT_NOW } from './store.js';
 
 /** A range: ring `ring` (−1: unit not tracked), newest `n` buckets. */
@@ -113,11 +112,7 @@ export class EventRange {
     const { ring, n } = this.range;
     if (this.ids.length === 1 && ring !== -1) {
       // The common case, without a promise chain: one id whose shard has applied everything.
-      const shape = this.store.shape;
-      const value = this.store.readNow(this.ids[0]!, (views, slot, now) => {
-        shape.seek(now);
-        return sumRing(views, slot, shape, ring, shape.ks[ring]!, n);
-      });
+      const value = this.store.sumNow(this.ids[0]!, ring, n);
       if (value !== NOT_NOW) return Promise.resolve(value);
     }
     return this.buckets().then((b) => (b === undefined ? undefined : sumOf(b)));

@@ -5,7 +5,7 @@
  * memory directly once it has applied what this thread sent.
  */
 import { randomUUID } from 'node:crypto';
-import { CalShape, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge } from '../../common/cal-record.js';
+import { CalShape, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/cal-record.js';
 import { canonicalTimeZone, type CalUnitCode } from '../../common/calendar.js';
 import { decode, encode } from '../../common/codec.js';
 import {
@@ -298,18 +298,28 @@ export class EventStore {
     });
   }
 
+  // What the reusable sum reader reads (set just before each read: no closure per query).
+  private sumSlot = 0;
+  private sumRingIndex = 0;
+  private sumN = 0;
+  private readonly sumReader = (views: ShardViews): number =>
+    sumRing(views, this.sumSlot, this.shape, this.sumRingIndex, this.shape.ks[this.sumRingIndex]!, this.sumN);
+
   /**
-   * @internal A read without waiting, when nothing stands between this thread and the shard's memory
-   * (storage listed, the id not reloading, its shard idle): `read`'s result, undefined for an unknown id,
-   * or NOT_NOW when the caller must take the asynchronous path.
+   * @internal A sum without waiting, when nothing stands between this thread and the shard's memory
+   * (storage listed, the id not reloading, its shard idle): the sum of the newest `n` buckets of ring `r`,
+   * undefined for an unknown id, or NOT_NOW when the caller must take the asynchronous path.
    */
-  readNow<T>(id: string, read: (views: ShardViews, slot: number, now: number) => T): T | undefined | typeof NOT_NOW {
+  sumNow(id: string, r: number, n: number): number | undefined | typeof NOT_NOW {
     if (!this.isReady || this.closed) return NOT_NOW;
     const c = this.counters.get(id);
     if (c === undefined) return this.stored.has(id) ? NOT_NOW : undefined;
     if (c.loading !== undefined || !c.lane.isIdle()) return NOT_NOW;
-    const now = this.clock.now();
-    const value = c.lane.readConsistent(c.slot, (views) => read(views, c.slot, now));
+    this.shape.seek(this.clock.now());
+    this.sumSlot = c.slot;
+    this.sumRingIndex = r;
+    this.sumN = n;
+    const value = c.lane.readConsistent(c.slot, this.sumReader);
     return value === MISSED ? NOT_NOW : value;
   }
 

@@ -25,6 +25,7 @@ import {
   H_USED_WORDS,
   HEADER_BYTES,
   refreshArenaViews,
+  WORD_BYTES,
   seqAfter,
   shardViews,
   type ShardViews,
@@ -452,11 +453,13 @@ export class Lane {
    * common/seqlock.ts), and returns its result; MISSED if a writer held the record for the whole spin.
    */
   readConsistent<T>(slot: number, read: (views: ShardViews) => T): T | typeof MISSED {
-    refreshArenaViews(this.views, this.arena);
+    this.refreshViews();
     const i32 = this.views.i32;
     for (let i = 0; i < READ_SPINS; i++) {
       const s = readBegin(i32, slot);
       if (s === -1) continue;
+      // After readBegin: buckets the shard promoted before it are in words it allocated before it.
+      this.refreshViews();
       const value = read(this.views);
       if (readValid(i32, slot, s)) return value;
     }
@@ -479,15 +482,24 @@ export class Lane {
     }
   }
 
+  /**
+   * Rebuilds the views if the arena may have grown. A plain read of the bump allocator instead of the
+   * arena's byteLength (≈ 24 ns a check): words are handed out before the arena grows, and a reader reaches
+   * words the shard allocated (promoted buckets) only through a seqlock read, whose atomic loads order them.
+   */
+  private refreshViews(): void {
+    if (this.views.header[H_USED_WORDS]! * WORD_BYTES > this.views.f64.byteLength) refreshArenaViews(this.views, this.arena);
+  }
+
   /** Reads a decision cell the shard has written: [outcome, retry-after ms]. */
   readCell(cell: number): [number, number] {
-    refreshArenaViews(this.views, this.arena);
+    this.refreshViews();
     return [this.views.f64[cell]!, this.views.f64[cell + 1]!];
   }
 
   /** Marks a decision cell pending before its decision is sent. */
   resetCell(cell: number): void {
-    refreshArenaViews(this.views, this.arena);
+    this.refreshViews();
     this.views.f64[cell] = -1;
   }
 
