@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createEngine, type EventStore } from '../src/index.js';
-import { describeMachine, median, mops } from './machine.js';
+import { describeMachine, mapLoop, median, mops } from './machine.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,21 +27,6 @@ const IDS = Number(values.ids);
 const ROUNDS = Number(values.rounds);
 const ids = Array.from({ length: IDS }, (_, i) => `event-${i}`);
 
-function mapLoop(): number {
-  const map = new Map<string, number>();
-  const start = performance.now();
-  let j = 0;
-  for (let i = 0; i < OPS; i++) {
-    const id = ids[j]!;
-    map.set(id, (map.get(id) ?? 0) + 1);
-    if (++j === IDS) j = 0;
-  }
-  const ms = performance.now() - start;
-  let total = 0;
-  for (const v of map.values()) total += v;
-  if (total !== OPS) throw new Error(`Map loop counted ${total}, expected ${OPS}`);
-  return ms;
-}
 
 const engine = await createEngine(values.shards === undefined ? {} : { shards: Number(values.shards) });
 
@@ -75,7 +60,7 @@ console.log(`events-record · ${describeMachine()}`);
 console.log(`${OPS.toLocaleString('en-US')} events over ${IDS.toLocaleString('en-US')} ids, default rings (256 buckets) · ${engine.shards} shard thread(s) · ${ROUNDS} rounds, medians`);
 const rows: Record<string, number[]> = { map: [], record: [] };
 for (let round = 0; round < ROUNDS; round++) {
-  rows.map!.push(mops(OPS, mapLoop()));
+  rows.map!.push(mops(OPS, mapLoop(ids, OPS)));
   rows.record!.push(mops(OPS, await record()));
 }
 await engine.close();

@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createEngine } from '../src/index.js';
-import { describeMachine, median, mops } from './machine.js';
+import { describeMachine, mapLoop, median, mops } from './machine.js';
 
 const { values } = parseArgs({
   options: {
@@ -28,21 +28,6 @@ const ROUNDS = Number(values.rounds);
 
 const keys = Array.from({ length: KEYS }, (_, i) => `user:${i}`.replace(':', '-'));
 
-function mapLoop(): number {
-  const map = new Map<string, number>();
-  const start = performance.now();
-  let j = 0;
-  for (let i = 0; i < OPS; i++) {
-    const key = keys[j]!;
-    map.set(key, (map.get(key) ?? 0) + 1);
-    if (++j === KEYS) j = 0;
-  }
-  const ms = performance.now() - start;
-  let total = 0;
-  for (const v of map.values()) total += v;
-  if (total !== OPS) throw new Error(`Map loop counted ${total}, expected ${OPS}`);
-  return ms;
-}
 
 const engine = await createEngine(values.shards === undefined ? {} : { shards: Number(values.shards) });
 // Windows long enough that no observation leaves them during the run.
@@ -90,7 +75,7 @@ console.log(`hot-path · ${describeMachine()}`);
 console.log(`${OPS.toLocaleString('en-US')} ops over ${KEYS.toLocaleString('en-US')} keys · ${engine.shards} shard thread(s) · ${ROUNDS} rounds, medians`);
 const rows: Record<string, number[]> = { map: [], key: [], handle: [] };
 for (let round = 0; round < ROUNDS; round++) {
-  rows.map!.push(mops(OPS, mapLoop()));
+  rows.map!.push(mops(OPS, mapLoop(keys, OPS)));
   rows.key!.push(mops(OPS, await byKey(round)));
   rows.handle!.push(mops(OPS, await byHandle(round)));
 }

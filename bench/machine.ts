@@ -17,3 +17,23 @@ export function median(values: number[]): number {
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+/**
+ * The baseline every string-keyed row is compared with: `ops` increments of a `Map<string, number>`,
+ * cycling through `keys`. Returns the elapsed ms; throws if the total is wrong.
+ */
+export function mapLoop(keys: readonly string[], ops: number): number {
+  const map = new Map<string, number>();
+  const start = performance.now();
+  let j = 0;
+  for (let i = 0; i < ops; i++) {
+    const key = keys[j]!;
+    map.set(key, (map.get(key) ?? 0) + 1);
+    if (++j === keys.length) j = 0;
+  }
+  const ms = performance.now() - start;
+  let total = 0;
+  for (const v of map.values()) total += v;
+  if (total !== ops) throw new Error(`Map loop counted ${total}, expected ${ops}`);
+  return ms;
+}

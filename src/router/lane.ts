@@ -167,23 +167,7 @@ export class Lane {
 
   /** Appends one op (record word offset, delta) stamped with the clock's time. Allocation-free. */
   append(slot: number, delta: number): void {
-    const b = this.open;
-    const n = b.n;
-    if (n >= b.capacity) {
-      this.appendSlow(slot, delta);
-      return;
-    }
-    const t = this.time[0]!;
-    if (t !== b.lastTime) {
-      b.runStarts[b.runs] = n;
-      b.runTimes[b.runs++] = t;
-      b.lastTime = t;
-    }
-    b.slots[n] = slot;
-    b.deltas[n] = delta;
-    b.n = n + 1;
-    if (n + 1 === b.capacity) this.trySend();
-    else if (n === 0) this.onFirstOp();
+    this.appendAt(slot, delta, this.time[0]!);
   }
 
   /** Appends one op stamped with time `t` (ms) instead of the clock's. */
@@ -213,12 +197,6 @@ export class Lane {
     const b = this.open;
     b.ctrl.push(op);
     this.append(-b.ctrl.length, 0);
-  }
-
-  /** The open batch is full (or the lane sealed/failed): make room before writing anything. */
-  private appendSlow(slot: number, delta: number): void {
-    this.makeRoom();
-    this.append(slot, delta);
   }
 
   private makeRoom(): void {

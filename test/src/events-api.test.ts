@@ -25,23 +25,13 @@ import {
   TallyworksRangeError,
   TestClock,
 } from '../../src/index.js';
+import { SECOND, MINUTE, HOUR, DAY, utc, withCode } from '../helpers/time.js';
 import { internals } from '../../src/engine.js';
 import type { Lane } from '../../src/router/lane.js';
 import { H_APPLIED_SEQ, H_BATCH_SEQ, HF_STEP, STEP_SCALE } from '../../common/layout.js';
 
-const SECOND = 1000;
-const MINUTE = 60 * SECOND;
-const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
 
-/** A UTC instant from an ISO string such as '2024-06-17T10:59:59Z'. */
-const utc = (iso: string): number => Date.parse(iso);
 
-/** An `assert.throws` / `assert.rejects` validator: a Tallyworks error with this code. */
-const withCode =
-  (code: string) =>
-  (err: unknown): boolean =>
-    err instanceof TallyworksError && err.code === code;
 
 /** A RangeError with code TW_INVALID_ARGUMENT (what a bad count is). */
 const badCount = (err: unknown): boolean => err instanceof TallyworksRangeError && err.code === ErrorCode.INVALID_ARGUMENT;

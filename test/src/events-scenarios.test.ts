@@ -15,23 +15,13 @@ import {
   MemoryStorage,
   Schedule,
   SPEC_START,
-  TallyworksError,
   TallyworksRangeError,
   TestClock,
 } from '../../src/index.js';
+import { MINUTE, HOUR, DAY, utc, withCode } from '../helpers/time.js';
 
-const MINUTE = 60_000;
-const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
 
-/** A UTC instant from an ISO string such as '2024-06-17T10:59:59Z'. */
-const utc = (iso: string): number => Date.parse(iso);
 
-/** An `assert.throws` / `assert.rejects` validator: a Tallyworks error with this code. */
-const withCode =
-  (code: string) =>
-  (err: unknown): boolean =>
-    err instanceof TallyworksError && err.code === code;
 
 const clock = new TestClock(SPEC_START);
 let engine: Engine;
