@@ -131,20 +131,9 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   u32.fill(0, base, base + shape.buckets);
 }
 
-/** Config id of the calendar record at `o`. */
-export function calConfigOf(views: ShardViews, o: number): number {
-  return views.i32[2 * o + CAL_CONFIG]!;
-}
-
 /** Pending reservations of the record at `o`. */
 export function calReserved(views: ShardViews, o: number): number {
   return views.i32[2 * o + CAL_RESERVED]!;
-}
-
-/** Value of bucket `j` (record-wide bucket index) of the record at `o`. */
-export function calBucket(views: ShardViews, o: number, shape: CalShape, j: number): number {
-  const wide = views.i32[2 * o + CAL_WIDE]!;
-  return wide !== 0 ? views.f64[wide + j]! : views.u32[calBucketBase(o, shape.rings.length) + j]!;
 }
 
 /** Unit index in ring `r` of the record's pending count, or NaN when it has none. */

@@ -29,7 +29,7 @@ import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
 import type { EventStoreOptions } from './store-options.js';
 
-/** What {@link EventStore.readNow} returns when the read must wait. */
+/** What {@link EventStore.sumNow} returns when the read must wait. */
 export const NOT_NOW: unique symbol = Symbol('not-now');
 
 /** One id's counter: where its record lives. */
