@@ -5,7 +5,7 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { type CalUnitCode, NOMINAL_UNIT_MS, UnitCursor, ZoneCalendar } from './calendar.js';
+import { type CalUnitCode, mod, NOMINAL_UNIT_MS, UnitCursor, ZoneCalendar } from './calendar.js';
 import {
   CAL_CONFIG,
   CAL_EMPTY_HEAD,
@@ -200,11 +200,6 @@ export function sumRing(views: ShardViews, o: number, shape: CalShape, r: number
   let sum = 0;
   for (let i = 0; i < n; i++) sum += v.value(v.now - i);
   return sum;
-}
-
-export function mod(a: number, m: number): number {
-  const r = a % m;
-  return r < 0 ? r + m : r;
 }
 
 /**

@@ -48,14 +48,16 @@ const BLOCK_MS = 60_000;
 /** 2000-01-03 (a Monday) is day 2 of the calendar epoch. */
 const FIRST_MONDAY_DAY = 2;
 
-const FIXED_MS = [1000, 60_000, 3_600_000];
+/** Lengths (ms) of the fixed units second, minute and hour, by code. */
+export const FIXED_UNIT_MS: readonly number[] = [1000, 60_000, 3_600_000];
 
 /** Throws RangeError for a name `Intl` does not know as a time zone; returns its canonical spelling. */
 export function canonicalTimeZone(timeZone: string): string {
   return new Intl.DateTimeFormat('en-US', { timeZone }).resolvedOptions().timeZone;
 }
 
-function mod(a: number, m: number): number {
+/** `a` modulo `m`, never negative. */
+export function mod(a: number, m: number): number {
   return ((a % m) + m) % m;
 }
 
@@ -147,7 +149,7 @@ export class ZoneCalendar {
   index(unit: CalUnitCode, t: number): number {
     const off = this.offsetAt(t);
     if (unit <= CalUnit.hour) {
-      const u = FIXED_MS[unit]!;
+      const u = FIXED_UNIT_MS[unit]!;
       return Math.floor((t + mod(off, u) - CAL_EPOCH_MS) / u);
     }
     const local = t + off;
@@ -166,7 +168,7 @@ export class ZoneCalendar {
   start(unit: CalUnitCode, k: number): number {
     let guess: number;
     if (unit <= CalUnit.hour) {
-      const u = FIXED_MS[unit]!;
+      const u = FIXED_UNIT_MS[unit]!;
       const raw = CAL_EPOCH_MS + k * u;
       guess = raw - mod(this.offsetAt(raw), u);
     } else {

@@ -14,7 +14,8 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { CalShape, evaluateChecks, initCal, mod, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from './cal-record.js';
+import { CalShape, evaluateChecks, initCal, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from './cal-record.js';
+import { mod } from './calendar.js';
 import { ErrorCode, TallyworksError, protocolError } from './errors.js';
 import { hopFastPos, initHop, moveHop } from './hop.js';
 import {

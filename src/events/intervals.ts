@@ -86,6 +86,16 @@ export class Intervals {
   }
 }
 
+/** The counts object of rings (the inverse of {@link resolveIntervals}). */
+export function countsOf(rings: ReadonlyArray<readonly [CalUnitCode, number]>): IntervalCounts {
+  const counts: IntervalCounts = {};
+  for (const [unit, n] of rings) {
+    const key = (Object.keys(PLURAL) as Array<keyof IntervalCounts>).find((k) => CalUnit[PLURAL[k]] === unit)!;
+    counts[key] = n;
+  }
+  return counts;
+}
+
 /** Validates intervals and returns the rings, finest unit first, as [unit code, bucket count]. */
 export function resolveIntervals(intervals: unknown, argument = 'intervals'): Array<[CalUnitCode, number]> {
   const counts = intervals instanceof Intervals ? intervals.toJSON() : intervals;

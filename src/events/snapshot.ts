@@ -5,15 +5,10 @@
  * and intervals they were kept in, so that the receiving store can align them by absolute unit index (a
  * merge adds "the bucket of 10:00–11:00" to the same bucket, whatever the two stores' now).
  */
-import { CAL_UNIT_NAMES, CalUnit, type CalUnitCode, ZoneCalendar } from '../../common/calendar.js';
+import { CAL_UNIT_NAMES, CalUnit, type CalUnitCode, FIXED_UNIT_MS, mod, ZoneCalendar } from '../../common/calendar.js';
 import { argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { LoadOp } from '../../common/messages.js';
 import { type IntervalCounts, resolveIntervals } from './intervals.js';
-
-const SUB_DAY_MS = [1000, 60_000, 3_600_000];
-function mod(a: number, m: number): number {
-  return ((a % m) + m) % m;
-}
 
 export const EXPORT_FORMAT = 'tallyworks.events';
 export const EXPORT_VERSION = 1;
@@ -74,7 +69,7 @@ export function mapRings(exp: EventsExport, storeRings: ReadonlyArray<readonly [
       );
     }
     const offsetsDiffer =
-      unit < CalUnit.day && mod(sourceZone.offsetAt(exp.nowMs), SUB_DAY_MS[unit]!) !== mod(storeZone.offsetAt(exp.nowMs), SUB_DAY_MS[unit]!);
+      unit < CalUnit.day && mod(sourceZone.offsetAt(exp.nowMs), FIXED_UNIT_MS[unit]!) !== mod(storeZone.offsetAt(exp.nowMs), FIXED_UNIT_MS[unit]!);
     if ((unit >= CalUnit.day && sourceZone.timeZone !== storeZone.timeZone) || offsetsDiffer) {
       throw new TallyworksError(
         ErrorCode.INCOMPATIBLE,

@@ -23,7 +23,7 @@ import { validateKey } from '../keys.js';
 import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
 import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
-import { DEFAULT_INTERVALS, type IntervalCounts, resolveIntervals } from './intervals.js';
+import { countsOf, DEFAULT_INTERVALS, type IntervalCounts, resolveIntervals } from './intervals.js';
 import { LimitBuilder } from './limiter.js';
 import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
@@ -44,7 +44,6 @@ export interface EventCounter {
 }
 
 const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId'];
-const UNIT_KEYS: Record<number, keyof IntervalCounts> = { 0: 'seconds', 1: 'minutes', 2: 'hours', 3: 'days', 4: 'weeks', 5: 'months', 6: 'years' };
 
 /** Throws unless `n` is a count an event can carry: a safe integer ≥ 0. */
 function checkCount(n: unknown): void {
@@ -105,9 +104,7 @@ export class EventStore {
     } catch {
       throw argumentRangeError('options.timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', zone);
     }
-    const counts: IntervalCounts = {};
-    for (const [unit, n] of this.rings) counts[UNIT_KEYS[unit]!] = n;
-    this.intervals = Object.freeze(counts);
+    this.intervals = Object.freeze(countsOf(this.rings));
     this.config = { id: configId, timeZone: this.timeZone, rings: this.rings };
     this.shape = new CalShape(this.config);
     this.router = router;
@@ -274,8 +271,8 @@ export class EventStore {
   }
 
   /**
-   * @internal The newest `n` buckets of ring `r` of every known id in `ids`, newest first; undefined for
-   * an id never recorded.
+   * @internal The newest `n` buckets of ring `r` of `id`, newest first; undefined for an id never
+   * recorded.
    */
   async bucketsOf(id: string, r: number, n: number): Promise<number[] | undefined> {
     const c = await this.settledCounter(id);
