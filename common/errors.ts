@@ -43,6 +43,12 @@ export const ErrorCode = {
   RESERVATION: 'TW_RESERVATION',
   /** A storage backend failed, or holds data that cannot be read. */
   STORAGE: 'TW_STORAGE',
+  /** Redis could not be reached (or answered an error); the operation was not applied. */
+  REDIS_UNAVAILABLE: 'TW_REDIS_UNAVAILABLE',
+  /** A call reached Redis but its reply was lost, and Redis did not come back in time to tell whether it applied. */
+  REDIS_OUTCOME_UNKNOWN: 'TW_REDIS_OUTCOME_UNKNOWN',
+  /** Lax deltas could not be delivered to Redis before `close()` gave up; the error lists them. */
+  UNDELIVERED: 'TW_UNDELIVERED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -18,8 +18,9 @@
  *  │ step                         │                   HF_STEP    10   journal: op · STEP_SCALE + writes done
  *  │ undoStep                     │                   HF_UNDO_STEP 11 the step the undo entry belongs to, or -1
  *  │ undoSlot                     │ H_UNDO_SLOT  24   record whose seqlock may be left odd, or 0
- *  line 2 — the arena's bump allocator (router and shard)
+ *  line 2 — the arena's bump allocator (router and shard), and the flusher's repair note
  *  │ usedWords                    │ H_USED_WORDS 32   arena words handed out (Atomics)
+ *  │ flushSlot                    │ H_FLUSH_SLOT 33   counter record whose seqlock the flusher holds, or 0
  *  └──────────────────────────────┘
  *  Separate lines because the router spins on appliedSeq while the shard applies: journal stores on the
  *  same line would bounce it between the two cores on every op.
@@ -50,7 +51,21 @@
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
  *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
  *
+ *  counter record (kind KIND_CNT, CNT_RECORD_WORDS words): strict and lax counters
+ *  i32[2o] seqlock — held by the flusher (the shard's one write, the total, is a single aligned store)
+ *  i32[2o+2] lax index: bit of this record in the shard's dirty bitmap, or -1 (no flusher: embedded)
+ *  f64[o+2] total       — shard: every local delta ever applied (embedded: the value itself)
+ *  f64[o+3] committed   — flusher: the part of total that has landed in Redis
+ *  f64[o+4] remote      — flusher: the Redis value last read, which includes `committed`
+ *  f64[o+5] remoteAt    — flusher: engine-clock ms of that read (-Infinity: never read)
+ *  the local estimate is remote + total − committed; the pending delta is total − committed
+ *
+ *  dirty bitmap (a second growable buffer per shard, Int32): bit i set by the shard (Atomics.or) after it
+ *  adds to the counter of lax index i; the flusher takes a word's bits with Atomics.exchange(word, 0)
+ *  before it reads the totals, so an add it misses sets the bit again for the next flush
+ *
  *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
+ *  (a counter op writes f64[c] new value — NaN when it would leave the safe-integer range — f64[c+1] old)
  * ```
  *
  * The arena grows in place (`SharedArrayBuffer.prototype.grow`, the documented growth protocol): the
@@ -65,6 +80,7 @@ export const H_APPLIED_SEQ = 0;
 export const H_BATCH_SEQ = 1;
 export const H_UNDO_SLOT = 24;
 export const H_USED_WORDS = 32;
+export const H_FLUSH_SLOT = 33;
 export const H_ATTACHES = 5;
 export const H_RECORDS = 6;
 export const HF_UNDO_POS = 8;
@@ -88,6 +104,7 @@ export const WORD_BYTES = 8;
 export const KIND_NONE = 0;
 export const KIND_HOP = 1;
 export const KIND_CAL = 2;
+export const KIND_CNT = 3;
 
 /** Hopping-window record fields, as Float64 offsets from the record's word offset. */
 export const HOP_UNIT_MS = 1;
@@ -126,6 +143,23 @@ export function calRecordWords(rings: number, buckets: number): number {
 /** Uint32 index of bucket 0 of a calendar record at word offset `o`. */
 export function calBucketBase(o: number, rings: number): number {
   return 2 * o + CAL_RINGS + rings;
+}
+
+/** Counter record fields: Int32 offset from 2·o, Float64 offsets from o. */
+export const CNT_LAX = 2;
+export const CNTF_TOTAL = 2;
+export const CNTF_COMMITTED = 3;
+export const CNTF_REMOTE = 4;
+export const CNTF_REMOTE_AT = 5;
+/** Words a counter record occupies. */
+export const CNT_RECORD_WORDS = 6;
+
+/** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
+export const DIRTY_INITIAL_BYTES = 1024;
+
+/** Sets bit `index` of the dirty bitmap (idempotent, so a replayed op may set it again). */
+export function markDirty(dirty: Int32Array, index: number): void {
+  Atomics.or(dirty, index >>> 5, 1 << (index & 31));
 }
 
 /** Words one decision cell occupies (outcome, retry-after). */

@@ -23,6 +23,8 @@ export interface AttachInfo {
   readonly control: MessagePort;
   /** Every calendar config registered so far, by id (a replacement thread needs the earlier ones). */
   readonly calendars: readonly CalConfig[];
+  /** The shard's dirty bitmap of lax counters (see common/layout.ts), growable like the arena. */
+  readonly dirty: SharedArrayBuffer;
 }
 
 /** The shape of a calendar store's records: its zone and rings. Registered with a shard before use. */
@@ -70,10 +72,50 @@ export interface LoadOp {
   readonly values: ReadonlyArray<readonly number[]>;
 }
 
+/** What a counter op does to its value (when its comparison passes). */
+export const CounterMode = { INC: 1, SET: 2, DEL: 3 } as const;
+
+/** Comparators of conditional counter ops; a missing counter compares as 0. */
+export const Cmp = { ALWAYS: 0, EQ: 1, LT: 2, GT: 3, NE: 4 } as const;
+
+/** True when `value` passes comparator `cmp` against `x`. */
+export function compare(cmp: number, value: number, x: number): boolean {
+  switch (cmp) {
+    case Cmp.ALWAYS:
+      return true;
+    case Cmp.EQ:
+      return value === x;
+    case Cmp.LT:
+      return value < x;
+    case Cmp.GT:
+      return value > x;
+    case Cmp.NE:
+      return value !== x;
+    default:
+      return false;
+  }
+}
+
+/**
+ * A counter op on an in-process counter (embedded mode), run by the owning shard in order with the adds
+ * around it. It writes [new, old] to decision cell `cell`: new is NaN when the result would leave the
+ * safe-integer range (nothing is written then), and equals old when the comparison fails.
+ */
+export interface CounterOp {
+  readonly type: 'counter';
+  readonly slot: number;
+  readonly cell: number;
+  readonly mode: number;
+  readonly cmp: number;
+  readonly x: number;
+  readonly n: number;
+}
+
 /** Ops that are not a plain add: they sit in the op columns as slot −1 − (index in `ctrl`). */
 export type CtrlOp =
   | DecideOp
   | LoadOp
+  | CounterOp
   /** A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. */
   | { readonly type: 'commit' | 'cancel'; readonly slot: number; readonly t: number }
   /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
@@ -148,4 +190,71 @@ export interface ShardStats {
   readonly attaches: number;
   /** The engine clock as the shard thread reads it (ms since the Unix epoch). */
   readonly clockMs: number;
+}
+
+// ── the flusher actor ───────────────────────────────────────────────────────────────────────────────
+
+/** What the flusher thread starts with (workerData). */
+export interface FlusherInit {
+  /** Every shard's memory: the flusher reads totals and writes committed/remote fields of lax counters. */
+  readonly shards: ReadonlyArray<{ readonly header: SharedArrayBuffer; readonly arena: SharedArrayBuffer; readonly dirty: SharedArrayBuffer }>;
+  readonly timeCell: SharedArrayBuffer;
+  /** Int32 cells the flusher publishes: [0] keys holding undelivered deltas. */
+  readonly gauges: SharedArrayBuffer;
+  /** How to connect (see common/redis.ts ConnectionSpec). */
+  readonly connection: unknown;
+  readonly prefix: string;
+  /** This engine's instance id: names its markers in Redis. */
+  readonly instance: string;
+  readonly flushIntervalMs: number;
+  readonly commandTimeoutMs: number;
+  readonly data: MessagePort;
+  readonly control: MessagePort;
+}
+
+/** A lax counter the flusher must know: [shard, lax index, record offset, key, partition]. */
+export type LaxEntryInit = [shard: number, lax: number, slot: number, key: string, partition: number];
+
+/** An op the main thread asks the flusher to run in Redis, after the counter's pending delta. */
+export type FlusherOp = [shard: number, lax: number, mode: number, cmp: number, x: number, n: number];
+
+/** Main → flusher on the data port. */
+export type FlusherMessage =
+  | { readonly type: 'register'; readonly entries: LaxEntryInit[] }
+  | { readonly type: 'request'; readonly id: number; readonly ops: FlusherOp[] };
+
+/** Flusher → main on the data port. */
+export type FlusherReply =
+  /** [new, old] per op of request `id`; new is NaN where an INC would have left the safe-integer range. */
+  | { readonly type: 'result'; readonly id: number; readonly results: number[] }
+  | { readonly type: 'error'; readonly id: number; readonly code: string; readonly message: string };
+
+export interface FlusherStats {
+  /** Flush cycles run. */
+  readonly cycles: number;
+  /** Script calls sent to Redis (each one round trip, pipelined across partitions). */
+  readonly commands: number;
+  /** Calls that failed (not sent, or no reply). */
+  readonly failures: number;
+  /** Deltas delivered. */
+  readonly delivered: number;
+  /** Keys holding deltas not yet delivered. */
+  readonly pendingKeys: number;
+  /** Partitions holding a call whose outcome is not known yet (re-sent until it is). */
+  readonly unresolved: number;
+  readonly lastError: string | undefined;
+}
+
+export interface FlusherCloseReport {
+  /** [key, delta] of every lax delta that could not be delivered before the deadline. */
+  readonly undelivered: Array<[string, number]>;
+}
+
+/** Control plane of the flusher (comlink). */
+export interface FlusherControl {
+  /** Runs flush cycles until everything dirty when called has been offered to Redis once. */
+  flushNow(): Promise<FlusherStats>;
+  stats(): FlusherStats;
+  /** Flushes until nothing is pending or `timeoutMs` passed, closes the connection, reports the rest. */
+  close(timeoutMs: number): Promise<FlusherCloseReport>;
 }

@@ -28,6 +28,11 @@ import {
   CAL_WIDE,
   CALF_PENDING,
   calBucketBase,
+  CNT_LAX,
+  CNTF_COMMITTED,
+  CNTF_REMOTE,
+  CNTF_REMOTE_AT,
+  CNTF_TOTAL,
   H_APPLIED_SEQ,
   H_ATTACHES,
   H_BATCH_SEQ,
@@ -38,8 +43,10 @@ import {
   HF_UNDO_POS,
   HF_UNDO_STEP,
   KIND_CAL,
+  KIND_CNT,
   KIND_HOP,
   KIND_NONE,
+  markDirty,
   NARROW_MAX,
   refreshArenaViews,
   seqAfter,
@@ -47,7 +54,7 @@ import {
   STEP_SCALE,
   type ShardViews,
 } from './layout.js';
-import { Action, type BatchEnvelope, type CalConfig, type CtrlOp, type LoadOp, type ShardStats } from './messages.js';
+import { Action, type BatchEnvelope, type CalConfig, compare, type CounterOp, CounterMode, type CtrlOp, type LoadOp, type ShardStats } from './messages.js';
 import { writeBegin, writeEnd } from './seqlock.js';
 
 export type ApplyResult = 'applied' | 'duplicate' | 'gap';
@@ -66,11 +73,23 @@ export class ShardCore {
   private lockDepth = 0;
   private lastConfig = -1;
   private lastShape: CalShape | undefined;
+  /** The dirty bitmap of lax counters (rebuilt when the router grows it). */
+  private readonly dirtyBuffer: SharedArrayBuffer;
+  private dirty: Int32Array;
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
-  constructor(shard: number, header: SharedArrayBuffer, arena: SharedArrayBuffer, timeCell: SharedArrayBuffer, calendars: readonly CalConfig[] = []) {
+  constructor(
+    shard: number,
+    header: SharedArrayBuffer,
+    arena: SharedArrayBuffer,
+    timeCell: SharedArrayBuffer,
+    calendars: readonly CalConfig[] = [],
+    dirty: SharedArrayBuffer = new SharedArrayBuffer(4),
+  ) {
     this.shard = shard;
     this.arena = arena;
+    this.dirtyBuffer = dirty;
+    this.dirty = new Int32Array(dirty);
     this.time = new Float64Array(timeCell, 0, 1);
     this.views = shardViews(header, arena);
     for (const c of calendars) this.registerCalendar(c);
@@ -137,6 +156,13 @@ export class ShardCore {
         case KIND_CAL:
           initCal(this.views, o, this.shapeFor(a, o));
           break;
+        case KIND_CNT:
+          i32[2 * o + CNT_LAX] = a;
+          f64[o + CNTF_TOTAL] = 0;
+          f64[o + CNTF_COMMITTED] = 0;
+          f64[o + CNTF_REMOTE] = 0;
+          f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY;
+          break;
         default:
           throw protocolError(`shard ${this.shard} record init`, kind);
       }
@@ -188,6 +214,9 @@ export class ShardCore {
         }
         case KIND_CAL:
           this.addCal(o, t, deltas[i]!);
+          break;
+        case KIND_CNT:
+          this.addCounter(o, deltas[i]!);
           break;
         default:
           if (o >= 0) throw protocolError(`shard ${this.shard} op on record ${o}`, i32[2 * o + 1]);
@@ -359,6 +388,46 @@ export class ShardCore {
     return c;
   }
 
+  // ── counter records ───────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Adds to a counter's total (one journaled write), then marks it dirty for the flusher. The mark comes
+   * after the write and is idempotent, so a resumed op (its write skipped) marks it again harmlessly.
+   */
+  private addCounter(o: number, delta: number): void {
+    this.write(o + CNTF_TOTAL, this.views.f64[o + CNTF_TOTAL]! + delta);
+    const lax = this.views.i32[2 * o + CNT_LAX]!;
+    if (lax >= 0) {
+      if (lax >>> 5 >= this.dirty.length) this.dirty = new Int32Array(this.dirtyBuffer);
+      markDirty(this.dirty, lax);
+    }
+  }
+
+  /**
+   * An in-process counter op (embedded mode). The cell is written before the journaled write of the total,
+   * so a resumed op whose write was done (skipWrites) finds its result already in the cell.
+   */
+  private counterOp(op: CounterOp): void {
+    if (this.skipWrites > 0) {
+      this.skipWrites--;
+      return;
+    }
+    const f64 = this.views.f64;
+    const o = op.slot;
+    const old = f64[o + CNTF_TOTAL]!;
+    let next = old;
+    if (compare(op.cmp, old, op.x)) {
+      if (op.mode === CounterMode.INC) next = old + op.n;
+      else if (op.mode === CounterMode.SET) next = op.n;
+      else if (op.mode === CounterMode.DEL) next = 0;
+      else throw protocolError(`shard ${this.shard} counter op mode`, op.mode);
+    }
+    const safe = Math.abs(next) <= Number.MAX_SAFE_INTEGER;
+    f64[op.cell] = safe ? next : Number.NaN;
+    f64[op.cell + 1] = old;
+    if (safe && next !== old) this.write(o + CNTF_TOTAL, next);
+  }
+
   // ── ops that are not a plain add ──────────────────────────────────────────────────────────────────
 
   private applyCtrl(op: CtrlOp | undefined, i: number): void {
@@ -370,6 +439,11 @@ export class ShardCore {
         Atomics.store(i32, 2 * o + 1, KIND_NONE);
         this.views.header[H_RECORDS] = this.views.header[H_RECORDS]! - 1;
       }
+      return;
+    }
+    if (op.type === 'counter') {
+      if (i32[2 * o + 1] !== KIND_CNT) throw protocolError(`shard ${this.shard} counter op on record ${o}`, i32[2 * o + 1]);
+      this.counterOp(op);
       return;
     }
     if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);

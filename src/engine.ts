@@ -2,8 +2,16 @@
  * The engine: starts the shard actors, owns the router and the clock, hands out windows, and closes
  * everything it started.
  */
-import { closedError } from '../common/errors.js';
-import type { ShardStats } from '../common/messages.js';
+import { randomBytes } from 'node:crypto';
+import { closedError, ErrorCode, TallyworksError } from '../common/errors.js';
+import { checkVersion, closeClient, openClient, partitionOf, type RedisClient } from '../common/redis.js';
+import { type Counters, CounterSet } from './counters/counters.js';
+import { LaxCounters } from './counters/lax-counters.js';
+import { LocalCounters } from './counters/local-counters.js';
+import { StrictRedis } from './counters/strict-redis.js';
+import { FlusherClient } from './flusher/flusher-client.js';
+import type { FlusherStats, ShardStats } from '../common/messages.js';
+import type { StrictRedisStats } from './counters/strict-redis.js';
 import type { Clock } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
 import { EventStore } from './events/store.js';
@@ -22,6 +30,27 @@ export interface EngineShardStats extends ShardStats {
 
 export interface EngineStats {
   readonly shards: readonly EngineShardStats[];
+  /** The flusher's figures (with Redis). */
+  readonly flusher?: FlusherStats;
+  /** Strict counter script calls and the ops they carried (with Redis). */
+  readonly strict?: StrictRedisStats;
+}
+
+/** `close()` could not deliver every lax delta to Redis before `closeTimeoutMs`: they are listed here. */
+export class UndeliveredError extends TallyworksError {
+  /** [key, delta] per lax counter whose delta did not reach Redis. */
+  readonly undelivered: ReadonlyArray<readonly [string, number]>;
+  constructor(undelivered: Array<[string, number]>, cause?: unknown) {
+    super(ErrorCode.UNDELIVERED, `close() could not deliver ${undelivered.length} lax counter deltas to Redis: ${undelivered.slice(0, 5).map(([k, d]) => `${k} ${d > 0 ? '+' : ''}${d}`).join(', ')}${undelivered.length > 5 ? ', …' : ''}`, { cause });
+    this.undelivered = undelivered;
+  }
+}
+
+/** What createEngine connected to Redis (absent when embedded). */
+interface RedisParts {
+  readonly client: RedisClient;
+  readonly strict: StrictRedis;
+  readonly flusher: FlusherClient;
 }
 
 /** Symbol under which tests reach the engine's internals (not exported from the package). */
@@ -40,14 +69,28 @@ export class Engine implements AsyncDisposable {
   private closing: Promise<void> | undefined;
   /** Calendar event counts with the engine's default store options (tiny_counter parity). */
   readonly events: EventStore;
+  /**
+   * Strict counters: every op atomic and immediately visible in Redis (in-process when embedded).
+   * Concurrent calls of one tick share one script call per partition.
+   */
+  readonly strict: Counters;
+  /** Lax counters: increments buffered in shard memory and delivered by the flusher every `flushIntervalMs`. */
+  readonly lax: LaxCounters;
+  private readonly redis: RedisParts | undefined;
 
   /** @internal use {@link createEngine} */
-  constructor(options: ResolvedOptions, router: Router) {
+  constructor(options: ResolvedOptions, router: Router, redis?: RedisParts) {
     this.options = options;
     this.clock = options.clock;
     this.shards = options.shards;
     this.router = router;
+    this.redis = redis;
     this.events = this.eventStore(options.events);
+    const isClosed = (): boolean => this.closing !== undefined;
+    this.strict = new CounterSet(redis?.strict ?? new LocalCounters(router, this.clock), isClosed);
+    const flusher = redis?.flusher;
+    const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.slot, rec.key, partitionOf(rec.key))));
+    this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, options.maxPendingKeys, isClosed);
   }
 
   /**
@@ -88,21 +131,34 @@ export class Engine implements AsyncDisposable {
   /** Figures from every shard actor (over the control plane). */
   async stats(): Promise<EngineStats> {
     if (this.closing !== undefined) throw closedError('engine');
-    return { shards: await Promise.all(this.router.lanes.map((l) => l.stats())) };
+    const shards = await Promise.all(this.router.lanes.map((l) => l.stats()));
+    if (this.redis === undefined) return { shards };
+    return { shards, flusher: await this.redis.flusher.stats(), strict: this.redis.strict.stats() };
   }
 
   /**
-   * Applies every batch, then ends every shard thread and the clock's ticker. Idempotent: every call
-   * returns the same promise. Rejects with the first shard failure, after everything is closed anyway.
+   * Applies every batch, delivers every lax delta to Redis (for up to `closeTimeoutMs`), then ends every
+   * shard thread, the flusher, the Redis connections and the clock's ticker. Idempotent: every call returns
+   * the same promise. Rejects, after everything is closed anyway, with the first shard failure, or with an
+   * {@link UndeliveredError} listing the lax deltas Redis did not take.
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
         // Stores persist first: reading their counters needs the shards.
         const persisted = await Promise.allSettled(this.stores.map((st) => st.close()));
+        // The flusher's final flush reads the totals: every lane applies what it holds first.
+        await Promise.allSettled(this.router.lanes.map((l) => l.drain()));
+        const delivered = this.redis === undefined ? undefined : await settled(this.redis.flusher.close(this.options.closeTimeoutMs));
         await this.router.close();
+        if (this.redis !== undefined) {
+          await this.redis.strict.close();
+          await closeClient(this.redis.client);
+        }
         const failed = persisted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed !== undefined) throw failed.reason;
+        if (delivered?.status === 'rejected') throw delivered.reason;
+        if (delivered?.status === 'fulfilled' && delivered.value.undelivered.length > 0) throw new UndeliveredError(delivered.value.undelivered);
       } finally {
         await this.clock.release();
       }
@@ -120,27 +176,49 @@ export class Engine implements AsyncDisposable {
   }
 }
 
-/** Validates `options`, starts the shard threads, and resolves once every shard is attached. */
+function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
+  return p.then(
+    (value) => ({ status: 'fulfilled', value }),
+    (reason: unknown) => ({ status: 'rejected', reason }),
+  );
+}
+
+/**
+ * Validates `options`, starts the shard threads (and, with `redis`, connects, checks the Redis version and
+ * starts the flusher), and resolves once every part answers.
+ */
 export async function createEngine(options: EngineOptions = {}): Promise<Engine> {
   const resolved = resolveOptions(options);
   const { clock } = resolved;
   clock.retain();
   const router = new Router(resolved.shards, resolved, clock.timeCell);
+  let client: RedisClient | undefined;
+  let flusher: FlusherClient | undefined;
   try {
     await router.start();
-  } catch (err) {
-    await router.close().catch(() => undefined);
-    await clock.release();
-    throw err;
-  }
-  let engine: Engine;
-  try {
-    engine = new Engine(resolved, router);
+    let redis: RedisParts | undefined;
+    if (resolved.redis !== undefined) {
+      client = await openClient(resolved.redis, resolved.redisCommandTimeoutMs);
+      await checkVersion(client);
+      const instance = randomBytes(8).toString('hex');
+      const strict = new StrictRedis(client, resolved.prefix, instance, Math.max(5000, 5 * resolved.redisCommandTimeoutMs));
+      flusher = await FlusherClient.start(router.lanes, clock.timeCell, {
+        connection: resolved.redis,
+        instance,
+        prefix: resolved.prefix,
+        flushIntervalMs: resolved.flushIntervalMs,
+        commandTimeoutMs: resolved.redisCommandTimeoutMs,
+      });
+      redis = { client, strict, flusher };
+    }
+    const engine = new Engine(resolved, router, redis);
     await engine.events.ready();
+    return engine;
   } catch (err) {
+    await flusher?.close(0).catch(() => undefined);
+    if (client !== undefined) await closeClient(client);
     await router.close().catch(() => undefined);
     await clock.release();
     throw err;
   }
-  return engine;
 }

@@ -2,7 +2,7 @@
  * Tallyworks: an actor-style worker-thread counting engine.
  * @packageDocumentation
  */
-export { createEngine, Engine, type EngineStats, type EngineShardStats } from './engine.js';
+export { createEngine, Engine, type EngineStats, type EngineShardStats, UndeliveredError } from './engine.js';
 export type { EngineOptions } from './options.js';
 export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js';
 export { Window, WindowSet } from './windows/window.js';
@@ -18,6 +18,12 @@ export type { EventsExport } from './events/snapshot.js';
 export type { Storage, StorageOp } from './storage/storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { FileStorage } from './storage/file-storage.js';
+export type { Counters } from './counters/counters.js';
+export { LaxCounters, type LaxHandle } from './counters/lax-counters.js';
+export type { StrictRedisStats } from './counters/strict-redis.js';
+export { type Comparator, eq, lt, gt, ne, always } from './counters/comparators.js';
+export type { FlusherStats } from '../common/messages.js';
+export { MIN_REDIS_VERSION, PARTITIONS } from '../common/redis.js';
 export {
   ErrorCode,
   type ErrorCodeValue,

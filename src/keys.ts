@@ -26,12 +26,5 @@ export function sanitizeKey(raw: string): string {
   return validateKey(raw.replaceAll(':', ''), 'key');
 }
 
-/** FNV-1a over UTF-16 code units: a stable, fast hash to pick a key's shard. */
-export function keyHash(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
+/** The stable key hash (FNV-1a) that picks a key's shard. */
+export { keyHash } from '../common/key-hash.js';

@@ -8,6 +8,9 @@ import { optionRangeError, optionTypeError } from '../common/errors.js';
 import { canonicalTimeZone } from '../common/calendar.js';
 import { type Clock, SystemClock } from './clock/clock.js';
 import type { EventStoreOptions } from './events/store-options.js';
+import type { RedisOptions } from 'ioredis';
+import { connectionSpec, type ConnectionSpec, isRedisClient, type RedisClient } from '../common/redis.js';
+import { MAX_KEY_BYTES } from './keys.js';
 
 export interface EngineOptions {
   /** Shard threads. Default: available parallelism − 1 (the calling thread produces), at least 1. 1–64. */
@@ -33,6 +36,24 @@ export interface EngineOptions {
   timeZone?: string;
   /** Options of the default event store, `engine.events` (its time zone defaults to `timeZone`). */
   events?: EventStoreOptions;
+  /**
+   * Where strict and lax counters coordinate: a URL (`redis://host:port/db`), ioredis options, or a ready
+   * ioredis `Redis`/`Cluster` instance (the engine opens its own connections with its settings; it never
+   * closes yours). Without it the engine runs embedded: counters live in this process. Redis ≥ 6.2.
+   */
+  redis?: string | RedisOptions | RedisClient;
+  /** Names this engine's data in Redis; engines with the same prefix share counters. Key rules, and no braces. Default `tw`. */
+  prefix?: string;
+  /** How often the flusher delivers lax deltas to Redis, ms. Default 20. 1–60000. */
+  flushIntervalMs?: number;
+  /** How old a lax counter's Redis value may be before a read fetches it again, ms. Default 20. 0–3600000. */
+  allowedLagMs?: number;
+  /** Deadline of every Redis command, ms. Default 1000. 10–60000. */
+  redisCommandTimeoutMs?: number;
+  /** Lax counters that may hold undelivered deltas (during an outage) before new ones are refused. Default 1000000. */
+  maxPendingKeys?: number;
+  /** How long `close()` keeps trying to deliver lax deltas before it reports them undelivered, ms. Default 10000. */
+  closeTimeoutMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -47,6 +68,14 @@ export interface ResolvedOptions {
   readonly timeZone: string;
   /** Validated when the default store is created (by createEngine, before any thread starts). */
   readonly events: EventStoreOptions;
+  /** How to reach Redis, or undefined: embedded. */
+  readonly redis: ConnectionSpec | undefined;
+  readonly prefix: string;
+  readonly flushIntervalMs: number;
+  readonly allowedLagMs: number;
+  readonly redisCommandTimeoutMs: number;
+  readonly maxPendingKeys: number;
+  readonly closeTimeoutMs: number;
 }
 
 export const MAX_SHARDS = 64;
@@ -69,6 +98,13 @@ const known = [
   'restartBacklogBatches',
   'timeZone',
   'events',
+  'redis',
+  'prefix',
+  'flushIntervalMs',
+  'allowedLagMs',
+  'redisCommandTimeoutMs',
+  'maxPendingKeys',
+  'closeTimeoutMs',
 ];
 
 function integer(options: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
@@ -124,6 +160,13 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     throw optionTypeError('events', 'an object of event store options', o.events);
   }
   return {
+    redis: resolveRedis(o.redis),
+    prefix: resolvePrefix(o.prefix),
+    flushIntervalMs: integer(o, 'flushIntervalMs', 1, 60_000, 20),
+    allowedLagMs: integer(o, 'allowedLagMs', 0, 3_600_000, 20),
+    redisCommandTimeoutMs: integer(o, 'redisCommandTimeoutMs', 10, 60_000, 1000),
+    maxPendingKeys: integer(o, 'maxPendingKeys', 1, 2 ** 31 - 1, 1_000_000),
+    closeTimeoutMs: integer(o, 'closeTimeoutMs', 0, 3_600_000, 10_000),
     shards: integer(o, 'shards', 1, MAX_SHARDS, defaultShards()),
     clock,
     batchSize: integer(o, 'batchSize', 16, 1 << 20, 8192),
@@ -135,4 +178,24 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     timeZone,
     events: (o.events as EventStoreOptions | undefined) ?? {},
   };
+}
+
+function resolveRedis(value: unknown): ConnectionSpec | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string') {
+    if (!/^rediss?:\/\//.test(value)) throw optionRangeError('redis', 'a redis:// or rediss:// URL', value);
+    return connectionSpec(value);
+  }
+  if (isRedisClient(value)) return connectionSpec(value);
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return connectionSpec(value as RedisOptions);
+  throw optionTypeError('redis', 'a redis:// URL, ioredis options, or an ioredis Redis or Cluster instance', value);
+}
+
+function resolvePrefix(value: unknown): string {
+  if (value === undefined) return 'tw';
+  // Braces would change the Redis hash tag the partitions are named with.
+  const rule = `a non-empty string of at most ${MAX_KEY_BYTES} UTF-8 bytes without ":", "{" or "}"`;
+  if (typeof value !== 'string') throw optionTypeError('prefix', rule, value);
+  if (value.length === 0 || /[:{}]/.test(value) || Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) throw optionRangeError('prefix', rule, value);
+  return value;
 }

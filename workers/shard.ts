@@ -11,7 +11,7 @@ import type { AttachInfo, BatchEnvelope, DataMessage, DataReply, ShardControl, S
 import { ShardCore } from '../common/shard-core.js';
 
 function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
-  const core = new ShardCore(info.shard, info.header, info.arena, info.timeCell, info.calendars);
+  const core = new ShardCore(info.shard, info.header, info.arena, info.timeCell, info.calendars, info.dirty);
   const control: ShardControl = { stats: () => core.stats() };
   exposeControl(control, info.control);
   const data: MessagePort = info.data;

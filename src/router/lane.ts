@@ -21,6 +21,7 @@ import {
   allocWords,
   ARENA_FIRST_WORD,
   CELL_WORDS,
+  DIRTY_INITIAL_BYTES,
   H_APPLIED_SEQ,
   H_USED_WORDS,
   HEADER_BYTES,
@@ -73,8 +74,12 @@ export class Lane {
   /** The open batch. Public for the hot path's sake; only `append` writes it. */
   open: Batch;
   private readonly config: LaneConfig;
-  private readonly header: SharedArrayBuffer;
-  private readonly arena: SharedArrayBuffer;
+  readonly header: SharedArrayBuffer;
+  readonly arena: SharedArrayBuffer;
+  /** The dirty bitmap of this shard's lax counters (see common/layout.ts). */
+  readonly dirty: SharedArrayBuffer;
+  /** Lax indexes handed out (bits of `dirty` in use). */
+  private laxCount = 0;
   private readonly views: ShardViews;
   private readonly timeCell: SharedArrayBuffer;
   private readonly time: Float64Array;
@@ -109,6 +114,7 @@ export class Lane {
     });
     this.views = shardViews(this.header, this.arena);
     this.views.header[H_USED_WORDS] = ARENA_FIRST_WORD;
+    this.dirty = new SharedArrayBuffer(DIRTY_INITIAL_BYTES, { maxByteLength: Math.max(DIRTY_INITIAL_BYTES, config.maxShardMemoryBytes / 64) });
     this.timeCell = timeCell;
     this.time = new Float64Array(timeCell, 0, 1);
     this.onFirstOp = onFirstOp;
@@ -142,6 +148,7 @@ export class Lane {
       data: data.port2,
       control: control.port2,
       calendars: this.calendars,
+      dirty: this.dirty,
     };
     const epoch = this.epoch;
     const lease = this.thread.lease({ type: 'attach', attach: info }, [data.port2, control.port2]);
@@ -270,6 +277,23 @@ export class Lane {
     this.calendars.push(config);
     if (!this.open.hasContent()) this.onFirstOp();
     this.open.calendars.push(config);
+  }
+
+  /**
+   * The next lax index: the counter's bit in the dirty bitmap, which grows (before the index is handed out,
+   * so the shard and the flusher find the bit inside the buffer).
+   */
+  allocLaxIndex(): number {
+    const index = this.laxCount;
+    const bytes = ((index >>> 5) + 1) * 4;
+    if (bytes > this.dirty.byteLength) {
+      if (bytes > this.dirty.maxByteLength) {
+        throw new TallyworksError(ErrorCode.CAPACITY, `shard ${this.index} has no room for another lax counter within maxShardMemoryBytes; nothing was created`);
+      }
+      this.dirty.grow(Math.min(this.dirty.maxByteLength, Math.max(bytes, this.dirty.byteLength * 2)));
+    }
+    this.laxCount++;
+    return index;
   }
 
   /** A decision cell (Float64 index) for one decision; give it back with freeCell once read. */

@@ -9,7 +9,7 @@
  */
 import { type MessagePort, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { ShardLeaseEnd, ShardTask } from '../../common/messages.js';
+import type { FlusherInit, ShardLeaseEnd, ShardTask } from '../../common/messages.js';
 
 /**
  * Node options of this process that a worker thread refuses (it would die at start): `--input-type`
@@ -21,6 +21,7 @@ function workerExecArgv(): string[] {
 
 const shardEntry = new URL('../../workers/shard.js', import.meta.url);
 const tickerEntry = new URL('../../workers/clock-ticker.js', import.meta.url);
+const flusherEntry = new URL('../../workers/flusher.js', import.meta.url);
 
 /**
  * A one-thread actor pool running workers/shard.
@@ -85,6 +86,20 @@ export class ShardThread {
 /** Starts the clock ticker thread; `stop` is an Int32 cell that ends it when set to 1 and notified. */
 export function startTicker(timeCell: SharedArrayBuffer, stop: SharedArrayBuffer, tickMs: number): Worker {
   const worker = new Worker(tickerEntry, { workerData: { timeCell, stop, tickMs }, execArgv: workerExecArgv() });
+  worker.unref();
+  return worker;
+}
+
+/**
+ * Starts the flusher actor thread (a plain worker: one long-lived actor, supervised by its client).
+ * Unref'd: its ports keep the process alive only while a request waits.
+ */
+export function startFlusher(init: FlusherInit): Worker {
+  const worker = new Worker(flusherEntry, {
+    workerData: init,
+    transferList: [init.data, init.control] as never,
+    execArgv: workerExecArgv(),
+  });
   worker.unref();
   return worker;
 }

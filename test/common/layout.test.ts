@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import * as L from '../../common/layout.js';
 
 test('header Int32 and Float64 slots are in bounds and never overlap', () => {
-  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
+  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_FLUSH_SLOT, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
   const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP];
   const bytes: Array<[number, number, string]> = [
     ...i32.map((i): [number, number, string] => [i * 4, i * 4 + 4, `i32[${i}]`]),
@@ -25,6 +25,21 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
   for (const hot of [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP]) assert.notEqual(line(hot * 8), appliedLine);
   assert.notEqual(line(L.H_UNDO_SLOT * 4), appliedLine);
   assert.notEqual(line(L.H_USED_WORDS * 4), appliedLine);
+  assert.notEqual(line(L.H_FLUSH_SLOT * 4), appliedLine);
+});
+
+test('counter record: Int32 fields before the Float64 ones, every field inside the record', () => {
+  const f64 = [L.CNTF_TOTAL, L.CNTF_COMMITTED, L.CNTF_REMOTE, L.CNTF_REMOTE_AT];
+  assert.equal(new Set(f64).size, f64.length);
+  assert.ok(2 * Math.min(...f64) > L.CNT_LAX, 'the lax index (Int32) ends before the first Float64 field');
+  assert.ok(L.CNT_LAX >= 2, 'after the seqlock and the kind');
+  assert.equal(L.CNT_RECORD_WORDS, Math.max(...f64) + 1);
+  const dirty = new Int32Array(new SharedArrayBuffer(16));
+  L.markDirty(dirty, 0);
+  L.markDirty(dirty, 33);
+  L.markDirty(dirty, 33);
+  L.markDirty(dirty, 127);
+  assert.deepEqual([...dirty], [1, 2, 0, -2147483648]);
 });
 
 test('calendar record: header words, rings and buckets fit the size the layout gives', () => {

@@ -1,0 +1,463 @@
+/**
+ * What the flusher actor does: every flush interval it takes the dirty lax counters out of the shards'
+ * bitmaps and commits their pending deltas to Redis, one apply-script call per partition, pipelined; it
+ * also runs the ops the main thread asks for (lax set/del/incIf/setIf and cold reads), each right after
+ * its counter's pending delta, in the same call. The thread entry (workers/flusher.ts) only wires ports.
+ *
+ * Exactly once. A counter's record holds `total` (every local delta, written by its shard) and
+ * `committed` (the part Redis holds, written here only after Redis confirmed it), so the pending delta is
+ * their difference and needs no hand-off with the shard. Each call carries a sequence number of this
+ * instance and partition that the script records in the partition's marker, in the same script:
+ *  - a call that fails before it is sent is dropped; its deltas are still pending and go in a later call;
+ *  - a call that was sent but whose reply was lost is kept and re-sent unchanged (same seq, same deltas)
+ *    until Redis answers; if it had landed, the script finds the seq in the marker and returns the
+ *    results stored then, applying nothing. No delta is dropped, none doubled.
+ * One call per partition is in flight at a time, so sequence numbers reach Redis in order.
+ *
+ * Memory during an outage is O(dirty keys): deltas aggregate in the records' totals; a partition holds at
+ * most one unresolved call.
+ *
+ * Imported by the flusher thread: imports nothing main-only.
+ */
+import { ErrorCode } from './errors.js';
+import {
+  CNTF_COMMITTED,
+  CNTF_REMOTE,
+  CNTF_REMOTE_AT,
+  CNTF_TOTAL,
+  H_FLUSH_SLOT,
+  refreshArenaViews,
+  shardViews,
+  type ShardViews,
+} from './layout.js';
+import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from './messages.js';
+import {
+  ApplyStatus,
+  closeClient,
+  dropMarkers,
+  isReady,
+  markerKey,
+  Mode,
+  PARTITIONS,
+  partitionKey,
+  type RedisClient,
+  runApply,
+} from './redis.js';
+import { readBegin, writeBegin, writeEnd } from './seqlock.js';
+
+/** A lax counter as the flusher knows it. */
+interface Entry {
+  readonly shard: number;
+  readonly slot: number;
+  readonly key: string;
+  readonly partition: number;
+}
+
+interface ShardMemory {
+  readonly views: ShardViews;
+  readonly arena: SharedArrayBuffer;
+  readonly dirtyBuffer: SharedArrayBuffer;
+  dirty: Int32Array;
+  /** Entries by lax index. */
+  readonly entries: Array<Entry | undefined>;
+}
+
+/** A request from the main thread: its ops, answered together. */
+interface Request {
+  readonly id: number;
+  readonly results: number[];
+  remaining: number;
+  /** Engine-clock ms (system ms for the deadline) after which an unresolved request is answered "unknown". */
+  readonly deadline: number;
+  answered: boolean;
+}
+
+interface QueuedOp {
+  readonly request: Request;
+  readonly index: number;
+  /** The counter, or undefined for a CLEAR of partition `partition`. */
+  readonly entry: Entry | undefined;
+  readonly partition: number;
+  readonly mode: number;
+  readonly cmp: number;
+  readonly x: number;
+  readonly n: number;
+}
+
+/** One call: its ops as script arguments and what each op means for the records and requests. */
+interface Call {
+  readonly partition: number;
+  readonly seq: number;
+  readonly args: Array<string | number>;
+  /** Per op: the entry it touches (undefined: CLEAR), the delta it delivers (ADD), the request slot it answers. */
+  readonly entries: Array<Entry | undefined>;
+  readonly deltas: number[];
+  readonly answers: Array<QueuedOp | undefined>;
+}
+
+export type Reply = (reply: FlusherReply) => void;
+
+export class FlusherCore {
+  private readonly shards: ShardMemory[];
+  private readonly time: Float64Array;
+  private readonly gauges: Int32Array;
+  private readonly client: RedisClient;
+  private readonly commandTimeoutMs: number;
+  private readonly reply: Reply;
+  private readonly dirty: Array<Set<Entry>> = [];
+  private readonly queued: QueuedOp[][] = [];
+  /** A sent call per partition whose outcome is not known yet. */
+  private readonly unresolved: Array<Call | undefined> = [];
+  private readonly seqs: number[] = [];
+  private readonly partitionKeys: string[] = [];
+  private readonly markerKeys: string[] = [];
+  private cycles = 0;
+  private commands = 0;
+  private failures = 0;
+  private delivered = 0;
+  private lastError: string | undefined;
+  /** Consecutive cycles with a failed call (sets the backoff). */
+  private failing = 0;
+
+  constructor(
+    shards: ReadonlyArray<{ header: SharedArrayBuffer; arena: SharedArrayBuffer; dirty: SharedArrayBuffer }>,
+    timeCell: SharedArrayBuffer,
+    gauges: SharedArrayBuffer,
+    client: RedisClient,
+    prefix: string,
+    instance: string,
+    commandTimeoutMs: number,
+    reply: Reply,
+  ) {
+    this.shards = shards.map((s) => ({
+      views: shardViews(s.header, s.arena),
+      arena: s.arena,
+      dirtyBuffer: s.dirty,
+      dirty: new Int32Array(s.dirty),
+      entries: [],
+    }));
+    this.time = new Float64Array(timeCell, 0, 1);
+    this.gauges = new Int32Array(gauges);
+    this.client = client;
+    this.commandTimeoutMs = commandTimeoutMs;
+    this.reply = reply;
+    for (let p = 0; p < PARTITIONS; p++) {
+      this.dirty.push(new Set());
+      this.queued.push([]);
+      this.unresolved.push(undefined);
+      this.seqs.push(0);
+      const key = partitionKey(prefix, 'l', p);
+      this.partitionKeys.push(key);
+      this.markerKeys.push(markerKey(key, instance));
+    }
+    for (const s of this.shards) this.releaseLeftLock(s);
+  }
+
+  /** A flusher that died holding a record's seqlock left it odd: end that write (its fields are whole). */
+  private releaseLeftLock(s: ShardMemory): void {
+    const slot = s.views.header[H_FLUSH_SLOT]!;
+    if (slot === 0) return;
+    refreshArenaViews(s.views, s.arena);
+    if (readBegin(s.views.i32, slot) === -1) writeEnd(s.views.i32, slot);
+    s.views.header[H_FLUSH_SLOT] = 0;
+  }
+
+  register(entries: readonly LaxEntryInit[]): void {
+    for (const [shard, lax, slot, key, partition] of entries) {
+      this.shards[shard]!.entries[lax] = { shard, slot, key, partition };
+    }
+  }
+
+  /** Queues a request; refused at once (nothing sent) when Redis is unreachable. */
+  request(id: number, ops: readonly FlusherOp[]): void {
+    if (!isReady(this.client)) {
+      this.reply({ type: 'error', id, code: ErrorCode.REDIS_UNAVAILABLE, message: 'Redis is unreachable; the lax counter operation was not applied' });
+      return;
+    }
+    const request: Request = { id, results: new Array<number>(ops.length * 2).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
+    ops.forEach(([shard, lax, mode, cmp, x, n], index) => {
+      if (mode === Mode.CLEAR) {
+        // [-1, partition, CLEAR, …]
+        this.queued[lax]!.push({ request, index, entry: undefined, partition: lax, mode, cmp, x, n });
+        return;
+      }
+      const entry = this.shards[shard]?.entries[lax];
+      if (entry === undefined) {
+        this.answerError(request, ErrorCode.PROTOCOL, `flusher: no lax counter ${lax} registered on shard ${shard}`);
+        return;
+      }
+      this.queued[entry.partition]!.push({ request, index, entry, partition: entry.partition, mode, cmp, x, n });
+    });
+  }
+
+  /** True when a cycle would have something to do (dirty bits are only seen by scanning). */
+  hasQueued(): boolean {
+    return this.queued.some((q) => q.length > 0);
+  }
+
+  /** Delay before the next cycle: the flush interval, or a capped exponential backoff while failing. */
+  nextDelayMs(intervalMs: number): number {
+    return this.failing === 0 ? intervalMs : Math.max(intervalMs, Math.min(1000, 25 * 2 ** Math.min(this.failing, 6)));
+  }
+
+  /** One flush cycle: scan, build one call per partition, send them together, apply the replies. */
+  async cycle(): Promise<void> {
+    this.cycles++;
+    this.scanDirty();
+    const calls: Call[] = [];
+    for (let p = 0; p < PARTITIONS; p++) {
+      const call = this.unresolved[p] ?? this.build(p);
+      if (call !== undefined) calls.push(call);
+    }
+    const outcomes = await Promise.all(calls.map((c) => this.send(c)));
+    this.failing = outcomes.includes(false) ? this.failing + 1 : 0;
+    this.expireRequests();
+    this.publishGauges();
+  }
+
+  /** Takes every set bit of every shard's dirty bitmap (the bits are cleared before the totals are read). */
+  private scanDirty(): void {
+    for (const s of this.shards) {
+      if (s.dirty.byteLength !== s.dirtyBuffer.byteLength) s.dirty = new Int32Array(s.dirtyBuffer);
+      const words = s.dirty;
+      for (let w = 0; w < words.length; w++) {
+        if (words[w] === 0) continue;
+        let bits = Atomics.exchange(words, w, 0);
+        while (bits !== 0) {
+          const bit = 31 - Math.clz32(bits & -bits);
+          bits &= bits - 1;
+          const entry = s.entries[w * 32 + bit];
+          // Not registered yet (its message is still queued): keep the bit for the next cycle.
+          if (entry === undefined) Atomics.or(words, w, 1 << bit);
+          else this.dirty[entry.partition]!.add(entry);
+        }
+      }
+    }
+  }
+
+  private views(entry: Entry): ShardViews {
+    const s = this.shards[entry.shard]!;
+    if ((entry.slot + 8) * 8 > s.views.f64.byteLength) refreshArenaViews(s.views, s.arena);
+    return s.views;
+  }
+
+  private pending(entry: Entry): number {
+    const f64 = this.views(entry).f64;
+    return f64[entry.slot + CNTF_TOTAL]! - f64[entry.slot + CNTF_COMMITTED]!;
+  }
+
+  private build(p: number): Call | undefined {
+    const args: Array<string | number> = [];
+    const entries: Array<Entry | undefined> = [];
+    const deltas: number[] = [];
+    const answers: Array<QueuedOp | undefined> = [];
+    const included = new Set<Entry>();
+    let writes = false;
+    const add = (entry: Entry): void => {
+      included.add(entry);
+      const d = this.pending(entry);
+      if (d === 0) return;
+      args.push(Mode.ADD, entry.key, 0, 0, d);
+      entries.push(entry);
+      deltas.push(d);
+      answers.push(undefined);
+      writes = true;
+    };
+    for (const entry of this.dirty[p]!) add(entry);
+    this.dirty[p]!.clear();
+    for (const op of this.queued[p]!) {
+      if (op.request.answered) continue;
+      if (op.entry === undefined) {
+        // A clear: deliver every pending delta of the partition first (they came before it).
+        for (const e of this.entriesOf(p)) if (!included.has(e)) add(e);
+      } else if (!included.has(op.entry)) {
+        add(op.entry);
+      }
+      args.push(op.mode, op.entry?.key ?? '', op.cmp, op.x, op.n);
+      entries.push(op.entry);
+      deltas.push(0);
+      answers.push(op);
+      if (op.mode !== Mode.GET) writes = true;
+    }
+    this.queued[p]!.length = 0;
+    if (args.length === 0) return undefined;
+    return { partition: p, seq: writes ? ++this.seqs[p]! : 0, args, entries, deltas, answers };
+  }
+
+  /** Every registered counter of partition `p`. */
+  private *entriesOf(p: number): Iterable<Entry> {
+    for (const s of this.shards) for (const e of s.entries) if (e !== undefined && e.partition === p) yield e;
+  }
+
+  /** Sends a call; true when its outcome is known (applied now or before), false when it failed. */
+  private async send(call: Call): Promise<boolean> {
+    const p = call.partition;
+    if (!isReady(this.client)) {
+      this.dropUnsent(call, 'Redis is unreachable');
+      return false;
+    }
+    this.commands++;
+    let reply;
+    try {
+      reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
+    } catch (err) {
+      this.failures++;
+      this.lastError = err instanceof Error ? err.message : String(err);
+      // Sent, reply lost: it may have landed. Keep it to send again unchanged (a read-only call has
+      // nothing to protect: drop it and let its deltas-free ops be asked again).
+      if (call.seq === 0) this.dropUnsent(call, this.lastError);
+      else this.unresolved[p] = call;
+      return false;
+    }
+    this.unresolved[p] = undefined;
+    if (reply.status === ApplyStatus.STALE) {
+      // Cannot happen while sequence numbers only grow; deliver nothing rather than guess.
+      this.lastError = `partition ${p}: Redis holds a newer call of this instance than seq ${call.seq}`;
+      this.dropUnsent(call, this.lastError);
+      return false;
+    }
+    this.settle(call, reply.results);
+    return true;
+  }
+
+  /** A call that did not reach Redis: its deltas stay pending (dirty again); its requests fail. */
+  private dropUnsent(call: Call, reason: string): void {
+    this.failures++;
+    this.lastError = reason;
+    for (let i = 0; i < call.entries.length; i++) {
+      const op = call.answers[i];
+      if (op === undefined) this.dirty[call.partition]!.add(call.entries[i]!); // an ADD: always has an entry
+      else this.answerError(op.request, ErrorCode.REDIS_UNAVAILABLE, `${reason}; the lax counter operation was not applied`);
+    }
+  }
+
+  /** Applies a call's results to the records (under each record's seqlock) and answers its requests. */
+  private settle(call: Call, results: ReadonlyArray<number | false>): void {
+    const now = this.time[0]!;
+    // Per record, in op order: what now counts as delivered, and the Redis value after its last op.
+    const finals = new Map<Entry, { delivered: number; remote: number }>();
+    const track = (entry: Entry, delivered: number, remote: number): void => {
+      const f = finals.get(entry) ?? { delivered: 0, remote };
+      f.delivered += delivered;
+      f.remote = remote;
+      finals.set(entry, f);
+    };
+    for (let i = 0; i < call.entries.length; i++) {
+      const entry = call.entries[i];
+      const next = results[2 * i];
+      const old = results[2 * i + 1] as number;
+      const value = next === false || next === undefined ? old : next;
+      if (entry !== undefined) track(entry, call.deltas[i]!, value);
+      else for (const e of this.entriesOf(call.partition)) track(e, 0, 0); // a clear left the partition empty
+      const op = call.answers[i];
+      if (op !== undefined) this.answer(op, next === false ? Number.NaN : value, old);
+    }
+    for (const [entry, f] of finals) {
+      const { i32, f64, header } = this.views(entry);
+      const o = entry.slot;
+      header[H_FLUSH_SLOT] = o;
+      writeBegin(i32, o);
+      f64[o + CNTF_COMMITTED] = f64[o + CNTF_COMMITTED]! + f.delivered;
+      f64[o + CNTF_REMOTE] = f.remote;
+      f64[o + CNTF_REMOTE_AT] = now;
+      writeEnd(i32, o);
+      header[H_FLUSH_SLOT] = 0;
+      if (f.delivered !== 0) this.delivered++;
+    }
+  }
+
+  private answer(op: QueuedOp, next: number, old: number): void {
+    const r = op.request;
+    if (r.answered) return;
+    r.results[2 * op.index] = next;
+    r.results[2 * op.index + 1] = old;
+    if (--r.remaining === 0) {
+      r.answered = true;
+      this.reply({ type: 'result', id: r.id, results: r.results });
+    }
+  }
+
+  private answerError(r: Request, code: string, message: string): void {
+    if (r.answered) return;
+    r.answered = true;
+    this.reply({ type: 'error', id: r.id, code, message });
+  }
+
+  /** Requests in an unresolved call past their deadline: the caller learns the outcome is unknown. */
+  private expireRequests(): void {
+    const now = Date.now();
+    for (const call of this.unresolved) {
+      if (call === undefined) continue;
+      for (const op of call.answers) {
+        if (op !== undefined && !op.request.answered && now >= op.request.deadline) {
+          this.answerError(
+            op.request,
+            ErrorCode.REDIS_OUTCOME_UNKNOWN,
+            `Redis did not answer within ${this.commandTimeoutMs} ms; the lax counter operation may or may not have been applied (its pending deltas are delivered exactly once either way)`,
+          );
+        }
+      }
+    }
+  }
+
+  /** Keys holding undelivered deltas: dirty, or in an unresolved call. */
+  private pendingKeys(): number {
+    let n = 0;
+    for (let p = 0; p < PARTITIONS; p++) n += this.dirty[p]!.size + (this.unresolved[p]?.deltas.filter((d) => d !== 0).length ?? 0);
+    return n;
+  }
+
+  private publishGauges(): void {
+    Atomics.store(this.gauges, 0, this.pendingKeys());
+  }
+
+  /** True when nothing is dirty (as of the last scan), queued or unresolved. */
+  idle(): boolean {
+    return this.pendingKeys() === 0 && !this.hasQueued();
+  }
+
+  stats(): FlusherStats {
+    return {
+      cycles: this.cycles,
+      commands: this.commands,
+      failures: this.failures,
+      delivered: this.delivered,
+      pendingKeys: this.pendingKeys(),
+      unresolved: this.unresolved.filter((c) => c !== undefined).length,
+      lastError: this.lastError,
+    };
+  }
+
+  /** Every counter with a pending delta, by a full scan of the registered entries (used once, at close). */
+  undelivered(): Array<[string, number]> {
+    const out: Array<[string, number]> = [];
+    for (const s of this.shards) {
+      for (const e of s.entries) {
+        if (e === undefined) continue;
+        const d = this.pending(e);
+        if (d !== 0) out.push([e.key, d]);
+      }
+    }
+    return out;
+  }
+
+  /** Cycles until idle or `timeoutMs` passed; then reports what is left and closes the connection. */
+  async close(timeoutMs: number): Promise<FlusherCloseReport> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      await this.cycle();
+      this.scanDirty();
+      if (this.idle() || Date.now() >= deadline) break;
+      const wait = Math.min(this.nextDelayMs(0), deadline - Date.now());
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
+    }
+    for (let p = 0; p < PARTITIONS; p++) {
+      for (const op of this.queued[p]!) this.answerError(op.request, ErrorCode.CLOSED, 'the engine closed before the lax counter operation ran');
+      this.queued[p]!.length = 0;
+    }
+    const report = { undelivered: this.undelivered() };
+    if (this.unresolved.every((c) => c === undefined)) await dropMarkers(this.client, this.markerKeys);
+    await closeClient(this.client);
+    return report;
+  }
+}

@@ -1,0 +1,66 @@
+-- apply.lua — runs one call's counter ops on one partition hash, at most once per (instance, sequence).
+--
+-- KEYS[1]  the partition hash: field = counter key, value = its integer value
+-- KEYS[2]  the calling instance's marker for this partition: "<seq>:<msgpack results>" (same hash slot)
+-- ARGV[1]  seq: > 0 for a call that writes, increasing per instance and partition; 0 = read only, no marker
+-- ARGV[2]  marker time to live, ms
+-- ARGV[3…] ops, 5 arguments each: mode, field, cmp, x, n
+--            mode 0 GET · 1 INC (checked) · 2 SET · 3 DEL · 4 ADD (a flushed lax delta) · 5 CLEAR (the
+--            whole partition; field ignored)
+--            cmp  0 always · 1 eq · 2 lt · 3 gt · 4 ne, against x; a missing field compares as 0
+-- Reply    { status, results }  status 1 = applied now, 2 = seq had been applied (results are the ones
+--          stored then), 3 = seq is older than the one stored (a stale call; nothing done, no results)
+--          results = msgpack array of new, old per op; new is false when an INC would leave the
+--          safe-integer range (nothing written); a failed comparison gives new = old
+local seq = tonumber(ARGV[1])
+if seq > 0 then
+  local stored = redis.call('GET', KEYS[2])
+  if stored then
+    local colon = string.find(stored, ':', 1, true)
+    local last = tonumber(string.sub(stored, 1, colon - 1))
+    if last == seq then return { 2, string.sub(stored, colon + 1) } end
+    if last > seq then return { 3, '' } end
+  end
+end
+local h = KEYS[1]
+local MAX = 9007199254740991
+local results = {}
+for i = 3, #ARGV, 5 do
+  local mode = tonumber(ARGV[i])
+  local field = ARGV[i + 1]
+  local cmp = tonumber(ARGV[i + 2])
+  local x = tonumber(ARGV[i + 3])
+  local old = tonumber(redis.call('HGET', h, field) or '0')
+  local new = old
+  local pass = cmp == 0 or (cmp == 1 and old == x) or (cmp == 2 and old < x) or (cmp == 3 and old > x)
+    or (cmp == 4 and old ~= x)
+  if mode == 5 then
+    redis.call('DEL', h)
+    old = 0
+    new = 0
+  elseif mode == 4 then
+    new = redis.call('HINCRBY', h, field, ARGV[i + 4])
+  elseif mode ~= 0 and pass then
+    if mode == 1 then
+      local sum = old + tonumber(ARGV[i + 4])
+      if sum > MAX or sum < -MAX then
+        new = false
+      else
+        new = redis.call('HINCRBY', h, field, ARGV[i + 4])
+      end
+    elseif mode == 2 then
+      redis.call('HSET', h, field, ARGV[i + 4])
+      new = tonumber(ARGV[i + 4])
+    else
+      redis.call('HDEL', h, field)
+      new = 0
+    end
+  end
+  results[#results + 1] = new
+  results[#results + 1] = old
+end
+local packed = cmsgpack.pack(results)
+if seq > 0 then
+  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. packed, 'PX', ARGV[2])
+end
+return { 1, packed }

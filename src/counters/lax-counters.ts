@@ -1,0 +1,136 @@
+/**
+ * Lax counters: increments are buffered in shard memory and delivered to Redis by the flusher every flush
+ * interval; reads return the local estimate (the last Redis value seen plus local deltas not delivered
+ * yet) with no Redis I/O while that Redis value is younger than `allowedLagMs`.
+ *
+ * `set`, `del`, `incIf`, `setIf` and `clear` deliver the counter's pending delta and then run atomically in
+ * Redis, in the same script call (correct before fast). Embedded (no Redis), a lax counter is an
+ * in-process counter with the same API.
+ */
+import { ErrorCode, TallyworksError, argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { CNTF_COMMITTED, CNTF_TOTAL } from '../../common/layout.js';
+import type { FlusherOp } from '../../common/messages.js';
+import { Mode, PARTITIONS } from '../../common/redis.js';
+import type { Clock } from '../clock/clock.js';
+import type { FlusherClient } from '../flusher/flusher-client.js';
+import { validateKey } from '../keys.js';
+import { type CounterBackend, type CounterOpSpec, CounterSet } from './counters.js';
+import type { CounterRecord, LocalCounters } from './local-counters.js';
+
+/** A lax counter resolved once, for hot loops: `add` skips the key lookup. */
+export interface LaxHandle {
+  readonly key: string;
+  /** Adds `n` (default 1): synchronous, allocation-free, no I/O. */
+  add(n?: number): void;
+}
+
+/** Lax counters backed by Redis through the flusher. */
+class LaxRedis implements CounterBackend {
+  constructor(
+    private readonly local: LocalCounters,
+    private readonly flusher: FlusherClient,
+    private readonly clock: Clock,
+    private readonly allowedLagMs: number,
+  ) {}
+
+  async run(ops: readonly CounterOpSpec[]): Promise<number[]> {
+    const recs = ops.map((op) => this.local.record(op.key));
+    // The shards apply every earlier add first, so the delta delivered before each op includes them.
+    await this.local.settle(recs);
+    return this.flusher.request(ops.map((op, i): FlusherOp => [recs[i]!.lane.index, recs[i]!.lax, op.mode, op.cmp, op.x, op.n]));
+  }
+
+  async get(keys: readonly string[]): Promise<number[]> {
+    const recs = keys.map((k) => this.local.record(k));
+    await this.local.settle(recs);
+    let readings = await Promise.all(recs.map((r) => this.local.read(r)));
+    const now = this.clock.now();
+    const stale = recs.filter((_, i) => now - readings[i]!.remoteAt > this.allowedLagMs);
+    if (stale.length > 0) {
+      try {
+        await this.flusher.request(stale.map((r): FlusherOp => [r.lane.index, r.lax, Mode.GET, 0, 0, 0]));
+        readings = await Promise.all(recs.map((r) => this.local.read(r)));
+      } catch (err) {
+        // Redis unreachable: the local estimate is the answer (spec: reads return it during an outage).
+        if (!(err instanceof TallyworksError) || (err.code !== ErrorCode.REDIS_UNAVAILABLE && err.code !== ErrorCode.REDIS_OUTCOME_UNKNOWN)) throw err;
+      }
+    }
+    return readings.map((r) => r.value);
+  }
+
+  async clear(): Promise<void> {
+    const recs = [...this.local.all()];
+    await this.local.settle(recs);
+    await this.flusher.request(Array.from({ length: PARTITIONS }, (_, p): FlusherOp => [-1, p, Mode.CLEAR, 0, 0, 0]));
+  }
+}
+
+export class LaxCounters extends CounterSet {
+  private readonly local: LocalCounters;
+  private readonly flusher: FlusherClient | undefined;
+  private readonly maxPendingKeys: number;
+
+  /** @internal created by the engine */
+  constructor(local: LocalCounters, flusher: FlusherClient | undefined, clock: Clock, allowedLagMs: number, maxPendingKeys: number, isClosed: () => boolean) {
+    super(flusher === undefined ? local : new LaxRedis(local, flusher, clock, allowedLagMs), isClosed);
+    this.local = local;
+    this.flusher = flusher;
+    this.maxPendingKeys = maxPendingKeys;
+  }
+
+  /**
+   * Adds `n` (default 1) to `key` without waiting: synchronous, no I/O, allocation-free for a known key.
+   * Throws TW_CAPACITY when Redis has been unreachable so long that `maxPendingKeys` keys hold undelivered
+   * deltas and `key` is not one of them (its delta would need new memory); nothing is added then.
+   */
+  add(key: string, n = 1): void {
+    if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
+    this.open();
+    const rec = this.local.find(key) ?? this.local.record(key);
+    if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
+    rec.lane.append(rec.slot, n);
+  }
+
+  /** A handle on `key` for hot loops: `handle.add(n)` skips the key lookup. */
+  handle(key: string): LaxHandle {
+    this.open();
+    const rec = this.local.record(validateKey(key));
+    const add = (n = 1): void => {
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
+      this.open();
+      if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
+      rec.lane.append(rec.slot, n);
+    };
+    return { key: rec.key, add };
+  }
+
+  /** With Redis: adds `n`, then returns the local estimate (no Redis I/O while the key is warm). */
+  override async inc(key: string, n = 1): Promise<number> {
+    if (this.flusher === undefined) return super.inc(key, n);
+    this.add(validateKey(key), n);
+    return this.get(key);
+  }
+
+  /** Delivers every pending delta now (one flush cycle) and resolves when Redis answered or the cycle failed. */
+  async flush(): Promise<void> {
+    this.open();
+    if (this.flusher === undefined) return;
+    await this.local.settle([...this.local.all()]);
+    await this.flusher.flushNow();
+  }
+
+  private badDelta(n: unknown): never {
+    if (typeof n !== 'number') throw argumentTypeError('n', 'a safe integer (|x| ≤ 2^53 − 1)', n);
+    throw argumentRangeError('n', 'a safe integer (|x| ≤ 2^53 − 1)', n);
+  }
+
+  /** Over the cap: only a key that already holds an undelivered delta may take more. */
+  private checkCap(rec: CounterRecord): void {
+    const pending = rec.lane.readConsistent(rec.slot, (v) => v.f64[rec.slot + CNTF_TOTAL]! - v.f64[rec.slot + CNTF_COMMITTED]!);
+    if (pending !== 0) return;
+    throw new TallyworksError(
+      ErrorCode.CAPACITY,
+      `${this.maxPendingKeys} lax counters hold deltas Redis has not taken yet (maxPendingKeys); "${rec.key}" is not one of them, so its increment was refused`,
+    );
+  }
+}

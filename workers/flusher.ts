@@ -1,0 +1,72 @@
+/**
+ * Flusher actor thread entry: opens its own Redis connection, serves the data port (registrations and
+ * requests from the main thread) and the comlink control plane, and runs a flush cycle every flush
+ * interval while the engine lives. All flushing logic lives in common/flusher-core.ts.
+ */
+import { workerData } from 'node:worker_threads';
+import { exposeControl } from '../common/control.js';
+import { protocolError } from '../common/errors.js';
+import { FlusherCore } from '../common/flusher-core.js';
+import type { FlusherControl, FlusherInit, FlusherMessage, FlusherStats } from '../common/messages.js';
+import { type ConnectionSpec, openClient } from '../common/redis.js';
+
+const init = workerData as FlusherInit;
+const client = await openClient(init.connection as ConnectionSpec, init.commandTimeoutMs);
+const core = new FlusherCore(init.shards, init.timeCell, init.gauges, client, init.prefix, init.instance, init.commandTimeoutMs, (reply) =>
+  init.data.postMessage(reply),
+);
+
+/** The cycle running now (cycles never overlap: one call per partition in flight). */
+let running: Promise<void> | undefined;
+let closing = false;
+let timer: NodeJS.Timeout | undefined;
+
+function runCycle(): Promise<void> {
+  running ??= core.cycle().finally(() => {
+    running = undefined;
+    schedule();
+  });
+  return running;
+}
+
+function schedule(delayMs = core.nextDelayMs(init.flushIntervalMs)): void {
+  if (closing) return;
+  clearTimeout(timer);
+  timer = setTimeout(() => void runCycle(), core.hasQueued() ? 0 : delayMs);
+  timer.unref();
+}
+
+init.data.on('message', (message: FlusherMessage) => {
+  switch (message.type) {
+    case 'register':
+      core.register(message.entries);
+      break;
+    case 'request':
+      core.request(message.id, message.ops);
+      // A request is answered in the next cycle: start it now unless one is running (it reschedules).
+      if (running === undefined && !closing) schedule(0);
+      break;
+    default:
+      throw protocolError('flusher data port', message);
+  }
+});
+
+const control: FlusherControl = {
+  async flushNow(): Promise<FlusherStats> {
+    // The cycle running may have scanned before the caller's deltas landed: wait for it, then run one more.
+    if (running !== undefined) await running;
+    await runCycle();
+    return core.stats();
+  },
+  stats: () => core.stats(),
+  async close(timeoutMs: number) {
+    closing = true;
+    clearTimeout(timer);
+    if (running !== undefined) await running;
+    const report = await core.close(timeoutMs);
+    init.data.close();
+    return report;
+  },
+};
+exposeControl(control, init.control);
+schedule();
