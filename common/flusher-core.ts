@@ -118,6 +118,8 @@ export class FlusherCore {
   private lastError: string | undefined;
   /** Consecutive cycles with a failed call (sets the backoff). */
   private failing = 0;
+  /** Test hook: replies of this many landed calls are discarded, as if the connection dropped. */
+  private repliesToLose = 0;
 
   constructor(
     shards: ReadonlyArray<{ header: SharedArrayBuffer; arena: SharedArrayBuffer; dirty: SharedArrayBuffer }>,
@@ -309,6 +311,13 @@ export class FlusherCore {
       else this.unresolved[p] = call;
       return false;
     }
+    if (this.repliesToLose > 0 && call.seq !== 0) {
+      this.repliesToLose--;
+      this.failures++;
+      this.lastError = 'reply discarded by loseRepliesForTest';
+      this.unresolved[p] = call;
+      return false;
+    }
     this.unresolved[p] = undefined;
     if (reply.status === ApplyStatus.STALE) {
       // Cannot happen while sequence numbers only grow; deliver nothing rather than guess.
@@ -426,6 +435,11 @@ export class FlusherCore {
       unresolved: this.unresolved.filter((c) => c !== undefined).length,
       lastError: this.lastError,
     };
+  }
+
+  /** Test hook: the next `count` calls that land lose their reply (the seed's partial-failure case). */
+  loseRepliesForTest(count: number): void {
+    this.repliesToLose = count;
   }
 
   /** Every counter with a pending delta, by a full scan of the registered entries (used once, at close). */

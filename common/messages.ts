@@ -257,4 +257,6 @@ export interface FlusherControl {
   stats(): FlusherStats;
   /** Flushes until nothing is pending or `timeoutMs` passed, closes the connection, reports the rest. */
   close(timeoutMs: number): Promise<FlusherCloseReport>;
+  /** Test hook: the next `count` calls that land in Redis lose their reply, as if the connection dropped. */
+  loseRepliesForTest(count: number): void;
 }

@@ -171,8 +171,8 @@ export class Engine implements AsyncDisposable {
   }
 
   /** @internal test access */
-  get [internals](): { router: Router; options: ResolvedOptions } {
-    return { router: this.router, options: this.options };
+  get [internals](): { router: Router; options: ResolvedOptions; flusher: FlusherClient | undefined } {
+    return { router: this.router, options: this.options, flusher: this.redis?.flusher };
   }
 }
 

@@ -59,6 +59,7 @@ const control: FlusherControl = {
     return core.stats();
   },
   stats: () => core.stats(),
+  loseRepliesForTest: (count: number) => core.loseRepliesForTest(count),
   async close(timeoutMs: number) {
     closing = true;
     clearTimeout(timer);

@@ -150,6 +150,11 @@ export class FlusherClient {
     return this.control.flushNow();
   }
 
+  /** Test hook: see FlusherControl.loseRepliesForTest. */
+  async loseRepliesForTest(count: number): Promise<void> {
+    await this.control.loseRepliesForTest(count);
+  }
+
   stats(): Promise<FlusherStats> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     return this.control.stats();
