@@ -60,9 +60,10 @@
  *  f64[o+5] remoteAt    — flusher: engine-clock ms of that read (-Infinity: never read)
  *  the local estimate is remote + total − committed; the pending delta is total − committed
  *
- *  dirty bitmap (a second growable buffer per shard, Int32): bit i set by the shard (Atomics.or) after it
- *  adds to the counter of lax index i; the flusher takes a word's bits with Atomics.exchange(word, 0)
- *  before it reads the totals, so an add it misses sets the bit again for the next flush
+ *  dirty bitmap (a second growable buffer per shard, Int32): bit i (word i >>> 5, bit i & 31) is set by the
+ *  shard (Atomics.or, once per batch) after it added to the counter of lax index i; the flusher takes a
+ *  word's bits with Atomics.exchange(word, 0) before it reads the totals, so an add it misses sets the bit
+ *  again for the next flush
  *
  *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
  *  (a counter op writes f64[c] new value — NaN when it would leave the safe-integer range — f64[c+1] old)
@@ -156,11 +157,6 @@ export const CNT_RECORD_WORDS = 6;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;
-
-/** Sets bit `index` of the dirty bitmap (idempotent, so a replayed op may set it again). */
-export function markDirty(dirty: Int32Array, index: number): void {
-  Atomics.or(dirty, index >>> 5, 1 << (index & 31));
-}
 
 /** Words one decision cell occupies (outcome, retry-after). */
 export const CELL_WORDS = 2;

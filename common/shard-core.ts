@@ -46,7 +46,6 @@ import {
   KIND_CNT,
   KIND_HOP,
   KIND_NONE,
-  markDirty,
   NARROW_MAX,
   refreshArenaViews,
   seqAfter,
@@ -76,6 +75,12 @@ export class ShardCore {
   /** The dirty bitmap of lax counters (rebuilt when the router grows it). */
   private readonly dirtyBuffer: SharedArrayBuffer;
   private dirty: Int32Array;
+  /**
+   * Dirty bits gathered during a batch (this thread's own memory) and the words they touch: published to
+   * the shared bitmap once per batch, one Atomics.or per word, instead of a locked operation per add.
+   */
+  private marks = new Int32Array(32);
+  private readonly markedWords: number[] = [];
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
   constructor(
@@ -138,7 +143,11 @@ export class ShardCore {
     }
     for (const c of batch.calendars) this.registerCalendar(c);
     this.initRecords(batch);
-    this.applyOps(batch, Math.floor(step / STEP_SCALE), step % STEP_SCALE);
+    const start = Math.floor(step / STEP_SCALE);
+    // Resuming: the ops a dead thread applied marked their counters in its own memory, now lost.
+    if (start > 0) this.markCounters(batch, start);
+    this.applyOps(batch, start, step % STEP_SCALE);
+    this.publishMarks();
     h[H_UNDO_SLOT] = 0;
     hf[HF_UNDO_STEP] = -1;
     Atomics.store(h, H_APPLIED_SEQ, batch.seq);
@@ -390,16 +399,45 @@ export class ShardCore {
 
   // ── counter records ───────────────────────────────────────────────────────────────────────────────
 
-  /**
-   * Adds to a counter's total (one journaled write), then marks it dirty for the flusher. The mark comes
-   * after the write and is idempotent, so a resumed op (its write skipped) marks it again harmlessly.
-   */
+  /** Adds to a counter's total (one journaled write) and notes it dirty for the flusher (see publishMarks). */
   private addCounter(o: number, delta: number): void {
     this.write(o + CNTF_TOTAL, this.views.f64[o + CNTF_TOTAL]! + delta);
     const lax = this.views.i32[2 * o + CNT_LAX]!;
-    if (lax >= 0) {
-      if (lax >>> 5 >= this.dirty.length) this.dirty = new Int32Array(this.dirtyBuffer);
-      markDirty(this.dirty, lax);
+    if (lax >= 0) this.mark(lax);
+  }
+
+  private mark(lax: number): void {
+    const w = lax >>> 5;
+    if (w >= this.marks.length) {
+      const grown = new Int32Array(Math.max(w + 1, this.marks.length * 2));
+      grown.set(this.marks);
+      this.marks = grown;
+    }
+    if (this.marks[w] === 0) this.markedWords.push(w);
+    this.marks[w]! |= 1 << (lax & 31);
+  }
+
+  /**
+   * Sets the batch's dirty bits in the shared bitmap. After every total the batch wrote (the locked
+   * Atomics.or orders them), so a flusher that takes a bit reads totals that include the adds behind it;
+   * before appliedSeq, so a replay of the batch never depends on this thread's memory.
+   */
+  private publishMarks(): void {
+    if (this.markedWords.length === 0) return;
+    if (this.marks.length > this.dirty.length) this.dirty = new Int32Array(this.dirtyBuffer);
+    for (const w of this.markedWords) {
+      Atomics.or(this.dirty, w, this.marks[w]!);
+      this.marks[w] = 0;
+    }
+    this.markedWords.length = 0;
+  }
+
+  /** Marks every lax counter ops [0, end) of `batch` add to (a resumed batch's ops done before the death). */
+  private markCounters(batch: BatchEnvelope, end: number): void {
+    const { i32 } = this.views;
+    for (let i = 0; i < end; i++) {
+      const o = batch.slots[i]!;
+      if (o >= 0 && i32[2 * o + 1] === KIND_CNT && i32[2 * o + CNT_LAX]! >= 0) this.mark(i32[2 * o + CNT_LAX]!);
     }
   }
 

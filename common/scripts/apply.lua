@@ -4,7 +4,8 @@
 -- KEYS[2]  the calling instance's marker for this partition: "<seq>:<msgpack results>" (same hash slot)
 -- ARGV[1]  seq: > 0 for a call that writes, increasing per instance and partition; 0 = read only, no marker
 -- ARGV[2]  marker time to live, ms
--- ARGV[3…] ops, 5 arguments each: mode, field, cmp, x, n
+-- ARGV[3]  the ops, one msgpack array of 5 values per op: mode, field, cmp, x, n (one argument, so a call of
+--          many ops costs the client one string, not five per op)
 --            mode 0 GET · 1 INC (checked) · 2 SET · 3 DEL · 4 ADD (a flushed lax delta) · 5 CLEAR (the
 --            whole partition; field ignored)
 --            cmp  0 always · 1 eq · 2 lt · 3 gt · 4 ne, against x; a missing field compares as 0
@@ -24,40 +25,50 @@ if seq > 0 then
 end
 local h = KEYS[1]
 local MAX = 9007199254740991
+local ops = cmsgpack.unpack(ARGV[3])
 local results = {}
-for i = 3, #ARGV, 5 do
-  local mode = tonumber(ARGV[i])
-  local field = ARGV[i + 1]
-  local cmp = tonumber(ARGV[i + 2])
-  local x = tonumber(ARGV[i + 3])
-  local old = tonumber(redis.call('HGET', h, field) or '0')
-  local new = old
-  local pass = cmp == 0 or (cmp == 1 and old == x) or (cmp == 2 and old < x) or (cmp == 3 and old > x)
-    or (cmp == 4 and old ~= x)
-  if mode == 5 then
+local r = 0
+for i = 1, #ops, 5 do
+  local mode, field, cmp, x, n = ops[i], ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
+  -- Integers as decimal digits: past 1e14 a number would be written as 1e+14, which Redis refuses.
+  local digits = n
+  if n >= 1e14 or n <= -1e14 then digits = string.format('%.0f', n) end
+  local old, new
+  if mode == 4 or (mode == 1 and cmp == 0) then
+    -- An unconditional add: one command; the old value follows from the new one.
+    new = redis.call('HINCRBY', h, field, digits)
+    old = new - n
+    if mode == 1 and (new > MAX or new < -MAX) then
+      redis.call('HINCRBY', h, field, string.format('%.0f', -n))
+      new = false
+    end
+  elseif mode == 5 then
     redis.call('DEL', h)
-    old = 0
-    new = 0
-  elseif mode == 4 then
-    new = redis.call('HINCRBY', h, field, ARGV[i + 4])
-  elseif mode ~= 0 and pass then
-    if mode == 1 then
-      local sum = old + tonumber(ARGV[i + 4])
-      if sum > MAX or sum < -MAX then
-        new = false
+    old, new = 0, 0
+  else
+    old = tonumber(redis.call('HGET', h, field) or '0')
+    new = old
+    local pass = cmp == 0 or (cmp == 1 and old == x) or (cmp == 2 and old < x) or (cmp == 3 and old > x)
+      or (cmp == 4 and old ~= x)
+    if mode ~= 0 and pass then
+      if mode == 1 then
+        if old + n > MAX or old + n < -MAX then
+          new = false
+        else
+          new = redis.call('HINCRBY', h, field, digits)
+        end
+      elseif mode == 2 then
+        redis.call('HSET', h, field, digits)
+        new = n
       else
-        new = redis.call('HINCRBY', h, field, ARGV[i + 4])
+        redis.call('HDEL', h, field)
+        new = 0
       end
-    elseif mode == 2 then
-      redis.call('HSET', h, field, ARGV[i + 4])
-      new = tonumber(ARGV[i + 4])
-    else
-      redis.call('HDEL', h, field)
-      new = 0
     end
   end
-  results[#results + 1] = new
-  results[#results + 1] = old
+  results[r + 1] = new
+  results[r + 2] = old
+  r = r + 2
 end
 local packed = cmsgpack.pack(results)
 if seq > 0 then

@@ -20,10 +20,18 @@ export interface CounterOpSpec {
   readonly n: number;
 }
 
+/** What a single op resolves with: its new value, its old value, or [new, old]. */
+export const Pick = { NEW: 0, OLD: 1, PAIR: 2 } as const;
+
 /** Where counter values live. */
 export interface CounterBackend {
   /** Runs `ops` in order; returns [new, old] per op, flat. `new` is NaN where an op was refused. */
   run(ops: readonly CounterOpSpec[]): Promise<number[]>;
+  /**
+   * Runs one op and resolves with what `pick` names; rejects with a RangeError where the op was refused.
+   * (The hot form: a backend may answer it without the arrays and promises of `run`.)
+   */
+  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]>;
   /** Current values, 0 for a missing counter. */
   get(keys: readonly string[]): Promise<number[]>;
   /** Removes every counter of this kind under the prefix. */
@@ -74,12 +82,13 @@ export class CounterSet implements Counters {
     if (this.isClosed()) throw closedError('engine');
   }
 
-  async inc(key: string, n = 1): Promise<number> {
-    return (await this.runOne(key, CounterMode.INC, always, safeInteger(n, 'n')))[0];
+  inc(key: string, n = 1): Promise<number> {
+    return this.runOne(key, CounterMode.INC, always, n, 'n', Pick.NEW) as Promise<number>;
   }
 
   dec(key: string, n = 1): Promise<number> {
-    return this.inc(key, -safeInteger(n, 'n'));
+    // A non-number goes through unchanged so that inc rejects it naming `n`.
+    return this.inc(key, typeof n === 'number' ? -n : n);
   }
 
   async get(key: string): Promise<number> {
@@ -87,12 +96,12 @@ export class CounterSet implements Counters {
     return (await this.backend.get([validateKey(key)]))[0]!;
   }
 
-  async set(key: string, value: number): Promise<number> {
-    return (await this.runOne(key, CounterMode.SET, always, safeInteger(value, 'value')))[0];
+  set(key: string, value: number): Promise<number> {
+    return this.runOne(key, CounterMode.SET, always, value, 'value', Pick.NEW) as Promise<number>;
   }
 
-  async del(key: string): Promise<number> {
-    return (await this.runOne(key, CounterMode.DEL, always, 0))[1];
+  del(key: string): Promise<number> {
+    return this.runOne(key, CounterMode.DEL, always, 0, 'n', Pick.OLD) as Promise<number>;
   }
 
   async clear(): Promise<void> {
@@ -101,11 +110,11 @@ export class CounterSet implements Counters {
   }
 
   incIf(key: string, when: Comparator, n: number): Promise<[number, number]> {
-    return this.runOne(key, CounterMode.INC, comparator(when, 'when'), safeInteger(n, 'n'));
+    return this.runOne(key, CounterMode.INC, when, n, 'n', Pick.PAIR) as Promise<[number, number]>;
   }
 
   setIf(key: string, when: Comparator, value: number): Promise<[number, number]> {
-    return this.runOne(key, CounterMode.SET, comparator(when, 'when'), safeInteger(value, 'value'));
+    return this.runOne(key, CounterMode.SET, when, value, 'value', Pick.PAIR) as Promise<[number, number]>;
   }
 
   async getAll(keys: readonly string[]): Promise<Array<[string, number]>> {
@@ -134,11 +143,15 @@ export class CounterSet implements Counters {
     return this.runMany(items, 'items', CounterMode.SET, true);
   }
 
-  private async runOne(key: string, mode: number, when: Comparator, n: number): Promise<[number, number]> {
-    this.open();
-    const op: CounterOpSpec = { key: validateKey(key), mode, cmp: when.cmp, x: when.x, n };
-    const [next, old] = await this.backend.run([op]);
-    return [refused(next!, key, n), old!];
+  /** One op; bad arguments reject (never throw synchronously), before anything is sent. */
+  private runOne(key: string, mode: number, when: Comparator, n: number, argument: string, pick: number): Promise<number | [number, number]> {
+    try {
+      this.open();
+      const c = comparator(when, 'when');
+      return this.backend.single(validateKey(key), mode, c.cmp, c.x, safeInteger(n, argument), pick);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Items are [key, n] or, when `conditional`, [key, comparator, n]. */
@@ -163,10 +176,20 @@ export class CounterSet implements Counters {
   }
 }
 
-/** A backend's NaN result: the op would have left the safe-integer range, and wrote nothing. */
+/** The error for an op a backend refused: it would have left the safe-integer range, and wrote nothing. */
+export function refusedError(key: string, n: number): Error {
+  return argumentRangeError('n', `a delta that keeps counter "${key}" within ±(2^53 − 1) (nothing was written)`, n);
+}
+
+/** A backend's NaN result: the op was refused. */
 function refused(next: number, key: string, n: number): number {
-  if (Number.isNaN(next)) {
-    throw argumentRangeError('n', `a delta that keeps counter "${key}" within ±(2^53 − 1) (nothing was written)`, n);
-  }
+  if (Number.isNaN(next)) throw refusedError(key, n);
   return next;
+}
+
+/** `single` through `run`, for backends without a faster form. */
+export async function singleViaRun(backend: CounterBackend, key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+  const [next, old] = await backend.run([{ key, mode, cmp, x, n }]);
+  const value = refused(next!, key, n);
+  return pick === Pick.NEW ? value : pick === Pick.OLD ? old! : [value, old!];
 }

@@ -14,7 +14,7 @@ import { Mode, PARTITIONS } from '../../common/redis.js';
 import type { Clock } from '../clock/clock.js';
 import type { FlusherClient } from '../flusher/flusher-client.js';
 import { validateKey } from '../keys.js';
-import { type CounterBackend, type CounterOpSpec, CounterSet } from './counters.js';
+import { type CounterBackend, type CounterOpSpec, CounterSet, singleViaRun } from './counters.js';
 import type { CounterRecord, LocalCounters } from './local-counters.js';
 
 /** A lax counter resolved once, for hot loops: `add` skips the key lookup. */
@@ -38,6 +38,10 @@ class LaxRedis implements CounterBackend {
     // The shards apply every earlier add first, so the delta delivered before each op includes them.
     await this.local.settle(recs);
     return this.flusher.request(ops.map((op, i): FlusherOp => [recs[i]!.lane.index, recs[i]!.lax, op.mode, op.cmp, op.x, op.n]));
+  }
+
+  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+    return singleViaRun(this, key, mode, cmp, x, n, pick);
   }
 
   async get(keys: readonly string[]): Promise<number[]> {

@@ -12,7 +12,7 @@ import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
 import type { Lane } from '../router/lane.js';
 import type { Router } from '../router/router.js';
-import type { CounterBackend, CounterOpSpec } from './counters.js';
+import { type CounterBackend, type CounterOpSpec, singleViaRun } from './counters.js';
 
 /** One counter's record: where it lives and (with a flusher) its bit in the dirty bitmap. */
 export interface CounterRecord {
@@ -103,6 +103,10 @@ export class LocalCounters implements CounterBackend {
       results.push(next, old);
     }
     return results;
+  }
+
+  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+    return singleViaRun(this, key, mode, cmp, x, n, pick);
   }
 
   async get(keys: readonly string[]): Promise<number[]> {

@@ -29,13 +29,34 @@ import {
   unavailable,
   whenReady,
 } from '../../common/redis.js';
-import type { CounterBackend, CounterOpSpec } from './counters.js';
+import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
 
+/** One caller's request: its ops may span partitions; it settles when every partition answered. */
+interface Request {
+  readonly results: number[];
+  remaining: number;
+  readonly resolve: (results: number[]) => void;
+  readonly reject: (err: Error) => void;
+  failed: boolean;
+}
+
+/** A request's ops in one partition's call: ops [from, from + count) of the call. */
 interface Waiter {
-  /** Index of the waiter's first op in the call. */
+  readonly request: Request;
   readonly from: number;
   readonly count: number;
-  readonly resolve: (results: number[]) => void;
+  /** Input index of each of those ops, or undefined when they are the request's ops 0…count−1. */
+  readonly indexes: number[] | undefined;
+}
+
+/** A single op's caller (the hot form): op `from` of the call, answered with what `pick` names. */
+interface SingleWaiter {
+  readonly request: undefined;
+  readonly from: number;
+  readonly pick: number;
+  readonly key: string;
+  readonly n: number;
+  readonly resolve: (value: number | [number, number]) => void;
   readonly reject: (err: Error) => void;
 }
 
@@ -45,7 +66,7 @@ interface Partition {
   seq: number;
   args: Array<string | number>;
   writes: boolean;
-  waiters: Waiter[];
+  waiters: Array<Waiter | SingleWaiter>;
   busy: boolean;
 }
 
@@ -79,6 +100,17 @@ export class StrictRedis implements CounterBackend {
     return this.enqueue(ops.map((op) => [partitionOf(op.key), op.mode, op.key, op.cmp, op.x, op.n]));
   }
 
+  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+    if (!isReady(this.client)) return Promise.reject(unavailable('the strict counter operation'));
+    const part = this.partitions[partitionOf(key)]!;
+    return new Promise((resolve, reject) => {
+      part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
+      part.args.push(mode, key, cmp, x, n);
+      if (mode !== Mode.GET) part.writes = true;
+      this.schedule();
+    });
+  }
+
   get(keys: readonly string[]): Promise<number[]> {
     return this.enqueue(keys.map((k) => [partitionOf(k), Mode.GET, k, 0, 0, 0])).then((r) => keys.map((_, i) => r[2 * i]!));
   }
@@ -100,39 +132,38 @@ export class StrictRedis implements CounterBackend {
   /** Queues ops ([partition, mode, key, cmp, x, n]); resolves with [new, old] per op in input order. */
   private enqueue(ops: ReadonlyArray<readonly [number, number, string, number, number, number]>): Promise<number[]> {
     if (!isReady(this.client)) return Promise.reject(unavailable('the strict counter operation'));
-    const byPartition = new Map<number, number[]>();
-    for (let i = 0; i < ops.length; i++) {
-      const p = ops[i]![0];
-      let list = byPartition.get(p);
-      if (list === undefined) byPartition.set(p, (list = []));
-      list.push(i);
-    }
-    const results = new Array<number>(ops.length * 2);
-    const parts = [...byPartition].map(([p, indexes]) => {
-      const part = this.partitions[p]!;
-      const from = part.args.length / 5;
-      for (const i of indexes) {
-        const [, mode, key, cmp, x, n] = ops[i]!;
-        part.args.push(mode, key, cmp, x, n);
-        if (mode !== Mode.GET) part.writes = true;
-      }
-      return new Promise<void>((resolve, reject) => {
-        part.waiters.push({
-          from,
-          count: indexes.length,
-          resolve: (r) => {
-            indexes.forEach((i, j) => {
-              results[2 * i] = r[2 * j]!;
-              results[2 * i + 1] = r[2 * j + 1]!;
-            });
-            resolve();
-          },
-          reject,
+    return new Promise((resolve, reject) => {
+      const request: Request = { results: new Array<number>(ops.length * 2), remaining: 0, resolve, reject, failed: false };
+      const first = ops[0]![0];
+      if (ops.every((op) => op[0] === first)) {
+        this.add(request, this.partitions[first]!, ops, undefined);
+      } else {
+        const byPartition = new Map<number, number[]>();
+        ops.forEach((op, i) => {
+          const list = byPartition.get(op[0]);
+          if (list === undefined) byPartition.set(op[0], [i]);
+          else list.push(i);
         });
-      });
+        for (const [p, indexes] of byPartition) this.add(request, this.partitions[p]!, ops, indexes);
+      }
+      this.schedule();
     });
-    this.schedule();
-    return Promise.all(parts).then(() => results);
+  }
+
+  private add(
+    request: Request,
+    part: Partition,
+    ops: ReadonlyArray<readonly [number, number, string, number, number, number]>,
+    indexes: number[] | undefined,
+  ): void {
+    const count = indexes?.length ?? ops.length;
+    part.waiters.push({ request, from: part.args.length / 5, count, indexes });
+    request.remaining++;
+    for (let j = 0; j < count; j++) {
+      const [, mode, key, cmp, x, n] = ops[indexes === undefined ? j : indexes[j]!]!;
+      part.args.push(mode, key, cmp, x, n);
+      if (mode !== Mode.GET) part.writes = true;
+    }
   }
 
   private schedule(): void {
@@ -160,9 +191,32 @@ export class StrictRedis implements CounterBackend {
     const seq = writes ? ++part.seq : 0;
     try {
       const results = await this.call(part, seq, args);
-      for (const w of waiters) w.resolve(results.slice(2 * w.from, 2 * (w.from + w.count)));
+      for (const w of waiters) {
+        const r = w.request;
+        if (r === undefined) {
+          const next = results[2 * w.from]!;
+          const old = results[2 * w.from + 1]!;
+          if (Number.isNaN(next)) w.reject(refusedError(w.key, w.n));
+          else w.resolve(w.pick === Pick.NEW ? next : w.pick === Pick.OLD ? old : [next, old]);
+          continue;
+        }
+        for (let j = 0; j < w.count; j++) {
+          const i = w.indexes === undefined ? j : w.indexes[j]!;
+          r.results[2 * i] = results[2 * (w.from + j)]!;
+          r.results[2 * i + 1] = results[2 * (w.from + j) + 1]!;
+        }
+        if (--r.remaining === 0 && !r.failed) r.resolve(r.results);
+      }
     } catch (err) {
-      for (const w of waiters) w.reject(err as Error);
+      for (const w of waiters) {
+        if (w.request === undefined) {
+          w.reject(err as Error);
+          continue;
+        }
+        if (w.request.failed) continue;
+        w.request.failed = true;
+        w.request.reject(err as Error);
+      }
     } finally {
       part.busy = false;
       // Ops queued while this call was in flight go out together now.

@@ -1,0 +1,42 @@
+/**
+ * Redis for the benchmarks: the URL given with `--redis`, or a private redis-server on a free loopback
+ * port (started here and stopped at the end), so a benchmark never touches a Redis someone else uses.
+ */
+import { Redis } from 'ioredis';
+import { startRedisServer } from '../test/helpers/redis-server.js';
+
+export interface BenchRedis {
+  readonly url: string;
+  /** Calls of each command since the server started (INFO commandstats). */
+  commandCalls(): Promise<Map<string, number>>;
+  /** Total calls of every command. */
+  totalCalls(): Promise<number>;
+  readonly client: Redis;
+  close(): Promise<void>;
+}
+
+export async function benchRedis(url: string | undefined): Promise<BenchRedis> {
+  const server = url === undefined ? await startRedisServer() : undefined;
+  const target = url ?? server!.url;
+  const client = new Redis(target);
+  const commandCalls = async (): Promise<Map<string, number>> => {
+    const info = await client.info('commandstats');
+    const calls = new Map<string, number>();
+    for (const m of info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) calls.set(m[1]!, Number(m[2]));
+    return calls;
+  };
+  return {
+    url: target,
+    client,
+    commandCalls,
+    async totalCalls() {
+      let n = 0;
+      for (const v of (await commandCalls()).values()) n += v;
+      return n;
+    },
+    async close() {
+      await client.quit();
+      await server?.stop();
+    },
+  };
+}
