@@ -107,3 +107,61 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
   core.apply(b);
   assert.equal(sumHop(core.views.f64, O, T + 10_000), 12, 'the first run has left the window');
 });
+
+/** Two lax counters (lax indexes 3 and 40) and one embedded counter (lax index -1). */
+function counterBatch(seq: number, slots: number[], deltas: number[], init: boolean): BatchEnvelope {
+  const A = O;
+  const B = O + L.CNT_RECORD_WORDS;
+  const C = O + 2 * L.CNT_RECORD_WORDS;
+  return {
+    seq,
+    inits: init
+      ? [
+          [A, L.KIND_CNT, 3, 0, 'a'],
+          [B, L.KIND_CNT, 40, 0, 'b'],
+          [C, L.KIND_CNT, -1, 0, 'c'],
+        ]
+      : [],
+    calendars: [],
+    ctrl: [],
+    slots: Int32Array.from(slots.map((s) => [A, B, C][s]!)),
+    deltas: Float64Array.from(deltas),
+    runStarts: Int32Array.of(0),
+    runTimes: Float64Array.of(T),
+  };
+}
+
+const total = (core: ShardCore, record: number): number => core.views.f64[O + record * L.CNT_RECORD_WORDS + L.CNTF_TOTAL]!;
+
+test('counter adds: totals exact, dirty bits of lax counters set once the batch is applied, none for embedded ones', () => {
+  const m = memory();
+  const dirty = new SharedArrayBuffer(8, { maxByteLength: 64 });
+  const core = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8), [], dirty);
+  assert.equal(core.apply(counterBatch(1, [0, 1, 0, 2], [5, 7, -2, 9], true)), 'applied');
+  assert.deepEqual([total(core, 0), total(core, 1), total(core, 2)], [3, 7, 9]);
+  const bits = new Int32Array(dirty);
+  assert.deepEqual([...bits], [1 << 3, 1 << 8], 'bit 3 (word 0) and bit 40 (word 1); the embedded counter marks nothing');
+  // The flusher takes the bits; a later batch on counter a sets only its bit again.
+  Atomics.exchange(bits, 0, 0);
+  Atomics.exchange(bits, 1, 0);
+  core.apply(counterBatch(2, [0], [1], false));
+  assert.deepEqual([...bits], [1 << 3, 0]);
+});
+
+test('a resumed counter batch marks the counters its dead predecessor added to', () => {
+  const m = memory();
+  const dirty = new SharedArrayBuffer(8, { maxByteLength: 64 });
+  const first = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8), [], dirty);
+  first.apply(counterBatch(1, [2], [1], true));
+  // Batch 2 adds to b then a; the thread dies after b's add (op 0 done, its bit only in its own memory).
+  const b2 = counterBatch(2, [1, 0], [4, 6], false);
+  const { header: h, headerF64: hf, f64 } = first.views;
+  f64[O + L.CNT_RECORD_WORDS + L.CNTF_TOTAL] = 4;
+  h[L.H_BATCH_SEQ] = 2;
+  hf[L.HF_STEP] = 1 * L.STEP_SCALE;
+  hf[L.HF_UNDO_STEP] = -1;
+  const replacement = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8), [], dirty);
+  assert.equal(replacement.apply(b2), 'applied');
+  assert.deepEqual([total(replacement, 0), total(replacement, 1)], [6, 4], 'each add once');
+  assert.deepEqual([...new Int32Array(dirty)], [1 << 3, 1 << 8], 'b (done before the death) is marked too');
+});
