@@ -295,7 +295,13 @@ export class FlusherCore {
   private async send(call: Call): Promise<boolean> {
     const p = call.partition;
     if (!isReady(this.client)) {
-      this.dropUnsent(call, 'Redis is unreachable');
+      // A call sent before may have landed: it stays unresolved (its requests wait for their deadline).
+      if (this.unresolved[p] === call) {
+        this.failures++;
+        this.lastError = 'Redis is unreachable';
+      } else {
+        this.dropUnsent(call, 'Redis is unreachable');
+      }
       return false;
     }
     this.commands++;
@@ -356,7 +362,12 @@ export class FlusherCore {
       const next = results[2 * i];
       const old = results[2 * i + 1] as number;
       const value = next === false || next === undefined ? old : next;
-      if (entry !== undefined) track(entry, call.deltas[i]!, value);
+      if (entry !== undefined) {
+        // A refused ADD (the Redis value would leave the safe-integer range) delivered nothing: it stays
+        // pending, and close() reports it if it never fits.
+        if (next === false && call.deltas[i] !== 0) this.lastError = `Redis refused a delta of ${call.deltas[i]} for lax counter "${entry.key}" (its value would leave ±(2^53 − 1))`;
+        track(entry, next === false ? 0 : call.deltas[i]!, value);
+      }
       else for (const e of this.entriesOf(call.partition)) track(e, 0, 0); // a clear left the partition empty
       const op = call.answers[i];
       if (op !== undefined) this.answer(op, next === false ? Number.NaN : value, old);
@@ -409,11 +420,15 @@ export class FlusherCore {
     }
   }
 
-  /** Keys holding undelivered deltas: dirty, or in an unresolved call. */
+  /** Keys holding undelivered deltas: dirty, or in an unresolved call (a key may be both: counted once). */
   private pendingKeys(): number {
-    let n = 0;
-    for (let p = 0; p < PARTITIONS; p++) n += this.dirty[p]!.size + (this.unresolved[p]?.deltas.filter((d) => d !== 0).length ?? 0);
-    return n;
+    const keys = new Set<Entry>();
+    for (let p = 0; p < PARTITIONS; p++) {
+      for (const e of this.dirty[p]!) keys.add(e);
+      const call = this.unresolved[p];
+      if (call !== undefined) call.entries.forEach((e, i) => e !== undefined && call.deltas[i] !== 0 && keys.add(e));
+    }
+    return keys.size;
   }
 
   private publishGauges(): void {

@@ -205,7 +205,7 @@ export async function runApply(
   ops: Array<string | number>,
 ): Promise<ApplyReply> {
   const [status, packed] = await (client as unknown as ApplyCommand).twApplyBuffer(partition, marker, seq, MARKER_TTL_MS, encodeOps(ops));
-  const results = status === ApplyStatus.STALE ? [] : decode<Array<number | false>>(packed);
+  const results = status === ApplyStatus.STALE ? [] : numbers(decode<Array<number | bigint | false>>(packed));
   return { status: Number(status), results };
 }
 
@@ -214,7 +214,12 @@ export async function readMarker(client: RedisClient, marker: string): Promise<{
   const stored = await client.getBuffer(marker);
   if (stored === null) return undefined;
   const colon = stored.indexOf(0x3a);
-  return { seq: Number(stored.subarray(0, colon).toString('latin1')), results: decode<Array<number | false>>(stored.subarray(colon + 1)) };
+  return { seq: Number(stored.subarray(0, colon).toString('latin1')), results: numbers(decode<Array<number | bigint | false>>(stored.subarray(colon + 1))) };
+}
+
+/** msgpack gives 64-bit integers past 2^53 as BigInt (a value someone else wrote): as the nearest number. */
+function numbers(results: Array<number | bigint | false>): Array<number | false> {
+  return results.map((r) => (typeof r === 'bigint' ? Number(r) : r));
 }
 
 /** Deletes this instance's markers once no call of it is in flight (hygiene: they would expire anyway). */

@@ -11,8 +11,9 @@
 --            cmp  0 always · 1 eq · 2 lt · 3 gt · 4 ne, against x; a missing field compares as 0
 -- Reply    { status, results }  status 1 = applied now, 2 = seq had been applied (results are the ones
 --          stored then), 3 = seq is older than the one stored (a stale call; nothing done, no results)
---          results = msgpack array of new, old per op; new is false when an INC would leave the
---          safe-integer range (nothing written); a failed comparison gives new = old
+--          results = msgpack array of new, old per op; new is false when an INC or ADD was refused (it
+--          would leave the safe-integer range, or the field holds no integer; nothing written); a failed
+--          comparison gives new = old
 local seq = tonumber(ARGV[1])
 if seq > 0 then
   local stored = redis.call('GET', KEYS[2])
@@ -28,6 +29,17 @@ local MAX = 9007199254740991
 local ops = cmsgpack.unpack(ARGV[3])
 local results = {}
 local r = 0
+-- Writes use pcall: an error half way (a field that holds no integer, or one past 2^63) must not abort the
+-- script after earlier ops wrote, since the marker would then be missing for a call that partly applied.
+-- Such an op is refused instead (new = false), like an INC that would leave the safe-integer range.
+local function incr(field, digits)
+  local v = redis.pcall('HINCRBY', h, field, digits)
+  if type(v) == 'table' then return nil end
+  return v
+end
+local function current(field)
+  return tonumber(redis.call('HGET', h, field) or '0') or 0
+end
 for i = 1, #ops, 5 do
   local mode, field, cmp, x, n = ops[i], ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
   -- Integers as decimal digits: past 1e14 a number would be written as 1e+14, which Redis refuses.
@@ -36,17 +48,21 @@ for i = 1, #ops, 5 do
   local old, new
   if mode == 4 or (mode == 1 and cmp == 0) then
     -- An unconditional add: one command; the old value follows from the new one.
-    new = redis.call('HINCRBY', h, field, digits)
-    old = new - n
-    if mode == 1 and (new > MAX or new < -MAX) then
-      redis.call('HINCRBY', h, field, string.format('%.0f', -n))
-      new = false
+    new = incr(field, digits)
+    if new == nil then
+      old, new = current(field), false
+    else
+      old = new - n
+      if new > MAX or new < -MAX then
+        redis.pcall('HINCRBY', h, field, string.format('%.0f', -n))
+        new = false
+      end
     end
   elseif mode == 5 then
     redis.call('DEL', h)
     old, new = 0, 0
   else
-    old = tonumber(redis.call('HGET', h, field) or '0')
+    old = current(field)
     new = old
     local pass = cmp == 0 or (cmp == 1 and old == x) or (cmp == 2 and old < x) or (cmp == 3 and old > x)
       or (cmp == 4 and old ~= x)
@@ -55,7 +71,7 @@ for i = 1, #ops, 5 do
         if old + n > MAX or old + n < -MAX then
           new = false
         else
-          new = redis.call('HINCRBY', h, field, digits)
+          new = incr(field, digits) or false
         end
       elseif mode == 2 then
         redis.call('HSET', h, field, digits)

@@ -86,6 +86,7 @@ export class StrictRedis implements CounterBackend {
   private readonly inflight = new Set<Promise<void>>();
   private calls = 0;
   private opsSent = 0;
+  private readyWait: Promise<boolean> | undefined;
 
   constructor(client: RedisClient, prefix: string, instance: string, outcomeWaitMs: number) {
     this.client = client;
@@ -242,8 +243,16 @@ export class StrictRedis implements CounterBackend {
     return toNumbers(reply.results);
   }
 
+  /** One wait for the connection shared by every call whose reply was lost (one 'ready' listener). */
+  private waitReady(): Promise<boolean> {
+    this.readyWait ??= whenReady(this.client, this.outcomeWaitMs).finally(() => {
+      this.readyWait = undefined;
+    });
+    return this.readyWait;
+  }
+
   private async resolveLost(part: Partition, seq: number, cause: unknown): Promise<number[]> {
-    if (await whenReady(this.client, this.outcomeWaitMs)) {
+    if (await this.waitReady()) {
       try {
         const marker = await readMarker(this.client, part.marker);
         if (marker !== undefined && marker.seq === seq) return toNumbers(marker.results);
