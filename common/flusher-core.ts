@@ -362,16 +362,30 @@ export class FlusherCore {
       const next = results[2 * i];
       const old = results[2 * i + 1] as number;
       const value = next === false || next === undefined ? old : next;
-      if (entry !== undefined) {
-        // A refused ADD (the Redis value would leave the safe-integer range) delivered nothing: it stays
-        // pending, and close() reports it if it never fits.
-        if (next === false && call.deltas[i] !== 0) this.lastError = `Redis refused a delta of ${call.deltas[i]} for lax counter "${entry.key}" (its value would leave ±(2^53 − 1))`;
-        track(entry, next === false ? 0 : call.deltas[i]!, value);
+      if (entry === undefined) {
+        for (const e of this.entriesOf(call.partition)) track(e, 0, 0); // a clear left the partition empty
+      } else if (next === false && call.deltas[i] !== 0) {
+        // A refused ADD (the Redis value would leave ±(2^53 − 1)) delivered nothing: it stays pending (and
+        // dirty, so it counts and is offered again), and close() reports it if it never fits.
+        this.lastError = `Redis refused a delta of ${call.deltas[i]} for lax counter "${entry.key}" (its value would leave ±(2^53 − 1))`;
+        this.dirty[call.partition]!.add(entry);
+        track(entry, 0, value);
+      } else {
+        track(entry, call.deltas[i]!, value);
       }
-      else for (const e of this.entriesOf(call.partition)) track(e, 0, 0); // a clear left the partition empty
-      const op = call.answers[i];
-      if (op !== undefined) this.answer(op, next === false ? Number.NaN : value, old);
     }
+    // Records first, answers after: a caller that reads the record once answered must see this call.
+    this.writeRecords(finals, now);
+    for (let i = 0; i < call.entries.length; i++) {
+      const op = call.answers[i];
+      if (op === undefined) continue;
+      const next = results[2 * i];
+      const old = results[2 * i + 1] as number;
+      this.answer(op, next === false ? Number.NaN : next === undefined ? old : next, old);
+    }
+  }
+
+  private writeRecords(finals: Map<Entry, { delivered: number; remote: number }>, now: number): void {
     for (const [entry, f] of finals) {
       const { i32, f64, header } = this.views(entry);
       const o = entry.slot;

@@ -54,8 +54,9 @@ for i = 1, #ops, 5 do
     else
       old = new - n
       if new > MAX or new < -MAX then
+        -- Past 2^53 `new - n` is inexact: undo, then read the value back.
         redis.pcall('HINCRBY', h, field, string.format('%.0f', -n))
-        new = false
+        old, new = current(field), false
       end
     end
   elseif mode == 5 then

@@ -14,7 +14,7 @@ import { Mode, PARTITIONS } from '../../common/redis.js';
 import type { Clock } from '../clock/clock.js';
 import type { FlusherClient } from '../flusher/flusher-client.js';
 import { validateKey } from '../keys.js';
-import { type CounterBackend, type CounterOpSpec, CounterSet, singleViaRun } from './counters.js';
+import { type CounterBackend, type CounterOpSpec, CounterSet, refusedError, singleViaRun } from './counters.js';
 import type { CounterRecord, LocalCounters } from './local-counters.js';
 
 /** A lax counter resolved once, for hot loops: `add` skips the key lookup. */
@@ -108,10 +108,15 @@ export class LaxCounters extends CounterSet {
     return { key: rec.key, add };
   }
 
-  /** With Redis: adds `n`, then returns the local estimate (no Redis I/O while the key is warm). */
+  /**
+   * With Redis: adds `n`, then returns the local estimate (no Redis I/O while the key is warm). An `n` that
+   * would take the estimate past ±(2^53 − 1) is refused (TW_INVALID_ARGUMENT) and adds nothing.
+   */
   override async inc(key: string, n = 1): Promise<number> {
     if (this.flusher === undefined) return super.inc(key, n);
-    this.add(validateKey(key), n);
+    const before = await this.get(key);
+    if (typeof n === 'number' && Number.isSafeInteger(n) && !Number.isSafeInteger(before + n)) throw refusedError(key, n);
+    this.add(key, n);
     return this.get(key);
   }
 

@@ -8,7 +8,7 @@
  * than sleep; where "no Redis command" is asserted, a {@link TestClock} keeps the warm key warm.
  */
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import {
@@ -34,9 +34,15 @@ const MAX = Number.MAX_SAFE_INTEGER;
 
 // ── helpers ─────────────────────────────────────────────────────────────────────────────────────────
 
+/** A test with a deadline: a hung call fails its test instead of hanging the file. */
+const TEST_TIMEOUT_MS = 15_000;
+function it(name: string, fn: (t: TestContext) => Promise<void>): void {
+  test(name, { timeout: TEST_TIMEOUT_MS }, fn);
+}
+
 /**
- * Polls `cond` every 5 ms until it holds; returns the ms it took. Fails with `what` (and the last value
- * seen, when `cond` returns one through `describe`) after `timeoutMs`.
+ * Polls `cond` every 5 ms until it holds; returns the ms it took. After `timeoutMs` it fails with `what`
+ * and, when given, what `show` reports (the last value seen).
  */
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string, show?: () => unknown): Promise<number> {
   const start = Date.now();
@@ -153,7 +159,7 @@ function prefixOf(engine: Engine): string {
 // ── scenario 1: keys (no engine needed) ─────────────────────────────────────────────────────────────
 
 describe('scenario 1: keys', () => {
-  test('"", 256×"a", "u:1" rejected; 255×"a" ok; sanitize("user:123") → "user123"; sanitize(":") errors', async () => {
+  it('"", 256×"a", "u:1" rejected; 255×"a" ok; sanitize("user:123") → "user123"; sanitize(":") errors', async () => {
     await expectError(() => validateKey(''), ErrorCode.INVALID_KEY, 'validateKey("")', TypeError);
     await expectError(() => validateKey('a'.repeat(256)), ErrorCode.INVALID_KEY, 'validateKey(256×a)', TypeError);
     await expectError(() => validateKey('u:1'), ErrorCode.INVALID_KEY, 'validateKey("u:1")', TypeError);
@@ -171,7 +177,7 @@ describe('scenario 1: keys', () => {
 // ── strict scenarios 2–8, lax scenarios in both modes ───────────────────────────────────────────────
 
 function strictScenarios(mode: () => Mode): void {
-  test('scenario 2: inc 1 → 1; inc 9 → 10; inc −3 → 7; dec 100 → −93', async () => {
+  it('scenario 2: inc 1 → 1; inc 9 → 10; inc −3 → 7; dec 100 → −93', async () => {
     const m = mode();
     const e = await m.engine();
     assert.equal(await e.strict.inc('k'), 1);
@@ -183,7 +189,7 @@ function strictScenarios(mode: () => Mode): void {
     if (m.name === 'redis') assert.equal(await m.stored('s', prefixOf(e), 'k'), '-94', 'Redis holds the strict value at once');
   });
 
-  test('scenario 3: set 10; incIf(eq 10, 5) → [15,10]; incIf(lt 10, 5) → [15,15]; incIf(always, 5) → [20,15]', async () => {
+  it('scenario 3: set 10; incIf(eq 10, 5) → [15,10]; incIf(lt 10, 5) → [15,15]; incIf(always, 5) → [20,15]', async () => {
     const m = mode();
     const e = await m.engine();
     assert.equal(await e.strict.set('k', 10), 10);
@@ -199,7 +205,7 @@ function strictScenarios(mode: () => Mode): void {
     if (m.name === 'redis') assert.equal(await m.stored('s', prefixOf(e), 'missing2'), null, 'a failed comparison writes nothing');
   });
 
-  test('scenario 4: set 10; setIf(gt 5, 25) → [25,10]; setIf(eq 10, 50) → [25,25]', async () => {
+  it('scenario 4: set 10; setIf(gt 5, 25) → [25,10]; setIf(eq 10, 50) → [25,25]', async () => {
     const m = mode();
     const e = await m.engine();
     await e.strict.set('k', 10);
@@ -209,7 +215,7 @@ function strictScenarios(mode: () => Mode): void {
     if (m.name === 'redis') assert.equal(await m.stored('s', prefixOf(e), 'k'), '25');
   });
 
-  test('scenario 5: set 42; del → 42; get → 0; del → 0', async () => {
+  it('scenario 5: set 42; del → 42; get → 0; del → 0', async () => {
     const m = mode();
     const e = await m.engine();
     assert.equal(await e.strict.set('k', 42), 42);
@@ -219,7 +225,7 @@ function strictScenarios(mode: () => Mode): void {
     if (m.name === 'redis') assert.equal(await m.stored('s', prefixOf(e), 'k'), null, 'del removes the field');
   });
 
-  test('scenario 6: incAll([[a,3],[a,2]]) → [[a,3],[a,5]]; incAll([]) → [] and no Redis command', async () => {
+  it('scenario 6: incAll([[a,3],[a,2]]) → [[a,3],[a,5]]; incAll([]) → [] and no Redis command', async () => {
     const m = mode();
     const e = await m.engine();
     assert.deepEqual(await e.strict.incAll([['a', 3], ['a', 2]]), [['a', 3], ['a', 5]]);
@@ -232,7 +238,7 @@ function strictScenarios(mode: () => Mode): void {
     assert.equal(await e.strict.get('a'), 5);
   });
 
-  test('scenario 7: a = 10; incAllIf([[a, eq 10, 5],[b, always, 2]]) → [[a,15,10],[b,2,0]]', async () => {
+  it('scenario 7: a = 10; incAllIf([[a, eq 10, 5],[b, always, 2]]) → [[a,15,10],[b,2,0]]', async () => {
     const m = mode();
     const e = await m.engine();
     await e.strict.set('a', 10);
@@ -240,7 +246,7 @@ function strictScenarios(mode: () => Mode): void {
     assert.deepEqual(await e.strict.getAll(['b', 'a', 'c']), [['b', 2], ['a', 15], ['c', 0]]);
   });
 
-  test('scenario 8: a = 10, b = 20; clear → both 0; another prefix (and the lax namespace) untouched', async () => {
+  it('scenario 8: a = 10, b = 20; clear → both 0; another prefix (and the lax namespace) untouched', async () => {
     const m = mode();
     const e = await m.engine();
     const other = await m.engine();
@@ -264,7 +270,7 @@ function strictScenarios(mode: () => Mode): void {
 
 /** Lax scenarios whose values are the same embedded and with Redis (9–11 and 16, minus the I/O checks). */
 function laxValueScenarios(mode: () => Mode): void {
-  test('lax: inc 7 → 7, get → 7; inc −2, dec 10 → −5', async () => {
+  it('lax: inc 7 → 7, get → 7; inc −2, dec 10 → −5', async () => {
     const e = await mode().engine();
     assert.equal(await e.lax.inc('k', 7), 7);
     assert.equal(await e.lax.get('k'), 7);
@@ -275,23 +281,23 @@ function laxValueScenarios(mode: () => Mode): void {
     assert.equal(await e.lax.get('k'), 3, 'add and handle().add are counted by the next read');
   });
 
-  test('lax: inc 10, del → 10; get → 0; del → 0', async () => {
+  it('lax: inc 10, del → 10; get → 0; del → 0', async () => {
     const e = await mode().engine();
     assert.equal(await e.lax.inc('k', 10), 10);
     assert.equal(await e.lax.del('k'), 10);
-    assert.equal(await e.lax.get('k'), 0);
+    assert.equal(await e.lax.get('k'), 0, 'a read right after del reads 0');
     assert.equal(await e.lax.del('k'), 0);
   });
 
-  test('lax: inc 1000; set 850 → 850; get → 850', async () => {
+  it('lax: inc 1000; set 850 → 850; get → 850', async () => {
     const e = await mode().engine();
     assert.equal(await e.lax.inc('k', 1000), 1000);
     assert.equal(await e.lax.set('k', 850), 850);
-    assert.equal(await e.lax.get('k'), 850);
+    assert.equal(await e.lax.get('k'), 850, 'a read right after set reads 850');
     assert.equal(await e.lax.inc('k'), 851);
   });
 
-  test('lax: conditional ops — incIf/setIf → [new, old], a failed comparison → [old, old]', async () => {
+  it('lax: conditional ops — incIf/setIf → [new, old], a failed comparison → [old, old]', async () => {
     const e = await mode().engine();
     e.lax.add('k', 10);
     assert.deepEqual(await e.lax.incIf('k', eq(10), 5), [15, 10], 'the pending add is applied before the comparison');
@@ -302,10 +308,10 @@ function laxValueScenarios(mode: () => Mode): void {
     assert.deepEqual(await e.lax.getAll(['fresh', 'k', 'none']), [['fresh', 2], ['k', 26], ['none', 0]]);
   });
 
-  test('lax: a read right after set, incIf or del sees that op (40 rounds)', async () => {
+  it('lax: a read right after set, incIf or del sees that op (100 rounds)', async () => {
     const e = await mode().engine();
     const wrong: string[] = [];
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 100; i++) {
       const k = `r${i}`;
       await e.lax.inc(k, 10);
       await e.lax.set(k, 3);
@@ -316,10 +322,10 @@ function laxValueScenarios(mode: () => Mode): void {
       const afterDel = await e.lax.get(k);
       if (afterSet !== 3 || afterIncIf !== 7 || afterDel !== 0) wrong.push(`${k}: ${afterSet}/${afterIncIf}/${afterDel}`);
     }
-    assert.deepEqual(wrong, [], 'get after set 3 / incIf +4 / del must read 3/7/0 (key: got set/incIf/del)');
+    assert.deepEqual(wrong, [], 'each read right after set 3 / incIf(eq 3, +4) / del must see 3 / 7 / 0; listed: key: what the three reads returned');
   });
 
-  test('lax: clear removes every lax counter of the engine, strict untouched', async () => {
+  it('lax: clear removes every lax counter of the engine, strict untouched', async () => {
     const e = await mode().engine();
     await e.lax.setAll([['a', 10], ['b', 20]]);
     e.lax.add('c', 5);
@@ -334,7 +340,7 @@ function laxValueScenarios(mode: () => Mode): void {
 
 function batchTests(mode: () => Mode): void {
   for (const kind of ['strict', 'lax'] as const) {
-    test(`${kind} batches: duplicates apply in sequence, each item reports its own result, input order kept`, async () => {
+    it(`${kind} batches: duplicates apply in sequence, each item reports its own result, input order kept`, async () => {
       const m = mode();
       const e = await m.engine();
       const c: Counters = e[kind];
@@ -375,7 +381,7 @@ function batchTests(mode: () => Mode): void {
       }
     });
 
-    test(`${kind} batches: an empty batch returns [] with no I/O`, async () => {
+    it(`${kind} batches: an empty batch returns [] with no I/O`, async () => {
       const m = mode();
       const e = await m.engine();
       const c: Counters = e[kind];
@@ -391,7 +397,7 @@ function batchTests(mode: () => Mode): void {
       assert.deepEqual(afterIo, before, 'no strict call, no flusher command, no Redis command');
     });
 
-    test(`${kind} validation: bad keys, bad numbers and bad comparators are rejected and nothing is written`, async () => {
+    it(`${kind} validation: bad keys, bad numbers and bad comparators are rejected and nothing is written`, async () => {
       const m = mode();
       const e = await m.engine();
       const c: Counters = e[kind];
@@ -467,7 +473,7 @@ function batchTests(mode: () => Mode): void {
       assert.equal(await c.inc(ok, 2), 2);
     });
 
-    test(`${kind}: values beyond 32 bits (up to ±(2^53 − 1)) come back as numbers`, async () => {
+    it(`${kind}: values beyond 32 bits (up to ±(2^53 − 1)) come back as numbers`, async () => {
       const m = mode();
       const e = await m.engine();
       const c: Counters = e[kind];
@@ -491,7 +497,7 @@ function batchTests(mode: () => Mode): void {
       }
     });
 
-    test(`${kind}: an inc that would pass ±(2^53 − 1) is refused with a RangeError and changes nothing`, async () => {
+    it(`${kind}: an inc that would pass ±(2^53 − 1) is refused with a RangeError and changes nothing`, async () => {
       const m = mode();
       const e = await m.engine();
       const c: Counters = e[kind];
@@ -510,7 +516,7 @@ function batchTests(mode: () => Mode): void {
     });
   }
 
-  test('strict coalescing: 1000 concurrent incs over 50 keys in one tick → every key exact, few script calls', async (t) => {
+  it('strict coalescing: 1000 concurrent incs over 50 keys in one tick → every key exact, few script calls', async (t) => {
     const m = mode();
     const e = await m.engine();
     const before = await m.io(e);
@@ -561,7 +567,7 @@ describe('counters with Redis', () => {
   describe('batches, validation, coalescing', () => batchTests(() => mode));
 
   describe('lax scenarios 9–16', () => {
-    test('scenario 9: inc 7 → get 7 with no Redis command; a fresh instance reads 7', async () => {
+    it('scenario 9: inc 7 → get 7 with no Redis command; a fresh instance reads 7', async () => {
       const prefix = freshPrefix('s9');
       const clock = new TestClock();
       const a = await mode.engine({ prefix, clock });
@@ -588,7 +594,7 @@ describe('counters with Redis', () => {
       assert.equal(await laxStored(prefix, 'k'), '7');
     });
 
-    test('scenario 10: inc 10, del before the flush → 10; get 0; Redis holds nothing afterwards', async () => {
+    it('scenario 10: inc 10, del before the flush → 10; get 0; Redis holds nothing afterwards', async () => {
       const prefix = freshPrefix('s10');
       const clock = new TestClock();
       // A long flush interval: only this test's calls make the flusher talk to Redis.
@@ -597,7 +603,7 @@ describe('counters with Redis', () => {
       assert.equal(await a.lax.inc('k', 10), 10);
       assert.equal(await laxStored(prefix, 'k'), null, 'the inc is still buffered (the test is meaningful)');
       assert.equal(await a.lax.del('k'), 10);
-      assert.equal(await a.lax.get('k'), 0);
+      assert.equal(await a.lax.get('k'), 0, 'a read right after del reads 0');
       await a.lax.flush();
       await a.lax.flush();
       assert.equal(await laxStored(prefix, 'k'), null, 'no field after del, even after later flushes');
@@ -609,7 +615,7 @@ describe('counters with Redis', () => {
       assert.equal(await laxStored(prefix, 'k'), null, 'close() delivers nothing for the deleted key');
     });
 
-    test('scenario 11: inc 1000; set 850 → 850; a fresh instance reads 850', async () => {
+    it('scenario 11: inc 1000; set 850 → 850; a fresh instance reads 850', async () => {
       const prefix = freshPrefix('s11');
       const clock = new TestClock();
       const a = await mode.engine({ prefix, clock, flushIntervalMs: 60_000 });
@@ -618,7 +624,7 @@ describe('counters with Redis', () => {
       assert.equal(await laxStored(prefix, 'k'), null, 'the inc is still buffered');
       assert.equal(await a.lax.set('k', 850), 850);
       assert.equal(await laxStored(prefix, 'k'), '850', 'set is absolute in Redis, not a buffered delta');
-      assert.equal(await a.lax.get('k'), 850);
+      assert.equal(await a.lax.get('k'), 850, 'a read right after set reads 850');
       await a.lax.flush();
       assert.equal(await laxStored(prefix, 'k'), '850', 'the delivered 1000 is not applied again');
       const b = await mode.engine({ prefix });
@@ -627,7 +633,7 @@ describe('counters with Redis', () => {
       assert.equal(await laxStored(prefix, 'k'), '850', 'close() adds nothing');
     });
 
-    test("scenario 12: A and B each inc; each sees the other's writes within ≈ 2 × lag, also under steady load", async (t) => {
+    it("scenario 12: A and B each inc; each sees the other's writes within ≈ 2 × lag, also under steady load", async (t) => {
       const prefix = freshPrefix('s12');
       const a = await mode.engine({ prefix });
       const b = await mode.engine({ prefix });
@@ -679,7 +685,7 @@ describe('counters with Redis', () => {
       );
     });
 
-    test('scenario 13: B puts 9 in Redis; A never touched the key; A del → 9 and the key is gone', async () => {
+    it('scenario 13: B puts 9 in Redis; A never touched the key; A del → 9 and the key is gone', async () => {
       const prefix = freshPrefix('s13');
       const a = await mode.engine({ prefix });
       const b = await mode.engine({ prefix });
@@ -695,7 +701,7 @@ describe('counters with Redis', () => {
       assert.equal(await redis.hexists(`{${prefix}:l:${partitionOf('j')}}`, 'j'), 0);
     });
 
-    test('scenario 14: 150 dirty keys, half the commits lose their reply → every delta applied exactly once', async (t) => {
+    it('scenario 14: 150 dirty keys, half the commits lose their reply → every delta applied exactly once', async (t) => {
       const prefix = freshPrefix('s14');
       // Cycles run only when the test asks (lax.flush), so "halfway" is deterministic.
       const a = await mode.engine({ prefix, flushIntervalMs: 60_000 });
@@ -729,7 +735,7 @@ describe('counters with Redis', () => {
       assert.deepEqual(afterClose, stored, 'close() re-sends nothing');
     });
 
-    test('scenario 16: inc 5; close() → Redis holds 5', async () => {
+    it('scenario 16: inc 5; close() → Redis holds 5', async () => {
       const prefix = freshPrefix('s16');
       const clock = new TestClock();
       const a = await mode.engine({ prefix, clock, flushIntervalMs: 60_000 });
@@ -764,7 +770,7 @@ describe('scenario 15: Redis outage', () => {
     await server?.stop();
   });
 
-  test('1000 × inc 1 across a Redis outage → exactly +1000 after recovery', async (t) => {
+  it('1000 × inc 1 across a Redis outage → exactly +1000 after recovery', async (t) => {
     // The spec's outage is 5 s; 1.5 s exercises the same paths (failed cycles, backoff, reconnect,
     // re-sent calls) and keeps the file fast.
     const OUTAGE_MS = 1500;
@@ -803,7 +809,7 @@ describe('scenario 15: Redis outage', () => {
     assert.equal(await redis.hget(field, 'k'), '1100', 'still exact after close()');
   });
 
-  test('a lax op whose reply was lost is never reported "not applied" when it landed', async () => {
+  it('a lax op whose reply was lost is never reported "not applied" when it landed', async () => {
     const prefix = freshPrefix('lost');
     // Cycles run only when a request or the test asks for one.
     const a = await open({ redis: server.url, prefix, flushIntervalMs: 60_000, allowedLagMs: 20 });
@@ -857,7 +863,7 @@ describe('counters embedded (no Redis)', () => {
   describe('strict scenarios 2–8', () => strictScenarios(mode));
   describe('lax values', () => laxValueScenarios(mode));
   describe('batches, validation, coalescing', () => batchTests(mode));
-  test('scenario 16 equivalent: inc 5; close() resolves; the engine refuses further calls', async () => {
+  it('scenario 16 equivalent: inc 5; close() resolves; the engine refuses further calls', async () => {
     const e = await embeddedMode.engine();
     assert.equal(await e.lax.inc('k', 5), 5);
     assert.equal(await e.lax.get('k'), 5);
