@@ -417,9 +417,22 @@ export class FlusherCore {
     this.reply({ type: 'error', id: r.id, code, message });
   }
 
-  /** Requests in an unresolved call past their deadline: the caller learns the outcome is unknown. */
+  /**
+   * Requests past their deadline. Still queued (behind an unresolved call of their partition): never sent,
+   * so not applied. Inside an unresolved call: the caller learns the outcome is unknown.
+   */
   private expireRequests(): void {
     const now = Date.now();
+    for (let p = 0; p < PARTITIONS; p++) {
+      const queue = this.queued[p]!;
+      if (queue.length === 0) continue;
+      for (const op of queue) {
+        if (!op.request.answered && now >= op.request.deadline) {
+          this.answerError(op.request, ErrorCode.REDIS_UNAVAILABLE, `Redis did not take calls for ${this.commandTimeoutMs} ms; the lax counter operation was not applied`);
+        }
+      }
+      this.queued[p] = queue.filter((op) => !op.request.answered);
+    }
     for (const call of this.unresolved) {
       if (call === undefined) continue;
       for (const op of call.answers) {
