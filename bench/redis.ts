@@ -9,8 +9,6 @@ export interface BenchRedis {
   readonly url: string;
   /** Calls of each command since the server started (INFO commandstats). */
   commandCalls(): Promise<Map<string, number>>;
-  /** Total calls of every command. */
-  totalCalls(): Promise<number>;
   readonly client: Redis;
   close(): Promise<void>;
 }
@@ -29,11 +27,6 @@ export async function benchRedis(url: string | undefined): Promise<BenchRedis> {
     url: target,
     client,
     commandCalls,
-    async totalCalls() {
-      let n = 0;
-      for (const v of (await commandCalls()).values()) n += v;
-      return n;
-    },
     async close() {
       await client.quit();
       await server?.stop();
