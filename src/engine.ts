@@ -8,10 +8,9 @@ import { checkVersion, closeClient, openClient, partitionOf, type RedisClient } 
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
-import { StrictRedis } from './counters/strict-redis.js';
+import { StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
 import { FlusherClient } from './flusher/flusher-client.js';
 import type { FlusherStats, ShardStats } from '../common/messages.js';
-import type { StrictRedisStats } from './counters/strict-redis.js';
 import type { Clock } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
 import { EventStore } from './events/store.js';
