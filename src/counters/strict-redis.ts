@@ -244,22 +244,31 @@ export class StrictRedis implements CounterBackend {
   }
 
   /** One wait for the connection shared by every call whose reply was lost (one 'ready' listener). */
-  private waitReady(): Promise<boolean> {
-    this.readyWait ??= whenReady(this.client, this.outcomeWaitMs).finally(() => {
+  private waitReady(timeoutMs: number): Promise<boolean> {
+    this.readyWait ??= whenReady(this.client, timeoutMs).finally(() => {
       this.readyWait = undefined;
     });
     return this.readyWait;
   }
 
+  /**
+   * Reads the marker until it tells, within `outcomeWaitMs`. The read can fail too — Redis down again, or so
+   * slow that the read times out (it queues behind the lost call on the same connection) — and is retried.
+   */
   private async resolveLost(part: Partition, seq: number, cause: unknown): Promise<number[]> {
-    if (await this.waitReady()) {
+    const deadline = Date.now() + this.outcomeWaitMs;
+    for (let remaining = this.outcomeWaitMs; remaining > 0; remaining = deadline - Date.now()) {
+      if (!(await this.waitReady(remaining))) break;
+      let marker;
       try {
-        const marker = await readMarker(this.client, part.marker);
-        if (marker !== undefined && marker.seq === seq) return toNumbers(marker.results);
-        if (marker === undefined || marker.seq < seq) throw unavailable('the strict counter operation', cause);
-      } catch (err) {
-        if (err instanceof TallyworksError) throw err;
+        marker = await readMarker(this.client, part.marker);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20).unref());
+        continue;
       }
+      if (marker !== undefined && marker.seq === seq) return toNumbers(marker.results);
+      if (marker === undefined || marker.seq < seq) throw unavailable('the strict counter operation', cause);
+      break; // a newer call of this instance landed: cannot happen with one call in flight per partition
     }
     throw new TallyworksError(
       ErrorCode.REDIS_OUTCOME_UNKNOWN,
