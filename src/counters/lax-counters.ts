@@ -90,9 +90,7 @@ export class LaxCounters extends CounterSet {
   add(key: string, n = 1): void {
     if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
     this.open();
-    const rec = this.local.find(key) ?? this.local.record(key);
-    if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
-    rec.lane.append(rec.slot, n);
+    this.addTo(this.local.find(key) ?? this.local.record(key), n);
   }
 
   /** A handle on `key` for hot loops: `handle.add(n)` skips the key lookup. */
@@ -102,10 +100,15 @@ export class LaxCounters extends CounterSet {
     const add = (n = 1): void => {
       if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
       this.open();
-      if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
-      rec.lane.append(rec.slot, n);
+      this.addTo(rec, n);
     };
     return { key: rec.key, add };
+  }
+
+  /** The add itself, once `n` is checked: the pending-keys cap (with Redis), then the shard op. */
+  private addTo(rec: CounterRecord, n: number): void {
+    if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
+    rec.lane.append(rec.slot, n);
   }
 
   /**
