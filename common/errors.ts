@@ -47,8 +47,10 @@ export const ErrorCode = {
   REDIS_UNAVAILABLE: 'TW_REDIS_UNAVAILABLE',
   /** A call reached Redis but its reply was lost, and Redis did not come back in time to tell whether it applied. */
   REDIS_OUTCOME_UNKNOWN: 'TW_REDIS_OUTCOME_UNKNOWN',
-  /** Lax deltas could not be delivered to Redis before `close()` gave up; the error lists them. */
+  /** Lax deltas (or stat buffer counts) could not be delivered before `close()` gave up; the error lists them. */
   UNDELIVERED: 'TW_UNDELIVERED',
+  /** A stat buffer's flush handler did not settle within `timeoutMs` (the count is retried). */
+  FLUSH_TIMEOUT: 'TW_FLUSH_TIMEOUT',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -130,6 +132,20 @@ export function keyError(argument: string, rule: string, got: unknown): Tallywor
 /** An argument whose value breaks a rule that has its own code (FutureEvent, InvalidHour, …). */
 export function codedRangeError(code: ErrorCodeValue, argument: string, rule: string, got: unknown): TallyworksRangeError {
   return badInput('range', code, `argument "${argument}"`, rule, got) as TallyworksRangeError;
+}
+
+/**
+ * `close()` could not deliver everything before its deadline: lax counter deltas Redis did not take, or
+ * stat buffer counts no `onDeadLetter` handler received. They are listed here.
+ */
+export class UndeliveredError extends TallyworksError {
+  /** [key, delta or count] per undelivered item. */
+  readonly undelivered: ReadonlyArray<readonly [string, number]>;
+  constructor(undelivered: Array<[string, number]>, cause?: unknown, what = 'lax counter deltas to Redis') {
+    const shown = undelivered.slice(0, 5).map(([k, d]) => `${k} ${d > 0 ? '+' : ''}${d}`).join(', ');
+    super(ErrorCode.UNDELIVERED, `close() could not deliver ${undelivered.length} ${what}: ${shown}${undelivered.length > 5 ? ', …' : ''}`, { cause });
+    this.undelivered = undelivered;
+  }
 }
 
 export function closedError(what: string): TallyworksError {

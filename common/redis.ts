@@ -190,8 +190,36 @@ interface ApplyCommand {
   twApplyBuffer(partition: string, marker: string, seq: number, ttlMs: number, ops: Buffer): Promise<[number, Buffer]>;
 }
 
+/** The stat buffer Redis sink's script (common/scripts/buffer-sink.lua). */
+export const BUFFER_SINK_LUA = readFileSync(new URL('../../common/scripts/buffer-sink.lua', import.meta.url), 'utf8');
+
+interface BufferSinkCommand {
+  twBufferSink(hash: string, marker: string, ttlMs: number, entries: Buffer): Promise<number>;
+}
+
+/**
+ * The slot-sharing marker name for flush `flushId` of `hash`: the hash's own tag when it has one, else the
+ * whole hash name as the tag (either way CRC16 puts marker and hash in the same slot).
+ */
+export function sinkMarkerKey(hash: string, flushId: string): string {
+  const open = hash.indexOf('{');
+  const close = open < 0 ? -1 : hash.indexOf('}', open + 1);
+  const tag = close > open + 1 ? hash.slice(open + 1, close) : hash;
+  return `{${tag}}:tw-flush:${flushId}`;
+}
+
+/**
+ * Adds `entries` ([key, count] pairs) to `hash` with HINCRBY, once per `flushId`: true when added now,
+ * false when that flush id had been added before. Registers the script on `client` on first use.
+ */
+export async function addFlush(client: RedisClient, hash: string, flushId: string, ttlMs: number, entries: Array<string | number>): Promise<boolean> {
+  const c = client as unknown as BufferSinkCommand & RedisClient;
+  if (typeof c.twBufferSink !== 'function') c.defineCommand('twBufferSink', { numberOfKeys: 2, lua: BUFFER_SINK_LUA });
+  return (await c.twBufferSink(hash, sinkMarkerKey(hash, flushId), ttlMs, encodeOps(entries))) === 1;
+}
+
 /** Ops as one msgpack argument; an unsafe-to-truncate copy is made because ioredis writes it later. */
-function encodeOps(ops: Array<string | number>): Buffer {
+function encodeOps(ops: ReadonlyArray<string | number>): Buffer {
   const bytes = encode(ops);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -3,7 +3,9 @@
  * everything it started.
  */
 import { randomBytes } from 'node:crypto';
-import { closedError, ErrorCode, TallyworksError } from '../common/errors.js';
+import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
+import { StatBuffer } from './buffers/buffer.js';
+import type { BufferOptions } from './buffers/buffer-options.js';
 import { checkVersion, closeClient, openClient, partitionOf, type RedisClient } from '../common/redis.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
@@ -35,16 +37,6 @@ export interface EngineStats {
   readonly strict?: StrictRedisStats;
 }
 
-/** `close()` could not deliver every lax delta to Redis before `closeTimeoutMs`: they are listed here. */
-export class UndeliveredError extends TallyworksError {
-  /** [key, delta] per lax counter whose delta did not reach Redis. */
-  readonly undelivered: ReadonlyArray<readonly [string, number]>;
-  constructor(undelivered: Array<[string, number]>, cause?: unknown) {
-    super(ErrorCode.UNDELIVERED, `close() could not deliver ${undelivered.length} lax counter deltas to Redis: ${undelivered.slice(0, 5).map(([k, d]) => `${k} ${d > 0 ? '+' : ''}${d}`).join(', ')}${undelivered.length > 5 ? ', …' : ''}`, { cause });
-    this.undelivered = undelivered;
-  }
-}
-
 /** What createEngine connected to Redis (absent when embedded). */
 interface RedisParts {
   readonly client: RedisClient;
@@ -65,6 +57,7 @@ export class Engine implements AsyncDisposable {
   private readonly router: Router;
   private readonly windowSets = new Map<string, WindowSet>();
   private readonly stores: EventStore[] = [];
+  private readonly buffers = new Map<string, StatBuffer>();
   private closing: Promise<void> | undefined;
   /** Calendar event counts with the engine's default store options (tiny_counter parity). */
   readonly events: EventStore;
@@ -101,6 +94,22 @@ export class Engine implements AsyncDisposable {
     const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock);
     this.stores.push(store);
     return store;
+  }
+
+  /**
+   * A stat buffer: per-key counts, each handed to `onFlush` (or `onFlushBatch`) one `intervalMs` after its
+   * first increment, retried until delivered. Names are unique among the engine's open buffers; the engine
+   * closes (and so flushes) every buffer first when it closes.
+   */
+  buffer(options: BufferOptions): StatBuffer {
+    if (this.closing !== undefined) throw closedError('engine');
+    const name = (options as { name?: unknown } | undefined)?.name;
+    if (typeof name === 'string' && this.buffers.get(name)?.closed === false) {
+      throw argumentRangeError('options.name', 'a name no other open buffer of this engine has', name);
+    }
+    const buffer = new StatBuffer(options, this.clock);
+    this.buffers.set(buffer.name, buffer);
+    return buffer;
   }
 
   /** The set of hopping windows of this shape; the same object for the same shape. */
@@ -144,7 +153,9 @@ export class Engine implements AsyncDisposable {
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
-        // Stores persist first: reading their counters needs the shards.
+        // Buffers deliver first: their handlers may still use the engine.
+        const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));
+        // Stores persist next: reading their counters needs the shards.
         const persisted = await Promise.allSettled(this.stores.map((st) => st.close()));
         // The flusher's final flush reads the totals: every lane applies what it holds first.
         await Promise.allSettled(this.router.lanes.map((l) => l.drain()));
@@ -154,7 +165,7 @@ export class Engine implements AsyncDisposable {
           await this.redis.strict.close();
           await closeClient(this.redis.client);
         }
-        const failed = persisted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        const failed = [...buffered, ...persisted].find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed !== undefined) throw failed.reason;
         if (delivered?.status === 'rejected') throw delivered.reason;
         if (delivered?.status === 'fulfilled' && delivered.value.undelivered.length > 0) throw new UndeliveredError(delivered.value.undelivered);

@@ -2,7 +2,7 @@
  * Tallyworks: an actor-style worker-thread counting engine.
  * @packageDocumentation
  */
-export { createEngine, Engine, type EngineStats, type EngineShardStats, UndeliveredError } from './engine.js';
+export { createEngine, Engine, type EngineStats, type EngineShardStats } from './engine.js';
 export type { EngineOptions } from './options.js';
 export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js';
 export { Window, WindowSet } from './windows/window.js';
@@ -22,6 +22,10 @@ export type { Counters } from './counters/counters.js';
 export { LaxCounters, type LaxHandle } from './counters/lax-counters.js';
 export type { StrictRedisStats } from './counters/strict-redis.js';
 export { type Comparator, eq, lt, gt, ne, always } from './counters/comparators.js';
+export { StatBuffer, type BufferStats } from './buffers/buffer.js';
+export type { BufferOptions, BufferEntry, DeadLetter, FlushHandler, FlushBatchHandler } from './buffers/buffer-options.js';
+export { connectBuffer, BufferClient, type BufferLink } from './buffers/link.js';
+export { redisSink, asyncSink, asyncBatchSink, type RedisSinkOptions } from './buffers/sinks.js';
 export type { FlusherStats } from '../common/messages.js';
 export { MIN_REDIS_VERSION, PARTITIONS } from '../common/redis.js';
 export {
@@ -30,4 +34,5 @@ export {
   TallyworksError,
   TallyworksTypeError,
   TallyworksRangeError,
+  UndeliveredError,
 } from '../common/errors.js';

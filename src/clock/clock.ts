@@ -18,6 +18,12 @@ export interface Clock {
   retain(): void;
   /** … and this when it closes; the promise settles once the clock holds no thread for it. */
   release(): Promise<void>;
+  /**
+   * A clock that moves only when told to (a test clock) calls `listener` synchronously after every move,
+   * so that timed work (stat buffer flushes, retries, timeouts) runs at the clock's time instead of on
+   * real timers. Returns the function that stops the calls. Wall clocks leave this out.
+   */
+  watch?(listener: () => void): () => void;
 }
 
 /** How often the system clock's ticker thread refreshes the time cell. */
@@ -79,6 +85,7 @@ export const SPEC_START = Date.UTC(2024, 5, 17, 10, 30, 0);
 export class TestClock implements Clock {
   readonly timeCell = new SharedArrayBuffer(8);
   private readonly cell = new Float64Array(this.timeCell, 0, 1);
+  private readonly listeners = new Set<() => void>();
 
   /** @param start ms since the Unix epoch, or a Date; defaults to {@link SPEC_START}. */
   constructor(start: number | Date = SPEC_START) {
@@ -95,6 +102,7 @@ export class TestClock implements Clock {
     if (typeof ms !== 'number') throw argumentTypeError('time', 'a number of ms since the Unix epoch or a Date', time);
     if (!Number.isFinite(ms)) throw argumentRangeError('time', 'a finite time', time);
     this.cell[0] = ms;
+    this.moved();
   }
 
   /** Moves the time forward by `ms` (negative moves it back). */
@@ -102,6 +110,17 @@ export class TestClock implements Clock {
     if (typeof ms !== 'number') throw argumentTypeError('ms', 'a number', ms);
     if (!Number.isFinite(ms)) throw argumentRangeError('ms', 'a finite number of milliseconds', ms);
     this.cell[0] = this.cell[0]! + ms;
+    this.moved();
+  }
+
+  /** Calls `listener` after every `set` and `advance` (stat buffers run their due work then). */
+  watch(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private moved(): void {
+    for (const listener of this.listeners) listener();
   }
 
   retain(): void {}
