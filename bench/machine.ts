@@ -20,9 +20,10 @@ export function median(values: number[]): number {
 
 /**
  * The baseline every string-keyed row is compared with: `ops` increments of a `Map<string, number>`,
- * cycling through `keys`. Returns the elapsed ms; throws if the total is wrong.
+ * cycling through `keys`. Returns the elapsed ms; throws if the total is wrong. `keep` sees the map before
+ * it is dropped (to measure its memory).
  */
-export function mapLoop(keys: readonly string[], ops: number): number {
+export function mapLoop(keys: readonly string[], ops: number, keep?: (map: Map<string, number>) => void): number {
   const map = new Map<string, number>();
   const start = performance.now();
   let j = 0;
@@ -35,5 +36,6 @@ export function mapLoop(keys: readonly string[], ops: number): number {
   let total = 0;
   for (const v of map.values()) total += v;
   if (total !== ops) throw new Error(`Map loop counted ${total}, expected ${ops}`);
+  keep?.(map);
   return ms;
 }

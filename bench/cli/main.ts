@@ -1,0 +1,166 @@
+#!/usr/bin/env node
+/**
+ * `tallyworks bench`: the main job. Runs every scenario against its peer in one process, verifies every
+ * total, and prints a results table (or `--json`), writing an SVG chart of the ratios. Embedded by default
+ * (no Redis); `--redis URL` adds the Redis scenarios.
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { describeMachine } from '../machine.js';
+import { benchRedis, type BenchRedis } from '../redis.js';
+import { chart, Progress, type Report, type ScenarioResult, type SideResult, table } from './report.js';
+import { type BenchContext, SCENARIOS, type Scenario, type Side } from './scenarios.js';
+
+const USAGE = `Usage: tallyworks bench [options]
+
+Runs each scenario and its peer in one process, verifies every total, prints a table.
+
+Options:
+  --scenario NAMES  comma-separated scenarios (default: every one that can run)
+  --keys N          distinct keys (default 10000)
+  --ops N           ops of each scenario's Tallyworks side (default: the scenario's own, ~1 min in all)
+  --duration S      seconds per side instead of --ops (sized by a short calibration run)
+  --shards N        shard threads (default: the engine's default)
+  --redis URL       include the Redis scenarios, against this server
+  --json            print the JSON report on stdout (progress stays on stderr)
+  --chart FILE      SVG chart of the ratios (default tallyworks-bench.svg; "none" for no chart)
+  --list            list the scenarios and exit
+  -h, --help        this text
+
+Scenarios: ${SCENARIOS.map((s) => `${s.name}${s.redis ? ' (Redis)' : ''}`).join(', ')}
+`;
+
+class UsageError extends Error {}
+
+function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number; got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Runs one side, sized by --ops, --duration, or the scenario's default. */
+async function runSide(side: Side, ctx: BenchContext, ops: number, durationS: number | undefined): Promise<SideResult> {
+  let size = Math.max(1, Math.round(ops));
+  if (durationS !== undefined) {
+    const probe = await side.run(ctx, Math.max(1000, Math.round(ops / 50)));
+    size = Math.max(1000, Math.round((probe.ops / probe.ms) * 1000 * durationS));
+  }
+  const m = await side.run(ctx, size);
+  return { name: side.name, ...m, opsPerSecond: m.ops / (m.ms / 1000) };
+}
+
+function isMissingPackage(err: unknown): boolean {
+  return (err as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND';
+}
+
+async function runScenario(s: Scenario, ctx: BenchContext, ops: number | undefined, durationS: number | undefined, progress: Progress): Promise<ScenarioResult> {
+  const n = ops ?? s.defaultOps;
+  progress.start(`${s.name} · ${s.ours.name}`);
+  const ours = await runSide(s.ours, ctx, n, durationS);
+  progress.finish(`${s.name} · Tallyworks`, `${(ours.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${ours.verified}`);
+  progress.start(`${s.name} · ${s.peer.name}`);
+  try {
+    const peer = await runSide(s.peer, ctx, n * s.peerShare, durationS);
+    progress.finish(`${s.name} · peer`, `${(peer.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${peer.verified}`);
+    return { scenario: s.name, title: s.title, ours, peer, ratio: ours.opsPerSecond / peer.opsPerSecond };
+  } catch (err) {
+    if (!isMissingPackage(err)) throw err;
+    const note = `peer not installed (${(err as Error).message.match(/'([^']+)'/)?.[1] ?? 'a dev dependency'})`;
+    progress.finish(`${s.name} · peer`, note);
+    return { scenario: s.name, title: s.title, ours, peer: undefined, ratio: undefined, note };
+  }
+}
+
+async function bench(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      scenario: { type: 'string' },
+      keys: { type: 'string' },
+      ops: { type: 'string' },
+      duration: { type: 'string' },
+      shards: { type: 'string' },
+      redis: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      chart: { type: 'string', default: 'tallyworks-bench.svg' },
+      list: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (values.list) {
+    for (const s of SCENARIOS) process.stdout.write(`${s.name.padEnd(18)} ${s.title}  (peer: ${s.peer.name})\n`);
+    return;
+  }
+  const keys = Math.round(positive('keys', values.keys, 10_000));
+  const ops = values.ops === undefined ? undefined : positive('ops', values.ops, 0);
+  const duration = values.duration === undefined ? undefined : positive('duration', values.duration, 0);
+  if (ops !== undefined && duration !== undefined) throw new UsageError('give --ops or --duration, not both');
+  const shards = values.shards === undefined ? 0 : Math.round(positive('shards', values.shards, 1));
+  const names = values.scenario?.split(',').map((n) => n.trim());
+  for (const n of names ?? []) if (!SCENARIOS.some((s) => s.name === n)) throw new UsageError(`unknown scenario "${n}"; --list shows them`);
+  const chosen = SCENARIOS.filter((s) => (names === undefined ? !s.redis || values.redis !== undefined : names.includes(s.name)));
+  const needless = chosen.find((s) => s.redis && values.redis === undefined);
+  if (needless !== undefined) throw new UsageError(`scenario "${needless.name}" needs --redis URL`);
+
+  const redis: BenchRedis | undefined = values.redis === undefined ? undefined : await benchRedis(values.redis);
+  const ctx: BenchContext = {
+    keys: Array.from({ length: keys }, (_, i) => `k${i}`),
+    shards: shards === 0 ? (await import('../../src/options.js')).defaultShards() : shards,
+    redis,
+  };
+  const machine = describeMachine();
+  if (!values.json) process.stdout.write(`tallyworks bench · ${machine}\n${keys.toLocaleString('en-US')} keys · ${ctx.shards} shard thread(s)${redis ? ` · Redis ${values.redis}` : ' · embedded (no Redis)'}\n\n`);
+  const started = new Date();
+  const t0 = performance.now();
+  const progress = new Progress(chosen.length * 2);
+  const results: ScenarioResult[] = [];
+  try {
+    for (const s of chosen) results.push(await runScenario(s, ctx, ops, duration, progress));
+  } finally {
+    progress.end();
+    await redis?.close();
+  }
+  const report: Report = {
+    tool: 'tallyworks bench',
+    machine,
+    node: process.version,
+    shards: ctx.shards,
+    keys,
+    redis: redis !== undefined,
+    startedAt: started.toISOString(),
+    seconds: (performance.now() - t0) / 1000,
+    results,
+  };
+  if (values.chart !== 'none') writeFileSync(values.chart, chart(report));
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(`${table(report)}\n\n`);
+  process.stdout.write(`All totals verified. ${results.length} scenarios in ${report.seconds.toFixed(1)} s.${values.chart === 'none' ? '' : ` Chart: ${values.chart}`}\n`);
+  if (redis === undefined) process.stdout.write('Add --redis redis://127.0.0.1:6379 for the Redis scenarios.\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'bench') await bench(rest);
+    else if (command === undefined || command === '-h' || command === '--help' || command === 'help') process.stdout.write(USAGE);
+    else throw new UsageError(`unknown command "${command}"`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`tallyworks: ${(err as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    process.stderr.write(`tallyworks bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,138 @@
+/** The benchmark CLI's outputs: the progress display, the results table, the JSON report and the SVG chart. */
+import type { Measurement } from './scenarios.js';
+
+export interface SideResult extends Measurement {
+  readonly name: string;
+  readonly opsPerSecond: number;
+}
+
+export interface ScenarioResult {
+  readonly scenario: string;
+  readonly title: string;
+  readonly ours: SideResult;
+  /** Absent when the peer package is not installed (it is a dev dependency of the benchmark). */
+  readonly peer: SideResult | undefined;
+  /** ours / peer in ops per second. */
+  readonly ratio: number | undefined;
+  readonly note?: string;
+}
+
+export interface Report {
+  readonly tool: 'tallyworks bench';
+  readonly machine: string;
+  readonly node: string;
+  readonly shards: number;
+  readonly keys: number;
+  readonly redis: boolean;
+  readonly startedAt: string;
+  readonly seconds: number;
+  readonly results: ScenarioResult[];
+}
+
+/**
+ * Progress on stderr: a redrawn bar on a terminal; one plain line per step when stderr is not a TTY or
+ * `CI` is set (logs then stay readable).
+ */
+export class Progress {
+  private readonly bar: boolean;
+  private done = 0;
+  constructor(
+    private readonly total: number,
+    private readonly out: NodeJS.WriteStream = process.stderr,
+  ) {
+    this.bar = out.isTTY === true && !process.env.CI;
+  }
+
+  start(label: string): void {
+    if (this.bar) this.draw(label);
+    else this.out.write(`[${this.done + 1}/${this.total}] ${label} …\n`);
+  }
+
+  finish(label: string, detail: string): void {
+    this.done++;
+    if (this.bar) this.draw(`${label}: ${detail}`);
+    else this.out.write(`[${this.done}/${this.total}] ${label}: ${detail}\n`);
+  }
+
+  end(): void {
+    if (this.bar) this.out.write('\r\x1b[2K');
+  }
+
+  private draw(label: string): void {
+    const width = 24;
+    const filled = Math.round((this.done / this.total) * width);
+    const text = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}] ${this.done}/${this.total} ${label}`;
+    const columns = this.out.columns ?? 100;
+    this.out.write(`\r\x1b[2K${text.slice(0, columns - 1)}`);
+  }
+}
+
+function rate(opsPerSecond: number): string {
+  if (opsPerSecond >= 1e6) return `${(opsPerSecond / 1e6).toFixed(2)} M/s`;
+  if (opsPerSecond >= 1e3) return `${(opsPerSecond / 1e3).toFixed(1)} k/s`;
+  return `${opsPerSecond.toFixed(0)} /s`;
+}
+
+function ms(v: number | undefined): string {
+  if (v === undefined) return '–';
+  return v >= 1 ? `${v.toFixed(2)} ms` : `${(v * 1000).toFixed(1)} µs`;
+}
+
+function bytes(v: number | undefined): string {
+  return v === undefined ? '–' : `${Math.round(v)} B`;
+}
+
+/** The results as a Markdown table (also readable in a terminal). */
+export function table(report: Report): string {
+  const head = ['scenario', 'Tallyworks', 'peer', 'ratio', 'p50 / p99', 'bytes/key', 'Redis cmds', 'verified'];
+  const rows = report.results.map((r) => [
+    r.scenario,
+    `${r.ours.name}: ${rate(r.ours.opsPerSecond)}`,
+    r.peer === undefined ? (r.note ?? '–') : `${r.peer.name}: ${rate(r.peer.opsPerSecond)}`,
+    r.ratio === undefined ? '–' : `${r.ratio.toFixed(2)}×`,
+    r.ours.p50Ms === undefined ? '–' : `${ms(r.ours.p50Ms)} / ${ms(r.ours.p99Ms)}${r.peer?.p50Ms === undefined ? '' : ` (peer ${ms(r.peer.p50Ms)} / ${ms(r.peer.p99Ms)})`}`,
+    `${bytes(r.ours.bytesPerKey)}${r.peer?.bytesPerKey === undefined ? '' : ` (peer ${bytes(r.peer.bytesPerKey)})`}`,
+    r.ours.redisCommands === undefined ? '–' : `${r.ours.redisCommands.toLocaleString('en-US')}${r.peer?.redisCommands === undefined ? '' : ` (peer ${r.peer.redisCommands.toLocaleString('en-US')})`}`,
+    `✓ ${r.ours.verified}`,
+  ]);
+  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+  return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** A horizontal bar chart of each scenario's ratio to its peer, with the 1× line marked. */
+export function chart(report: Report): string {
+  const rows = report.results.filter((r) => r.ratio !== undefined);
+  const labelWidth = 300;
+  const plotWidth = 460;
+  const rowHeight = 30;
+  const top = 56;
+  const height = top + rows.length * rowHeight + 40;
+  const width = labelWidth + plotWidth + 90;
+  const max = Math.max(1.5, ...rows.map((r) => r.ratio!)) * 1.05;
+  const x = (ratio: number): number => labelWidth + (ratio / max) * plotWidth;
+  const bars = rows.map((r, i) => {
+    const y = top + i * rowHeight;
+    const fill = r.ratio! >= 1 ? '#2f855a' : '#c05621';
+    return [
+      `<text x="${labelWidth - 10}" y="${y + 19}" text-anchor="end">${escapeXml(`${r.scenario} vs ${r.peer!.name}`)}</text>`,
+      `<rect x="${labelWidth}" y="${y + 5}" width="${(x(r.ratio!) - labelWidth).toFixed(1)}" height="${rowHeight - 10}" fill="${fill}"/>`,
+      `<text x="${(x(r.ratio!) + 6).toFixed(1)}" y="${y + 19}">${r.ratio!.toFixed(2)}×</text>`,
+    ].join('\n  ');
+  });
+  const one = x(1).toFixed(1);
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
+  <title>tallyworks bench: ratio to peer (ops/s)</title>
+  <rect width="${width}" height="${height}" fill="#ffffff"/>
+  <text x="10" y="22" font-size="15" font-weight="bold">tallyworks bench: ops/s as a ratio to the peer (higher is better)</text>
+  <text x="10" y="40" fill="#555555">${escapeXml(`${report.machine} · ${report.shards} shard(s) · ${report.keys} keys · ${report.startedAt}`)}</text>
+  ${bars.join('\n  ')}
+  <line x1="${one}" y1="${top - 4}" x2="${one}" y2="${top + rows.length * rowHeight + 4}" stroke="#333333" stroke-dasharray="4 3"/>
+  <text x="${one}" y="${top + rows.length * rowHeight + 20}" text-anchor="middle">1× (peer)</text>
+</svg>
+`;
+}

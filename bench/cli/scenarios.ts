@@ -1,0 +1,511 @@
+/**
+ * The benchmark CLI's scenarios. Each pairs a Tallyworks side with the peer a user would otherwise reach
+ * for, both run in the same process on the same keys. Every side verifies its totals (it throws when they
+ * are wrong) and reports what it measured.
+ */
+import type { Redis } from 'ioredis';
+import { partitionOf as partitionOfKey } from '../../common/redis.js';
+import { createEngine, type Engine, type EngineOptions, lt } from '../../src/index.js';
+import { mapLoop } from '../machine.js';
+import type { BenchRedis } from '../redis.js';
+import { expectEqual, heapBytes, Latencies, share, yieldTurn } from './measure.js';
+
+export interface BenchContext {
+  readonly keys: readonly string[];
+  readonly shards: number;
+  /** Present with `--redis` (or a private server in tests). */
+  readonly redis: BenchRedis | undefined;
+}
+
+export interface Measurement {
+  readonly ops: number;
+  readonly ms: number;
+  readonly p50Ms?: number;
+  readonly p99Ms?: number;
+  /** Memory per key: shard memory in use (Tallyworks) or heap growth after a full GC (peers). */
+  readonly bytesPerKey?: number;
+  /** Commands Redis ran during the timed part (INFO commandstats). */
+  readonly redisCommands?: number;
+  /** What was checked, e.g. "10,000 keys exact". */
+  readonly verified: string;
+}
+
+export interface Side {
+  readonly name: string;
+  run(ctx: BenchContext, ops: number): Promise<Measurement>;
+}
+
+export interface Scenario {
+  readonly name: string;
+  readonly title: string;
+  /** Needs Redis (runs only with --redis). */
+  readonly redis: boolean;
+  /** Ops of the Tallyworks side at the default size (about 2–5 s on 2 cores). */
+  readonly defaultOps: number;
+  /** The peer runs this fraction of the ops (for peers much slower per op); ratios use ops per second. */
+  readonly peerShare: number;
+  readonly ours: Side;
+  readonly peer: Side;
+}
+
+/** Loops `ops` times over the keys, yielding to the event loop every 64k ops. */
+async function cycle(ctx: BenchContext, ops: number, op: (key: string) => void): Promise<void> {
+  const keys = ctx.keys;
+  let j = 0;
+  for (let i = 0; i < ops; i++) {
+    op(keys[j]!);
+    if (++j === keys.length) j = 0;
+    if ((i & 0xffff) === 0xffff) await yieldTurn();
+  }
+}
+
+/** Runs `callers` concurrent loops that together await `ops` calls, recording each call's latency. */
+async function concurrent(ctx: BenchContext, ops: number, callers: number, call: (key: string) => Promise<unknown>): Promise<Latencies> {
+  const lat = new Latencies(ops);
+  let next = 0;
+  const keys = ctx.keys;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < ops; i = next++) {
+      const t = performance.now();
+      await call(keys[i % keys.length]!);
+      lat.add(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(callers, ops) }, worker));
+  return lat;
+}
+
+async function withEngine<T>(ctx: BenchContext, options: EngineOptions, body: (engine: Engine) => Promise<T>): Promise<T> {
+  const engine = await createEngine({ shards: ctx.shards, ...options });
+  try {
+    return await body(engine);
+  } finally {
+    await engine.close();
+  }
+}
+
+async function shardBytesPerKey(engine: Engine, keys: number): Promise<number> {
+  const stats = await engine.stats();
+  return stats.shards.reduce((sum, s) => sum + s.arenaBytes, 0) / keys;
+}
+
+/** Commands Redis ran while `body` did. */
+async function countCommands<T>(redis: BenchRedis, body: () => Promise<T>): Promise<[T, number]> {
+  const before = await redis.commandCalls();
+  const result = await body();
+  const after = await redis.commandCalls();
+  let n = -1; // the INFO that read `before`
+  for (const [name, calls] of after) n += calls - (before.get(name) ?? 0);
+  return [result, n];
+}
+
+function needRedis(ctx: BenchContext): BenchRedis {
+  if (ctx.redis === undefined) throw new Error('this scenario needs --redis URL');
+  return ctx.redis;
+}
+
+let runs = 0;
+/** A prefix no earlier run of this process used (Redis keys of different runs never meet). */
+function freshPrefix(): string {
+  return `twbench${process.pid}x${++runs}`;
+}
+
+const mapPeer: Side = {
+  name: 'Map loop',
+  async run(ctx, ops) {
+    const before = heapBytes();
+    let bytes = 0;
+    const ms = mapLoop(ctx.keys, ops, () => (bytes = heapBytes() - before));
+    return { ops, ms, bytesPerKey: bytes / ctx.keys.length, verified: `total ${ops.toLocaleString('en-US')}` };
+  },
+};
+
+/** Sums a per-key read over every key (in parallel) and checks it against `want`. */
+async function verifyTotal(what: string, ctx: BenchContext, read: (key: string) => Promise<number | undefined>, want: number): Promise<string> {
+  const values = await Promise.all(ctx.keys.map(read));
+  expectEqual(`${what} total`, values.reduce((a: number, v) => a + (v ?? 0), 0), want);
+  return `total ${want.toLocaleString('en-US')}`;
+}
+
+const observeKey: Scenario = {
+  name: 'observe-key',
+  title: 'hopping window observe(key)',
+  redis: false,
+  defaultOps: 20_000_000,
+  peerShare: 1,
+  ours: {
+    name: 'set.observe(key)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const set = engine.windows({ size: 2, unit: 'day' });
+        for (const k of ctx.keys) set.window(k);
+        await engine.flush();
+        const start = performance.now();
+        await cycle(ctx, ops, (k) => set.observe(k));
+        await engine.flush();
+        const ms = performance.now() - start;
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: await verifyTotal('windows', ctx, (k) => set.value(k), ops) };
+      }),
+  },
+  peer: mapPeer,
+};
+
+const observeHandle: Scenario = {
+  name: 'observe-handle',
+  title: 'hopping window handle.observe()',
+  redis: false,
+  defaultOps: 20_000_000,
+  peerShare: 1,
+  ours: {
+    name: 'handle.observe()',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const set = engine.windows({ size: 2, unit: 'day' });
+        const handles = ctx.keys.map((k) => set.window(k));
+        await engine.flush();
+        const start = performance.now();
+        let j = 0;
+        for (let i = 0; i < ops; i++) {
+          handles[j]!.observe();
+          if (++j === handles.length) j = 0;
+          if ((i & 0xffff) === 0xffff) await yieldTurn();
+        }
+        await engine.flush();
+        const ms = performance.now() - start;
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: await verifyTotal('windows', ctx, (k) => set.value(k), ops) };
+      }),
+  },
+  peer: mapPeer,
+};
+
+const eventsRecord: Scenario = {
+  name: 'events-record',
+  title: 'calendar events record(id)',
+  redis: false,
+  defaultOps: 10_000_000,
+  peerShare: 0.2,
+  ours: {
+    name: 'events.record(id)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const events = engine.events;
+        for (const k of ctx.keys) events.record(k, 0);
+        await engine.flush();
+        const start = performance.now();
+        await cycle(ctx, ops, (k) => events.record(k));
+        await engine.flush();
+        const ms = performance.now() - start;
+        const verified = await verifyTotal('events', ctx, (k) => events.query(k).lastDays(1).sum(), ops);
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified };
+      }),
+  },
+  peer: {
+    name: 'prom-client Counter.inc({ id })',
+    async run(ctx, ops) {
+      const { Counter } = await import('prom-client');
+      const before = heapBytes();
+      const counter = new Counter({ name: 'bench_events', help: 'events by id', labelNames: ['id'], registers: [] });
+      const start = performance.now();
+      await cycle(ctx, ops, (id) => counter.inc({ id }));
+      const ms = performance.now() - start;
+      const bytes = heapBytes() - before;
+      const { values } = await counter.get();
+      expectEqual('prom-client labels', values.length, Math.min(ops, ctx.keys.length));
+      expectEqual('prom-client total', values.reduce((a, v) => a + v.value, 0), ops);
+      return { ops, ms, bytesPerKey: bytes / ctx.keys.length, verified: `total ${ops.toLocaleString('en-US')}` };
+    },
+  },
+};
+
+const DAY = 86_400_000;
+
+const eventsQuery: Scenario = {
+  name: 'events-query',
+  title: 'calendar query(id).lastDays(7).sum()',
+  redis: false,
+  defaultOps: 300_000,
+  peerShare: 1,
+  ours: {
+    name: 'query(id).lastDays(7).sum()',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const events = engine.events;
+        ctx.keys.forEach((k, i) => {
+          for (let d = 0; d < 7; d++) events.recordAgo(k, d * DAY, (i % 7) + 1);
+        });
+        await engine.flush();
+        const index = new Map(ctx.keys.map((k, i) => [k, i]));
+        let wrong = 0;
+        const start = performance.now();
+        const lat = await concurrent(ctx, ops, 1, async (k) => {
+          if ((await events.query(k).lastDays(7).sum()) !== 7 * ((index.get(k)! % 7) + 1)) wrong++;
+        });
+        const ms = performance.now() - start;
+        expectEqual('wrong sums', wrong, 0);
+        return { ops, ms, ...pct(lat), bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: `${ops.toLocaleString('en-US')} sums exact` };
+      }),
+  },
+  peer: {
+    name: 'Map of day arrays, sum of 7',
+    async run(ctx, ops) {
+      const before = heapBytes();
+      const days = new Map<string, number[]>(ctx.keys.map((k, i) => [k, Array.from({ length: 7 }, () => (i % 7) + 1)]));
+      const bytes = heapBytes() - before;
+      const index = new Map(ctx.keys.map((k, i) => [k, i]));
+      let wrong = 0;
+      const start = performance.now();
+      const lat = await concurrent(ctx, ops, 1, async (k) => {
+        const sum = await Promise.resolve(days.get(k)!.reduce((a, b) => a + b, 0));
+        if (sum !== 7 * ((index.get(k)! % 7) + 1)) wrong++;
+      });
+      const ms = performance.now() - start;
+      expectEqual('wrong sums', wrong, 0);
+      return { ops, ms, ...pct(lat), bytesPerKey: bytes / ctx.keys.length, verified: `${ops.toLocaleString('en-US')} sums exact` };
+    },
+  },
+};
+
+function pct(lat: Latencies): { p50Ms: number; p99Ms: number } {
+  const { p50, p99 } = lat.percentiles();
+  return { p50Ms: p50, p99Ms: p99 };
+}
+
+/** Per key, the limit: half the attempts each key gets, so half the decisions refuse. */
+function limitFor(ctx: BenchContext, ops: number): number {
+  return Math.max(1, Math.floor(ops / ctx.keys.length / 2));
+}
+
+/** Checks that each key was allowed exactly min(limit, its attempts) times. */
+function verifyAllowed(ctx: BenchContext, ops: number, limit: number, allowed: Map<string, number>): string {
+  let total = 0;
+  ctx.keys.forEach((k, i) => {
+    const want = Math.min(limit, share(ops, ctx.keys.length, i));
+    expectEqual(`allowed of ${k}`, allowed.get(k) ?? 0, want);
+    total += want;
+  });
+  return `${total.toLocaleString('en-US')} of ${ops.toLocaleString('en-US')} allowed, per key exact`;
+}
+
+/** Concurrent callers of the limiter scenarios, as a service handling many requests at once. */
+const LIMITER_CALLERS = 100;
+
+const limiter: Scenario = {
+  name: 'limiter',
+  title: 'limiter decisions, in process, 100 callers',
+  redis: false,
+  defaultOps: 200_000,
+  peerShare: 1,
+  ours: {
+    name: 'limit().atMost(n, hour).checkAndRecord(id)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const limiter = engine.events.limit().atMost(limit, 'hour');
+        const allowed = new Map<string, number>();
+        const start = performance.now();
+        const lat = await concurrent(ctx, ops, LIMITER_CALLERS, async (k) => {
+          if ((await limiter.checkAndRecord(k)).allowed) allowed.set(k, (allowed.get(k) ?? 0) + 1);
+        });
+        const ms = performance.now() - start;
+        return { ops, ms, ...pct(lat), bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: verifyAllowed(ctx, ops, limit, allowed) };
+      }),
+  },
+  peer: {
+    name: 'rate-limiter-flexible RateLimiterMemory',
+    async run(ctx, ops) {
+      const { RateLimiterMemory } = await import('rate-limiter-flexible');
+      const limit = limitFor(ctx, ops);
+      const before = heapBytes();
+      const rl = new RateLimiterMemory({ points: limit, duration: 3600 });
+      const allowed = new Map<string, number>();
+      const start = performance.now();
+      const lat = await concurrent(ctx, ops, LIMITER_CALLERS, (k) =>
+        rl.consume(k).then(
+          () => allowed.set(k, (allowed.get(k) ?? 0) + 1),
+          () => undefined,
+        ),
+      );
+      const ms = performance.now() - start;
+      const bytes = heapBytes() - before;
+      return { ops, ms, ...pct(lat), bytesPerKey: bytes / ctx.keys.length, verified: verifyAllowed(ctx, ops, limit, allowed) };
+    },
+  },
+};
+
+const bufferIncrement: Scenario = {
+  name: 'buffer-increment',
+  title: 'stat buffer increment(key)',
+  redis: false,
+  defaultOps: 20_000_000,
+  peerShare: 1,
+  ours: {
+    name: 'buffer.increment(key)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const got = new Map<string, number>();
+        const before = heapBytes();
+        const buffer = engine.buffer({
+          name: 'bench',
+          intervalMs: 1000,
+          onFlushBatch: (entries) => {
+            for (const e of entries) got.set(e.key, (got.get(e.key) ?? 0) + e.count);
+          },
+        });
+        const start = performance.now();
+        await cycle(ctx, ops, (k) => buffer.increment(k));
+        const ms = performance.now() - start;
+        const bytes = heapBytes() - before;
+        await buffer.close();
+        let total = 0;
+        ctx.keys.forEach((k, i) => {
+          expectEqual(`delivered count of ${k}`, got.get(k) ?? 0, share(ops, ctx.keys.length, i));
+          total += got.get(k) ?? 0;
+        });
+        return { ops, ms, bytesPerKey: bytes / ctx.keys.length, verified: `total ${total.toLocaleString('en-US')} delivered, per key exact` };
+      }),
+  },
+  peer: mapPeer,
+};
+
+/** ioredis with auto-pipelining: the peer every Redis counter is compared with. */
+async function pipelinedClient(redis: BenchRedis): Promise<Redis> {
+  const { Redis: Client } = await import('ioredis');
+  const client = new Client(redis.url, { enableAutoPipelining: true });
+  await client.ping();
+  return client;
+}
+
+/** Concurrent INCRBY of the keys by `callers` callers; verifies every key's value and deletes the keys. */
+async function incrbyPeer(ctx: BenchContext, ops: number, callers: number): Promise<Measurement> {
+  const redis = needRedis(ctx);
+  const client = await pipelinedClient(redis);
+  const prefix = freshPrefix();
+  try {
+    const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+      const start = performance.now();
+      const lat = await concurrent(ctx, ops, callers, (k) => client.incrby(`${prefix}-${k}`, 1));
+      return { lat, ms: performance.now() - start };
+    });
+    const values = await client.mget(ctx.keys.map((k) => `${prefix}-${k}`));
+    values.forEach((v, i) => expectEqual(`Redis value of ${ctx.keys[i]}`, Number(v ?? 0), share(ops, ctx.keys.length, i)));
+    await client.del(...ctx.keys.map((k) => `${prefix}-${k}`));
+    return { ops, ms, ...pct(lat), redisCommands: commands, verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+  } finally {
+    await client.quit();
+  }
+}
+
+const laxInc: Scenario = {
+  name: 'lax-inc',
+  title: 'lax counters add(key), Redis',
+  redis: true,
+  defaultOps: 10_000_000,
+  peerShare: 0.02,
+  ours: {
+    name: 'engine.lax.add(key)',
+    async run(ctx, ops) {
+      const redis = needRedis(ctx);
+      const prefix = freshPrefix();
+      return withEngine(ctx, { redis: redis.url, prefix }, async (engine) => {
+        const [ms, commands] = await countCommands(redis, async () => {
+          const start = performance.now();
+          await cycle(ctx, ops, (k) => engine.lax.add(k));
+          await engine.flush();
+          await engine.lax.flush();
+          return performance.now() - start;
+        });
+        const values = await Promise.all(ctx.keys.map(async (k) => Number(await redis.client.hget(`{${prefix}:l:${partitionOfKey(k)}}`, k))));
+        values.forEach((v, i) => expectEqual(`Redis value of ${ctx.keys[i]}`, v, share(ops, ctx.keys.length, i)));
+        await engine.lax.clear();
+        return { ops, ms, redisCommands: commands, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+      });
+    },
+  },
+  peer: { name: 'ioredis INCRBY, auto-pipelined', run: (ctx, ops) => incrbyPeer(ctx, ops, 1000) },
+};
+
+const strictInc: Scenario = {
+  name: 'strict-inc',
+  title: 'strict counters inc(key), 1000 callers, Redis',
+  redis: true,
+  defaultOps: 300_000,
+  peerShare: 1,
+  ours: {
+    name: 'engine.strict.inc(key)',
+    async run(ctx, ops) {
+      const redis = needRedis(ctx);
+      return withEngine(ctx, { redis: redis.url, prefix: freshPrefix() }, async (engine) => {
+        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+          const start = performance.now();
+          const lat = await concurrent(ctx, ops, 1000, (k) => engine.strict.inc(k));
+          return { lat, ms: performance.now() - start };
+        });
+        const values = await engine.strict.getAll(ctx.keys);
+        values.forEach(([k, v], i) => expectEqual(`strict value of ${k}`, v, share(ops, ctx.keys.length, i)));
+        await engine.strict.clear();
+        return { ops, ms, ...pct(lat), redisCommands: commands, verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+      });
+    },
+  },
+  peer: { name: 'ioredis INCRBY, auto-pipelined', run: (ctx, ops) => incrbyPeer(ctx, ops, 1000) },
+};
+
+const limiterRedis: Scenario = {
+  name: 'limiter-redis',
+  title: 'limiter decisions through Redis, 100 callers',
+  redis: true,
+  defaultOps: 100_000,
+  peerShare: 1,
+  ours: {
+    name: 'strict.incIf(key, lt(n), 1)',
+    async run(ctx, ops) {
+      const redis = needRedis(ctx);
+      return withEngine(ctx, { redis: redis.url, prefix: freshPrefix() }, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const allowed = new Map<string, number>();
+        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+          const start = performance.now();
+          const lat = await concurrent(ctx, ops, LIMITER_CALLERS, async (k) => {
+            const [now, before] = await engine.strict.incIf(k, lt(limit), 1);
+            if (now > before) allowed.set(k, (allowed.get(k) ?? 0) + 1);
+          });
+          return { lat, ms: performance.now() - start };
+        });
+        await engine.strict.clear();
+        return { ops, ms, ...pct(lat), redisCommands: commands, verified: verifyAllowed(ctx, ops, limit, allowed) };
+      });
+    },
+  },
+  peer: {
+    name: 'rate-limiter-flexible RateLimiterRedis',
+    async run(ctx, ops) {
+      const redis = needRedis(ctx);
+      const { RateLimiterRedis } = await import('rate-limiter-flexible');
+      const client = await pipelinedClient(redis);
+      try {
+        const limit = limitFor(ctx, ops);
+        const rl = new RateLimiterRedis({ storeClient: client, points: limit, duration: 3600, keyPrefix: freshPrefix() });
+        const allowed = new Map<string, number>();
+        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+          const start = performance.now();
+          const lat = await concurrent(ctx, ops, LIMITER_CALLERS, (k) =>
+            rl.consume(k).then(
+              () => allowed.set(k, (allowed.get(k) ?? 0) + 1),
+              (err: unknown) => {
+                if (err instanceof Error) throw err; // a Redis error, not a refusal
+              },
+            ),
+          );
+          return { lat, ms: performance.now() - start };
+        });
+        await Promise.all(ctx.keys.map((k) => rl.delete(k)));
+        return { ops, ms, ...pct(lat), redisCommands: commands, verified: verifyAllowed(ctx, ops, limit, allowed) };
+      } finally {
+        await client.quit();
+      }
+    },
+  },
+};
+
+/** Every scenario, in the order they run. */
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, eventsRecord, eventsQuery, limiter, bufferIncrement, laxInc, strictInc, limiterRedis];
