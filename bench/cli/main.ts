@@ -21,6 +21,7 @@ Options:
   --ops N           ops of each scenario's Tallyworks side (default: the scenario's own, ~1 min in all)
   --duration S      seconds per side instead of --ops (sized by a short calibration run)
   --shards N        shard threads (default: the engine's default)
+  --rounds N        rounds per side, alternating with the peer; the median is reported (default 3)
   --redis URL       include the Redis scenarios, against this server
   --json            print the JSON report on stdout (progress stays on stderr)
   --chart FILE      SVG chart of the ratios (default tallyworks-bench.svg; "none" for no chart)
@@ -39,14 +40,21 @@ function positive(name: string, value: string | undefined, fallback: number): nu
   return n;
 }
 
-/** Runs one side, sized by --ops, --duration, or the scenario's default. */
-async function runSide(side: Side, ctx: BenchContext, ops: number, durationS: number | undefined): Promise<SideResult> {
-  let size = Math.max(1, Math.round(ops));
-  if (durationS !== undefined) {
-    const probe = await side.run(ctx, Math.max(1000, Math.round(ops / 50)));
-    size = Math.max(1000, Math.round((probe.ops / probe.ms) * 1000 * durationS));
-  }
-  const m = await side.run(ctx, size);
+/** The op count of one side: --ops (or the scenario's default), or what fills --duration by a short probe. */
+async function sizeSide(side: Side, ctx: BenchContext, ops: number, durationS: number | undefined): Promise<number> {
+  if (durationS === undefined) return Math.max(1, Math.round(ops));
+  const probe = await side.run(ctx, Math.max(1000, Math.round(ops / 50)));
+  return Math.max(1000, Math.round((probe.ops / probe.ms) * 1000 * durationS));
+}
+
+/** The round with the median ops per second (every round verified its totals). */
+function medianRound(name: string, rounds: SideResult[]): SideResult {
+  const sorted = [...rounds].sort((a, b) => a.opsPerSecond - b.opsPerSecond);
+  return { ...sorted[(sorted.length - 1) >> 1]!, name };
+}
+
+async function runOnce(side: Side, ctx: BenchContext, ops: number): Promise<SideResult> {
+  const m = await side.run(ctx, ops);
   return { name: side.name, ...m, opsPerSecond: m.ops / (m.ms / 1000) };
 }
 
@@ -54,22 +62,48 @@ function isMissingPackage(err: unknown): boolean {
   return (err as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND';
 }
 
-async function runScenario(s: Scenario, ctx: BenchContext, ops: number | undefined, durationS: number | undefined, progress: Progress): Promise<ScenarioResult> {
-  const n = ops ?? s.defaultOps;
-  progress.start(`${s.name} · ${s.ours.name}`);
-  const ours = await runSide(s.ours, ctx, n, durationS);
-  progress.finish(`${s.name} · Tallyworks`, `${(ours.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${ours.verified}`);
-  progress.start(`${s.name} · ${s.peer.name}`);
-  try {
-    const peer = await runSide(s.peer, ctx, n * s.peerShare, durationS);
-    progress.finish(`${s.name} · peer`, `${(peer.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${peer.verified}`);
-    return { scenario: s.name, title: s.title, ours, peer, ratio: ours.opsPerSecond / peer.opsPerSecond };
-  } catch (err) {
-    if (!isMissingPackage(err)) throw err;
-    const note = `peer not installed (${(err as Error).message.match(/'([^']+)'/)?.[1] ?? 'a dev dependency'})`;
-    progress.finish(`${s.name} · peer`, note);
-    return { scenario: s.name, title: s.title, ours, peer: undefined, ratio: undefined, note };
+/**
+ * Runs the scenario's two sides in alternation (ours, peer, ours, peer, …) so that a machine whose speed
+ * drifts treats both alike, and keeps each side's median round.
+ */
+async function runScenario(s: Scenario, ctx: BenchContext, opts: RunOptions, progress: Progress): Promise<ScenarioResult> {
+  const n = opts.ops ?? s.defaultOps;
+  const oursOps = await sizeSide(s.ours, ctx, n, opts.duration);
+  let peerOps: number | undefined;
+  let note: string | undefined;
+  const ours: SideResult[] = [];
+  const peer: SideResult[] = [];
+  for (let round = 1; round <= opts.rounds; round++) {
+    const tag = opts.rounds > 1 ? ` (round ${round}/${opts.rounds})` : '';
+    progress.start(`${s.name} · ${s.ours.name}${tag}`);
+    const o = await runOnce(s.ours, ctx, oursOps);
+    ours.push(o);
+    progress.finish(`${s.name} · Tallyworks${tag}`, `${(o.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${o.verified}`);
+    progress.start(`${s.name} · ${s.peer.name}${tag}`);
+    if (note === undefined) {
+      try {
+        peerOps ??= await sizeSide(s.peer, ctx, n * s.peerShare, opts.duration);
+        const p = await runOnce(s.peer, ctx, peerOps);
+        peer.push(p);
+        progress.finish(`${s.name} · peer${tag}`, `${(p.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${p.verified}`);
+        continue;
+      } catch (err) {
+        if (!isMissingPackage(err)) throw err;
+        note = `peer not installed (${(err as Error).message.match(/'([^']+)'/)?.[1] ?? 'a dev dependency'})`;
+      }
+    }
+    progress.finish(`${s.name} · peer${tag}`, note);
   }
+  const o = medianRound(s.ours.name, ours);
+  if (peer.length === 0) return { scenario: s.name, title: s.title, ours: o, peer: undefined, ratio: undefined, note };
+  const p = medianRound(s.peer.name, peer);
+  return { scenario: s.name, title: s.title, ours: o, peer: p, ratio: o.opsPerSecond / p.opsPerSecond };
+}
+
+interface RunOptions {
+  readonly ops: number | undefined;
+  readonly duration: number | undefined;
+  readonly rounds: number;
 }
 
 async function bench(args: string[]): Promise<void> {
@@ -81,6 +115,7 @@ async function bench(args: string[]): Promise<void> {
       ops: { type: 'string' },
       duration: { type: 'string' },
       shards: { type: 'string' },
+      rounds: { type: 'string' },
       redis: { type: 'string' },
       json: { type: 'boolean', default: false },
       chart: { type: 'string', default: 'tallyworks-bench.svg' },
@@ -100,6 +135,7 @@ async function bench(args: string[]): Promise<void> {
   const ops = values.ops === undefined ? undefined : positive('ops', values.ops, 0);
   const duration = values.duration === undefined ? undefined : positive('duration', values.duration, 0);
   if (ops !== undefined && duration !== undefined) throw new UsageError('give --ops or --duration, not both');
+  const rounds = Math.round(positive('rounds', values.rounds, 3));
   const shards = values.shards === undefined ? 0 : Math.round(positive('shards', values.shards, 1));
   const names = values.scenario?.split(',').map((n) => n.trim());
   for (const n of names ?? []) if (!SCENARIOS.some((s) => s.name === n)) throw new UsageError(`unknown scenario "${n}"; --list shows them`);
@@ -117,10 +153,10 @@ async function bench(args: string[]): Promise<void> {
   if (!values.json) process.stdout.write(`tallyworks bench · ${machine}\n${keys.toLocaleString('en-US')} keys · ${ctx.shards} shard thread(s)${redis ? ` · Redis ${values.redis}` : ' · embedded (no Redis)'}\n\n`);
   const started = new Date();
   const t0 = performance.now();
-  const progress = new Progress(chosen.length * 2);
+  const progress = new Progress(chosen.length * 2 * rounds);
   const results: ScenarioResult[] = [];
   try {
-    for (const s of chosen) results.push(await runScenario(s, ctx, ops, duration, progress));
+    for (const s of chosen) results.push(await runScenario(s, ctx, { ops, duration, rounds }, progress));
   } finally {
     progress.end();
     await redis?.close();
@@ -131,6 +167,7 @@ async function bench(args: string[]): Promise<void> {
     node: process.version,
     shards: ctx.shards,
     keys,
+    rounds,
     redis: redis !== undefined,
     startedAt: started.toISOString(),
     seconds: (performance.now() - t0) / 1000,

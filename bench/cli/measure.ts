@@ -26,6 +26,7 @@ const gc = runInNewContext('gc') as () => void;
 /** Heap and array-buffer bytes in use after a full collection. */
 export function heapBytes(): number {
   gc();
+  gc();
   const m = process.memoryUsage();
   return m.heapUsed + m.arrayBuffers;
 }

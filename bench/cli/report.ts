@@ -23,6 +23,8 @@ export interface Report {
   readonly node: string;
   readonly shards: number;
   readonly keys: number;
+  /** Rounds per side; each side's median round is reported. */
+  readonly rounds: number;
   readonly redis: boolean;
   readonly startedAt: string;
   readonly seconds: number;
@@ -79,7 +81,8 @@ function ms(v: number | undefined): string {
 }
 
 function bytes(v: number | undefined): string {
-  return v === undefined ? '–' : `${Math.round(v)} B`;
+  // Heap growth can come out below 0 when memory of an earlier scenario is freed meanwhile: not a reading.
+  return v === undefined || v < 0 ? '–' : `${Math.round(v)} B`;
 }
 
 /** The results as a Markdown table (also readable in a terminal). */
