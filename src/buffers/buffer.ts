@@ -178,11 +178,14 @@ export class StatBuffer implements AsyncDisposable {
     this.closing ??= (async () => {
       this.shut = true;
       this.holders++;
+      const deadline = this.clock.now() + this.o.closeTimeoutMs;
+      const started = performance.now();
       try {
+        // Linked threads share the close budget (in real time: they answer over their ports).
         await this.links.close(this.o.closeTimeoutMs);
-        const deadline = this.clock.now() + this.o.closeTimeoutMs;
-        this.heap.push(deadline, DEADLINE);
+        this.heap.push(Math.min(deadline, this.clock.now() + Math.max(0, this.o.closeTimeoutMs - (performance.now() - started))), DEADLINE);
         this.flushAll();
+        this.arm();
         if (this.deliveries.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
       } finally {
         this.holders--;
@@ -208,13 +211,14 @@ export class StatBuffer implements AsyncDisposable {
     else if (this.state[slot] === IDLE) this.schedule(slot);
     const v = this.counts[slot]! + n;
     if (v > Number.MAX_SAFE_INTEGER || v < -Number.MAX_SAFE_INTEGER) {
-      // The count would stop being exact: deliver what it holds now and start over with `n`.
+      // The count would stop being exact: deliver what it holds now and start over with `n`. The key is
+      // rescheduled with `n` before the delivery starts, so a handler that returns at once cannot free it.
       const slots: number[] = [];
       const counts: number[] = [];
       this.take(slot, slots, counts);
-      this.deliver(slots, counts);
       this.schedule(slot);
       this.counts[slot] = n;
+      this.deliver(slots, counts);
       return;
     }
     this.counts[slot] = v;
@@ -443,7 +447,11 @@ export class StatBuffer implements AsyncDisposable {
     try {
       await Promise.all(ds.map((d) => this.whenDone(d)));
     } finally {
-      this.holders--;
+      if (--this.holders === 0) {
+        // Nobody awaits any more: the timers stop keeping the process alive.
+        this.timer?.unref();
+        this.immediate?.unref();
+      }
     }
   }
 
