@@ -83,7 +83,7 @@ export class BufferClient {
   private shipping: NodeJS.Immediate | undefined;
   private closed = false;
   private nextSync = 1;
-  private readonly syncs = new Map<number, () => void>();
+  private readonly syncs = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
 
   /** @internal use {@link connectBuffer} */
   constructor(link: BufferLink) {
@@ -91,14 +91,15 @@ export class BufferClient {
     this.port = link.port;
     this.port.on('message', (m: ToClient) => {
       if (m.t === 'synced') {
-        this.syncs.get(m.id)?.();
+        this.syncs.get(m.id)?.resolve();
         this.syncs.delete(m.id);
         if (this.syncs.size === 0) this.port.unref();
       } else if (m.t === 'close') this.end();
     });
     this.port.on('close', () => {
       this.closed = true;
-      for (const resolve of this.syncs.values()) resolve();
+      // The buffer never confirmed these: what they cover may not have reached it.
+      for (const { reject } of this.syncs.values()) reject(closedError(`buffer "${this.buffer}" (its link closed before the buffer confirmed)`));
       this.syncs.clear();
     });
     this.port.unref();
@@ -128,21 +129,26 @@ export class BufferClient {
     }
   }
 
-  /** Resolves once the buffer holds every increment made here before the call. */
+  /**
+   * Resolves once the buffer holds every increment made here before the call; rejects with TW_CLOSED when
+   * the link closed first (the buffer closed and stopped waiting for this thread).
+   */
   sync(): Promise<void> {
     if (this.closed) return Promise.reject(closedError(`buffer "${this.buffer}" (this link)`));
     this.ship();
     const id = this.nextSync++;
     this.port.ref();
     this.port.postMessage({ t: 'sync', id } satisfies ToHost);
-    return new Promise((resolve) => this.syncs.set(id, resolve));
+    return new Promise((resolve, reject) => this.syncs.set(id, { resolve, reject }));
   }
 
-  /** Ships what this thread holds and closes the link (later increments throw TW_CLOSED). */
+  /**
+   * Ships what this thread holds and closes the link (later increments throw TW_CLOSED). Rejects with
+   * TW_CLOSED if the buffer closed the link before confirming what was shipped.
+   */
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    const synced = this.sync();
-    return synced.then(() => this.end());
+    return this.sync().then(() => this.end());
   }
 
   private end(): void {
