@@ -198,14 +198,22 @@ interface BufferSinkCommand {
 }
 
 /**
- * The slot-sharing marker name for flush `flushId` of `hash`: the hash's own tag when it has one, else the
- * whole hash name as the tag (either way CRC16 puts marker and hash in the same slot).
+ * The hash tag Redis hashes `key` by: the text between the first `{` and the first `}` after it, when that
+ * is not empty; undefined when the key has no tag (Redis then hashes the whole key).
+ */
+export function hashTag(key: string): string | undefined {
+  const open = key.indexOf('{');
+  if (open < 0) return undefined;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : undefined;
+}
+
+/**
+ * The marker name for flush `flushId` of `hash`, in the hash's cluster slot: under the hash's own tag, or
+ * with the whole hash name as the tag. `hash` must not hold braces unless it has a tag (see redisSink).
  */
 export function sinkMarkerKey(hash: string, flushId: string): string {
-  const open = hash.indexOf('{');
-  const close = open < 0 ? -1 : hash.indexOf('}', open + 1);
-  const tag = close > open + 1 ? hash.slice(open + 1, close) : hash;
-  return `{${tag}}:tw-flush:${flushId}`;
+  return `{${hashTag(hash) ?? hash}}:tw-flush:${flushId}`;
 }
 
 /**

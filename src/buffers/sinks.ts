@@ -7,7 +7,7 @@
  * again with the same counts and the same flush id, so a sink that remembers flush ids applies each once.
  */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { addFlush, isRedisClient, MARKER_TTL_MS, type RedisClient } from '../../common/redis.js';
+import { addFlush, hashTag, isRedisClient, MARKER_TTL_MS, type RedisClient } from '../../common/redis.js';
 import type { BufferEntry, FlushBatchHandler, FlushHandler } from './buffer-options.js';
 
 export interface RedisSinkOptions {
@@ -23,17 +23,21 @@ export interface RedisSinkOptions {
 /**
  * Adds each flush to a Redis hash with HINCRBY, exactly once per flush id: one script call per handler call
  * sets a marker `{hash}:tw-flush:<flushId>` (with a TTL, in the hash's slot) and adds the counts only if the
- * marker was new. A retry of a call whose reply was lost therefore adds nothing. Uses your ioredis client
+ * marker was new. A retry of a call whose reply was lost therefore adds nothing. A flush is added whole or
+ * not at all: a field holding no integer (or a sum past 64 bits) rejects the call and writes nothing, and
+ * the buffer retries it or dead-letters it. Uses your ioredis client
  * (Redis or Cluster; it stays yours to close) and registers one script on it.
  */
 export function redisSink(redis: RedisClient, options: RedisSinkOptions): { onFlushBatch: FlushBatchHandler } {
   if (!isRedisClient(redis)) throw argumentTypeError('redis', 'an ioredis Redis or Cluster instance', redis);
   if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object with a hash name', options);
   const { hash, dedupeTtlMs = MARKER_TTL_MS } = options;
-  if (typeof hash !== 'string' || hash.length === 0) throw argumentTypeError('options.hash', 'a non-empty string', hash);
-  if (typeof dedupeTtlMs !== 'number' || !Number.isInteger(dedupeTtlMs) || dedupeTtlMs < 1000) {
-    throw argumentRangeError('options.dedupeTtlMs', 'an integer of at least 1000 ms', dedupeTtlMs);
-  }
+  const hashRule = 'a non-empty string, without "{" or "}" unless it holds a hash tag such as "{views}:daily"';
+  if (typeof hash !== 'string') throw argumentTypeError('options.hash', hashRule, hash);
+  // Braces that are no tag would give the marker a slot other than the hash's (CROSSSLOT on a cluster).
+  if (hash.length === 0 || (/[{}]/.test(hash) && hashTag(hash) === undefined)) throw argumentRangeError('options.hash', hashRule, hash);
+  if (typeof dedupeTtlMs !== 'number') throw argumentTypeError('options.dedupeTtlMs', 'an integer of at least 1000 ms', dedupeTtlMs);
+  if (!Number.isInteger(dedupeTtlMs) || dedupeTtlMs < 1000) throw argumentRangeError('options.dedupeTtlMs', 'an integer of at least 1000 ms', dedupeTtlMs);
   return {
     onFlushBatch: async (entries, flushId) => {
       const flat: Array<string | number> = [];
