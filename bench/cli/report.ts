@@ -106,36 +106,49 @@ function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** A horizontal bar chart of each scenario's ratio to its peer, with the 1× line marked. */
+/**
+ * A horizontal bar chart of each scenario's ratio to its peer on a log scale, bars growing from the 1× line
+ * (right: faster than the peer, left: slower), so 0.2× and 80× are both readable.
+ */
 export function chart(report: Report): string {
   const rows = report.results.filter((r) => r.ratio !== undefined);
-  const labelWidth = 300;
+  const labelWidth = 330;
   const plotWidth = 460;
   const rowHeight = 30;
   const top = 56;
-  const height = top + rows.length * rowHeight + 40;
-  const width = labelWidth + plotWidth + 90;
-  const max = Math.max(1.5, ...rows.map((r) => r.ratio!)) * 1.05;
-  const x = (ratio: number): number => labelWidth + (ratio / max) * plotWidth;
+  const bottom = top + rows.length * rowHeight;
+  const height = bottom + 44;
+  const width = labelWidth + plotWidth + 70;
+  const ratios = rows.map((r) => r.ratio!);
+  const lo = Math.log10(Math.min(0.1, ...ratios.map((r) => r / 1.5)));
+  const hi = Math.log10(Math.max(2, ...ratios.map((r) => r * 1.5)));
+  const x = (ratio: number): number => labelWidth + ((Math.log10(ratio) - lo) / (hi - lo)) * plotWidth;
+  const one = x(1);
+  const ticks: string[] = [];
+  for (let e = Math.ceil(lo); e <= Math.floor(hi); e++) {
+    const tx = x(10 ** e).toFixed(1);
+    ticks.push(`<line x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${bottom + 4}" stroke="#dddddd"/>`, `<text x="${tx}" y="${bottom + 18}" text-anchor="middle" fill="#555555">${10 ** e}×</text>`);
+  }
   const bars = rows.map((r, i) => {
     const y = top + i * rowHeight;
+    const end = x(r.ratio!);
     const fill = r.ratio! >= 1 ? '#2f855a' : '#c05621';
     return [
       `<text x="${labelWidth - 10}" y="${y + 19}" text-anchor="end">${escapeXml(`${r.scenario} vs ${r.peer!.name}`)}</text>`,
-      `<rect x="${labelWidth}" y="${y + 5}" width="${(x(r.ratio!) - labelWidth).toFixed(1)}" height="${rowHeight - 10}" fill="${fill}"/>`,
-      `<text x="${(x(r.ratio!) + 6).toFixed(1)}" y="${y + 19}">${r.ratio!.toFixed(2)}×</text>`,
+      `<rect x="${Math.min(one, end).toFixed(1)}" y="${y + 5}" width="${Math.max(1, Math.abs(end - one)).toFixed(1)}" height="${rowHeight - 10}" fill="${fill}"/>`,
+      `<text x="${(Math.max(one, end) + 6).toFixed(1)}" y="${y + 19}">${r.ratio!.toFixed(2)}×</text>`,
     ].join('\n  ');
   });
-  const one = x(1).toFixed(1);
   return `<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
   <title>tallyworks bench: ratio to peer (ops/s)</title>
   <rect width="${width}" height="${height}" fill="#ffffff"/>
-  <text x="10" y="22" font-size="15" font-weight="bold">tallyworks bench: ops/s as a ratio to the peer (higher is better)</text>
+  <text x="10" y="22" font-size="15" font-weight="bold">tallyworks bench: ops/s as a ratio to the peer (log scale; right of 1× is faster)</text>
   <text x="10" y="40" fill="#555555">${escapeXml(`${report.machine} · ${report.shards} shard(s) · ${report.keys} keys · ${report.startedAt}`)}</text>
+  ${ticks.join('\n  ')}
   ${bars.join('\n  ')}
-  <line x1="${one}" y1="${top - 4}" x2="${one}" y2="${top + rows.length * rowHeight + 4}" stroke="#333333" stroke-dasharray="4 3"/>
-  <text x="${one}" y="${top + rows.length * rowHeight + 20}" text-anchor="middle">1× (peer)</text>
+  <line x1="${one.toFixed(1)}" y1="${top - 4}" x2="${one.toFixed(1)}" y2="${bottom + 4}" stroke="#333333" stroke-dasharray="4 3"/>
+  <text x="${one.toFixed(1)}" y="${bottom + 34}" text-anchor="middle">peer = 1×</text>
 </svg>
 `;
 }

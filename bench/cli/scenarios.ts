@@ -131,7 +131,7 @@ const observeKey: Scenario = {
   name: 'observe-key',
   title: 'hopping window observe(key)',
   redis: false,
-  defaultOps: 20_000_000,
+  defaultOps: 30_000_000,
   peerShare: 1,
   ours: {
     name: 'set.observe(key)',
@@ -154,7 +154,7 @@ const observeHandle: Scenario = {
   name: 'observe-handle',
   title: 'hopping window handle.observe()',
   redis: false,
-  defaultOps: 20_000_000,
+  defaultOps: 30_000_000,
   peerShare: 1,
   ours: {
     name: 'handle.observe()',
@@ -182,7 +182,7 @@ const eventsRecord: Scenario = {
   name: 'events-record',
   title: 'calendar events record(id)',
   redis: false,
-  defaultOps: 10_000_000,
+  defaultOps: 15_000_000,
   peerShare: 0.2,
   ours: {
     name: 'events.record(id)',
@@ -223,7 +223,7 @@ const eventsQuery: Scenario = {
   name: 'events-query',
   title: 'calendar query(id).lastDays(7).sum()',
   redis: false,
-  defaultOps: 300_000,
+  defaultOps: 500_000,
   peerShare: 1,
   ours: {
     name: 'query(id).lastDays(7).sum()',
@@ -293,7 +293,7 @@ const limiter: Scenario = {
   name: 'limiter',
   title: 'limiter decisions, in process, 100 callers',
   redis: false,
-  defaultOps: 200_000,
+  defaultOps: 300_000,
   peerShare: 1,
   ours: {
     name: 'limit().atMost(n, hour).checkAndRecord(id)',
@@ -336,7 +336,7 @@ const bufferIncrement: Scenario = {
   name: 'buffer-increment',
   title: 'stat buffer increment(key)',
   redis: false,
-  defaultOps: 20_000_000,
+  defaultOps: 30_000_000,
   peerShare: 1,
   ours: {
     name: 'buffer.increment(key)',
