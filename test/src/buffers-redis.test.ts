@@ -29,6 +29,8 @@ import {
   TallyworksRangeError,
   TestClock,
 } from '../../src/index.js';
+import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
+import { prng } from '../helpers/prng.js';
 import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -92,27 +94,6 @@ after(async () => {
   await Promise.allSettled(servers.map((s) => s.stop()));
 });
 
-// Redis Cluster's key slot: CRC16-XMODEM of the hash tag (or of the whole key without one), mod 16384.
-function crc16(data: Buffer): number {
-  let crc = 0;
-  for (const byte of data) {
-    crc ^= byte << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
-/** The part of `key` Redis hashes: between the first `{` and the next `}` when non-empty, else the whole key. */
-function hashedPart(key: string): string {
-  const open = key.indexOf('{');
-  if (open === -1) return key;
-  const close = key.indexOf('}', open + 1);
-  return close > open + 1 ? key.slice(open + 1, close) : key;
-}
-
-function keySlot(key: string): number {
-  return crc16(Buffer.from(hashedPart(key), 'utf8')) % 16384;
-}
 
 let ids = 0;
 /** A fresh flush id (the buffer's own look like `<name>:<random hex>:<n>`). */
@@ -196,17 +177,6 @@ const isArgumentError =
     return true;
   };
 
-/** A small seeded PRNG (mulberry32) for the increments; the seed is printed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const SEED = process.env.TW_SOAK_SEED !== undefined ? Number(process.env.TW_SOAK_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 console.log(`buffers-redis seed=${SEED} (rerun with TW_SOAK_SEED=${SEED})`);
 const rng = prng(SEED);

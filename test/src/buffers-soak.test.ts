@@ -29,21 +29,11 @@ import {
   TallyworksError,
   TestClock,
 } from '../../src/index.js';
+import { prng } from '../helpers/prng.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Seeded randomness.
 
-/** mulberry32: a small, fast, seeded PRNG with values in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const BASE_SEED = process.env.TW_SOAK_SEED !== undefined ? Number(process.env.TW_SOAK_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 

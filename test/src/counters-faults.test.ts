@@ -41,6 +41,7 @@ import {
   TallyworksError,
   UndeliveredError,
 } from '../../src/index.js';
+import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
 import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 
 const UNAVAILABLE = ErrorCode.REDIS_UNAVAILABLE;
@@ -253,27 +254,6 @@ function deadPort(): Promise<number> {
   });
 }
 
-// Redis Cluster's key slot: CRC16-XMODEM of the hash tag (or of the whole key without one), mod 16384.
-function crc16(data: Buffer): number {
-  let crc = 0;
-  for (const byte of data) {
-    crc ^= byte << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
-/** The hash tag of `key`: between the first `{` and the next `}`, when non-empty. */
-function hashTag(key: string): string | undefined {
-  const open = key.indexOf('{');
-  if (open === -1) return undefined;
-  const close = key.indexOf('}', open + 1);
-  return close > open + 1 ? key.slice(open + 1, close) : undefined;
-}
-
-function keySlot(key: string): number {
-  return crc16(Buffer.from(hashTag(key) ?? key, 'utf8')) % 16384;
-}
 
 const sumOf = (xs: Iterable<number>): number => {
   let s = 0;
@@ -337,7 +317,7 @@ describe('the apply script and the Redis layout', () => {
     const instances = new Map<string, Set<string>>(); // prefix → instance ids in markers
     let markers = 0;
     for (const key of all) {
-      assert.ok(hashTag(key) !== undefined, `${key} has no hash tag: it would land on an arbitrary cluster slot`);
+      assert.ok(hashedPart(key) !== key, `${key} has no hash tag: it would land on an arbitrary cluster slot`);
       const m = shape.exec(key);
       assert.ok(m, `${key} is not a partition hash or a marker of this layout`);
       const [, prefix, kind, p, instance] = m;
