@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Progress } from '../../bench/cli/report.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 
 const BIN = new URL('../../bench/cli/main.js', import.meta.url).pathname;
@@ -153,5 +154,51 @@ describe('tallyworks bench', () => {
     const [r] = (JSON.parse(run.stdout) as { results: Array<{ ours: { ops: number; ms: number } }> }).results;
     assert.ok(r!.ours.ops >= 1000, 'sized from the probe');
     assert.ok(r!.ours.ms > 20 && r!.ours.ms < 5000, `ran for about the duration: ${r!.ours.ms} ms`);
+  });
+});
+
+describe('the progress display', () => {
+  function stream(isTTY: boolean): NodeJS.WriteStream & { text: string } {
+    const out = { isTTY, columns: 60, text: '', write: (chunk: string) => ((out.text += chunk), true) };
+    return out as unknown as NodeJS.WriteStream & { text: string };
+  }
+
+  test('on a terminal it redraws one bar in place, and clears it at the end', () => {
+    const saved = process.env.CI;
+    delete process.env.CI;
+    try {
+      const out = stream(true);
+      const p = new Progress(4, out);
+      p.start('observe-key · set.observe(key)');
+      p.finish('observe-key · Tallyworks', '20.000 M ops/s');
+      p.start('observe-key · Map loop');
+      p.finish('observe-key · peer', '40.000 M ops/s');
+      p.end();
+      assert.doesNotMatch(out.text, /\n/, 'no new lines: the bar is redrawn');
+      const frames = out.text.split('\r\x1b[2K').filter((f) => f !== '');
+      assert.deepEqual(frames.map((f) => f.match(/\] (\d)\/4/)?.[1]), ['0', '1', '1', '2']);
+      assert.ok(frames.every((f) => f.length <= 59), 'each frame fits the terminal width');
+      // Half done; the text is cut to the terminal's width (59 of 60 columns).
+      assert.equal(frames[3], '[████████████░░░░░░░░░░░░] 2/4 observe-key · peer: 40.000 M');
+      assert.ok(out.text.endsWith('\r\x1b[2K'), 'the bar is cleared at the end');
+    } finally {
+      if (saved !== undefined) process.env.CI = saved;
+    }
+  });
+
+  test('with CI set, even on a terminal, it prints plain lines', () => {
+    const saved = process.env.CI;
+    process.env.CI = 'true';
+    try {
+      const out = stream(true);
+      const p = new Progress(2, out);
+      p.start('limiter · ours');
+      p.finish('limiter · Tallyworks', 'ok');
+      p.end();
+      assert.equal(out.text, '[1/2] limiter · ours …\n[1/2] limiter · Tallyworks: ok\n');
+    } finally {
+      if (saved === undefined) delete process.env.CI;
+      else process.env.CI = saved;
+    }
   });
 });
