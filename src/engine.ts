@@ -145,10 +145,11 @@ export class Engine implements AsyncDisposable {
   }
 
   /**
-   * Applies every batch, delivers every lax delta to Redis (for up to `closeTimeoutMs`), then ends every
-   * shard thread, the flusher, the Redis connections and the clock's ticker. Idempotent: every call returns
-   * the same promise. Rejects, after everything is closed anyway, with the first shard failure, or with an
-   * {@link UndeliveredError} listing the lax deltas Redis did not take.
+   * Closes every stat buffer (each delivers its counts, for up to its own `closeTimeoutMs`), applies every
+   * batch, delivers every lax delta to Redis (for up to `closeTimeoutMs`), then ends every shard thread, the
+   * flusher, the Redis connections and the clock's ticker. Idempotent: every call returns the same promise.
+   * Rejects, after everything is closed anyway, with the first buffer or shard failure, or with an
+   * {@link UndeliveredError} listing what was not delivered.
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
