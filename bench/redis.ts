@@ -3,7 +3,7 @@
  * port (started here and stopped at the end), so a benchmark never touches a Redis someone else uses.
  */
 import { Redis } from 'ioredis';
-import { startRedisServer } from '../test/helpers/redis-server.js';
+import { startRedisServer } from './redis-server.js';
 
 export interface BenchRedis {
   readonly url: string;

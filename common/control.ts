@@ -11,6 +11,18 @@ import nodeEndpointModule from 'comlink/dist/umd/node-adapter.js';
 type NodeEndpointFn = (port: MessagePort) => Comlink.Endpoint;
 const nodeEndpoint = ((nodeEndpointModule as unknown as { default?: unknown }).default ?? nodeEndpointModule) as NodeEndpointFn;
 import type { MessagePort } from 'node:worker_threads';
+import { reviveError, toWireError, type WireError } from './errors.js';
+
+// A control call that throws reaches the caller as its own class with its code and fields (comlink's own
+// handler keeps only message, name and stack). The default handler's canHandle recognises a thrown value.
+const thrown = Comlink.transferHandlers.get('throw')!;
+Comlink.transferHandlers.set('throw', {
+  canHandle: thrown.canHandle,
+  serialize: ({ value }: { value: unknown }) => [toWireError(value), []],
+  deserialize: (wire: unknown) => {
+    throw reviveError(wire as WireError);
+  },
+} as typeof thrown);
 
 export type Remote<T> = Comlink.Remote<T>;
 

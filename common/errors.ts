@@ -45,6 +45,10 @@ export const ErrorCode = {
   STORAGE: 'TW_STORAGE',
   /** Redis could not be reached (or answered an error); the operation was not applied. */
   REDIS_UNAVAILABLE: 'TW_REDIS_UNAVAILABLE',
+  /** Redis refused the credentials (WRONGPASS, NOAUTH) or an ACL permission (NOPERM); nothing was applied. */
+  REDIS_AUTH: 'TW_REDIS_AUTH',
+  /** The TLS handshake with Redis failed (certificate, host name, protocol); nothing was applied. */
+  REDIS_TLS: 'TW_REDIS_TLS',
   /** A call reached Redis but its reply was lost, and Redis did not come back in time to tell whether it applied. */
   REDIS_OUTCOME_UNKNOWN: 'TW_REDIS_OUTCOME_UNKNOWN',
   /** Lax deltas (or stat buffer counts) could not be delivered before `close()` gave up; the error lists them. */
@@ -55,15 +59,42 @@ export const ErrorCode = {
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-const brand = Symbol.for('tallyworks.error');
+/**
+ * `instanceof` across copies and threads. Every Tallyworks error carries, under a registered symbol, the
+ * names of its classes (its own and every Tallyworks class above it). `x instanceof C` is true when C's
+ * name is among them, so an error made by another copy of the package (a second install, or one rebuilt
+ * after crossing a thread) still matches its class and its base classes, and never a sibling class.
+ */
+const kindsKey = Symbol.for('tallyworks.error.kinds');
+
+/** The base every Tallyworks class answers to, whatever its JavaScript base (Error, TypeError, RangeError). */
+const BASE_KIND = 'TallyworksError';
 
 interface Branded {
   readonly code: ErrorCodeValue;
 }
 
-function stamp(err: Error & Branded, name: string): void {
-  Object.defineProperty(err, brand, { value: true });
-  Object.defineProperty(err, 'name', { value: name, configurable: true, writable: true });
+/** The Tallyworks class names of `err`, most derived first (empty for any other value). */
+function kindsOf(value: unknown): readonly string[] {
+  if (typeof value !== 'object' || value === null) return [];
+  const kinds = (value as Record<symbol, unknown>)[kindsKey];
+  return Array.isArray(kinds) ? (kinds as string[]) : [];
+}
+
+/** Names `err` after its class and records its class chain (down to the built-in base) for instanceof. */
+function stamp(err: Error & Branded, target: Function): void {
+  const kinds: string[] = [];
+  for (let c: unknown = target; typeof c === 'function' && c !== Error && c !== TypeError && c !== RangeError; c = Object.getPrototypeOf(c)) {
+    kinds.push((c as Function).name);
+  }
+  if (!kinds.includes(BASE_KIND)) kinds.push(BASE_KIND);
+  Object.defineProperty(err, kindsKey, { value: Object.freeze(kinds) });
+  Object.defineProperty(err, 'name', { value: target.name, configurable: true, writable: true });
+}
+
+/** The `instanceof` of every Tallyworks class: its prototype chain, or its name among the value's kinds. */
+function hasKind(this: Function, value: unknown): boolean {
+  return Function.prototype[Symbol.hasInstance].call(this, value) || kindsOf(value).includes(this.name);
 }
 
 /** Base class of every Tallyworks fault; `instanceof TallyworksError` is also true for the typed input errors. */
@@ -72,10 +103,10 @@ export class TallyworksError extends Error implements Branded {
   constructor(code: ErrorCodeValue, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
-    stamp(this, new.target.name);
+    stamp(this, new.target);
   }
   static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+    return hasKind.call(this, value);
   }
 }
 
@@ -85,7 +116,10 @@ export class TallyworksTypeError extends TypeError implements Branded {
   constructor(code: ErrorCodeValue, message: string) {
     super(message);
     this.code = code;
-    stamp(this, 'TallyworksTypeError');
+    stamp(this, new.target);
+  }
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return hasKind.call(this, value);
   }
 }
 
@@ -95,7 +129,10 @@ export class TallyworksRangeError extends RangeError implements Branded {
   constructor(code: ErrorCodeValue, message: string) {
     super(message);
     this.code = code;
-    stamp(this, 'TallyworksRangeError');
+    stamp(this, new.target);
+  }
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return hasKind.call(this, value);
   }
 }
 
@@ -148,6 +185,94 @@ export class UndeliveredError extends TallyworksError {
   }
 }
 
+// ── errors that cross a thread ───────────────────────────────────────────────────────────────────────
+
+/**
+ * An error as it crosses a thread: structured cloning keeps only an Error's message and stack (and, for a
+ * worker's uncaught error, its own string-keyed fields), never its class. Every port that carries an error
+ * sends this form, and the receiver rebuilds it with {@link reviveError}.
+ */
+export interface WireError {
+  readonly tw: 1;
+  /** Tallyworks class names, most derived first (empty for any other error). */
+  readonly kinds: readonly string[];
+  readonly name: string;
+  readonly message: string;
+  readonly code: string | undefined;
+  readonly stack: string | undefined;
+  /** Own data fields (UndeliveredError.undelivered, LimitExceededError.decision, …). */
+  readonly fields: Record<string, unknown>;
+  readonly cause: WireError | undefined;
+}
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+const classes = new Map<string, ErrorClass>();
+
+/** Makes `cls` (a Tallyworks error class defined outside this module) rebuildable by {@link reviveError}. */
+export function registerErrorClass(cls: ErrorClass): void {
+  classes.set(cls.name, cls);
+}
+
+/** The form of `err` that crosses a thread (any thrown value; a non-error becomes its message). */
+export function toWireError(err: unknown, depth = 0): WireError {
+  if (!(err instanceof Error)) {
+    return { tw: 1, kinds: [], name: 'Error', message: String(err), code: undefined, stack: undefined, fields: {}, cause: undefined };
+  }
+  const fields: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(err)) {
+    if (k !== 'code' && k !== 'cause' && typeof v !== 'function' && typeof v !== 'symbol') fields[k] = v;
+  }
+  const code = (err as { code?: unknown }).code;
+  return {
+    tw: 1,
+    kinds: kindsOf(err),
+    name: err.name,
+    message: err.message,
+    code: typeof code === 'string' ? code : undefined,
+    stack: err.stack,
+    fields,
+    // A cause chain is short in practice; the bound keeps a cyclic one finite.
+    cause: err.cause !== undefined && depth < 4 ? toWireError(err.cause, depth + 1) : undefined,
+  };
+}
+
+function isWireError(value: unknown): value is WireError {
+  return typeof value === 'object' && value !== null && (value as { tw?: unknown }).tw === 1 && Array.isArray((value as { kinds?: unknown }).kinds);
+}
+
+/**
+ * Rebuilds an error that crossed a thread as its own class: a {@link WireError}, or an Error whose fields
+ * survived but whose class did not (a worker's uncaught error: Node keeps its `name` and `code`). Anything
+ * else is returned as it is.
+ */
+export function reviveError(value: unknown): unknown {
+  if (kindsOf(value).length > 0) return value;
+  let wire: WireError;
+  if (isWireError(value)) {
+    wire = value;
+  } else if (value instanceof Error && typeof (value as { code?: unknown }).code === 'string' && classes.has(value.name)) {
+    // Only the name crossed: the class chain is the registered class's own.
+    const kinds: string[] = [];
+    for (let c: unknown = classes.get(value.name); typeof c === 'function' && classes.has((c as Function).name); c = Object.getPrototypeOf(c)) kinds.push((c as Function).name);
+    wire = { ...toWireError(value), kinds };
+  } else {
+    return value;
+  }
+  const cls = wire.kinds.map((k) => classes.get(k)).find((c) => c !== undefined);
+  const err: Error = Object.create((cls ?? Error).prototype);
+  const own = (key: string, v: unknown): void => {
+    if (v !== undefined) Object.defineProperty(err, key, { value: v, writable: true, configurable: true, enumerable: false });
+  };
+  own('message', wire.message);
+  own('stack', wire.stack);
+  own('cause', wire.cause === undefined ? undefined : reviveError(wire.cause));
+  Object.assign(err, wire.fields);
+  if (wire.code !== undefined) (err as { code?: string }).code = wire.code;
+  Object.defineProperty(err, 'name', { value: wire.name, configurable: true, writable: true });
+  if (wire.kinds.length > 0) Object.defineProperty(err, kindsKey, { value: Object.freeze([...wire.kinds]) });
+  return err;
+}
+
 export function closedError(what: string): TallyworksError {
   return new TallyworksError(ErrorCode.CLOSED, `${what} is closed`);
 }
@@ -156,10 +281,19 @@ export function protocolError(where: string, message: unknown): TallyworksError 
   return new TallyworksError(ErrorCode.PROTOCOL, `${where}: unknown message ${describe(message)}`);
 }
 
-/** A short, safe description of a value for error messages. */
+/**
+ * `text` with the password of every URL in it masked (`redis://user:***@host`), so that no error message
+ * or report repeats a secret the user passed.
+ */
+export function redactSecrets(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]*@/gi, '$1***@').replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^\s/:@]+@/gi, '$1***@');
+}
+
+/** A short, safe description of a value for error messages (URL passwords masked). */
 export function describe(value: unknown): string {
   if (typeof value === 'string') {
-    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+    const safe = redactSecrets(value);
+    const shown = safe.length > 40 ? `${safe.slice(0, 40)}…` : safe;
     return `${JSON.stringify(shown)} (string of length ${value.length})`;
   }
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${String(value)} (${typeof value})`;
@@ -169,3 +303,5 @@ export function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
 }
+
+for (const cls of [TallyworksError, TallyworksTypeError, TallyworksRangeError, UndeliveredError]) registerErrorClass(cls);

@@ -19,7 +19,7 @@
  *
  * Imported by the flusher thread: imports nothing main-only.
  */
-import { ErrorCode } from './errors.js';
+import { ErrorCode, type ErrorCodeValue, TallyworksError, toWireError } from './errors.js';
 import {
   CNTF_COMMITTED,
   CNTF_REMOTE,
@@ -173,7 +173,7 @@ export class FlusherCore {
   /** Queues a request; refused at once (nothing sent) when Redis is unreachable. */
   request(id: number, ops: readonly FlusherOp[]): void {
     if (!isReady(this.client)) {
-      this.reply({ type: 'error', id, code: ErrorCode.REDIS_UNAVAILABLE, message: 'Redis is unreachable; the lax counter operation was not applied' });
+      this.reply({ type: 'error', id, error: toWireError(new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, 'Redis is unreachable; the lax counter operation was not applied')) });
       return;
     }
     const request: Request = { id, results: new Array<number>(ops.length * 2).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
@@ -411,10 +411,10 @@ export class FlusherCore {
     }
   }
 
-  private answerError(r: Request, code: string, message: string): void {
+  private answerError(r: Request, code: ErrorCodeValue, message: string): void {
     if (r.answered) return;
     r.answered = true;
-    this.reply({ type: 'error', id: r.id, code, message });
+    this.reply({ type: 'error', id: r.id, error: toWireError(new TallyworksError(code, message)) });
   }
 
   /**

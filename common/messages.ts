@@ -5,6 +5,7 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import type { MessagePort } from 'node:worker_threads';
+import type { WireError } from './errors.js';
 
 /**
  * What a shard thread needs to (re)attach to its memory: sent as the piscina "lease" task when the shard
@@ -171,7 +172,7 @@ export type DataReply =
   /** A batch before this one is missing: the router must replay from `applied + 1`. */
   | { readonly type: 'gap'; readonly seq: number; readonly applied: number }
   /** The batch cannot be applied (a shard memory limit); the shard is given up with this error. */
-  | { readonly type: 'failed'; readonly seq: number; readonly code: string; readonly message: string };
+  | { readonly type: 'failed'; readonly seq: number; readonly error: WireError };
 
 /** Control plane of a shard (comlink). */
 export interface ShardControl {
@@ -227,7 +228,7 @@ export type FlusherMessage =
 export type FlusherReply =
   /** [new, old] per op of request `id`; new is NaN where an INC would have left the safe-integer range. */
   | { readonly type: 'result'; readonly id: number; readonly results: number[] }
-  | { readonly type: 'error'; readonly id: number; readonly code: string; readonly message: string };
+  | { readonly type: 'error'; readonly id: number; readonly error: WireError };
 
 export interface FlusherStats {
   /** Flush cycles run. */

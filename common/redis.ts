@@ -12,10 +12,11 @@
  * Imported by the flusher thread as well as the main thread: imports nothing main-only.
  */
 import { createHash } from 'node:crypto';
+import { lookup as dnsLookup, resolveSrv } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { decode, encode } from './codec.js';
-import { ErrorCode, TallyworksError } from './errors.js';
+import { ErrorCode, optionTypeError, redactSecrets, TallyworksError } from './errors.js';
 import { keyHash } from './key-hash.js';
 import { CounterMode } from './messages.js';
 
@@ -64,35 +65,95 @@ function ownOptions(commandTimeoutMs: number): RedisOptions {
   };
 }
 
-/** Plain-data copy of options: functions (retryStrategy, …) cannot cross to a thread and are ours to set. */
-function plain<T extends object>(options: T): T {
+/**
+ * Options whose functions the engine replaces with its own on every connection it opens (fail fast,
+ * bounded reconnects, no hidden resends): left out of the copy rather than refused.
+ */
+const REPLACED = new Set(['retryStrategy', 'clusterRetryStrategy', 'reconnectOnError', 'sentinelRetryStrategy', 'sentinelReconnectStrategy']);
+
+/** Functions ioredis fills into every client's options that the engine's own ioredis fills in again. */
+function isDefaultFunction(key: string, value: unknown): boolean {
+  if (key === 'dnsLookup') return value === dnsLookup;
+  if (key === 'resolveSrv') return value === resolveSrv;
+  // The connector ioredis picks from `sentinels` (a custom one is the user's code and cannot cross).
+  if (key === 'Connector') return typeof value === 'function' && (value.name === 'StandaloneConnector' || value.name === 'SentinelConnector');
+  return false;
+}
+
+function isPlainObject(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * A copy of `value` that crosses to the flusher thread unchanged: primitives, Buffers and typed arrays,
+ * arrays and plain objects of them. Anything else (a function such as `tls.checkServerIdentity`, a class
+ * instance such as `tls.secureContext`) is refused with an error naming its path under `redis`.
+ */
+function crossable(value: unknown, path: string): unknown {
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol')) return value;
+  if (ArrayBuffer.isView(value)) return value;
+  if (Array.isArray(value)) return value.map((v, i) => crossable(v, `${path}[${i}]`));
+  if (typeof value === 'object' && isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = crossable(v, `${path}.${k}`);
+    return out;
+  }
+  throw optionTypeError(
+    path,
+    'plain data (strings, numbers, Buffers, plain objects): the engine opens its own connections, one of them on its flusher thread, ' +
+      'and a function or class instance cannot be copied there',
+    value,
+  );
+}
+
+/** The connection options of `options` that cross to a thread; the engine's replacements and ioredis's defaults are left out. */
+function crossableOptions<T extends object>(options: T, path: string): T {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(options)) {
-    if (typeof v === 'function' || v === undefined) continue;
-    if (k === 'Connector' || k === 'redisOptions') continue;
-    out[k] = v;
+    if (v === undefined || REPLACED.has(k) || isDefaultFunction(k, v)) continue;
+    out[k] = k === 'redisOptions' && typeof v === 'object' && v !== null ? crossableOptions(v, `${path}.redisOptions`) : crossable(v, `${path}.${k}`);
   }
   return out as T;
 }
 
-/** True for an ioredis client instance (Redis or Cluster). */
+/**
+ * True for an ioredis `Redis` or `Cluster` instance, of this package's ioredis or of the app's own (any
+ * ioredis ≥ 5): recognised by shape, since `instanceof` fails across two copies of ioredis.
+ */
 export function isRedisClient(value: unknown): value is RedisClient {
-  return value instanceof Redis || value instanceof Cluster;
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.defineCommand === 'function' &&
+    typeof v.duplicate === 'function' &&
+    typeof v.sendCommand === 'function' &&
+    typeof v.status === 'string' &&
+    typeof v.options === 'object' &&
+    v.options !== null
+  );
 }
 
-/** The spec of a user's `redis` option: a URL string, ioredis options, or a Redis/Cluster instance. */
+/** True for an ioredis Cluster instance (of any copy of ioredis). */
+function isClusterClient(value: RedisClient): value is Cluster {
+  return (value as { isCluster?: unknown }).isCluster === true;
+}
+
+/**
+ * The spec of a user's `redis` option: a URL string, ioredis options, or a Redis/Cluster instance (whose
+ * options and startup nodes are copied; the instance itself stays the user's). Options that cannot cross
+ * to the flusher thread are refused, naming them (`TW_INVALID_OPTION`).
+ */
 export function connectionSpec(redis: string | RedisOptions | RedisClient): ConnectionSpec {
   if (typeof redis === 'string') return { kind: 'single', url: redis, options: {} };
-  if (redis instanceof Cluster) {
-    const nodes = (redis as unknown as { startupNodes: ClusterNode[] }).startupNodes;
-    const options = plain(redis.options);
-    if (options.redisOptions === undefined && redis.options.redisOptions !== undefined) {
-      (options as { redisOptions?: RedisOptions }).redisOptions = plain(redis.options.redisOptions);
+  if (isRedisClient(redis)) {
+    if (isClusterClient(redis)) {
+      const nodes = crossable((redis as unknown as { startupNodes: ClusterNode[] }).startupNodes, 'redis.startupNodes') as ClusterNode[];
+      return { kind: 'cluster', nodes, options: crossableOptions(redis.options, 'redis.options') };
     }
-    return { kind: 'cluster', nodes, options };
+    return { kind: 'single', options: crossableOptions(redis.options, 'redis.options') };
   }
-  if (redis instanceof Redis) return { kind: 'single', options: plain(redis.options) };
-  return { kind: 'single', options: plain(redis) };
+  return { kind: 'single', options: crossableOptions(redis, 'redis') };
 }
 
 /** Opens a connection of `spec` with this engine's options, registers the script, and connects. */
@@ -113,12 +174,17 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number)
   }
   client.defineCommand('twApply', { numberOfKeys: 2, lua: APPLY_LUA });
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
-  client.on('error', () => undefined);
+  // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
+  // password, a certificate, a refused port) came as an 'error' event before it.
+  let lastError: unknown;
+  client.on('error', (err: unknown) => {
+    lastError = err;
+  });
   try {
     await client.connect();
   } catch (err) {
     client.disconnect();
-    throw unavailable('connect', err);
+    throw redisFailure('connect', lastError ?? err);
   }
   return client;
 }
@@ -278,8 +344,37 @@ export async function closeClient(client: RedisClient): Promise<void> {
   client.disconnect();
 }
 
-/** A typed error for Redis being unreachable; `what` names the operation. */
-export function unavailable(what: string, cause?: unknown): TallyworksError {
-  const reason = cause instanceof Error ? `: ${cause.message}` : '';
-  return new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, `Redis is unreachable; ${what} was not applied${reason}`, { cause });
+/** Redis's replies to a client it will not serve: bad credentials, no credentials, an ACL denial. */
+const AUTH_REPLY = /^(WRONGPASS|NOAUTH|NOPERM)\b|^ERR (invalid password|AUTH|Client sent AUTH)/;
+
+/** The root of an error: a cluster's "Failed to refresh slots cache." carries the node's own error. */
+function rootCause(cause: unknown): unknown {
+  const last = (cause as { lastNodeError?: unknown } | undefined)?.lastNodeError;
+  return last instanceof Error ? last : cause;
+}
+
+function isTlsFailure(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return (
+    (typeof code === 'string' && (/^ERR_(SSL|TLS)_/.test(code) || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code))) ||
+    /certificate|SSL routines|TLS/i.test(err.message)
+  );
+}
+
+/**
+ * A typed error for a Redis operation (`what`) that did not apply, keeping Redis's own reason and `cause`:
+ * `TW_REDIS_AUTH` for refused credentials or ACL permissions, `TW_REDIS_TLS` for a failed TLS handshake,
+ * otherwise `TW_REDIS_UNAVAILABLE`. Passwords in the reason are masked.
+ */
+export function redisFailure(what: string, cause?: unknown): TallyworksError {
+  const root = rootCause(cause);
+  const reason = root instanceof Error ? redactSecrets(root.message) : undefined;
+  const tail = reason === undefined ? '' : `: ${reason}`;
+  if (root instanceof Error && AUTH_REPLY.test(root.message)) {
+    return new TallyworksError(ErrorCode.REDIS_AUTH, `Redis refused this client's credentials or permissions; ${what} was not applied${tail}`, { cause: root });
+  }
+  if (root instanceof Error && isTlsFailure(root)) {
+    return new TallyworksError(ErrorCode.REDIS_TLS, `the TLS handshake with Redis failed; ${what} was not applied${tail}`, { cause: root });
+  }
+  return new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, `Redis is unreachable; ${what} was not applied${tail}`, { cause: root });
 }

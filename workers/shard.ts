@@ -6,7 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { decode } from '../common/codec.js';
 import { exposeControl } from '../common/control.js';
-import { ErrorCode, TallyworksError, protocolError } from '../common/errors.js';
+import { ErrorCode, TallyworksError, protocolError, toWireError } from '../common/errors.js';
 import type { AttachInfo, BatchEnvelope, DataMessage, DataReply, ShardControl, ShardLeaseEnd, ShardTask } from '../common/messages.js';
 import { ShardCore } from '../common/shard-core.js';
 
@@ -28,7 +28,7 @@ function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
             // A memory limit is not cured by a restart: report it. Anything else kills the thread, and the
             // router replays (a poison batch is given up after maxRestarts).
             if (!(err instanceof TallyworksError) || err.code !== ErrorCode.CAPACITY) throw err;
-            reply = { type: 'failed', seq: batch.seq, code: err.code, message: err.message };
+            reply = { type: 'failed', seq: batch.seq, error: toWireError(err) };
           }
           data.postMessage(reply);
           break;

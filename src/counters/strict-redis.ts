@@ -26,7 +26,7 @@ import {
   readMarker,
   type RedisClient,
   runApply,
-  unavailable,
+  redisFailure,
   whenReady,
 } from '../../common/redis.js';
 import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
@@ -102,7 +102,7 @@ export class StrictRedis implements CounterBackend {
   }
 
   single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
-    if (!isReady(this.client)) return Promise.reject(unavailable('the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(redisFailure('the strict counter operation'));
     const part = this.partitions[partitionOf(key)]!;
     return new Promise((resolve, reject) => {
       part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
@@ -132,7 +132,7 @@ export class StrictRedis implements CounterBackend {
 
   /** Queues ops ([partition, mode, key, cmp, x, n]); resolves with [new, old] per op in input order. */
   private enqueue(ops: ReadonlyArray<readonly [number, number, string, number, number, number]>): Promise<number[]> {
-    if (!isReady(this.client)) return Promise.reject(unavailable('the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(redisFailure('the strict counter operation'));
     return new Promise((resolve, reject) => {
       const request: Request = { results: new Array<number>(ops.length * 2), remaining: 0, resolve, reject, failed: false };
       const first = ops[0]![0];
@@ -227,14 +227,14 @@ export class StrictRedis implements CounterBackend {
 
   /** One script call; on a lost reply, the marker decides whether it applied. */
   private async call(part: Partition, seq: number, args: Array<string | number>): Promise<number[]> {
-    if (!isReady(this.client)) throw unavailable('the strict counter operation');
+    if (!isReady(this.client)) throw redisFailure('the strict counter operation');
     this.calls++;
     this.opsSent += args.length / 5;
     let reply;
     try {
       reply = await runApply(this.client, part.key, part.marker, seq, args);
     } catch (err) {
-      if (seq === 0) throw unavailable('the strict counter read', err);
+      if (seq === 0) throw redisFailure('the strict counter read', err);
       return this.resolveLost(part, seq, err);
     }
     if (reply.status === ApplyStatus.STALE) {
@@ -267,7 +267,7 @@ export class StrictRedis implements CounterBackend {
         continue;
       }
       if (marker !== undefined && marker.seq === seq) return toNumbers(marker.results);
-      if (marker === undefined || marker.seq < seq) throw unavailable('the strict counter operation', cause);
+      if (marker === undefined || marker.seq < seq) throw redisFailure('the strict counter operation', cause);
       break; // a newer call of this instance landed: cannot happen with one call in flight per partition
     }
     throw new TallyworksError(

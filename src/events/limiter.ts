@@ -8,7 +8,7 @@
  * thread first; when one fails nothing is sent and nothing is recorded.
  */
 import { OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from '../../common/cal-record.js';
-import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
+import { argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { Action, Check } from '../../common/messages.js';
 import { validateKey } from '../keys.js';
 import { Schedule, describeMs } from './schedule.js';
@@ -48,6 +48,7 @@ export class LimitExceededError extends TallyworksError {
     this.decision = decision;
   }
 }
+registerErrorClass(LimitExceededError);
 
 type Constraint =
   | { readonly kind: 'count'; readonly check: number; readonly id: string | undefined; readonly ring: number; readonly n: number; readonly limit: number; readonly label: string }

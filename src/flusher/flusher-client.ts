@@ -4,7 +4,7 @@
  */
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
-import { ErrorCode, TallyworksError } from '../../common/errors.js';
+import { ErrorCode, TallyworksError, reviveError } from '../../common/errors.js';
 import type {
   FlusherCloseReport,
   FlusherControl,
@@ -72,14 +72,14 @@ export class FlusherClient {
     this.data.unref();
     this.controlPort.unref();
     this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.on('error', (err) => this.fail(new TallyworksError(ErrorCode.PROTOCOL, `flusher thread failed: ${err.message}`, { cause: err })));
+    this.worker.on('error', (err) => this.fail(threadError(err)));
     this.worker.on('exit', () => this.fail(new TallyworksError(ErrorCode.CLOSED, 'the flusher thread ended')));
   }
 
   /** Starts the flusher thread and resolves once it is connected to Redis and answering. */
   static async start(lanes: readonly Lane[], timeCell: SharedArrayBuffer, options: FlusherClientOptions): Promise<FlusherClient> {
     const client = new FlusherClient(lanes, timeCell, options);
-    const failed = new Promise<never>((_, reject) => client.worker.once('error', reject));
+    const failed = new Promise<never>((_, reject) => client.worker.once('error', (err) => reject(threadError(err))));
     failed.catch(() => undefined);
     await Promise.race([client.control.stats(), failed]);
     return client;
@@ -136,7 +136,7 @@ export class FlusherClient {
         w.resolve(reply.results);
         break;
       case 'error':
-        w.reject(new TallyworksError(reply.code as TallyworksError['code'], reply.message));
+        w.reject(reviveError(reply.error) as Error);
         break;
       default:
         w.reject(new TallyworksError(ErrorCode.PROTOCOL, `flusher: unknown reply ${JSON.stringify(reply)}`));
@@ -179,4 +179,10 @@ export class FlusherClient {
     if (this.failure !== undefined && this.failure.code !== ErrorCode.CLOSED) throw this.failure;
     return report;
   }
+}
+
+/** The flusher thread's uncaught error as its own class (e.g. Redis refusing the thread's connection), else wrapped. */
+function threadError(err: Error): TallyworksError {
+  const revived = reviveError(err);
+  return revived instanceof TallyworksError ? revived : new TallyworksError(ErrorCode.PROTOCOL, `flusher thread failed: ${err.message}`, { cause: err });
 }

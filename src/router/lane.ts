@@ -16,7 +16,7 @@
  */
 import { encode } from '../../common/codec.js';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
-import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
+import { ErrorCode, TallyworksError, closedError, reviveError } from '../../common/errors.js';
 import {
   allocWords,
   ARENA_FIRST_WORD,
@@ -361,7 +361,7 @@ export class Lane {
         this.replay();
         break;
       case 'failed':
-        this.fail(new TallyworksError(ErrorCode.CAPACITY, reply.message));
+        this.fail(reviveError(reply.error) as TallyworksError);
         return;
       default:
         this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${this.index}: unknown reply ${JSON.stringify(reply)}`));

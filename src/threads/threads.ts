@@ -11,12 +11,66 @@ import { type MessagePort, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { FlusherInit, ShardLeaseEnd, ShardTask } from '../../common/messages.js';
 
+/** Options that only make sense for the main script: a worker given them would eval the code again or die. */
+const MAIN_ONLY = /^(--input-type|--eval|--print|-e|-p|-pe)(=|$)/;
+
+let execArgvForWorkers: string[] | undefined;
+
 /**
- * Node options of this process that a worker thread refuses (it would die at start): `--input-type`
- * (set by `node --input-type=module -e …`) is the one seen in practice.
+ * The Node options of this process that a worker thread accepts, worked out once per process.
+ *
+ * A worker inherits the process's options unless given `execArgv`, and dies at start on some of them
+ * (`--input-type`, set by `node --input-type=module -e …`). Given `execArgv`, its constructor refuses V8
+ * and process-wide options (`--max-old-space-size`, `--expose-gc`, `--title`, …) with
+ * ERR_WORKER_INVALID_EXEC_ARGV. Node offers no list of which is which, but that error names the refused
+ * options: so a probe worker is constructed with the candidates, the named ones are dropped, and the
+ * rest is what every thread gets. The probe runs only when the process has options at all.
  */
-function workerExecArgv(): string[] {
-  return process.execArgv.filter((arg) => !arg.startsWith('--input-type'));
+export function workerExecArgv(): string[] {
+  if (execArgvForWorkers !== undefined) return execArgvForWorkers;
+  const args: string[] = [];
+  const own = process.execArgv;
+  for (let i = 0; i < own.length; i++) {
+    if (MAIN_ONLY.test(own[i]!)) {
+      // `-e code` / `--input-type module`: the value is the next argument.
+      if (!own[i]!.includes('=') && i + 1 < own.length && !own[i + 1]!.startsWith('-')) i++;
+      continue;
+    }
+    args.push(own[i]!);
+  }
+  // Each round drops at least one option, so this ends after at most args.length rounds.
+  while (args.length > 0) {
+    const refused = refusedByWorker(args);
+    if (refused.length === 0) break;
+    const before = args.length;
+    for (const flag of refused) {
+      const at = args.indexOf(flag);
+      if (at < 0) continue;
+      // A refused `--flag value` written as two arguments takes its value with it.
+      const withValue = !flag.includes('=') && at + 1 < args.length && !args[at + 1]!.startsWith('-');
+      args.splice(at, withValue ? 2 : 1);
+    }
+    if (args.length === before) {
+      args.length = 0; // the error named nothing we could find: run workers without options
+    }
+  }
+  execArgvForWorkers = args;
+  return args;
+}
+
+/** The options a worker constructor refuses among `args` (empty when it accepts them all). */
+function refusedByWorker(args: string[]): string[] {
+  let probe: Worker;
+  try {
+    probe = new Worker('', { eval: true, execArgv: args, stdout: true, stderr: true });
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err;
+    const listed = /flags: (.*)$/.exec((err as Error).message)?.[1] ?? '';
+    return listed.split(', ').filter((f) => f.length > 0);
+  }
+  probe.unref();
+  void probe.terminate();
+  return [];
 }
 
 const shardEntry = new URL('../../workers/shard.js', import.meta.url);

@@ -31,7 +31,7 @@ import {
 } from '../../src/index.js';
 import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
 import { prng } from '../helpers/prng.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
+import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Harness: every server, client and the engine are released after the file, whatever happened.

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Progress } from '../../bench/cli/report.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
 
 const BIN = new URL('../../bench/cli/main.js', import.meta.url).pathname;
 

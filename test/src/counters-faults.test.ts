@@ -42,7 +42,7 @@ import {
   UndeliveredError,
 } from '../../src/index.js';
 import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
+import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
 
 const UNAVAILABLE = ErrorCode.REDIS_UNAVAILABLE;
 const UNKNOWN = ErrorCode.REDIS_OUTCOME_UNKNOWN;

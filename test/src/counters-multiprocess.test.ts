@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { PARTITIONS, partitionKey, partitionOf } from '../../common/redis.js';
 import { deltaOf, keyOf } from '../fixtures/counter-child.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
 
 const childScript = fileURLToPath(new URL('../fixtures/counter-child.js', import.meta.url));
 

@@ -28,7 +28,7 @@ import {
 } from '../../src/index.js';
 import { internals } from '../../src/engine.js';
 import { partitionOf } from '../../common/redis.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
+import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
 
 const MAX = Number.MAX_SAFE_INTEGER;
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
-import { REDIS_SERVER_NOT_FOUND_MESSAGE, startRedisServer, type RedisServer } from './redis-server.js';
+import { REDIS_SERVER_NOT_FOUND_MESSAGE, startRedisServer, type RedisServer } from '../../bench/redis-server.js';
 
 /**
  * A client that fails fast instead of queueing or reconnecting, so a dead server surfaces as a

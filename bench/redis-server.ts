@@ -1,9 +1,10 @@
 /**
- * Test harness that runs a private, throw-away `redis-server` per test (or per suite).
+ * A private, throw-away `redis-server` on a free loopback port, for the benchmarks (shipped with the
+ * `tallyworks bench` CLI) and the tests.
  *
- * Why a private server instead of the developer's Redis on 6379: tests here kill, restart and flush
- * Redis, which must never happen to a shared instance, and each test needs a clean keyspace without
- * coordinating with other test files that run in parallel processes.
+ * Why a private server instead of the developer's Redis on 6379: tests kill, restart and flush Redis,
+ * and benchmarks flush it, which must never happen to a shared instance; and each test needs a clean
+ * keyspace without coordinating with other test files that run in parallel processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -36,6 +37,13 @@ export interface RedisServerOptions {
    * SIGKILL and is reloaded by {@link RedisServer.restart}. Default `false` (pure in-memory server).
    */
   appendOnly?: boolean;
+  /** `requirepass`: clients must AUTH with it (the harness pings with it too). */
+  password?: string;
+  /**
+   * Also serve TLS on a second free port ({@link RedisServer.tlsPort}) with these PEM files; the plain
+   * port stays open for the harness and for tests that want both.
+   */
+  tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
 }
 
 /** A private `redis-server` child process started by {@link startRedisServer}. */
@@ -43,8 +51,10 @@ export interface RedisServer {
   /** The loopback port the server listens on (never a fixed port such as 6379). */
   readonly port: number;
   readonly host: '127.0.0.1';
-  /** `redis://127.0.0.1:<port>`. */
+  /** `redis://127.0.0.1:<port>` (without the password). */
   readonly url: string;
+  /** The TLS port, when started with `tls`. */
+  readonly tlsPort: number | undefined;
   /** The server's private working directory (AOF files live here); removed by {@link RedisServer.stop}. */
   readonly dir: string;
   /** Whether the server process is currently alive. */
@@ -122,7 +132,7 @@ function pickFreePort(): Promise<number> {
  * pid: if another process grabbed the port first, a PONG from *that* server must not be mistaken for
  * ours becoming ready. Resolves false (never rejects) on refusal, `-LOADING` or any other reply.
  */
-function pingOnce(port: number, pid: number): Promise<boolean> {
+function pingOnce(port: number, pid: number, password: string | undefined): Promise<boolean> {
   return new Promise((resolve) => {
     const socket: Socket = connect({ host: HOST, port });
     let reply = '';
@@ -135,9 +145,11 @@ function pingOnce(port: number, pid: number): Promise<boolean> {
       resolve(ok);
     };
     socket.setTimeout(1_000, () => finish(false));
-    socket.once('connect', () => socket.write('PING\r\nINFO server\r\n'));
+    const auth = password === undefined ? '' : `AUTH ${password}\r\n`;
+    socket.once('connect', () => socket.write(`${auth}PING\r\nINFO server\r\n`));
     socket.on('data', (chunk: Buffer) => {
       reply += chunk.toString('latin1');
+      if (auth !== '' && reply.startsWith('+OK\r\n')) reply = reply.slice(5);
       const firstLineEnd = reply.indexOf('\r\n');
       if (firstLineEnd === -1) return;
       if (reply.slice(0, firstLineEnd) !== '+PONG') return finish(false);
@@ -159,8 +171,9 @@ class RedisServerProcess implements RedisServer {
 
   constructor(
     readonly port: number,
+    readonly tlsPort: number | undefined,
     readonly dir: string,
-    private readonly appendOnly: boolean,
+    private readonly options: RedisServerOptions,
   ) {
     this.url = `redis://${HOST}:${port}`;
   }
@@ -176,9 +189,13 @@ class RedisServerProcess implements RedisServer {
       '--bind', HOST,
       // No RDB snapshots: tests must not pay for (or be confused by) background saves.
       '--save', '',
-      '--appendonly', this.appendOnly ? 'yes' : 'no',
+      '--appendonly', this.options.appendOnly === true ? 'yes' : 'no',
       // fsync on every write so a SIGKILL loses nothing that was acknowledged.
-      ...(this.appendOnly ? ['--appendfsync', 'always'] : []),
+      ...(this.options.appendOnly === true ? ['--appendfsync', 'always'] : []),
+      ...(this.options.password === undefined ? [] : ['--requirepass', this.options.password]),
+      ...(this.options.tls === undefined
+        ? []
+        : ['--tls-port', String(this.tlsPort), '--tls-cert-file', this.options.tls.certFile, '--tls-key-file', this.options.tls.keyFile, '--tls-ca-cert-file', this.options.tls.caFile, '--tls-auth-clients', 'no']),
       '--dir', this.dir,
       '--daemonize', 'no',
       '--protected-mode', 'no',
@@ -247,7 +264,7 @@ class RedisServerProcess implements RedisServer {
         await this.exited;
         throw new Error(`redis-server on port ${this.port} exited before answering PING. Output:\n${this.output}`);
       }
-      if (await pingOnce(this.port, pid)) return;
+      if (await pingOnce(this.port, pid, this.options.password)) return;
       if (Date.now() >= deadline) {
         throw new Error(
           `redis-server on port ${this.port} did not answer PING within ${READY_TIMEOUT_MS} ms. Output:\n${this.output}`,
@@ -335,7 +352,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   liveDirs.add(dir);
   try {
     for (let attempt = 1; ; attempt++) {
-      const server = new RedisServerProcess(await pickFreePort(), dir, options.appendOnly ?? false);
+      const server = new RedisServerProcess(await pickFreePort(), options.tls === undefined ? undefined : await pickFreePort(), dir, options);
       try {
         await server.launch();
         return server;
