@@ -7,6 +7,7 @@
  * keyspace without coordinating with other test files that run in parallel processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
@@ -44,6 +45,10 @@ export interface RedisServerOptions {
    * port stays open for the harness and for tests that want both.
    */
   tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+  /** Start as a Redis Cluster node (`--cluster-enabled yes`); {@link startRedisCluster} joins them. */
+  clusterNode?: boolean;
+  /** `maxclients`: connections the server accepts at once (tests use it to refuse a second connection). */
+  maxClients?: number;
 }
 
 /** A private `redis-server` child process started by {@link startRedisServer}. */
@@ -193,6 +198,8 @@ class RedisServerProcess implements RedisServer {
       // fsync on every write so a SIGKILL loses nothing that was acknowledged.
       ...(this.options.appendOnly === true ? ['--appendfsync', 'always'] : []),
       ...(this.options.password === undefined ? [] : ['--requirepass', this.options.password]),
+      ...(this.options.clusterNode === true ? ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] : []),
+      ...(this.options.maxClients === undefined ? [] : ['--maxclients', String(this.options.maxClients)]),
       ...(this.options.tls === undefined
         ? []
         : ['--tls-port', String(this.tlsPort), '--tls-cert-file', this.options.tls.certFile, '--tls-key-file', this.options.tls.keyFile, '--tls-ca-cert-file', this.options.tls.caFile, '--tls-auth-clients', 'no']),
@@ -367,4 +374,70 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     liveDirs.delete(dir);
     throw err;
   }
+}
+
+/** A private Redis Cluster of masters on free loopback ports, started by {@link startRedisCluster}. */
+export interface RedisCluster {
+  /** Startup nodes for an ioredis `Cluster`. */
+  readonly nodes: ReadonlyArray<{ readonly host: '127.0.0.1'; readonly port: number }>;
+  readonly servers: readonly RedisServer[];
+  /** Stops every node (idempotent). */
+  stop(): Promise<void>;
+}
+
+/** How long {@link startRedisCluster} waits for every node to report `cluster_state:ok`. */
+const CLUSTER_READY_TIMEOUT_MS = 20_000;
+
+/**
+ * Starts `masters` (at least 3) cluster-enabled redis-servers, joins them with `redis-cli --cluster
+ * create` (slots spread evenly, no replicas), and resolves once every node reports `cluster_state:ok`.
+ */
+export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+  const servers: RedisServer[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => s.stop()));
+  };
+  try {
+    for (let i = 0; i < masters; i++) servers.push(await startRedisServer({ clusterNode: true }));
+    const create = spawn('redis-cli', ['--cluster', 'create', ...servers.map((s) => `${HOST}:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    create.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
+    create.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
+    const [code] = (await once(create, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`redis-cli --cluster create failed (exit ${code}):\n${output.slice(-MAX_OUTPUT_CHARS)}`);
+    const deadline = Date.now() + CLUSTER_READY_TIMEOUT_MS;
+    for (const server of servers) {
+      while (!(await clusterOk(server.port))) {
+        if (Date.now() >= deadline) throw new Error(`Redis Cluster node ${server.port} did not reach cluster_state:ok within ${CLUSTER_READY_TIMEOUT_MS} ms`);
+        // Ref'd: the nodes are unref'd at rest, and this wait must keep the process alive.
+        await delay(50);
+      }
+    }
+    return { nodes: servers.map((s) => ({ host: HOST, port: s.port })), servers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** True when the node on `port` answers CLUSTER INFO with cluster_state:ok and every slot assigned. */
+function clusterOk(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket: Socket = connect({ host: HOST, port });
+    let reply = '';
+    const finish = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => finish(false));
+    socket.once('connect', () => socket.write('CLUSTER INFO\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      if (/cluster_known_nodes:\d+/.test(reply)) finish(/cluster_state:ok/.test(reply) && /cluster_slots_assigned:16384/.test(reply));
+    });
+    socket.once('error', () => finish(false));
+    socket.once('close', () => finish(false));
+  });
 }

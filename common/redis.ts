@@ -47,6 +47,20 @@ export type ConnectionSpec =
 /** A client this engine opened (never the user's own instance: that one is only duplicated). */
 export type RedisClient = Redis | Cluster;
 
+/**
+ * A ready ioredis `Redis` or `Cluster` instance as the engine and `redisSink` accept it: of this package's
+ * ioredis or of the app's own (any ioredis ≥ 5). Structural, because the class types of two ioredis copies
+ * are not assignable to each other.
+ */
+export interface IoredisClient {
+  readonly options: object;
+  readonly status: string;
+  readonly isCluster?: boolean;
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
+  duplicate(...args: never[]): unknown;
+  sendCommand(...args: never[]): unknown;
+}
+
 /** Options of every connection the engine opens: fail fast, bounded, no hidden resends. */
 function ownOptions(commandTimeoutMs: number): RedisOptions {
   return {
@@ -121,7 +135,7 @@ function crossableOptions<T extends object>(options: T, path: string): T {
  * True for an ioredis `Redis` or `Cluster` instance, of this package's ioredis or of the app's own (any
  * ioredis ≥ 5): recognised by shape, since `instanceof` fails across two copies of ioredis.
  */
-export function isRedisClient(value: unknown): value is RedisClient {
+export function isRedisClient(value: unknown): value is IoredisClient {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
   return (
@@ -135,7 +149,7 @@ export function isRedisClient(value: unknown): value is RedisClient {
 }
 
 /** True for an ioredis Cluster instance (of any copy of ioredis). */
-function isClusterClient(value: RedisClient): value is Cluster {
+function isClusterClient(value: IoredisClient): boolean {
   return (value as { isCluster?: unknown }).isCluster === true;
 }
 
@@ -144,14 +158,14 @@ function isClusterClient(value: RedisClient): value is Cluster {
  * options and startup nodes are copied; the instance itself stays the user's). Options that cannot cross
  * to the flusher thread are refused, naming them (`TW_INVALID_OPTION`).
  */
-export function connectionSpec(redis: string | RedisOptions | RedisClient): ConnectionSpec {
+export function connectionSpec(redis: string | RedisOptions | IoredisClient): ConnectionSpec {
   if (typeof redis === 'string') return { kind: 'single', url: redis, options: {} };
   if (isRedisClient(redis)) {
     if (isClusterClient(redis)) {
       const nodes = crossable((redis as unknown as { startupNodes: ClusterNode[] }).startupNodes, 'redis.startupNodes') as ClusterNode[];
-      return { kind: 'cluster', nodes, options: crossableOptions(redis.options, 'redis.options') };
+      return { kind: 'cluster', nodes, options: crossableOptions(redis.options as ClusterOptions, 'redis.options') };
     }
-    return { kind: 'single', options: crossableOptions(redis.options, 'redis.options') };
+    return { kind: 'single', options: crossableOptions(redis.options as RedisOptions, 'redis.options') };
   }
   return { kind: 'single', options: crossableOptions(redis, 'redis') };
 }
@@ -286,7 +300,7 @@ export function sinkMarkerKey(hash: string, flushId: string): string {
  * Adds `entries` ([key, count] pairs) to `hash` with HINCRBY, once per `flushId`: true when added now,
  * false when that flush id had been added before. Registers the script on `client` on first use.
  */
-export async function addFlush(client: RedisClient, hash: string, flushId: string, ttlMs: number, entries: Array<string | number>): Promise<boolean> {
+export async function addFlush(client: RedisClient | IoredisClient, hash: string, flushId: string, ttlMs: number, entries: Array<string | number>): Promise<boolean> {
   const c = client as unknown as BufferSinkCommand & RedisClient;
   if (typeof c.twBufferSink !== 'function') c.defineCommand('twBufferSink', { numberOfKeys: 2, lua: BUFFER_SINK_LUA });
   return (await c.twBufferSink(hash, sinkMarkerKey(hash, flushId), ttlMs, encodeOps(entries))) === 1;

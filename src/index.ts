@@ -27,7 +27,7 @@ export type { BufferOptions, BufferEntry, DeadLetter, FlushHandler, FlushBatchHa
 export { connectBuffer, BufferClient, type BufferLink } from './buffers/link.js';
 export { redisSink, asyncSink, asyncBatchSink, type RedisSinkOptions } from './buffers/sinks.js';
 export type { FlusherStats } from '../common/messages.js';
-export { MIN_REDIS_VERSION, PARTITIONS } from '../common/redis.js';
+export { MIN_REDIS_VERSION, PARTITIONS, type IoredisClient } from '../common/redis.js';
 export {
   ErrorCode,
   type ErrorCodeValue,

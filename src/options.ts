@@ -9,7 +9,7 @@ import { canonicalTimeZone } from '../common/calendar.js';
 import { type Clock, SystemClock } from './clock/clock.js';
 import type { EventStoreOptions } from './events/store-options.js';
 import type { RedisOptions } from 'ioredis';
-import { connectionSpec, type ConnectionSpec, isRedisClient, type RedisClient } from '../common/redis.js';
+import { connectionSpec, type ConnectionSpec, type IoredisClient, isRedisClient } from '../common/redis.js';
 import { MAX_KEY_BYTES } from './keys.js';
 
 export interface EngineOptions {
@@ -41,7 +41,7 @@ export interface EngineOptions {
    * ioredis `Redis`/`Cluster` instance (the engine opens its own connections with its settings; it never
    * closes yours). Without it the engine runs embedded: counters live in this process. Redis ≥ 6.2.
    */
-  redis?: string | RedisOptions | RedisClient;
+  redis?: string | RedisOptions | IoredisClient;
   /** Names this engine's data in Redis; engines with the same prefix share counters. Key rules, and no braces. Default `tw`. */
   prefix?: string;
   /** How often the flusher delivers lax deltas to Redis, ms. Default 20. 1–60000. */
@@ -183,7 +183,7 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
 function resolveRedis(value: unknown): ConnectionSpec | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string') {
-    if (!/^rediss?:\/\//.test(value)) throw optionRangeError('redis', 'a redis:// or rediss:// URL', value);
+    if (!/^rediss?:\/\//.test(value) || !URL.canParse(value)) throw optionRangeError('redis', 'a valid redis:// or rediss:// URL', value);
     return connectionSpec(value);
   }
   if (isRedisClient(value)) return connectionSpec(value);

@@ -7,7 +7,7 @@
  * again with the same counts and the same flush id, so a sink that remembers flush ids applies each once.
  */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { addFlush, hashTag, isRedisClient, MARKER_TTL_MS, type RedisClient } from '../../common/redis.js';
+import { addFlush, hashTag, type IoredisClient, isRedisClient, MARKER_TTL_MS } from '../../common/redis.js';
 import type { BufferEntry, FlushBatchHandler, FlushHandler } from './buffer-options.js';
 
 export interface RedisSinkOptions {
@@ -28,8 +28,8 @@ export interface RedisSinkOptions {
  * the buffer retries it or dead-letters it. Uses your ioredis client
  * (Redis or Cluster; it stays yours to close) and registers one script on it.
  */
-export function redisSink(redis: RedisClient, options: RedisSinkOptions): { onFlushBatch: FlushBatchHandler } {
-  if (!isRedisClient(redis)) throw argumentTypeError('redis', 'an ioredis Redis or Cluster instance', redis);
+export function redisSink(redis: IoredisClient, options: RedisSinkOptions): { onFlushBatch: FlushBatchHandler } {
+  if (!isRedisClient(redis)) throw argumentTypeError('redis', 'an ioredis (≥ 5) Redis or Cluster instance', redis);
   if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object with a hash name', options);
   const { hash, dedupeTtlMs = MARKER_TTL_MS } = options;
   const hashRule = 'a non-empty string, without "{" or "}" unless it holds a hash tag such as "{views}:daily"';
