@@ -75,6 +75,10 @@ function ownOptions(commandTimeoutMs: number): RedisOptions {
     // The partitions' calls of one tick leave in one socket write.
     enableAutoPipelining: true,
     retryStrategy: (attempt: number) => Math.min(20 * attempt, 500),
+    // A Redis restarted from its AOF answers LOADING for a while; ioredis then re-checks after Redis's own
+    // estimate, at least 1 s, up to this. Re-checking often makes the connection ready as soon as Redis
+    // is, which is what the outcome of a lost call waits for (a loaded machine once waited out 5 s here).
+    maxLoadingRetryTime: 50,
     lazyConnect: true,
   };
 }
@@ -221,6 +225,14 @@ function compareVersions(a: string, b: string): number {
     if (d !== 0) return d;
   }
   return 0;
+}
+
+/**
+ * True for the error of a command that never left this client: the connection had dropped (no offline
+ * queue), so Redis cannot have applied it.
+ */
+export function neverSent(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith("Stream isn't writeable");
 }
 
 /** True when commands sent now reach the server (otherwise they fail at once: no offline queue). */

@@ -4,7 +4,7 @@
  * total, and prints a results table (or `--json`), writing an SVG chart of the ratios. Embedded by default
  * (no Redis); `--redis URL` adds the Redis scenarios.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { describeMachine } from '../machine.js';
 import { benchRedis, type BenchRedis } from '../redis.js';
@@ -12,6 +12,7 @@ import { chart, Progress, type Report, type ScenarioResult, type SideResult, tab
 import { type BenchContext, SCENARIOS, type Scenario, type Side } from './scenarios.js';
 
 const USAGE = `Usage: tallyworks bench [options]
+       tallyworks --version
 
 Runs each scenario and its peer in one process, verifies every total, prints a table.
 
@@ -32,6 +33,12 @@ Scenarios: ${SCENARIOS.map((s) => `${s.name}${s.redis ? ' (Redis)' : ''}`).join(
 `;
 
 class UsageError extends Error {}
+
+/** The package's version, from the package.json next to dist/ (installed or in a clone). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 function positive(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -187,6 +194,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === 'bench') await bench(rest);
+    else if (command === '--version' || command === '-v' || command === 'version') process.stdout.write(`tallyworks ${version()}\n`);
     else if (command === undefined || command === '-h' || command === '--help' || command === 'help') process.stdout.write(USAGE);
     else throw new UsageError(`unknown command "${command}"`);
     return 0;

@@ -26,6 +26,7 @@ import {
   readMarker,
   type RedisClient,
   runApply,
+  neverSent,
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
@@ -235,6 +236,8 @@ export class StrictRedis implements CounterBackend {
       reply = await runApply(this.client, part.key, part.marker, seq, args);
     } catch (err) {
       if (seq === 0) throw redisFailure('the strict counter read', err);
+      // Not written to the socket: it did not apply, and there is no outcome to wait for.
+      if (neverSent(err)) throw redisFailure('the strict counter operation', err);
       return this.resolveLost(part, seq, err);
     }
     if (reply.status === ApplyStatus.STALE) {

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -69,6 +69,17 @@ async function tmpFilesOf(path: string): Promise<string[]> {
 }
 
 const bytes = (...v: number[]): Uint8Array => Uint8Array.from(v);
+
+/** Two pids no process can have: above the kernel's pid limit (Linux), or past any real pid elsewhere. */
+function deadPids(): [number, number] {
+  let max = 2 ** 22;
+  try {
+    max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim());
+  } catch {
+    // Not Linux: 2^22 is the largest pid_max Linux allows, and past what other systems hand out.
+  }
+  return [max + 1, max + 77];
+}
 
 /** A MemoryStorage whose writes reject with `failure` while `failing`. */
 class FlakyStorage extends MemoryStorage {
@@ -202,13 +213,17 @@ describe('FileStorage', () => {
     const dir = await tempDir();
     const path = join(dir, 'data.tw');
     await new FileStorage(path).save('k', bytes(42));
-    const leftovers = ['.data.tw.12345.0.tmp', '.data.tw.777.31.tmp'];
-    const others = ['.other.tw.12345.0.tmp', 'data.tw.bak', '.data.tw.notes', 'x.tmp'];
+    // Writers that cannot be running: pids above the kernel's maximum. (Fixed pids such as 777 may be live
+    // processes on a busy machine.) A temporary file of a live writer, our parent, must stay.
+    const dead = deadPids();
+    const live = `.data.tw.${process.ppid}.3.tmp`;
+    const leftovers = [`.data.tw.${dead[0]}.0.tmp`, `.data.tw.${dead[1]}.31.tmp`];
+    const others = [`.other.tw.${dead[0]}.0.tmp`, 'data.tw.bak', '.data.tw.notes', 'x.tmp', live];
     for (const n of [...leftovers, ...others]) await writeFile(join(dir, n), 'partial write');
     const s = new FileStorage(path);
-    assert.deepEqual((await tmpFilesOf(path)).sort(), [...leftovers].sort(), 'nothing removed before the first use');
+    assert.deepEqual((await tmpFilesOf(path)).sort(), [...leftovers, live].sort(), 'nothing removed before the first use');
     assert.deepEqual(await s.load('k'), bytes(42), 'the snapshot itself is intact');
-    assert.deepEqual(await tmpFilesOf(path), [], 'leftovers removed');
+    assert.deepEqual(await tmpFilesOf(path), [live], 'leftovers of dead writers removed, the live writer\'s kept');
     assert.deepEqual((await readdir(dir)).sort(), ['data.tw', ...others].sort(), 'every other file kept');
   });
 
