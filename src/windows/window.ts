@@ -110,6 +110,16 @@ export class WindowSet {
     return w.value();
   }
 
+  /** The W bucket counts of window `id` now, oldest first (W zeros for an id never observed). */
+  buckets(id: string): Promise<number[]> {
+    const w = this.byId.get(id);
+    if (w === undefined) {
+      validateKey(id, 'id');
+      return Promise.resolve(new Array<number>(this.size).fill(0));
+    }
+    return w.buckets();
+  }
+
   /** True if window `id` exists. */
   has(id: string): boolean {
     return this.byId.has(id);

@@ -2,7 +2,6 @@
  * Engine lifecycle, option validation and key rules, on the public API.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
@@ -15,8 +14,6 @@ import {
   validateKey,
 } from '../../src/index.js';
 import { defaultShards } from '../../src/options.js';
-
-const indexUrl = new URL('../../src/index.js', import.meta.url).href;
 
 function optionError(kind: ErrorConstructor, option: string) {
   return (err: unknown): boolean =>
@@ -118,24 +115,6 @@ describe('engine lifecycle', () => {
       await engine.close();
     }
   });
-
-  for (const clockKind of ['system', 'test'] as const) {
-    test(`a process that closes its engine exits on its own (${clockKind} clock): no thread, timer or socket left`, () => {
-      const script = `
-        import { createEngine, SystemClock, TestClock } from ${JSON.stringify(indexUrl)};
-        const engine = await createEngine({ shards: 2, clock: ${clockKind === 'system' ? 'new SystemClock()' : 'new TestClock()'} });
-        const set = engine.windows({ size: 5, unit: 'second' });
-        for (let i = 0; i < 100000; i++) set.observe('k' + (i % 100));
-        const v = await set.value('k7');
-        await engine.close();
-        console.log('value', v);
-      `;
-      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
-      assert.equal(run.signal, null, `the process had to be killed: it did not exit on its own\n${run.stderr}`);
-      assert.equal(run.status, 0, run.stderr);
-      assert.match(run.stdout, /value 1000/);
-    });
-  }
 
   test('the system clock follows wall time through its ticker, shared by engines and stopped by the last', async () => {
     const a = await createEngine({ shards: 1 });

@@ -190,6 +190,8 @@ describe('hopping windows: API behaviour', () => {
       assert.throws(() => set.observe(bad), (err: unknown) => (err as { code?: string }).code === ErrorCode.INVALID_KEY);
     }
     assert.equal(await set.value('nobody'), 0);
+    assert.deepEqual(await set.buckets('nobody'), [0, 0, 0]);
+    assert.throws(() => set.buckets('a:b'), (err: unknown) => (err as { code?: string }).code === ErrorCode.INVALID_KEY);
     assert.equal(set.has('nobody'), false);
     set.observe('é'.repeat(127)); // 254 UTF-8 bytes
     assert.equal(await set.value('é'.repeat(127)), 1);
@@ -215,6 +217,8 @@ describe('hopping windows: API behaviour', () => {
     }
     assert.equal(await set.value('mixed'), 3000);
     assert.equal(await h.value(), 3000);
+    assert.deepEqual(await set.buckets('mixed'), [0, 0, 0, 0, 0, 0, 0, 0, 0, 3000], 'by id, the same buckets as the handle');
+    assert.deepEqual(await h.buckets(), await set.buckets('mixed'));
   });
 
   test('a read sees every observation made before it, across many batches and shards', async () => {

@@ -1,0 +1,332 @@
+/**
+ * Strict and lax counters against a private redis-server: scenarios 1–16 (the shared ones from
+ * test/helpers/counter-scenarios.ts, and the Redis-only ones here: layout, lag, flushing, outages).
+ *
+ * Every test uses its own prefix, so tests of one describe block share a server without seeing each
+ * other's data.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { always, ErrorCode, TestClock } from '../../src/index.js';
+import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, redisCommandCount, redisMode, strictScenarios, until } from '../helpers/counter-scenarios.js';
+import { internals } from '../../src/engine.js';
+import { partitionOf } from '../../common/redis.js';
+import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
+
+// ── Redis mode ──────────────────────────────────────────────────────────────────────────────────────
+
+describe('counters with Redis', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let mode: Mode;
+  before(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.url);
+    mode = redisMode(() => server, () => redis);
+  });
+  after(async () => {
+    await redis?.quit();
+    await server?.stop();
+  });
+
+  /** The lax field of `key` under `prefix`. */
+  const laxStored = (prefix: string, key: string): Promise<string | null> => redis.hget(`{${prefix}:l:${partitionOf(key)}}`, key);
+
+  describe('strict scenarios 2–8', () => strictScenarios(() => mode));
+
+  describe('lax values (as embedded)', () => laxValueScenarios(() => mode));
+
+  describe('batches, validation, coalescing', () => batchTests(() => mode));
+
+  describe('lax scenarios 9–16', () => {
+    it('scenario 9: inc 7 → get 7 with no Redis command; a fresh instance reads 7', async () => {
+      const prefix = freshPrefix('s9');
+      const clock = new TestClock();
+      const a = await mode.engine({ prefix, clock });
+      assert.equal(await a.lax.inc('k', 7), 7);
+      // Nothing dirty any more, and the key's Redis value is fresh on the (frozen) engine clock.
+      await a.lax.flush();
+      const before = (await a.stats()).flusher!;
+      const redisBefore = await redisCommandCount(redis);
+      assert.equal(await a.lax.get('k'), 7);
+      assert.equal(await a.lax.inc('k', 0), 7);
+      const afterStats = (await a.stats()).flusher!;
+      assert.equal(afterStats.commands, before.commands, 'a warm lax read sends the flusher no Redis command');
+      assert.equal(await redisCommandCount(redis), redisBefore, 'a warm lax read sends Redis no command at all');
+      // Once the value is older than allowedLag on the engine clock, the next read refreshes it.
+      await redis.hset(`{${prefix}:l:${partitionOf('k')}}`, 'k', '100');
+      assert.equal(await a.lax.get('k'), 7, 'still warm: the local estimate, not Redis');
+      clock.advance(21);
+      assert.equal(await a.lax.get('k'), 100, 'stale after allowedLag: refreshed from Redis');
+      await redis.hset(`{${prefix}:l:${partitionOf('k')}}`, 'k', '7');
+
+      const b = await mode.engine({ prefix });
+      const waited = await until(async () => (await b.lax.get('k')) === 7, 1000, 'a fresh instance reads 7', () => b.lax.get('k'));
+      assert.ok(waited < 1000);
+      assert.equal(await laxStored(prefix, 'k'), '7');
+    });
+
+    it('scenario 10: inc 10, del before the flush → 10; get 0; Redis holds nothing afterwards', async () => {
+      const prefix = freshPrefix('s10');
+      const clock = new TestClock();
+      // A long flush interval: only this test's calls make the flusher talk to Redis.
+      const a = await mode.engine({ prefix, clock, flushIntervalMs: 60_000 });
+      assert.equal(await a.lax.get('k'), 0); // warm the key: the inc below stays local
+      assert.equal(await a.lax.inc('k', 10), 10);
+      assert.equal(await laxStored(prefix, 'k'), null, 'the inc is still buffered (the test is meaningful)');
+      assert.equal(await a.lax.del('k'), 10);
+      assert.equal(await a.lax.get('k'), 0, 'a read right after del reads 0');
+      await a.lax.flush();
+      await a.lax.flush();
+      assert.equal(await laxStored(prefix, 'k'), null, 'no field after del, even after later flushes');
+      assert.equal(await redis.hexists(`{${prefix}:l:${partitionOf('k')}}`, 'k'), 0);
+      assert.equal(await a.lax.get('k'), 0);
+      clock.advance(100);
+      assert.equal(await a.lax.get('k'), 0, 'refreshed from Redis: still 0');
+      await a.close();
+      assert.equal(await laxStored(prefix, 'k'), null, 'close() delivers nothing for the deleted key');
+    });
+
+    it('scenario 11: inc 1000; set 850 → 850; a fresh instance reads 850', async () => {
+      const prefix = freshPrefix('s11');
+      const clock = new TestClock();
+      const a = await mode.engine({ prefix, clock, flushIntervalMs: 60_000 });
+      assert.equal(await a.lax.get('k'), 0);
+      assert.equal(await a.lax.inc('k', 1000), 1000);
+      assert.equal(await laxStored(prefix, 'k'), null, 'the inc is still buffered');
+      assert.equal(await a.lax.set('k', 850), 850);
+      assert.equal(await laxStored(prefix, 'k'), '850', 'set is absolute in Redis, not a buffered delta');
+      assert.equal(await a.lax.get('k'), 850, 'a read right after set reads 850');
+      await a.lax.flush();
+      assert.equal(await laxStored(prefix, 'k'), '850', 'the delivered 1000 is not applied again');
+      const b = await mode.engine({ prefix });
+      await until(async () => (await b.lax.get('k')) === 850, 1000, 'a fresh instance reads 850', () => b.lax.get('k'));
+      await a.close();
+      assert.equal(await laxStored(prefix, 'k'), '850', 'close() adds nothing');
+    });
+
+    it("scenario 12: A and B each inc; each sees the other's writes within ≈ 2 × lag, also under steady load", async (t) => {
+      const prefix = freshPrefix('s12');
+      const a = await mode.engine({ prefix });
+      const b = await mode.engine({ prefix });
+      const BOUND = 500; // generous: the spec's figure is ≈ 2 × 20 ms
+      assert.equal(await a.lax.get('k'), 0);
+      assert.equal(await b.lax.get('k'), 0);
+      const start = Date.now();
+      await a.lax.inc('k', 1);
+      await b.lax.inc('k', 2);
+      const seenByA = await until(async () => (await a.lax.get('k')) === 3, 2000, 'A sees B', () => a.lax.get('k'));
+      const seenByB = await until(async () => (await b.lax.get('k')) === 3, 2000, 'B sees A', () => b.lax.get('k'));
+      const quiet = Date.now() - start;
+      t.diagnostic(`idle: both see 3 after ${quiet} ms (A waited ${seenByA} ms, B ${seenByB} ms)`);
+      assert.ok(quiet <= BOUND, `both instances see 3 within ${BOUND} ms; took ${quiet} ms`);
+
+      // Steady load: both instances keep adding while each checks it sees the other's adds.
+      let sentA = 0;
+      let sentB = 0;
+      const load = setInterval(() => {
+        a.lax.add('load', 1);
+        sentA++;
+        b.lax.add('load', 1);
+        sentB++;
+      }, 1);
+      const lags: number[] = [];
+      try {
+        const end = Date.now() + 1000;
+        while (Date.now() < end) {
+          const target = sentA + sentB;
+          const t0 = Date.now();
+          await until(async () => (await a.lax.get('load')) >= target, 3000, `A sees ≥ ${target} under load`, () => a.lax.get('load'));
+          await until(async () => (await b.lax.get('load')) >= target, 3000, `B sees ≥ ${target} under load`, () => b.lax.get('load'));
+          lags.push(Date.now() - t0);
+          await delay(20);
+        }
+      } finally {
+        clearInterval(load);
+      }
+      const worst = Math.max(...lags);
+      t.diagnostic(`under load: ${lags.length} samples, worst ${worst} ms, lags ${lags.join(',')}`);
+      assert.ok(lags.length >= 5, `enough samples: ${lags.length}`);
+      assert.ok(worst <= BOUND, `under steady load each instance sees the other's adds within ${BOUND} ms; worst ${worst} ms (${lags.join(',')})`);
+      const total = sentA + sentB;
+      await until(
+        async () => (await a.lax.get('load')) === total && (await b.lax.get('load')) === total && (await laxStored(prefix, 'load')) === String(total),
+        2000,
+        `both instances and Redis settle on exactly ${total}`,
+        async () => [await a.lax.get('load'), await b.lax.get('load'), await laxStored(prefix, 'load')],
+      );
+    });
+
+    it('scenario 13: B puts 9 in Redis; A never touched the key; A del → 9 and the key is gone', async () => {
+      const prefix = freshPrefix('s13');
+      const a = await mode.engine({ prefix });
+      const b = await mode.engine({ prefix });
+      assert.equal(await b.lax.set('k', 9), 9);
+      assert.equal(await laxStored(prefix, 'k'), '9');
+      assert.equal(await a.lax.del('k'), 9, 'del returns the Redis value even though A never touched the key');
+      assert.equal(await redis.hexists(`{${prefix}:l:${partitionOf('k')}}`, 'k'), 0, 'the field is gone');
+      assert.equal(await a.lax.get('k'), 0);
+      await until(async () => (await b.lax.get('k')) === 0, 1000, 'B sees the delete', () => b.lax.get('k'));
+      // Written straight into Redis by someone else: same story.
+      await redis.hset(`{${prefix}:l:${partitionOf('j')}}`, 'j', '4');
+      assert.equal(await a.lax.del('j'), 4);
+      assert.equal(await redis.hexists(`{${prefix}:l:${partitionOf('j')}}`, 'j'), 0);
+    });
+
+    it('scenario 14: 150 dirty keys, half the commits lose their reply → every delta applied exactly once', async (t) => {
+      const prefix = freshPrefix('s14');
+      // Cycles run only when the test asks (lax.flush), so "halfway" is deterministic.
+      const a = await mode.engine({ prefix, flushIntervalMs: 60_000 });
+      const flusher = a[internals].flusher!;
+      const keys = Array.from({ length: 150 }, (_, i) => `d${i}`);
+      const partitions = new Set(keys.map(partitionOf)).size;
+      await flusher.loseRepliesForTest(8);
+      keys.forEach((k, i) => a.lax.add(k, i + 1));
+      await a.lax.flush();
+      const first = (await a.stats()).flusher!;
+      t.diagnostic(`after the failing cycle: ${JSON.stringify(first)} (${partitions} partitions)`);
+      assert.equal(first.unresolved, Math.min(8, partitions), 'the lost replies left calls unresolved');
+      // More adds while calls are unresolved: they must go in later calls, not change the re-sent ones.
+      keys.forEach((k) => a.lax.add(k, 1000));
+      for (let i = 0; i < 20; i++) {
+        await a.lax.flush();
+        const s = (await a.stats()).flusher!;
+        if (s.unresolved === 0 && s.pendingKeys === 0) break;
+      }
+      const stats = (await a.stats()).flusher!;
+      assert.equal(stats.unresolved, 0);
+      assert.equal(stats.pendingKeys, 0);
+      assert.ok(stats.failures > 0, `the failures are reported: ${JSON.stringify(stats)}`);
+      const stored = await Promise.all(keys.map((k) => laxStored(prefix, k)));
+      const wrong = keys.flatMap((k, i) => (stored[i] === String(i + 1001) ? [] : [`${k}=${stored[i]} (want ${i + 1001})`]));
+      assert.deepEqual(wrong, [], 'every delta applied exactly once (no doubles, none lost)');
+      const local = await a.lax.getAll(keys);
+      assert.deepEqual(local, keys.map((k, i) => [k, i + 1001]), 'the local estimates agree');
+      await a.close();
+      const afterClose = await Promise.all(keys.map((k) => laxStored(prefix, k)));
+      assert.deepEqual(afterClose, stored, 'close() re-sends nothing');
+    });
+
+    it('scenario 16: inc 5; close() → Redis holds 5', async () => {
+      const prefix = freshPrefix('s16');
+      const clock = new TestClock();
+      const a = await mode.engine({ prefix, clock, flushIntervalMs: 60_000 });
+      assert.equal(await a.lax.get('k'), 0); // warm: the inc stays buffered until close
+      assert.equal(await a.lax.inc('k', 5), 5);
+      a.lax.add('other', 3);
+      assert.equal(await laxStored(prefix, 'k'), null, 'still buffered before close');
+      await a.close();
+      assert.equal(await laxStored(prefix, 'k'), '5', 'close() delivered the pending delta');
+      assert.equal(await laxStored(prefix, 'other'), '3');
+      assert.deepEqual(
+        (await redis.keys(`{${prefix}:*`)).filter((k) => k.includes(':m:')),
+        [],
+        'close() removed its call markers',
+      );
+    });
+  });
+});
+
+// ── scenario 15: Redis outage (AOF, so a restart keeps what was acknowledged) ───────────────────────
+
+describe('scenario 15: Redis outage', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  before(async () => {
+    server = await startRedisServer({ appendOnly: true });
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+    redis.on('error', () => undefined);
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  it('1000 × inc 1 across a Redis outage → exactly +1000 after recovery', async (t) => {
+    // The spec's outage is 5 s; 1.5 s exercises the same paths (failed cycles, backoff, reconnect,
+    // re-sent calls) and keeps the file fast.
+    const OUTAGE_MS = 1500;
+    const prefix = freshPrefix('s15');
+    const a = await open({ redis: server.url, prefix, flushIntervalMs: 20, allowedLagMs: 20 });
+    const field = `{${prefix}:l:${partitionOf('k')}}`;
+    assert.equal(await a.lax.set('k', 100), 100);
+    let count = 0;
+    const incOnce = async (phase: string): Promise<void> => {
+      count++;
+      const v = await a.lax.inc('k');
+      assert.equal(v, 100 + count, `${phase}: inc #${count} returns the local estimate`);
+    };
+    for (let i = 0; i < 300; i++) await incOnce('before the outage');
+    await server.kill();
+    const outageStart = Date.now();
+    let during = 0;
+    while (during < 400) {
+      await incOnce('during the outage');
+      during++;
+      if (during % 10 === 0) await delay(OUTAGE_MS / 50);
+    }
+    const left = OUTAGE_MS - (Date.now() - outageStart);
+    if (left > 0) await delay(left);
+    const outageStats = (await a.stats()).flusher!;
+    t.diagnostic(`during the outage: ${JSON.stringify(outageStats)}`);
+    assert.ok(outageStats.pendingKeys >= 1, 'the increments are buffered during the outage');
+    await server.restart();
+    for (let i = 0; i < 300; i++) await incOnce('after the restart');
+    assert.equal(count, 1000);
+    await until(async () => (await redis.hget(field, 'k')) === '1100', 10_000, 'Redis holds exactly 100 + 1000', () => redis.hget(field, 'k'));
+    const stats = (await a.stats()).flusher!;
+    assert.ok(stats.failures > 0, `the outage was noticed: ${JSON.stringify(stats)}`);
+    assert.equal(await a.lax.get('k'), 1100);
+    await a.close();
+    assert.equal(await redis.hget(field, 'k'), '1100', 'still exact after close()');
+  });
+
+  it('a lax op whose reply was lost is never reported "not applied" when it landed', async () => {
+    const prefix = freshPrefix('lost');
+    // Cycles run only when a request or the test asks for one.
+    const a = await open({ redis: server.url, prefix, flushIntervalMs: 60_000, allowedLagMs: 20 });
+    const field = `{${prefix}:l:${partitionOf('k')}}`;
+    assert.equal(await a.lax.set('k', 1), 1);
+    await a[internals].flusher!.loseRepliesForTest(1);
+    let outcome: { ok: [number, number] } | { err: unknown } | undefined;
+    const settled = a.lax.incIf('k', always, 5).then(
+      (ok) => void (outcome = { ok }),
+      (err: unknown) => void (outcome = { err }),
+    );
+    await until(async () => (await a.stats()).flusher!.unresolved === 1, 2000, 'the incIf call lost its reply');
+    assert.equal(await redis.hget(field, 'k'), '6', 'the incIf landed in Redis');
+    await server.kill();
+    // A few cycles while Redis is down, then it comes back.
+    for (let i = 0; i < 10; i++) {
+      await a.lax.flush();
+      await delay(20);
+    }
+    await server.restart();
+    await until(
+      async () => {
+        await a.lax.flush();
+        return outcome !== undefined && (await a.stats()).flusher!.unresolved === 0;
+      },
+      5000,
+      'the lost call is resolved after the restart',
+      async () => ({ outcome: outcome === undefined ? 'pending' : String(Object.values(outcome)[0]), stats: (await a.stats()).flusher }),
+    );
+    await settled;
+    assert.equal(await redis.hget(field, 'k'), '6', 'applied exactly once');
+    assert.ok(outcome !== undefined);
+    if ('err' in outcome) {
+      const err = outcome.err as { code?: string; message?: string };
+      assert.equal(
+        err.code,
+        ErrorCode.REDIS_OUTCOME_UNKNOWN,
+        `the incIf was applied (Redis holds 6) but the caller was told: ${err.code}: ${err.message}`,
+      );
+    } else {
+      assert.deepEqual(outcome.ok, [6, 1]);
+    }
+    assert.equal(await a.lax.get('k'), 6);
+  });
+});
+
