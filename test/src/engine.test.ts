@@ -148,12 +148,13 @@ describe('keys', () => {
 });
 
 describe('package entry', () => {
-  test('package.json exports resolve to the built entry with types', async () => {
+  test('package.json exports resolve to the built entry (for import and require) and its types', async () => {
     const pkg = (await import('node:fs')).readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8');
-    const { exports, engines } = JSON.parse(pkg) as { exports: Record<string, { import: string; types: string }>; engines: { node: string } };
+    const { exports, engines } = JSON.parse(pkg) as { exports: Record<string, { default: string; types: string }>; engines: { node: string } };
     assert.equal(engines.node, '>=20');
-    const entry = new URL(`../../../${exports['.']!.import}`, import.meta.url);
+    const entry = new URL(`../../../${exports['.']!.default}`, import.meta.url);
     const mod = (await import(entry.href)) as Record<string, unknown>;
     assert.equal(typeof mod.createEngine, 'function');
+    assert.ok((await import('node:fs')).existsSync(new URL(`../../../${exports['.']!.types}`, import.meta.url)), 'the types file exists');
   });
 });
