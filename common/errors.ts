@@ -61,11 +61,22 @@ export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /**
  * `instanceof` across copies and threads. Every Tallyworks error carries, under a registered symbol, the
- * names of its classes (its own and every Tallyworks class above it). `x instanceof C` is true when C's
- * name is among them, so an error made by another copy of the package (a second install, or one rebuilt
- * after crossing a thread) still matches its class and its base classes, and never a sibling class.
+ * names of the package's own error classes it belongs to (its class and those above it). `x instanceof C`
+ * for one of those classes is true when C's name is among them, so an error made by another copy of the
+ * package (a second install, or one rebuilt after crossing a thread) still matches its class and its base
+ * classes, and never a sibling class. Any other class (an app's subclass, or an unrelated class that
+ * happens to share a name) matches by its prototype chain only.
  */
 const kindsKey = Symbol.for('tallyworks.error.kinds');
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+/** The package's own error classes, by name: the only names that go into an error's kinds. */
+const classes = new Map<string, ErrorClass>();
+
+/** True for a class this copy of the package registered (not a lookalike with the same name). */
+function isOwnClass(c: Function): boolean {
+  return classes.get(c.name) === c;
+}
 
 /** The base every Tallyworks class answers to, whatever its JavaScript base (Error, TypeError, RangeError). */
 const BASE_KIND = 'TallyworksError';
@@ -81,20 +92,23 @@ function kindsOf(value: unknown): readonly string[] {
   return Array.isArray(kinds) ? (kinds as string[]) : [];
 }
 
-/** Names `err` after its class and records its class chain (down to the built-in base) for instanceof. */
+/** Names `err` after its class and records the package's classes in its chain (for instanceof). */
 function stamp(err: Error & Branded, target: Function): void {
   const kinds: string[] = [];
   for (let c: unknown = target; typeof c === 'function' && c !== Error && c !== TypeError && c !== RangeError; c = Object.getPrototypeOf(c)) {
-    kinds.push((c as Function).name);
+    if (isOwnClass(c as Function)) kinds.push((c as Function).name);
   }
   if (!kinds.includes(BASE_KIND)) kinds.push(BASE_KIND);
   Object.defineProperty(err, kindsKey, { value: Object.freeze(kinds) });
   Object.defineProperty(err, 'name', { value: target.name, configurable: true, writable: true });
 }
 
-/** The `instanceof` of every Tallyworks class: its prototype chain, or its name among the value's kinds. */
+/**
+ * The `instanceof` of every Tallyworks class: its prototype chain, or (for the package's own classes) its
+ * name among the value's kinds.
+ */
 function hasKind(this: Function, value: unknown): boolean {
-  return Function.prototype[Symbol.hasInstance].call(this, value) || kindsOf(value).includes(this.name);
+  return Function.prototype[Symbol.hasInstance].call(this, value) || (isOwnClass(this) && kindsOf(value).includes(this.name));
 }
 
 /** Base class of every Tallyworks fault; `instanceof TallyworksError` is also true for the typed input errors. */
@@ -205,9 +219,6 @@ export interface WireError {
   readonly cause: WireError | undefined;
 }
 
-type ErrorClass = abstract new (...args: never[]) => Error;
-const classes = new Map<string, ErrorClass>();
-
 /** Makes `cls` (a Tallyworks error class defined outside this module) rebuildable by {@link reviveError}. */
 export function registerErrorClass(cls: ErrorClass): void {
   classes.set(cls.name, cls);
@@ -282,11 +293,13 @@ export function protocolError(where: string, message: unknown): TallyworksError 
 }
 
 /**
- * `text` with the password of every URL in it masked (`redis://user:***@host`), so that no error message
- * or report repeats a secret the user passed.
+ * `text` with the credentials of every URL in it masked (`redis://***@host`), so that no error message or
+ * report repeats a secret the user passed.
  */
 export function redactSecrets(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]*@/gi, '$1***@').replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^\s/:@]+@/gi, '$1***@');
+  // Whatever stands between a scheme and the last "@" of the same word is credentials (user, password,
+  // or a token), however oddly written: "redis://us@er:p@ss@host", "redis:/user:pw@host".
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/{0,2})[^\s]*@/gi, '$1***@');
 }
 
 /** A short, safe description of a value for error messages (URL passwords masked). */

@@ -38,9 +38,12 @@ import {
   isReady,
   markerKey,
   Mode,
+  notApplied,
+  notReady,
   PARTITIONS,
   partitionKey,
   type RedisClient,
+  redisFailure,
   runApply,
 } from './redis.js';
 import { readBegin, writeBegin, writeEnd } from './seqlock.js';
@@ -173,7 +176,7 @@ export class FlusherCore {
   /** Queues a request; refused at once (nothing sent) when Redis is unreachable. */
   request(id: number, ops: readonly FlusherOp[]): void {
     if (!isReady(this.client)) {
-      this.reply({ type: 'error', id, error: toWireError(new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, 'Redis is unreachable; the lax counter operation was not applied')) });
+      this.reply({ type: 'error', id, error: toWireError(notReady(this.client, 'the lax counter operation')) });
       return;
     }
     const request: Request = { id, results: new Array<number>(ops.length * 2).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
@@ -295,12 +298,13 @@ export class FlusherCore {
   private async send(call: Call): Promise<boolean> {
     const p = call.partition;
     if (!isReady(this.client)) {
+      const failure = notReady(this.client, 'the lax counter operation');
       // A call sent before may have landed: it stays unresolved (its requests wait for their deadline).
       if (this.unresolved[p] === call) {
         this.failures++;
-        this.lastError = 'Redis is unreachable';
+        this.lastError = failure.message;
       } else {
-        this.dropUnsent(call, 'Redis is unreachable');
+        this.dropUnsent(call, failure);
       }
       return false;
     }
@@ -309,12 +313,18 @@ export class FlusherCore {
     try {
       reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
     } catch (err) {
-      this.failures++;
-      this.lastError = err instanceof Error ? err.message : String(err);
-      // Sent, reply lost: it may have landed. Keep it to send again unchanged (a read-only call has
-      // nothing to protect: drop it and let its deltas-free ops be asked again).
-      if (call.seq === 0) this.dropUnsent(call, this.lastError);
-      else this.unresolved[p] = call;
+      const failure = redisFailure('the lax counter operation', err);
+      // Not applied (never written, or refused by Redis before it ran), and no earlier send of it may have
+      // landed: its deltas are pending again and its requests fail with Redis's reason. A read-only call
+      // has nothing to protect either. Otherwise (sent, reply lost) it may have landed: keep it to send
+      // again unchanged.
+      if (call.seq === 0 || (notApplied(err) && this.unresolved[p] !== call)) {
+        this.dropUnsent(call, failure);
+      } else {
+        this.failures++;
+        this.lastError = failure.message;
+        this.unresolved[p] = call;
+      }
       return false;
     }
     if (this.repliesToLose > 0 && call.seq !== 0) {
@@ -328,7 +338,7 @@ export class FlusherCore {
     if (reply.status === ApplyStatus.STALE) {
       // Cannot happen while sequence numbers only grow; deliver nothing rather than guess.
       this.lastError = `partition ${p}: Redis holds a newer call of this instance than seq ${call.seq}`;
-      this.dropUnsent(call, this.lastError);
+      this.dropUnsent(call, new TallyworksError(ErrorCode.PROTOCOL, `${this.lastError}; the lax counter operation was not applied`));
       return false;
     }
     this.settle(call, reply.results);
@@ -336,13 +346,13 @@ export class FlusherCore {
   }
 
   /** A call that did not reach Redis: its deltas stay pending (dirty again); its requests fail. */
-  private dropUnsent(call: Call, reason: string): void {
+  private dropUnsent(call: Call, failure: TallyworksError): void {
     this.failures++;
-    this.lastError = reason;
+    this.lastError = failure.message;
     for (let i = 0; i < call.entries.length; i++) {
       const op = call.answers[i];
       if (op === undefined) this.dirty[call.partition]!.add(call.entries[i]!); // an ADD: always has an entry
-      else this.answerError(op.request, ErrorCode.REDIS_UNAVAILABLE, `${reason}; the lax counter operation was not applied`);
+      else this.answerWith(op.request, failure);
     }
   }
 
@@ -412,9 +422,13 @@ export class FlusherCore {
   }
 
   private answerError(r: Request, code: ErrorCodeValue, message: string): void {
+    this.answerWith(r, new TallyworksError(code, message));
+  }
+
+  private answerWith(r: Request, failure: TallyworksError): void {
     if (r.answered) return;
     r.answered = true;
-    this.reply({ type: 'error', id: r.id, error: toWireError(new TallyworksError(code, message)) });
+    this.reply({ type: 'error', id: r.id, error: toWireError(failure) });
   }
 
   /**

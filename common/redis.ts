@@ -109,7 +109,7 @@ function isPlainObject(value: object): boolean {
  * instance such as `tls.secureContext`) is refused with an error naming its path under `redis`.
  */
 function crossable(value: unknown, path: string): unknown {
-  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol')) return value;
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'bigint')) return value;
   if (ArrayBuffer.isView(value)) return value;
   if (Array.isArray(value)) return value.map((v, i) => crossable(v, `${path}[${i}]`));
   if (typeof value === 'object' && isPlainObject(value)) {
@@ -119,8 +119,8 @@ function crossable(value: unknown, path: string): unknown {
   }
   throw optionTypeError(
     path,
-    'plain data (strings, numbers, Buffers, plain objects): the engine opens its own connections, one of them on its flusher thread, ' +
-      'and a function or class instance cannot be copied there',
+    'plain data (strings, numbers, booleans, Buffers, arrays and plain objects): the engine opens its own connections, one of them on ' +
+      'its flusher thread, and a function, class instance, symbol or BigInt cannot be copied there or is no ioredis option value',
     value,
   );
 }
@@ -194,17 +194,53 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number)
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
   // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
   // password, a certificate, a refused port) came as an 'error' event before it.
-  let lastError: unknown;
-  client.on('error', (err: unknown) => {
-    lastError = err;
-  });
+  client.on('error', (err: unknown) => lastErrors.set(client, err));
+  client.on('ready', () => lastErrors.delete(client));
   try {
     await client.connect();
   } catch (err) {
     client.disconnect();
-    throw redisFailure('connect', lastError ?? err);
+    throw redisFailure('connect', lastErrors.get(client) ?? err);
   }
+  if (spec.kind === 'single') await checkDatabase(client as Redis, spec);
   return client;
+}
+
+/** Each client's last connection error since it was last ready: why a command cannot be sent now. */
+const lastErrors = new WeakMap<object, unknown>();
+
+/**
+ * Why `client` is not ready, as a typed error for operation `what`: the connection's last error (a
+ * rotated password is WRONGPASS, not "unreachable"), or plain unavailability.
+ */
+export function notReady(client: RedisClient, what: string): TallyworksError {
+  return redisFailure(what, lastErrors.get(client));
+}
+
+/** The database a single-node spec asks for (URL path or `db`), 0 by default. */
+function requestedDatabase(spec: ConnectionSpec & { kind: 'single' }): number {
+  if (spec.options.db !== undefined) return spec.options.db;
+  const path = spec.url === undefined ? '' : new URL(spec.url).pathname.replace(/^\//, '');
+  return path === '' ? 0 : Number(path);
+}
+
+/**
+ * ioredis reports a failed SELECT (a database the server does not have) only as an 'error' event and goes
+ * on in database 0: the engine would then count in the wrong database. So the connection states its
+ * database, and a mismatch is refused.
+ */
+async function checkDatabase(client: Redis, spec: ConnectionSpec & { kind: 'single' }): Promise<void> {
+  const want = requestedDatabase(spec);
+  const info = String(await client.call('CLIENT', 'INFO'));
+  const db = Number(/\bdb=(\d+)/.exec(info)?.[1] ?? 0);
+  if (db === want) return;
+  client.disconnect();
+  const reason = lastErrors.get(client);
+  throw new TallyworksError(
+    ErrorCode.INVALID_OPTION,
+    `option "redis" asks for database ${want}, which this Redis refused${reason instanceof Error ? ` (${reason.message})` : ''}; nothing was written`,
+    { cause: reason },
+  );
 }
 
 /** Rejects Redis older than {@link MIN_REDIS_VERSION} (code TW_INCOMPATIBLE). */
@@ -228,11 +264,18 @@ function compareVersions(a: string, b: string): number {
 }
 
 /**
- * True for the error of a command that never left this client: the connection had dropped (no offline
- * queue), so Redis cannot have applied it.
+ * Redis's refusals of a command before it runs: permissions, a key on another cluster node, memory, a
+ * read-only replica, loading, a busy script. A script refused so has not run, so nothing of it applied.
  */
-export function neverSent(err: unknown): boolean {
-  return err instanceof Error && err.message.startsWith("Stream isn't writeable");
+const REFUSED_REPLY = /^(NOPERM|NOAUTH|WRONGPASS|MOVED|ASK|CROSSSLOT|CLUSTERDOWN|TRYAGAIN|OOM|READONLY|MASTERDOWN|LOADING|BUSY|MISCONF|NOREPLICAS|NOSCRIPT)\b/;
+
+/**
+ * True for the error of a command that certainly did not apply: it never left this client (the
+ * connection had dropped; there is no offline queue), or Redis refused it before running it.
+ */
+export function notApplied(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return err.message.startsWith("Stream isn't writeable") || (err.name === 'ReplyError' && REFUSED_REPLY.test(err.message));
 }
 
 /** True when commands sent now reach the server (otherwise they fail at once: no offline queue). */
@@ -379,6 +422,21 @@ function rootCause(cause: unknown): unknown {
   return last instanceof Error ? last : cause;
 }
 
+/**
+ * ioredis attaches the failed command to its errors (`err.command`): for AUTH and HELLO … AUTH its
+ * arguments are the password. They are masked in place, so that logging the cause shows no secret.
+ */
+function scrubCommand(err: unknown): void {
+  const command = (err as { command?: { name?: unknown; args?: unknown } } | undefined)?.command;
+  if (command === undefined || typeof command.name !== 'string' || !Array.isArray(command.args)) return;
+  const name = command.name.toLowerCase();
+  if (name === 'auth') command.args = command.args.map(() => '***');
+  else if (name === 'hello') {
+    const at = command.args.findIndex((a) => String(a).toUpperCase() === 'AUTH');
+    if (at >= 0) command.args = command.args.map((a, i) => (i > at ? '***' : a));
+  }
+}
+
 function isTlsFailure(err: Error): boolean {
   const code = (err as { code?: unknown }).code;
   return (
@@ -394,6 +452,7 @@ function isTlsFailure(err: Error): boolean {
  */
 export function redisFailure(what: string, cause?: unknown): TallyworksError {
   const root = rootCause(cause);
+  scrubCommand(root);
   const reason = root instanceof Error ? redactSecrets(root.message) : undefined;
   const tail = reason === undefined ? '' : `: ${reason}`;
   if (root instanceof Error && AUTH_REPLY.test(root.message)) {

@@ -183,7 +183,8 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
 function resolveRedis(value: unknown): ConnectionSpec | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string') {
-    if (!/^rediss?:\/\//.test(value) || !URL.canParse(value)) throw optionRangeError('redis', 'a valid redis:// or rediss:// URL', value);
+    const rule = 'a valid redis:// or rediss:// URL, with a database number as its path if any (redis://host:6379/2)';
+    if (!/^rediss?:\/\//.test(value) || !URL.canParse(value) || !/^\/?(\d+)?$/.test(new URL(value).pathname)) throw optionRangeError('redis', rule, value);
     return connectionSpec(value);
   }
   if (isRedisClient(value)) return connectionSpec(value);

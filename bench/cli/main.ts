@@ -4,8 +4,11 @@
  * total, and prints a results table (or `--json`), writing an SVG chart of the ratios. Embedded by default
  * (no Redis); `--redis URL` adds the Redis scenarios.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { redactSecrets } from '../../common/errors.js';
+import { MAX_SHARDS } from '../../src/options.js';
 import { describeMachine } from '../machine.js';
 import { benchRedis, type BenchRedis } from '../redis.js';
 import { chart, Progress, type Report, type ScenarioResult, type SideResult, table } from './report.js';
@@ -44,6 +47,14 @@ function positive(name: string, value: string | undefined, fallback: number): nu
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number; got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** An integer option from 1 to `max` (no rounding: "0.4 rounds" is a mistake, not 0 rounds). */
+function count(name: string, value: string | undefined, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`--${name} must be an integer from 1 to ${max}; got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -138,12 +149,18 @@ async function bench(args: string[]): Promise<void> {
     for (const s of SCENARIOS) process.stdout.write(`${s.name.padEnd(18)} ${s.title}  (peer: ${s.peer.name})\n`);
     return;
   }
-  const keys = Math.round(positive('keys', values.keys, 10_000));
-  const ops = values.ops === undefined ? undefined : positive('ops', values.ops, 0);
+  const keys = count('keys', values.keys, 10_000, 10_000_000);
+  const ops = values.ops === undefined ? undefined : count('ops', values.ops, 0, 1e12);
   const duration = values.duration === undefined ? undefined : positive('duration', values.duration, 0);
   if (ops !== undefined && duration !== undefined) throw new UsageError('give --ops or --duration, not both');
-  const rounds = Math.round(positive('rounds', values.rounds, 3));
-  const shards = values.shards === undefined ? 0 : Math.round(positive('shards', values.shards, 1));
+  const rounds = count('rounds', values.rounds, 3, 1000);
+  const shards = values.shards === undefined ? 0 : count('shards', values.shards, 1, MAX_SHARDS);
+  if (values.redis !== undefined && (!/^rediss?:\/\//.test(values.redis) || !URL.canParse(values.redis))) {
+    throw new UsageError(`--redis must be a redis:// or rediss:// URL; got ${JSON.stringify(redactSecrets(values.redis))}`);
+  }
+  if (values.chart !== 'none' && !existsSync(dirname(resolve(values.chart)))) {
+    throw new UsageError(`--chart ${JSON.stringify(values.chart)}: the folder ${JSON.stringify(dirname(resolve(values.chart)))} does not exist`);
+  }
   const names = values.scenario?.split(',').map((n) => n.trim());
   for (const n of names ?? []) if (!SCENARIOS.some((s) => s.name === n)) throw new UsageError(`unknown scenario "${n}"; --list shows them`);
   const chosen = SCENARIOS.filter((s) => (names === undefined ? !s.redis || values.redis !== undefined : names.includes(s.name)));
@@ -195,7 +212,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (command === 'bench') await bench(rest);
     else if (command === '--version' || command === '-v' || command === 'version') process.stdout.write(`tallyworks ${version()}\n`);
-    else if (command === undefined || command === '-h' || command === '--help' || command === 'help') process.stdout.write(USAGE);
+    else if (command === '-h' || command === '--help' || command === 'help') process.stdout.write(USAGE);
+    else if (command === undefined) throw new UsageError('no command given');
     else throw new UsageError(`unknown command "${command}"`);
     return 0;
   } catch (err) {

@@ -26,7 +26,8 @@ import {
   readMarker,
   type RedisClient,
   runApply,
-  neverSent,
+  notApplied,
+  notReady,
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
@@ -103,7 +104,7 @@ export class StrictRedis implements CounterBackend {
   }
 
   single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
-    if (!isReady(this.client)) return Promise.reject(redisFailure('the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     const part = this.partitions[partitionOf(key)]!;
     return new Promise((resolve, reject) => {
       part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
@@ -133,7 +134,7 @@ export class StrictRedis implements CounterBackend {
 
   /** Queues ops ([partition, mode, key, cmp, x, n]); resolves with [new, old] per op in input order. */
   private enqueue(ops: ReadonlyArray<readonly [number, number, string, number, number, number]>): Promise<number[]> {
-    if (!isReady(this.client)) return Promise.reject(redisFailure('the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     return new Promise((resolve, reject) => {
       const request: Request = { results: new Array<number>(ops.length * 2), remaining: 0, resolve, reject, failed: false };
       const first = ops[0]![0];
@@ -228,7 +229,7 @@ export class StrictRedis implements CounterBackend {
 
   /** One script call; on a lost reply, the marker decides whether it applied. */
   private async call(part: Partition, seq: number, args: Array<string | number>): Promise<number[]> {
-    if (!isReady(this.client)) throw redisFailure('the strict counter operation');
+    if (!isReady(this.client)) throw notReady(this.client, 'the strict counter operation');
     this.calls++;
     this.opsSent += args.length / 5;
     let reply;
@@ -236,8 +237,9 @@ export class StrictRedis implements CounterBackend {
       reply = await runApply(this.client, part.key, part.marker, seq, args);
     } catch (err) {
       if (seq === 0) throw redisFailure('the strict counter read', err);
-      // Not written to the socket: it did not apply, and there is no outcome to wait for.
-      if (neverSent(err)) throw redisFailure('the strict counter operation', err);
+      // Never written to the socket, or refused by Redis before it ran: it did not apply, and there is no
+      // outcome to wait for.
+      if (notApplied(err)) throw redisFailure('the strict counter operation', err);
       return this.resolveLost(part, seq, err);
     }
     if (reply.status === ApplyStatus.STALE) {

@@ -120,10 +120,32 @@ test('reviveError leaves values that are no Tallyworks error as they are', () =>
   assert.equal(reviveError(live), live);
 });
 
-test('redactSecrets masks URL passwords and userinfo, nothing else', () => {
-  assert.equal(redactSecrets('redis://:hunter2@127.0.0.1:6379/0'), 'redis://:***@127.0.0.1:6379/0');
-  assert.equal(redactSecrets('rediss://app:s3cr3t@cache.example:6380 and more'), 'rediss://app:***@cache.example:6380 and more');
+test('redactSecrets masks the credentials of URLs, however they are written', () => {
+  assert.equal(redactSecrets('redis://:hunter2@127.0.0.1:6379/0'), 'redis://***@127.0.0.1:6379/0');
+  assert.equal(redactSecrets('rediss://app:s3cr3t@cache.example:6380 and more'), 'rediss://***@cache.example:6380 and more');
   assert.equal(redactSecrets('http://token@host/x'), 'http://***@host/x');
+  for (const odd of ['redis://user:pa/ss@127.0.0.1:6390', 'redis://:p@ss:w/rd%41#?x@h:1', 'redis://us@er:hunter2@x', 'redis:/user:hunter2@x', 'redis:user:hunter2@x']) {
+    const shown = redactSecrets(odd);
+    assert.ok(!/pa\/ss|p@ss|hunter2|rd%41/.test(shown), `${odd} shown as ${shown}`);
+    assert.match(shown, /\*\*\*@/);
+  }
   assert.equal(redactSecrets('redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
-  assert.equal(redactSecrets('a:b@c'), 'a:b@c');
+  // An address without a scheme is no URL; text without "@" has no credentials.
+  assert.equal(redactSecrets('mail ops@example.com, port 6379: closed'), 'mail ops@example.com, port 6379: closed');
+});
+
+test('an unrelated class that shares a name with an exported class, or with another lookalike, matches neither', () => {
+  const Lookalike = class UndeliveredError extends TallyworksError {};
+  const real = new UndeliveredError([['k', 1]]);
+  const fake = new Lookalike(ErrorCode.UNDELIVERED, 'x');
+  assert.equal(real instanceof Lookalike, false);
+  assert.equal(fake instanceof UndeliveredError, false);
+  assert.ok(fake instanceof Lookalike && fake instanceof TallyworksError);
+  const X = (() => class AppError extends TallyworksError {})();
+  const Y = (() => class AppError extends TallyworksError {})();
+  assert.equal(new X(ErrorCode.CLOSED, 'a') instanceof Y, false);
+  assert.equal(new Y(ErrorCode.CLOSED, 'a') instanceof X, false);
+  const anonymousA = (() => class extends TallyworksError {})();
+  const anonymousB = (() => class extends TallyworksError {})();
+  assert.equal(new anonymousA(ErrorCode.CLOSED, 'a') instanceof anonymousB, false);
 });

@@ -68,7 +68,7 @@ describe('the packed tarball', () => {
     for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json']) assert.ok(paths.includes(f), f);
   });
 
-  test('every relative import of a shipped file resolves to a shipped file', () => {
+  test('every relative import (and asset, and source map reference) of a shipped file resolves to a shipped file', () => {
     const shipped = new Set(packed.files.map((f) => f.path));
     const missing: string[] = [];
     for (const path of shipped) {
@@ -82,6 +82,7 @@ describe('the packed tarball', () => {
         const target = normalize(join(dirname(path), m[1]!));
         if (!shipped.has(target)) missing.push(`${path} → ${m[1]} (new URL)`);
       }
+      for (const m of source.matchAll(/^\/\/# sourceMappingURL=(.+)$/gm)) missing.push(`${path} → ${m[1]} (source map)`);
     }
     assert.deepEqual(missing, []);
   });

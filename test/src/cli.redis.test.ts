@@ -133,13 +133,23 @@ describe('tallyworks bench', () => {
 
   test('bad usage exits 2 with a message naming the problem', async () => {
     for (const [args, message] of [
-      [['bench', '--ops', '0'], /--ops must be a positive number/],
-      [['bench', '--ops', 'many'], /--ops must be a positive number/],
+      [['bench', '--ops', '0'], /--ops must be an integer from 1/],
+      [['bench', '--ops', 'many'], /--ops must be an integer from 1/],
+      [['bench', '--duration=-1'], /--duration must be a positive number/],
       [['bench', '--scenario', 'nope'], /unknown scenario "nope"/],
       [['bench', '--scenario', 'strict-inc'], /needs --redis URL/],
       [['bench', '--ops', '10', '--duration', '1'], /--ops or --duration, not both/],
       [['bench', '--frobnicate'], /Unknown option '--frobnicate'/],
       [['launch'], /unknown command "launch"/],
+      [[], /no command given/],
+      [['bench', '--rounds', '0.4'], /--rounds must be an integer from 1 to 1000; got "0.4"/],
+      [['bench', '--keys', '0.4'], /--keys must be an integer/],
+      [['bench', '--keys', '1e300'], /--keys must be an integer from 1 to 10000000/],
+      [['bench', '--shards', '0.4'], /--shards must be an integer from 1 to 64/],
+      [['bench', '--shards', '100'], /--shards must be an integer from 1 to 64/],
+      [['bench', '--redis', 'notaurl'], /--redis must be a redis:\/\/ or rediss:\/\/ URL/],
+      [['bench', '--redis', 'http://u:hunter2@x'], /--redis must be .*"http:\/\/\*\*\*@x"/],
+      [['bench', '--chart', '/nonexistent-dir/x.svg'], /the folder "\/nonexistent-dir" does not exist/],
     ] as const) {
       const run = await cli([...args]);
       assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
@@ -153,7 +163,7 @@ describe('tallyworks bench', () => {
     assert.equal(run.code, 0, run.stderr);
     const [r] = (JSON.parse(run.stdout) as { results: Array<{ ours: { ops: number; ms: number } }> }).results;
     assert.ok(r!.ours.ops >= 1000, 'sized from the probe');
-    assert.ok(r!.ours.ms > 20 && r!.ours.ms < 5000, `ran for about the duration: ${r!.ours.ms} ms`);
+    assert.ok(r!.ours.ms > 20, `ran for about the duration, not one probe's worth: ${r!.ours.ms} ms`);
   });
 });
 

@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { inspect } from 'node:util';
 import { Cluster as Cluster5, Redis as Redis5 } from 'ioredis5';
 import { Redis } from 'ioredis';
 import { partitionOf } from '../../common/redis.js';
@@ -121,6 +122,72 @@ describe('passwords and ACLs', () => {
     assert.match(err.message, /WRONGPASS/);
     assert.match((err.cause as Error).message, /^WRONGPASS/);
     assert.ok(!JSON.stringify([err.message, err.stack, (err.cause as Error).message]).includes(PASSWORD));
+    // ioredis attaches the failed command (HELLO 3 AUTH default <password>) to the cause: masked too.
+    assert.ok(!inspect(err, { depth: 10 }).includes(PASSWORD), inspect(err.cause, { depth: 10 }));
+    assert.ok(!JSON.stringify(err.cause).includes(PASSWORD));
+  });
+
+  test('a password given as ioredis options, and one with URL-special characters, is masked in every error', async () => {
+    const odd = 'p@ss:w/rd%41';
+    const err = await rejection(createEngine({ redis: { port: server.port, password: odd }, shards: 1 }));
+    assert.equal(err.code, ErrorCode.REDIS_AUTH);
+    assert.ok(!inspect(err, { depth: 10 }).includes(odd));
+    const viaUrl = await rejection(createEngine({ redis: `redis://:${encodeURIComponent(odd)}@127.0.0.1:${server.port}`, shards: 1 }));
+    assert.equal(viaUrl.code, ErrorCode.REDIS_AUTH);
+    assert.ok(!inspect(viaUrl, { depth: 10 }).includes(odd) && !inspect(viaUrl, { depth: 10 }).includes(encodeURIComponent(odd)));
+  });
+
+  test('a password changed while the engine runs: calls reject TW_REDIS_AUTH with WRONGPASS, not "unreachable"', async () => {
+    const admin = new Redis({ port: server.port, password: PASSWORD });
+    await admin.call('ACL', 'SETUSER', 'rot', 'on', '>old-pass', '~*', '&*', '+@all');
+    const engine = await createEngine({ redis: { port: server.port, username: 'rot', password: 'old-pass' }, shards: 1 });
+    try {
+      await exercise(engine, 'rotated');
+      await admin.call('ACL', 'SETUSER', 'rot', 'resetpass', '>new-pass');
+      await admin.call('CLIENT', 'KILL', 'USER', 'rot');
+      // The connections come back only to be refused; until the first refusal is seen, a call may still
+      // read "unreachable". Bounded by the reconnect delays (at most 500 ms each).
+      let err: TallyworksError | undefined;
+      for (let i = 0; i < 100 && err?.code !== ErrorCode.REDIS_AUTH; i++) {
+        err = await rejection(engine.strict.inc('rotated'));
+        if (err.code !== ErrorCode.REDIS_AUTH) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(err?.code, ErrorCode.REDIS_AUTH);
+      assert.match(err!.message, /WRONGPASS/);
+      let lax: TallyworksError | undefined;
+      for (let i = 0; i < 100 && lax?.code !== ErrorCode.REDIS_AUTH; i++) {
+        lax = await rejection(engine.lax.set('rotated', 1));
+        if (lax.code !== ErrorCode.REDIS_AUTH) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(lax?.code, ErrorCode.REDIS_AUTH);
+      assert.match(lax!.message, /WRONGPASS/);
+    } finally {
+      await engine.close().catch(() => undefined);
+      await admin.quit();
+    }
+  });
+
+  test('an ACL that denies the counters\' keys: strict and lax writes reject TW_REDIS_AUTH (NOPERM) at once, not "outcome unknown"', async () => {
+    const admin = new Redis({ port: server.port, password: PASSWORD });
+    await admin.call('ACL', 'SETUSER', 'otherkeys', 'on', '>pw', '~other:*', '&*', '+@all');
+    const engine = await createEngine({ redis: { port: server.port, username: 'otherkeys', password: 'pw' }, shards: 1, redisCommandTimeoutMs: 1000 });
+    try {
+      const started = Date.now();
+      const strict = await rejection(engine.strict.inc('x'));
+      assert.equal(strict.code, ErrorCode.REDIS_AUTH);
+      assert.match(strict.message, /NOPERM/);
+      const lax = await rejection(engine.lax.set('x', 5));
+      assert.equal(lax.code, ErrorCode.REDIS_AUTH);
+      assert.match(lax.message, /NOPERM/);
+      // Refusals are known outcomes: no wait for a lost reply (that would take the 5 s outcome window).
+      assert.ok(Date.now() - started < 4500, `answered after ${Date.now() - started} ms`);
+      engine.lax.add('y', 2);
+      await engine.lax.flush();
+      assert.match((await engine.stats()).flusher!.lastError ?? '', /NOPERM/);
+    } finally {
+      await engine.close().catch(() => undefined);
+      await admin.quit();
+    }
   });
 
   test('a missing password is TW_REDIS_AUTH with Redis’s NOAUTH reason', async () => {
@@ -141,10 +208,19 @@ describe('passwords and ACLs', () => {
   });
 
   test('invalid redis URLs are refused without echoing their password', async () => {
-    for (const url of [`http://app:${PASSWORD}@127.0.0.1:6379`, `redis://app:${PASSWORD}@[not-a-host`, `redis://${PASSWORD}@bad host`]) {
+    const urls = [
+      `http://app:${PASSWORD}@127.0.0.1:6379`,
+      `redis://app:${PASSWORD}@[not-a-host`,
+      `redis://${PASSWORD}@bad host`,
+      `redis://us@er:${PASSWORD}@127.0.0.1:6379/x`,
+      `redis:/user:${PASSWORD}@127.0.0.1:6379`,
+      `redis:user:${PASSWORD}@127.0.0.1`,
+      `redis://user:${PASSWORD}@127.0.0.1:${server.port}/abc`,
+    ];
+    for (const url of urls) {
       const err = await rejection(createEngine({ redis: url }));
-      assert.equal(err.code, ErrorCode.INVALID_OPTION);
-      assert.ok(!err.message.includes(PASSWORD), err.message);
+      assert.equal(err.code, ErrorCode.INVALID_OPTION, url);
+      assert.ok(!err.message.includes(PASSWORD) && !err.message.includes(PASSWORD.slice(0, 8)), err.message);
     }
   });
 });
@@ -183,6 +259,44 @@ describe('TLS', () => {
   });
 });
 
+describe('databases and option values', () => {
+  let server: RedisServer;
+  before(async () => {
+    server = await startRedisServer();
+  });
+  after(() => server?.stop());
+
+  test('a database number in the URL is used: counters land in that database', async () => {
+    const engine = await createEngine({ redis: `${server.url}/3`, prefix: 'dbs', shards: 1 });
+    await exercise(engine, 'in-db-3');
+    await engine.close();
+    const db3 = new Redis(`${server.url}/3`);
+    const db0 = new Redis(server.url);
+    assert.equal(await db3.hget(`{dbs:s:${partitionOf('in-db-3')}}`, 'in-db-3'), '2');
+    assert.equal(await db0.exists(`{dbs:s:${partitionOf('in-db-3')}}`), 0);
+    await Promise.all([db3.quit(), db0.quit()]);
+  });
+
+  test('a database the server does not have is refused (ioredis alone would count in database 0)', async () => {
+    for (const redis of [`${server.url}/16`, { port: server.port, db: 99 }]) {
+      const err = await rejection(createEngine({ redis, shards: 1 }));
+      assert.equal(err.code, ErrorCode.INVALID_OPTION);
+      assert.match(err.message, /database (16|99)/);
+    }
+    const db0 = new Redis(server.url);
+    assert.equal(await db0.dbsize(), 0, 'nothing was written to database 0');
+    await db0.quit();
+  });
+
+  test('a URL path that is no database number, and BigInt option values, are refused before anything starts', async () => {
+    const path = await rejection(createEngine({ redis: `${server.url}/abc` }));
+    assert.equal(path.code, ErrorCode.INVALID_OPTION);
+    const big = await rejection(createEngine({ redis: { port: server.port, connectTimeout: 10n as unknown as number } }));
+    assert.equal(big.code, ErrorCode.INVALID_OPTION);
+    assert.match(big.message, /"redis\.connectTimeout"/);
+  });
+});
+
 describe('unreachable Redis', () => {
   test('a refused port is TW_REDIS_UNAVAILABLE with the socket’s reason (ECONNREFUSED)', async () => {
     const server = await startRedisServer();
@@ -192,6 +306,27 @@ describe('unreachable Redis', () => {
     assert.equal(err.code, ErrorCode.REDIS_UNAVAILABLE);
     assert.match(err.message, /ECONNREFUSED/);
     assert.equal((err.cause as { code?: string }).code, 'ECONNREFUSED');
+  });
+
+  test('a URL naming one node of a Redis Cluster: writes reject at once with MOVED (not "outcome unknown")', async () => {
+    const cluster = await startRedisCluster(3);
+    try {
+      // The node that does not own the strict partition of "moved" answers MOVED for it.
+      const engines = await Promise.all(cluster.nodes.map((n) => createEngine({ redis: { host: n.host, port: n.port }, shards: 1 })));
+      try {
+        const outcomes = await Promise.all(engines.map((e) => e.strict.inc('moved').then(() => undefined, (err: unknown) => err as TallyworksError)));
+        const refused = outcomes.filter((o) => o !== undefined);
+        assert.equal(refused.length, 2, 'two of the three nodes do not own the partition');
+        for (const err of refused) {
+          assert.equal(err!.code, ErrorCode.REDIS_UNAVAILABLE);
+          assert.match(err!.message, /MOVED/);
+        }
+      } finally {
+        await Promise.all(engines.map((e) => e.close().catch(() => undefined)));
+      }
+    } finally {
+      await cluster.stop();
+    }
   });
 
   test('a failure on the flusher thread during createEngine arrives as a TallyworksError with its code and reason', async () => {
