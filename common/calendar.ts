@@ -43,6 +43,19 @@ export const NOMINAL_UNIT_MS: readonly number[] = [1000, 60_000, 3_600_000, 86_4
 
 /** 2000-01-01T00:00:00Z: the calendar epoch (unit index 0 of every unit, in UTC). */
 export const CAL_EPOCH_MS = 946_684_800_000;
+
+/**
+ * The times calendars cover: from 1970-01-01 to 2068-01-01 UTC (not included). A second's index then fits
+ * an Int32 (±68 years around the calendar epoch) with a day to spare for any zone offset. Times outside are
+ * refused where they enter (`recordAt`, clocks, imports), and a shard skips any that still reach it.
+ */
+export const CAL_MIN_MS = 0;
+export const CAL_MAX_MS = 3_092_601_600_000;
+
+/** True for a time a calendar can index. */
+export function inCalendarRange(t: number): boolean {
+  return t >= CAL_MIN_MS && t < CAL_MAX_MS;
+}
 const DAY_MS = 86_400_000;
 const BLOCK_MS = 60_000;
 /** 2000-01-03 (a Monday) is day 2 of the calendar epoch. */
@@ -180,13 +193,16 @@ export class ZoneCalendar {
       guess = local - this.offsetAt(local - this.offsetAt(local));
     }
     if (this.index(unit, guess) >= k && this.index(unit, guess - 1000) < k) return guess;
-    // The guess fell in a DST gap or overlap: bisect for the first instant of index k.
+    // The guess fell in a DST gap or overlap: bisect for the first instant of index k. Every loop is
+    // bounded: a zone's offset moves a unit's start by less than a day, and inside the calendar's range
+    // 2 days of whole seconds bisect in 18 steps; outside it (NaN, or too far for whole seconds) the
+    // bounds end the search instead of spinning.
     let lo = guess - DAY_MS;
     let hi = guess + DAY_MS;
-    while (this.index(unit, lo) >= k) lo -= DAY_MS;
-    while (this.index(unit, hi) < k) hi += DAY_MS;
+    for (let i = 0; i < 3 && this.index(unit, lo) >= k; i++) lo -= DAY_MS;
+    for (let i = 0; i < 3 && this.index(unit, hi) < k; i++) hi += DAY_MS;
     // Invariant: index(lo) < k ≤ index(hi); both on whole seconds, as every transition is.
-    while (hi - lo > 1000) {
+    for (let i = 0; i < 64 && hi - lo > 1000; i++) {
       const mid = lo + Math.floor((hi - lo) / 2000) * 1000;
       if (this.index(unit, mid) >= k) hi = mid;
       else lo = mid;

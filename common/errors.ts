@@ -175,6 +175,17 @@ export function argumentRangeError(argument: string, rule: string, got: unknown)
   return badInput('range', ErrorCode.INVALID_ARGUMENT, `argument "${argument}"`, rule, got);
 }
 
+/**
+ * The same input error about an option instead of an argument: `argument "options.x"` becomes
+ * `option "events.x"` with code TW_INVALID_OPTION (createEngine checks nested options with the validators
+ * of the objects they configure). Anything else is returned as it is.
+ */
+export function asOptionError(err: unknown, argumentPrefix: string, optionPrefix: string): unknown {
+  if (!(err instanceof TallyworksTypeError || err instanceof TallyworksRangeError)) return err;
+  const message = err.message.replace(`argument "${argumentPrefix}`, `option "${optionPrefix}`);
+  return err instanceof TypeError ? new TallyworksTypeError(ErrorCode.INVALID_OPTION, message) : new TallyworksRangeError(ErrorCode.INVALID_OPTION, message);
+}
+
 /** A key that breaks the key rules. */
 export function keyError(argument: string, rule: string, got: unknown): TallyworksTypeError {
   return badInput('type', ErrorCode.INVALID_KEY, argument, rule, got);

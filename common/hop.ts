@@ -66,7 +66,8 @@ export function moveHop(f64: Float64Array, o: number, t: number): number {
     if (passed >= size) {
       f64.fill(0, base, base + size);
     } else {
-      for (let j = head + 1; j <= k; j++) f64[base + (j % size)] = 0;
+      // Counted by steps, not by j ≤ k: a loop on unit indexes would stop advancing past 2^53.
+      for (let step = 1; step <= passed; step++) f64[base + ((head + step) % size)] = 0;
     }
     f64[o + HOP_HEAD] = k;
   } else {
@@ -88,10 +89,11 @@ export function sumHop(f64: Float64Array, o: number, now: number): number {
   const head = f64[o + HOP_HEAD]!;
   if (head === -Infinity) return 0;
   const kNow = Math.max(Math.floor((now + GO_EPOCH_OFFSET_MS) / unitMs), head);
-  const from = Math.max(kNow - size + 1, head - size + 1);
+  // Units head, head − 1, … back to kNow − W + 1: at most W of them (a count, never a walk on indexes).
+  const n = Math.min(size, head - (kNow - size + 1) + 1);
   let sum = 0;
   const base = o + HOP_BUCKETS;
-  for (let k = from; k <= head; k++) sum += f64[base + (k % size)]!;
+  for (let i = 0; i < n; i++) sum += f64[base + ((head - i) % size)]!;
   return sum;
 }
 
@@ -108,8 +110,7 @@ export function bucketsHop(f64: Float64Array, o: number, now: number, out: numbe
   if (head === -Infinity) return out;
   const kNow = Math.max(Math.floor((now + GO_EPOCH_OFFSET_MS) / unitMs), head);
   const base = o + HOP_BUCKETS;
-  for (let k = Math.max(kNow - size + 1, head - size + 1); k <= head; k++) {
-    out[size - 1 - (kNow - k)] = f64[base + (k % size)]!;
-  }
+  const n = Math.min(size, head - (kNow - size + 1) + 1);
+  for (let i = 0; i < n; i++) out[size - 1 - (kNow - head) - i] = f64[base + ((head - i) % size)]!;
   return out;
 }

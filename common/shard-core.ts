@@ -15,7 +15,7 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import { CalShape, evaluateChecks, initCal, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from './cal-record.js';
-import { mod } from './calendar.js';
+import { inCalendarRange, mod } from './calendar.js';
 import { ErrorCode, TallyworksError, protocolError } from './errors.js';
 import { hopFastPos, initHop, moveHop } from './hop.js';
 import {
@@ -294,6 +294,8 @@ export class ShardCore {
    * are all skipped (here: the last write sets the pending unit, after which the run is the one-write path).
    */
   private addCal(o: number, t: number, delta: number): void {
+    // A time no calendar can index (only a custom clock can send one: the API refuses them) is skipped.
+    if (!inCalendarRange(t)) return;
     const shape = this.calShape(o);
     shape.seek(t);
     const kf = shape.ks[0]!;

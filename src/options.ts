@@ -4,10 +4,10 @@
  * the message names the option and its rule.
  */
 import { availableParallelism } from 'node:os';
-import { optionRangeError, optionTypeError } from '../common/errors.js';
+import { asOptionError, optionRangeError, optionTypeError } from '../common/errors.js';
 import { canonicalTimeZone } from '../common/calendar.js';
 import { type Clock, SystemClock } from './clock/clock.js';
-import type { EventStoreOptions } from './events/store-options.js';
+import { type EventStoreOptions, resolveEventStoreOptions } from './events/store-options.js';
 import type { RedisOptions } from 'ioredis';
 import { connectionSpec, type ConnectionSpec, type IoredisClient, isRedisClient } from '../common/redis.js';
 import { MAX_KEY_BYTES } from './keys.js';
@@ -156,8 +156,13 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
       throw optionRangeError('timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', o.timeZone);
     }
   }
-  if (o.events !== undefined && (typeof o.events !== 'object' || o.events === null)) {
-    throw optionTypeError('events', 'an object of event store options', o.events);
+  if (o.events !== undefined) {
+    // Checked now, before any thread starts, with the store's own validator: its errors name `events.x`.
+    try {
+      resolveEventStoreOptions(o.events, timeZone);
+    } catch (err) {
+      throw asOptionError(err, 'options', 'events');
+    }
   }
   return {
     redis: resolveRedis(o.redis),

@@ -16,6 +16,7 @@ import type { Clock } from '../clock/clock.js';
 import { type BufferEntry, type DeadLetter, resolveBufferOptions, type ResolvedBufferOptions } from './buffer-options.js';
 import { DueHeap } from './due-heap.js';
 import { type BufferLink, LinkHost } from './link.js';
+import { validateBufferKey } from '../keys.js';
 
 /** Figures of one buffer, for monitoring and benchmarks. */
 export interface BufferStats {
@@ -134,7 +135,7 @@ export class StatBuffer implements AsyncDisposable {
   async flush(key?: string): Promise<void> {
     if (this.shut) throw closedError(`buffer "${this.name}"`);
     if (key === undefined) return this.await(this.flushAll());
-    if (typeof key !== 'string') throw argumentTypeError('key', 'a string', key);
+    validateBufferKey(key);
     const slot = this.index.get(key);
     if (slot === undefined || this.state[slot] !== SCHEDULED) return;
     const slots: number[] = [];
@@ -231,7 +232,7 @@ export class StatBuffer implements AsyncDisposable {
 
   /** A key's first count: a slot and a flush time. */
   private admit(key: string): number {
-    if (typeof key !== 'string' || key.length === 0) throw argumentTypeError('key', 'a non-empty string', key);
+    validateBufferKey(key);
     let slot = this.freeSlots.pop();
     if (slot === undefined) {
       slot = this.slotsUsed++;

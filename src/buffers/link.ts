@@ -10,6 +10,7 @@
 import { MessageChannel, MessagePort } from 'node:worker_threads';
 import { decode, encode } from '../../common/codec.js';
 import { argumentRangeError, argumentTypeError, closedError } from '../../common/errors.js';
+import { validateBufferKey } from '../keys.js';
 
 /** Hand this to a worker thread (`worker.postMessage(link, [link.port])`) and call `connectBuffer` there. */
 export interface BufferLink {
@@ -160,7 +161,7 @@ export class BufferClient {
   }
 
   private admit(key: string): number {
-    if (typeof key !== 'string' || key.length === 0) throw argumentTypeError('key', 'a non-empty string', key);
+    validateBufferKey(key);
     const slot = this.keys.length;
     if (slot === this.counts.length) {
       const counts = new Float64Array(slot * 2);

@@ -5,6 +5,7 @@
  * hot path's design.
  */
 import type { Worker } from 'node:worker_threads';
+import { CAL_MAX_MS, CAL_MIN_MS, inCalendarRange } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
 import { startTicker } from '../threads/threads.js';
 
@@ -75,6 +76,9 @@ export class SystemClock implements Clock {
   }
 }
 
+/** The times a clock may hold (the range calendars cover). */
+const CLOCK_RANGE_RULE = `a time from ${new Date(CAL_MIN_MS).toISOString()} to before ${new Date(CAL_MAX_MS).toISOString()}`;
+
 /** The default test start time of the specs: Monday 2024-06-17 10:30:00 UTC. */
 export const SPEC_START = Date.UTC(2024, 5, 17, 10, 30, 0);
 
@@ -96,19 +100,23 @@ export class TestClock implements Clock {
     return this.cell[0]!;
   }
 
-  /** Sets the time (it may go backwards: windows then hold still, as the spec says). */
+  /**
+   * Sets the time, from 1970-01-01 to 2068-01-01 UTC (the range calendars cover). It may go backwards:
+   * windows then hold still.
+   */
   set(time: number | Date): void {
     const ms = time instanceof Date ? time.getTime() : time;
     if (typeof ms !== 'number') throw argumentTypeError('time', 'a number of ms since the Unix epoch or a Date', time);
-    if (!Number.isFinite(ms)) throw argumentRangeError('time', 'a finite time', time);
+    if (!inCalendarRange(ms)) throw argumentRangeError('time', CLOCK_RANGE_RULE, time);
     this.cell[0] = ms;
     this.moved();
   }
 
-  /** Moves the time forward by `ms` (negative moves it back). */
+  /** Moves the time forward by `ms` (negative moves it back), within the range of {@link set}. */
   advance(ms: number): void {
     if (typeof ms !== 'number') throw argumentTypeError('ms', 'a number', ms);
     if (!Number.isFinite(ms)) throw argumentRangeError('ms', 'a finite number of milliseconds', ms);
+    if (!inCalendarRange(this.cell[0]! + ms)) throw argumentRangeError('ms', `a move that keeps the clock ${CLOCK_RANGE_RULE}`, ms);
     this.cell[0] = this.cell[0]! + ms;
     this.moved();
   }

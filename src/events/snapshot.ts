@@ -5,8 +5,8 @@
  * and intervals they were kept in, so that the receiving store can align them by absolute unit index (a
  * merge adds "the bucket of 10:00–11:00" to the same bucket, whatever the two stores' now).
  */
-import { CAL_UNIT_NAMES, CalUnit, type CalUnitCode, FIXED_UNIT_MS, mod, ZoneCalendar } from '../../common/calendar.js';
-import { argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
+import { CAL_MAX_MS, CAL_MIN_MS, CAL_UNIT_NAMES, CalUnit, type CalUnitCode, canonicalTimeZone, FIXED_UNIT_MS, inCalendarRange, mod, ZoneCalendar } from '../../common/calendar.js';
+import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { LoadOp } from '../../common/messages.js';
 import { type IntervalCounts, resolveIntervals } from './intervals.js';
 
@@ -41,9 +41,15 @@ export function validateExport(value: unknown, argument = 'export'): EventsExpor
   if (e.format !== EXPORT_FORMAT || e.version !== EXPORT_VERSION) {
     throw argumentTypeError(`${argument}.format`, `"${EXPORT_FORMAT}" version ${EXPORT_VERSION}`, e.format);
   }
-  if (typeof e.nowMs !== 'number' || !Number.isFinite(e.nowMs)) throw argumentTypeError(`${argument}.nowMs`, 'a finite time in ms', e.nowMs);
-  if (typeof e.counters !== 'object' || e.counters === null) throw argumentTypeError(`${argument}.counters`, 'an object of id → buckets', e.counters);
+  if (typeof e.nowMs !== 'number') throw argumentTypeError(`${argument}.nowMs`, 'a time in ms', e.nowMs);
+  if (!inCalendarRange(e.nowMs)) throw argumentRangeError(`${argument}.nowMs`, `a time from ${new Date(CAL_MIN_MS).toISOString()} to before ${new Date(CAL_MAX_MS).toISOString()}`, e.nowMs);
+  if (typeof e.counters !== 'object' || e.counters === null || Array.isArray(e.counters)) throw argumentTypeError(`${argument}.counters`, 'an object of id → buckets', e.counters);
   if (typeof e.timeZone !== 'string') throw argumentTypeError(`${argument}.timeZone`, 'a time zone name', e.timeZone);
+  try {
+    canonicalTimeZone(e.timeZone);
+  } catch {
+    throw argumentRangeError(`${argument}.timeZone`, 'an IANA time zone name this Node.js knows', e.timeZone);
+  }
   resolveIntervals(e.intervals, `${argument}.intervals`);
   return e;
 }

@@ -1,6 +1,9 @@
-/** Options of an event store (`engine.events`, `engine.eventStore(options)`). */
-import type { Storage } from '../storage/storage.js';
-import type { Intervals, IntervalCounts } from './intervals.js';
+/** Options of an event store (`engine.events`, `engine.eventStore(options)`), and their validation. */
+import type { CalUnitCode } from '../../common/calendar.js';
+import { canonicalTimeZone } from '../../common/calendar.js';
+import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { guardStorage, type Storage } from '../storage/storage.js';
+import { DEFAULT_INTERVALS, type Intervals, type IntervalCounts, resolveIntervals } from './intervals.js';
 
 export interface EventStoreOptions {
   /** Rings to keep: an {@link Intervals} builder or counts per unit. Default {@link DEFAULT_INTERVALS}. */
@@ -13,8 +16,83 @@ export interface EventStoreOptions {
   name?: string;
   /** Persist dirty counters every this many ms (needs `storage`). Default: off. */
   autoPersistMs?: number;
-  /** Receives errors of background persists. Default: a process warning. */
+  /**
+   * Receives errors of background persists (auto-persist). Default: a process warning. A handler that
+   * throws is reported as a process warning too; it never becomes an unhandled rejection.
+   */
   onPersistError?: (err: Error) => void;
   /** Stamped into exports so that merging one export twice counts it once. */
   sourceId?: string;
+}
+
+export interface ResolvedEventStoreOptions {
+  readonly rings: Array<[CalUnitCode, number]>;
+  readonly timeZone: string;
+  /** The storage, behind a guard that turns its failures into TW_STORAGE errors with the cause. */
+  readonly storage: Storage | undefined;
+  readonly prefix: string;
+  readonly autoPersistMs: number | undefined;
+  readonly onPersistError: (err: Error) => void;
+  readonly sourceId: string | undefined;
+}
+
+const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId'];
+const STORAGE_METHODS = ['save', 'load', 'delete', 'keys'] as const;
+
+/**
+ * Checks every event store option (named `options.<name>`) and resolves the defaults. Nothing is started,
+ * so `createEngine` runs this for its `events` option before any thread exists.
+ */
+export function resolveEventStoreOptions(options: unknown, defaultZone: string): ResolvedEventStoreOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw argumentTypeError('options', 'an object of event store options', options);
+  const o = options as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!KNOWN_OPTIONS.includes(key)) throw argumentTypeError(`options.${key}`, `one of the known options (${KNOWN_OPTIONS.join(', ')})`, o[key]);
+  }
+  const rings = resolveIntervals(o.intervals ?? DEFAULT_INTERVALS, 'options.intervals');
+  const zone = o.timeZone ?? defaultZone;
+  if (typeof zone !== 'string') throw argumentTypeError('options.timeZone', 'an IANA time zone name', zone);
+  let timeZone: string;
+  try {
+    timeZone = canonicalTimeZone(zone);
+  } catch {
+    throw argumentRangeError('options.timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', zone);
+  }
+  const storage = o.storage;
+  if (storage !== undefined) {
+    const rule = 'a Storage: an object with save, load, delete and keys functions (transaction optional)';
+    if (typeof storage !== 'object' || storage === null) throw argumentTypeError('options.storage', rule, storage);
+    const s = storage as Record<string, unknown>;
+    for (const m of STORAGE_METHODS) if (typeof s[m] !== 'function') throw argumentTypeError(`options.storage.${m}`, `a function (${rule})`, s[m]);
+    if (s.transaction !== undefined && typeof s.transaction !== 'function') throw argumentTypeError('options.storage.transaction', 'a function, or absent', s.transaction);
+  }
+  const name = o.name ?? 'events';
+  if (typeof name !== 'string' || name.length === 0) throw argumentTypeError('options.name', 'a non-empty string', name);
+  const sourceId = o.sourceId;
+  if (sourceId !== undefined && (typeof sourceId !== 'string' || sourceId.length === 0)) throw argumentTypeError('options.sourceId', 'a non-empty string', sourceId);
+  const handler = o.onPersistError;
+  if (handler !== undefined && typeof handler !== 'function') throw argumentTypeError('options.onPersistError', 'a function (err) => void', handler);
+  const every = o.autoPersistMs;
+  if (every !== undefined) {
+    if (storage === undefined) throw argumentTypeError('options.autoPersistMs', 'given only with options.storage', every);
+    if (typeof every !== 'number' || !Number.isInteger(every) || every < 1 || every > 2 ** 31 - 1) {
+      throw argumentRangeError('options.autoPersistMs', 'an integer number of ms from 1 to 2147483647', every);
+    }
+  }
+  const report = (handler as ((err: Error) => void) | undefined) ?? ((err: Error) => process.emitWarning(err));
+  return {
+    rings,
+    timeZone,
+    storage: storage === undefined ? undefined : guardStorage(storage as Storage),
+    prefix: `${name}/`,
+    autoPersistMs: every as number | undefined,
+    onPersistError: (err) => {
+      try {
+        report(err);
+      } catch (thrown) {
+        process.emitWarning(new Error(`onPersistError threw while handling "${err.message}": ${(thrown as Error)?.message ?? String(thrown)}`, { cause: thrown }));
+      }
+    },
+    sourceId: sourceId as string | undefined,
+  };
 }

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { CalShape, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/cal-record.js';
-import { canonicalTimeZone, type CalUnitCode } from '../../common/calendar.js';
+import { CAL_MIN_MS, type CalUnitCode, inCalendarRange } from '../../common/calendar.js';
 import { decode, encode } from '../../common/codec.js';
 import {
   argumentRangeError,
@@ -23,11 +23,11 @@ import { validateKey } from '../keys.js';
 import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
 import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
-import { countsOf, DEFAULT_INTERVALS, type IntervalCounts, resolveIntervals } from './intervals.js';
+import { countsOf, type IntervalCounts } from './intervals.js';
 import { LimitBuilder } from './limiter.js';
 import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
-import type { EventStoreOptions } from './store-options.js';
+import { type EventStoreOptions, resolveEventStoreOptions } from './store-options.js';
 
 /** What {@link EventStore.sumNow} returns when the read must wait. */
 export const NOT_NOW: unique symbol = Symbol('not-now');
@@ -43,8 +43,6 @@ export interface EventCounter {
   loading: Promise<void> | undefined;
 }
 
-const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId'];
-
 /** Throws unless `n` is a count an event can carry: a safe integer ≥ 0. */
 function checkCount(n: unknown): void {
   if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0)) throw argumentRangeError('n', 'a safe integer ≥ 0', n);
@@ -56,6 +54,29 @@ interface StoredCounter {
   readonly intervals: IntervalCounts;
   readonly nowMs: number;
   readonly rings: number[][];
+}
+
+/** How long work over many ids (export, persist) runs before it lets the event loop turn. */
+const SLICE_MS = 10;
+
+/**
+ * A function to await between the items of a long loop: it yields to the event loop (timers, I/O) once
+ * {@link SLICE_MS} have passed since the last yield, so a loop over a million ids never stalls the process.
+ * (Awaiting a resolved promise alone does not: microtasks run before any timer.)
+ */
+function timeSlicer(): () => Promise<void> | undefined {
+  let since = performance.now();
+  let n = 0;
+  return () => {
+    // The clock is read every 64 items: cheap next to reading an id's record.
+    if ((++n & 63) !== 0 || performance.now() - since < SLICE_MS) return undefined;
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        since = performance.now();
+        resolve();
+      }),
+    );
+  };
 }
 
 export class EventStore {
@@ -92,45 +113,23 @@ export class EventStore {
 
   /** @internal use `engine.events` or `engine.eventStore()` */
   constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock) {
-    if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object of event store options', options);
-    for (const key of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.includes(key)) throw argumentTypeError(`options.${key}`, `one of the known options (${KNOWN_OPTIONS.join(', ')})`, (options as Record<string, unknown>)[key]);
-    }
-    this.rings = resolveIntervals(options.intervals ?? DEFAULT_INTERVALS, 'options.intervals');
-    const zone = options.timeZone ?? defaultZone;
-    if (typeof zone !== 'string') throw argumentTypeError('options.timeZone', 'an IANA time zone name', zone);
-    try {
-      this.timeZone = canonicalTimeZone(zone);
-    } catch {
-      throw argumentRangeError('options.timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', zone);
-    }
+    const o = resolveEventStoreOptions(options, defaultZone);
+    this.rings = o.rings;
+    this.timeZone = o.timeZone;
     this.intervals = Object.freeze(countsOf(this.rings));
     this.config = { id: configId, timeZone: this.timeZone, rings: this.rings };
     this.shape = new CalShape(this.config);
     this.router = router;
     this.clock = clock;
-    this.storage = options.storage;
-    if (this.storage !== undefined && (typeof this.storage !== 'object' || typeof this.storage.save !== 'function')) {
-      throw argumentTypeError('options.storage', 'a Storage (save, load, delete, keys)', this.storage);
-    }
-    const name = options.name ?? 'events';
-    if (typeof name !== 'string' || name.length === 0) throw argumentTypeError('options.name', 'a non-empty string', name);
-    this.prefix = `${name}/`;
-    if (options.sourceId !== undefined && (typeof options.sourceId !== 'string' || options.sourceId.length === 0)) {
-      throw argumentTypeError('options.sourceId', 'a non-empty string', options.sourceId);
-    }
-    this.sourceId = options.sourceId;
-    this.onPersistError = options.onPersistError ?? ((err) => process.emitWarning(err));
-    const every = options.autoPersistMs;
-    if (every !== undefined) {
-      if (this.storage === undefined) throw argumentTypeError('options.autoPersistMs', 'given only with options.storage', every);
-      if (typeof every !== 'number' || !Number.isInteger(every) || every < 1 || every > 2 ** 31 - 1) {
-        throw argumentRangeError('options.autoPersistMs', 'an integer number of ms from 1 to 2147483647', every);
-      }
+    this.storage = o.storage;
+    this.prefix = o.prefix;
+    this.sourceId = o.sourceId;
+    this.onPersistError = o.onPersistError;
+    if (o.autoPersistMs !== undefined) {
       this.timer = setInterval(() => {
         if (this.persisting > 0) return; // the last one is still writing: no pile-up behind a slow storage
         this.persist().catch((err: Error) => this.onPersistError(err));
-      }, every).unref();
+      }, o.autoPersistMs).unref();
     }
     this.listing = this.storage === undefined ? Promise.resolve() : this.listStored();
     this.listing.then(
@@ -175,6 +174,7 @@ export class EventStore {
   recordAt(id: string, when: Date | number, n = 1): void {
     const t = when instanceof Date ? when.getTime() : when;
     if (typeof t !== 'number' || !Number.isFinite(t)) throw argumentTypeError('when', 'a Date or a time in ms since the Unix epoch', when);
+    if (!inCalendarRange(t)) throw argumentRangeError('when', `a time from ${new Date(CAL_MIN_MS).toISOString()} on (the calendar's range)`, when);
     const now = this.clock.now();
     if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
     const c = this.counters.get(id) ?? this.counterFor(id, n);
@@ -385,10 +385,12 @@ export class EventStore {
     const ids = only ?? [...this.counters.keys()];
     const counters: Record<string, number[][]> = {};
     const nowMs = this.clock.now();
+    const slice = timeSlicer();
     for (const id of ids) {
+      await slice();
       const c = await this.settledCounter(id);
       if (c === undefined) continue;
-      counters[id] = await c.lane.readSettled(c.slot, this.clock, (v) => {
+      const rings = await c.lane.readSettled(c.slot, this.clock, (v) => {
         this.shape.seek(nowMs);
         return this.shape.rings.map((ring, r) => {
           const out = new Array<number>(ring.count);
@@ -396,6 +398,8 @@ export class EventStore {
           return out;
         });
       });
+      // Defined, not assigned: an id such as "__proto__" is an own property like any other.
+      Object.defineProperty(counters, id, { value: rings, enumerable: true, writable: true, configurable: true });
     }
     const source = this.sourceId === undefined ? undefined : { id: this.sourceId, exportId: randomUUID() };
     return { format: EXPORT_FORMAT, version: EXPORT_VERSION, ...(source && { source }), timeZone: this.timeZone, intervals: { ...this.intervals }, nowMs, counters };
@@ -509,10 +513,13 @@ export class EventStore {
   private async save(counters: readonly EventCounter[]): Promise<number> {
     const storage = this.requireStorage('persist');
     const exp = await this.exportIds(counters.map((c) => c.id));
-    const ops: StorageOp[] = Object.entries(exp.counters).map(([id, rings]) => {
+    const ops: StorageOp[] = [];
+    const slice = timeSlicer();
+    for (const [id, rings] of Object.entries(exp.counters)) {
+      await slice();
       const entry: StoredCounter = { timeZone: exp.timeZone, intervals: exp.intervals, nowMs: exp.nowMs, rings };
-      return { type: 'save', key: this.prefix + id, value: encode(entry) };
-    });
+      ops.push({ type: 'save', key: this.prefix + id, value: encode(entry) });
+    }
     await applyOps(storage, ops);
     return ops.length;
   }
@@ -538,15 +545,16 @@ export class EventStore {
   private async reload(c: EventCounter): Promise<void> {
     const bytes = await this.requireStorage('reload').load(this.prefix + c.id);
     if (bytes !== undefined) {
-      let entry: StoredCounter;
+      let op: ReturnType<typeof loadOp>;
       try {
-        entry = decode<StoredCounter>(bytes);
+        const entry = decode<StoredCounter>(bytes);
+        const exp = validateExport({ format: EXPORT_FORMAT, version: EXPORT_VERSION, timeZone: entry.timeZone, intervals: entry.intervals, nowMs: entry.nowMs, counters: { [c.id]: entry.rings } }, 'stored counter');
+        op = loadOp('merge', c.slot, this.clock.now(), mapRings(exp, this.rings, this.shape.calendar), entry.rings, c.id);
       } catch (err) {
+        // Bytes that are no stored counter, or one this store cannot take (another zone, other units).
         throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(c.id)} cannot be read: ${(err as Error).message}`, { cause: err });
       }
-      const exp: EventsExport = { format: EXPORT_FORMAT, version: EXPORT_VERSION, timeZone: entry.timeZone, intervals: entry.intervals, nowMs: entry.nowMs, counters: { [c.id]: entry.rings } };
-      const mapping = mapRings(exp, this.rings, this.shape.calendar);
-      c.lane.appendCtrl(loadOp('merge', c.slot, this.clock.now(), mapping, entry.rings, c.id));
+      c.lane.appendCtrl(op);
       await c.lane.drain();
     }
     c.loading = undefined;

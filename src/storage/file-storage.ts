@@ -1,32 +1,49 @@
 /**
- * File storage: every key in one msgpack file, replaced as a whole on each write so that the file is always
- * a complete snapshot. Crash-safe: the new contents go to a temporary file in the same directory, which is
+ * File storage: every key in one file, replaced as a whole on each write so that the file is always a
+ * complete snapshot. Crash-safe: the new contents go to a temporary file in the same directory, which is
  * fsynced and then renamed over the old one (rename is atomic on POSIX file systems), and the directory is
  * fsynced so that the rename itself survives a power cut. A process killed at any point leaves either the
  * old file or the new one, never a torn one; temporary files left by a process that is no longer running
  * (or by this one) are removed when the storage opens.
  *
+ * A temporary file is created exclusively (`wx`, mode 0600) under an unpredictable name
+ * (`.<file>.<pid>.<random>.tmp`), so a file or symlink planted under the name is never written through.
+ *
+ * Format 2 (format 1, one msgpack map, is still read): frames of `[4-byte big-endian length][msgpack]`;
+ * the first frame is the header `{ format, version, count }`, then frames of up to {@link FRAME_ENTRIES}
+ * `[key, value]` pairs. Any number of keys; reading and writing go frame by frame and yield to the event
+ * loop between frames, so a large store does not stall the process.
+ *
  * Writes are queued one after another (a transaction is one write). Suited to stores that fit in memory
  * comfortably — the file is rewritten in full each time.
  */
+import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { decode, encode } from '../../common/codec.js';
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Storage, StorageOp } from './storage.js';
 
 const FORMAT = 'tallyworks.file-storage';
-const VERSION = 1;
+const VERSION = 2;
+/** Entries per frame: about a quarter of a MB of calendar counters, a few ms to encode. */
+const FRAME_ENTRIES = 512;
 
-interface FileContents {
+interface Header {
   format: string;
   version: number;
+  count: number;
+}
+
+/** Format 1: one msgpack map of every entry. */
+interface ContentsV1 {
+  format: string;
+  version: 1;
   entries: Record<string, Uint8Array>;
 }
 
-let tmpCounter = 0;
-
-/** True when a temporary file named `<pid>.<n>.tmp` belongs to another process that is still running. */
+/** True when a temporary file named `<pid>.<token>.tmp` belongs to another process that is still running. */
 function writerAlive(rest: string): boolean {
   const pid = Number(rest.slice(0, rest.indexOf('.')));
   if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
@@ -36,6 +53,15 @@ function writerAlive(rest: string): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** One frame: its length, then its msgpack bytes. */
+function frame(value: unknown): Uint8Array {
+  const body = encode(value);
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, body.length);
+  out.set(body, 4);
+  return out;
 }
 
 export class FileStorage implements Storage {
@@ -67,16 +93,46 @@ export class FileStorage implements Storage {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
       throw new TallyworksError(ErrorCode.STORAGE, `cannot read ${this.path}: ${(err as Error).message}`, { cause: err });
     }
-    let contents: FileContents;
     try {
-      contents = decode<FileContents>(bytes);
+      return await this.parse(bytes);
     } catch (err) {
+      if (err instanceof TallyworksError) throw err;
       throw new TallyworksError(ErrorCode.STORAGE, `${this.path} is not a Tallyworks storage file (${(err as Error).message})`, { cause: err });
     }
-    if (contents?.format !== FORMAT || contents.version !== VERSION || typeof contents.entries !== 'object') {
-      throw new TallyworksError(ErrorCode.STORAGE, `${this.path} is not a version ${VERSION} Tallyworks storage file`);
+  }
+
+  private async parse(bytes: Buffer): Promise<Map<string, Uint8Array>> {
+    const notOurs = (why: string): TallyworksError => new TallyworksError(ErrorCode.STORAGE, `${this.path} is not a version ${VERSION} Tallyworks storage file (${why})`);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = 0;
+    const next = (): unknown => {
+      if (at + 4 > bytes.length) throw notOurs('it ends inside a frame');
+      const length = view.getUint32(at);
+      if (at + 4 + length > bytes.length) throw notOurs('it ends inside a frame');
+      const value = decode(bytes.subarray(at + 4, at + 4 + length));
+      at += 4 + length;
+      return value;
+    };
+    // Format 1 is one msgpack map (its first byte is a map marker, never a frame length's high byte 0).
+    if (bytes.length > 0 && bytes[0] !== 0) {
+      const v1 = decode<ContentsV1>(bytes);
+      if (v1?.format !== FORMAT || v1.version !== 1 || typeof v1.entries !== 'object' || v1.entries === null) throw notOurs('no header');
+      return new Map(Object.entries(v1.entries).map(([k, v]) => [k, new Uint8Array(v)]));
     }
-    return new Map(Object.entries(contents.entries).map(([k, v]) => [k, new Uint8Array(v)]));
+    const header = next() as Header;
+    if (header?.format !== FORMAT || header.version !== VERSION || !Number.isSafeInteger(header.count) || header.count < 0) throw notOurs('no header');
+    const map = new Map<string, Uint8Array>();
+    while (map.size < header.count) {
+      const pairs = next();
+      if (!Array.isArray(pairs) || pairs.length === 0) throw notOurs('a frame that holds no entries');
+      for (const pair of pairs as unknown[]) {
+        if (!Array.isArray(pair) || typeof pair[0] !== 'string' || !(pair[1] instanceof Uint8Array)) throw notOurs('an entry that is no [key, bytes] pair');
+        map.set(pair[0], new Uint8Array(pair[1]));
+      }
+      await yieldTurn();
+    }
+    if (map.size !== header.count || at !== bytes.length) throw notOurs(`the header counts ${header.count} entries`);
+    return map;
   }
 
   private async removeLeftovers(): Promise<void> {
@@ -92,28 +148,55 @@ export class FileStorage implements Storage {
     await Promise.all(leftovers.map((n) => rm(join(dir, n), { force: true })));
   }
 
-  /** Runs `change` on the entries and writes the file, after every earlier write. */
-  private write(change: (m: Map<string, Uint8Array>) => void): Promise<void> {
+  /**
+   * Writes the file as the entries with `ops` applied, after every earlier write; then applies `ops` to the
+   * entries in memory (a failed write changes nothing). No copy of the whole map is made: the file is
+   * written from the map and the ops together.
+   */
+  private write(ops: readonly StorageOp[]): Promise<void> {
     const run = this.queue.then(async () => {
       const m = await this.entries();
-      const next = new Map(m);
-      change(next);
-      await this.commit(next);
-      this.map = next;
+      const changed = new Map<string, Uint8Array | undefined>();
+      for (const op of ops) changed.set(op.key, op.type === 'save' ? op.value : undefined);
+      await this.commit(m, changed);
+      let n = 0;
+      for (const [key, value] of changed) {
+        if (value === undefined) m.delete(key);
+        else m.set(key, value);
+        if ((++n & 0x3fff) === 0) await yieldTurn();
+      }
     });
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async commit(m: Map<string, Uint8Array>): Promise<void> {
-    const contents: FileContents = { format: FORMAT, version: VERSION, entries: Object.fromEntries(m) };
-    const bytes = encode(contents);
+  /** Writes `m` with `changed` applied (undefined: deleted) to a new file and renames it over the old one. */
+  private async commit(m: ReadonlyMap<string, Uint8Array>, changed: ReadonlyMap<string, Uint8Array | undefined>): Promise<void> {
     const dir = dirname(this.path);
-    const tmp = join(dir, `.${basename(this.path)}.${process.pid}.${tmpCounter++}.tmp`);
+    const tmp = join(dir, `.${basename(this.path)}.${process.pid}.${randomBytes(12).toString('hex')}.tmp`);
+    let count = 0;
+    for (const key of m.keys()) if (!changed.has(key)) count++;
+    for (const value of changed.values()) if (value !== undefined) count++;
     try {
-      const file = await open(tmp, 'w');
+      const file = await open(tmp, 'wx', 0o600);
       try {
-        await file.writeFile(bytes);
+        await file.write(frame({ format: FORMAT, version: VERSION, count } satisfies Header));
+        let pairs: Array<[string, Uint8Array]> = [];
+        const flush = async (): Promise<void> => {
+          await file.write(frame(pairs));
+          pairs = [];
+        };
+        for (const [key, value] of m) {
+          if (changed.has(key)) continue;
+          pairs.push([key, value]);
+          if (pairs.length === FRAME_ENTRIES) await flush();
+        }
+        for (const [key, value] of changed) {
+          if (value === undefined) continue;
+          pairs.push([key, value]);
+          if (pairs.length === FRAME_ENTRIES) await flush();
+        }
+        if (pairs.length > 0) await flush();
         await file.sync();
       } finally {
         await file.close();
@@ -126,14 +209,14 @@ export class FileStorage implements Storage {
         await d.close();
       }
     } catch (err) {
-      await rm(tmp, { force: true });
+      // Only the file this write created is removed: with "wx", a name that existed was never opened.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') await rm(tmp, { force: true });
       throw new TallyworksError(ErrorCode.STORAGE, `cannot write ${this.path}: ${(err as Error).message}`, { cause: err });
     }
   }
 
   async save(key: string, value: Uint8Array): Promise<void> {
-    const copy = value.slice();
-    await this.write((m) => m.set(key, copy));
+    await this.write([{ type: 'save', key, value: value.slice() }]);
   }
 
   async load(key: string): Promise<Uint8Array | undefined> {
@@ -142,7 +225,7 @@ export class FileStorage implements Storage {
   }
 
   async delete(key: string): Promise<void> {
-    await this.write((m) => m.delete(key));
+    await this.write([{ type: 'delete', key }]);
   }
 
   async keys(prefix = ''): Promise<string[]> {
@@ -151,12 +234,6 @@ export class FileStorage implements Storage {
   }
 
   async transaction(ops: readonly StorageOp[]): Promise<void> {
-    const copies = ops.map((op) => (op.type === 'save' ? { ...op, value: op.value.slice() } : op));
-    await this.write((m) => {
-      for (const op of copies) {
-        if (op.type === 'save') m.set(op.key, op.value);
-        else m.delete(op.key);
-      }
-    });
+    await this.write(ops.map((op) => (op.type === 'save' ? { ...op, value: op.value.slice() } : op)));
   }
 }

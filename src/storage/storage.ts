@@ -2,6 +2,7 @@
  * Where event stores persist their counters: a small key → bytes interface, so that any backend can be
  * plugged in. Values are msgpack (see src/events/snapshot.ts); keys are `<prefix>/<id>`.
  */
+import { ErrorCode, TallyworksError } from '../../common/errors.js';
 
 /** One write of a transaction. */
 export type StorageOp = { readonly type: 'save'; readonly key: string; readonly value: Uint8Array } | { readonly type: 'delete'; readonly key: string };
@@ -33,4 +34,42 @@ export async function applyOps(storage: Storage, ops: readonly StorageOp[]): Pro
     if (op.type === 'save') await storage.save(op.key, op.value);
     else await storage.delete(op.key);
   }
+}
+
+/** A failure of a storage call, as TW_STORAGE with the cause (a TW_STORAGE error passes as it is). */
+function storageError(call: string, err: unknown): TallyworksError {
+  if (err instanceof TallyworksError && err.code === ErrorCode.STORAGE) return err;
+  return new TallyworksError(ErrorCode.STORAGE, `the storage failed in ${call}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/**
+ * `storage` with every failure (a rejection, a throw, a value of the wrong type from load or keys) turned
+ * into a TW_STORAGE error naming the call, so no backend's own error reaches the store's callers raw.
+ */
+export function guardStorage(storage: Storage): Storage {
+  const call = async <T>(name: string, run: () => Promise<T> | T): Promise<T> => {
+    try {
+      return await run();
+    } catch (err) {
+      throw storageError(name, err);
+    }
+  };
+  const guarded: Storage = {
+    save: (key, value) => call(`save(${JSON.stringify(key)})`, () => storage.save(key, value)),
+    load: (key) =>
+      call(`load(${JSON.stringify(key)})`, async () => {
+        const v = await storage.load(key);
+        if (v !== undefined && !(v instanceof Uint8Array)) throw new TypeError(`load returned ${typeof v}, not a Uint8Array or undefined`);
+        return v;
+      }),
+    delete: (key) => call(`delete(${JSON.stringify(key)})`, () => storage.delete(key)),
+    keys: (prefix) =>
+      call(`keys(${JSON.stringify(prefix)})`, async () => {
+        const keys = await storage.keys(prefix);
+        if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string')) throw new TypeError('keys returned something other than an array of strings');
+        return keys;
+      }),
+  };
+  if (storage.transaction !== undefined) guarded.transaction = (ops) => call(`transaction(${ops.length} ops)`, () => storage.transaction!(ops));
+  return guarded;
 }

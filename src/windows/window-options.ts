@@ -16,12 +16,21 @@ export const WINDOW_UNITS = {
 
 export type WindowUnit = keyof typeof WINDOW_UNITS;
 
+/**
+ * The bucket lengths a window takes: 1 ms to 366 days. Unit indexes count from year 1 (as Go's time does),
+ * so at 1 ms they stay far below 2^53 (about 6.4e13 until 2068), and a unit's start is exact in a double;
+ * below 1 ms or above a year neither holds for long, and a window would answer nonsense.
+ */
+export const MIN_UNIT_MS = 1;
+export const MAX_UNIT_MS = 366 * 86_400_000;
+const UNIT_MS_RULE = `a number of milliseconds from ${MIN_UNIT_MS} to ${MAX_UNIT_MS} (366 days)`;
+
 export interface WindowOptions {
   /** Buckets in the window (W): an integer from 1 to 1048576. */
   size: number;
   /** Length of one bucket as a named unit … */
   unit?: WindowUnit;
-  /** … or in milliseconds (positive and finite). Give exactly one of `unit` and `unitMs`. */
+  /** … or in milliseconds, from 1 to 366 days' worth. Give exactly one of `unit` and `unitMs`. */
   unitMs?: number;
 }
 
@@ -46,7 +55,7 @@ export function resolveWindowOptions(options: unknown): WindowShape {
     }
     return { size, unitMs: WINDOW_UNITS[unit as WindowUnit] };
   }
-  if (typeof unitMs !== 'number') throw argumentTypeError('options.unitMs', 'a positive finite number of milliseconds', unitMs);
-  if (!(unitMs > 0) || !Number.isFinite(unitMs)) throw argumentRangeError('options.unitMs', 'a positive finite number of milliseconds', unitMs);
+  if (typeof unitMs !== 'number') throw argumentTypeError('options.unitMs', UNIT_MS_RULE, unitMs);
+  if (!(unitMs >= MIN_UNIT_MS && unitMs <= MAX_UNIT_MS)) throw argumentRangeError('options.unitMs', UNIT_MS_RULE, unitMs);
   return { size, unitMs };
 }

@@ -11,6 +11,6 @@ export const utc = (iso: string): number => Date.parse(iso);
 
 /** An `assert.throws` / `assert.rejects` validator: a Tallyworks error with this code. */
 export const withCode =
-  (code: string) =>
+  (code: string, messagePart?: string) =>
   (err: unknown): boolean =>
-    err instanceof TallyworksError && err.code === code;
+    err instanceof TallyworksError && err.code === code && (messagePart === undefined || err.message.includes(messagePart));

@@ -1156,7 +1156,7 @@ describe('stat buffer validation', () => {
     assert.equal(ok.name, 'v-ok');
   });
 
-  it('a bad n or a bad key throws TW_INVALID_ARGUMENT naming it, and nothing is counted', async () => {
+  it('a bad n throws TW_INVALID_ARGUMENT and a bad key TW_INVALID_KEY, naming it, and nothing is counted', async () => {
     const { clock, engine } = await setup();
     const r = recorder(clock);
     const b = engine.buffer({ name: 'badargs', intervalMs: 1000, onFlush: r.onFlush });
@@ -1167,10 +1167,16 @@ describe('stat buffer validation', () => {
     b.increment('k', 2);
     await expectCode(() => b.increment('k', 0.5), ErrorCode.INVALID_ARGUMENT, 'n = 0.5 on a known key', '"n"');
     assert.equal(b.count('k'), 2);
-    for (const key of ['', 5, undefined, null, {}, Symbol('s')]) {
-      await expectCode(() => b.increment(key as never), ErrorCode.INVALID_ARGUMENT, `key = ${String(key)}`, '"key"');
+    // Buffer keys follow the shared key rule (non-empty, well-formed, at most 255 UTF-8 bytes); ":" is allowed.
+    for (const key of ['', 5, undefined, null, {}, Symbol('s'), 'x'.repeat(256), '\uD800', 'a\uDC00b']) {
+      await expectCode(() => b.increment(key as never), ErrorCode.INVALID_KEY, `key = ${String(key).slice(0, 10)}`, 'key');
     }
-    await expectCode(() => b.flush(5 as never), ErrorCode.INVALID_ARGUMENT, 'flush(5)', '"key"');
+    await expectCode(() => b.flush(5 as never), ErrorCode.INVALID_KEY, 'flush(5)', 'key');
+    const ok = engine.buffer({ name: 'keys-ok', intervalMs: 1000, onFlush: () => {} });
+    ok.increment('page:home');
+    assert.equal(ok.count('page:home'), 1, 'a colon is fine in a buffer key');
+    ok.increment('€'.repeat(85));
+    assert.equal(ok.count('€'.repeat(85)), 1, '255 UTF-8 bytes is the limit');
     assert.equal(b.stats().keys, 1);
     await stepTo(clock, 1000);
     assert.deepEqual(r.calls.map((c) => [c.key, c.count]), [['k', 2]]);

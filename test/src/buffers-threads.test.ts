@@ -315,10 +315,10 @@ describe('stat buffer links: counting from worker threads', () => {
     assert.deepEqual(h.calls, [['busy', 150]]);
   });
 
-  test('client close() ships what it holds; then increment and sync throw TW_CLOSED; bad n, bad key and bad links throw TW_INVALID_ARGUMENT', async (t) => {
+  test('client close() ships what it holds; then increment and sync throw TW_CLOSED; bad n and bad links throw TW_INVALID_ARGUMENT, bad keys TW_INVALID_KEY', async (t) => {
     const h = await setup(t);
     const badN: unknown[] = [1.5, '2', NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 53), null, 1n];
-    const badKeys: unknown[] = ['', 7, null, undefined, {}, ['k']];
+    const badKeys: unknown[] = ['', 7, null, undefined, {}, ['k'], '\uDFFF', 'y'.repeat(256)];
     const steps: Step[] = [
       ...badN.map((n): Step => ({ op: 'inc', key: 'c', n })),
       ...badKeys.map((key): Step => ({ op: 'inc', key })),
@@ -340,7 +340,7 @@ describe('stat buffer links: counting from worker threads', () => {
     const nb = badN.length;
     const kb = badKeys.length;
     assert.deepEqual(codes.slice(0, nb), badN.map(() => 'TW_INVALID_ARGUMENT'), 'bad n');
-    assert.deepEqual(codes.slice(nb, nb + kb), badKeys.map(() => 'TW_INVALID_ARGUMENT'), 'bad key');
+    assert.deepEqual(codes.slice(nb, nb + kb), badKeys.map(() => 'TW_INVALID_KEY'), 'bad key');
     assert.deepEqual(codes.slice(nb + kb), [
       'ok',
       'TW_INVALID_ARGUMENT',

@@ -26,16 +26,12 @@ import {
   TestClock,
 } from '../../src/index.js';
 import { tempDir, tmpFilesOf } from '../helpers/temp-files.js';
+import { withCode } from '../helpers/time.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
-/** An `assert.throws` / `assert.rejects` validator: a Tallyworks error with this code (and message part). */
-const withCode =
-  (code: string, messagePart?: string) =>
-  (err: unknown): boolean =>
-    err instanceof TallyworksError && err.code === code && (messagePart === undefined || err.message.includes(messagePart));
 
 /** Polls `cond` every 5 ms until it holds; fails after `timeoutMs` (real time: for real timers only). */
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
@@ -72,6 +68,12 @@ class FlakyStorage extends MemoryStorage {
     return super.transaction(ops);
   }
 }
+
+/** A validator: the storage's own `failure`, as TW_STORAGE with it as the cause (never raw). */
+const failedWith =
+  (failure: Error) =>
+  (err: unknown): boolean =>
+    err instanceof TallyworksError && err.code === ErrorCode.STORAGE && err.cause === failure && err.message.includes(failure.message);
 
 /** `inner` without transactions: the store saves key by key. */
 function withoutTransactions(inner: Storage): Storage {
@@ -394,10 +396,10 @@ describe('persist and dirty tracking', () => {
       const store = engine.eventStore({ storage, name });
       store.record('p', 3);
       store.record('q');
-      await assert.rejects(store.persist(), (err) => err === flaky.failure);
+      await assert.rejects(store.persist(), failedWith(flaky.failure));
       assert.deepEqual(store.dirtyIds().sort(), ['p', 'q'], 'not saved: still dirty');
       assert.equal(flaky.size, 0);
-      await assert.rejects(store.persist(), (err) => err === flaky.failure, 'still failing');
+      await assert.rejects(store.persist(), failedWith(flaky.failure), 'still failing');
       assert.deepEqual(store.dirtyIds().sort(), ['p', 'q']);
       store.record('p');
       flaky.failing = false;
@@ -416,7 +418,7 @@ describe('persist and dirty tracking', () => {
     const store = engine.eventStore({ storage: flaky, name: 'flaky-compact' });
     store.record('m', 6);
     store.record('n');
-    await assert.rejects(store.compact(), (err) => err === flaky.failure);
+    await assert.rejects(store.compact(), failedWith(flaky.failure));
     assert.equal(store.size, 2, 'nothing let go');
     assert.equal(await store.query('m').lastDays(1).sum(), 6);
     assert.deepEqual(store.dirtyIds().sort(), ['m', 'n']);
@@ -437,7 +439,7 @@ describe('persist and dirty tracking', () => {
     });
     store.record('z', 2);
     await waitFor(() => reported.length >= 2, 'two background persists to fail');
-    assert.equal(reported[0]!.err, flaky.failure);
+    assert.ok(failedWith(flaky.failure)(reported[0]!.err), 'TW_STORAGE with the storage\'s own error as the cause');
     assert.deepEqual(reported[0]!.dirty, ['z'], 'when the error is reported the id is dirty again');
     assert.equal(flaky.size, 0);
     flaky.failing = false;
