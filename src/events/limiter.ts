@@ -149,12 +149,12 @@ export class LimitBuilder {
 
   /** Every constraint's verdict for `id` now; never records. */
   check(id: string): Promise<Decision> {
-    return this.decide(id, Action.NONE);
+    return this.store.admit(() => this.decide(id, Action.NONE));
   }
 
   /** Records 1 for `id` only if every constraint passes; atomic against concurrent callers. */
   checkAndRecord(id: string): Promise<Decision> {
-    return this.decide(id, Action.RECORD);
+    return this.store.admit(() => this.decide(id, Action.RECORD));
   }
 
   /** Like checkAndRecord, but a refusal throws {@link LimitExceededError} (code TW_LIMITED). */
@@ -171,14 +171,14 @@ export class LimitBuilder {
 
   /** Holds one unit of every `atMost` on `id` until `commit()` (records 1) or `cancel()`. */
   async reserve(id: string): Promise<Reservation> {
-    const d = await this.decide(id, Action.RESERVE);
+    const d = await this.store.admit(() => this.decide(id, Action.RESERVE));
     let settled = !d.allowed;
     const end = async (type: 'commit' | 'cancel'): Promise<void> => {
       if (settled) {
         throw new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`);
       }
       settled = true;
-      await this.store.endReservation(id, type);
+      await this.store.admit(() => this.store.endReservation(id, type));
     };
     return { ...d, commit: () => end('commit'), cancel: () => end('cancel') };
   }
@@ -188,7 +188,7 @@ export class LimitBuilder {
     validateKey(id, 'id');
     const c = this.constraints.find((x) => x.kind === 'count' && x.check === Check.AT_MOST && (x.id === undefined || x.id === id));
     if (c === undefined || c.kind !== 'count') throw argumentTypeError('limit', 'a limiter with an atMost constraint on this id for usage()', undefined);
-    const b = await this.store.bucketsOf(id, c.ring, c.n);
+    const b = await this.store.admit(() => this.store.bucketsOf(id, c.ring, c.n));
     const count = b === undefined ? 0 : b.reduce((s, v) => s + v, 0);
     return { count, limit: c.limit, remaining: Math.max(0, c.limit - count) };
   }

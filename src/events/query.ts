@@ -104,7 +104,7 @@ export class EventRange {
 
   /** Bucket counts, newest first (length n). */
   buckets(): Promise<number[] | undefined> {
-    return bucketsOver(this.store, this.ids, this.range);
+    return this.store.admit(() => bucketsOver(this.store, this.ids, this.range));
   }
 
   /** Events in the range. */
@@ -115,27 +115,42 @@ export class EventRange {
       const value = this.store.sumNow(this.ids[0]!, ring, n);
       if (value !== NOT_NOW) return Promise.resolve(value);
     }
-    return this.buckets().then((b) => (b === undefined ? undefined : sumOf(b)));
+    return this.store.admit(() => this.sumOver());
+  }
+
+  /** @internal The sum, inside an operation already admitted. */
+  async sumOver(): Promise<number | undefined> {
+    const b = await bucketsOver(this.store, this.ids, this.range);
+    return b === undefined ? undefined : sumOf(b);
   }
 
   /** Sum ÷ buckets in the range. */
-  async average(): Promise<number | undefined> {
-    const b = await this.buckets();
+  average(): Promise<number | undefined> {
+    return this.store.admit(() => this.averageOver());
+  }
+
+  /** @internal The average, inside an operation already admitted. */
+  async averageOver(): Promise<number | undefined> {
+    const b = await bucketsOver(this.store, this.ids, this.range);
     return b === undefined ? undefined : sumOf(b) / b.length;
   }
 
   /** Sum ÷ non-zero buckets; undefined when every bucket is 0. */
-  async averageNonzero(): Promise<number | undefined> {
-    const b = await this.buckets();
-    if (b === undefined) return undefined;
-    const nz = b.filter((v) => v !== 0).length;
-    return nz === 0 ? undefined : sumOf(b) / nz;
+  averageNonzero(): Promise<number | undefined> {
+    return this.store.admit(async () => {
+      const b = await bucketsOver(this.store, this.ids, this.range);
+      if (b === undefined) return undefined;
+      const nz = b.filter((v) => v !== 0).length;
+      return nz === 0 ? undefined : sumOf(b) / nz;
+    });
   }
 
   /** Buckets with at least one event. */
-  async countNonzero(): Promise<number | undefined> {
-    const b = await this.buckets();
-    return b === undefined ? undefined : b.filter((v) => v !== 0).length;
+  countNonzero(): Promise<number | undefined> {
+    return this.store.admit(async () => {
+      const b = await bucketsOver(this.store, this.ids, this.range);
+      return b === undefined ? undefined : b.filter((v) => v !== 0).length;
+    });
   }
 }
 
@@ -163,13 +178,15 @@ export class EventQuery extends Selector<EventRange> {
     return this.seen(true);
   }
 
-  private async seen(oldest: boolean): Promise<number | undefined> {
-    let best: number | undefined;
-    for (const id of this.ids) {
-      const age = await this.store.seenAgeOf(id, oldest);
-      if (age !== undefined && (best === undefined || (oldest ? age > best : age < best))) best = age;
-    }
-    return best;
+  private seen(oldest: boolean): Promise<number | undefined> {
+    return this.store.admit(async () => {
+      let best: number | undefined;
+      for (const id of this.ids) {
+        const age = await this.store.seenAgeOf(id, oldest);
+        if (age !== undefined && (best === undefined || (oldest ? age > best : age < best))) best = age;
+      }
+      return best;
+    });
   }
 }
 
@@ -185,32 +202,41 @@ export class RatioQuery extends Selector<Promise<number | undefined>> {
     this.b = b;
   }
 
-  protected async make(range: RangeSpec): Promise<number | undefined> {
-    const a = await new EventRange(this.store, [this.a], range).sum();
-    const b = await new EventRange(this.store, [this.b], range).sum();
-    return a === undefined || b === undefined || b === 0 ? undefined : a / b;
+  protected make(range: RangeSpec): Promise<number | undefined> {
+    return this.store.admit(async () => {
+      const a = await new EventRange(this.store, [this.a], range).sumOver();
+      const b = await new EventRange(this.store, [this.b], range).sumOver();
+      return a === undefined || b === undefined || b === 0 ? undefined : a / b;
+    });
   }
 }
 
 /** The difference a − b over a range. */
 export class DeltaRange {
+  private readonly store: EventStore;
   private readonly a: EventRange;
   private readonly b: EventRange;
 
   /** @internal */
   constructor(store: EventStore, a: string, b: string, range: RangeSpec) {
+    this.store = store;
     this.a = new EventRange(store, [a], range);
     this.b = new EventRange(store, [b], range);
   }
 
   /** a − b (an unknown id counts as 0). */
-  async sum(): Promise<number> {
-    return ((await this.a.sum()) ?? 0) - ((await this.b.sum()) ?? 0);
+  sum(): Promise<number> {
+    return this.store.admit(() => this.compute());
+  }
+
+  /** @internal a − b, inside an operation already admitted. */
+  async compute(): Promise<number> {
+    return ((await this.a.sumOver()) ?? 0) - ((await this.b.sumOver()) ?? 0);
   }
 
   /** Average of a − b per bucket. */
-  async average(): Promise<number> {
-    return ((await this.a.average()) ?? 0) - ((await this.b.average()) ?? 0);
+  average(): Promise<number> {
+    return this.store.admit(async () => ((await this.a.averageOver()) ?? 0) - ((await this.b.averageOver()) ?? 0));
   }
 }
 

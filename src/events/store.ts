@@ -103,7 +103,10 @@ export class EventStore {
   /** Export ids already merged (idempotent merge). */
   private readonly mergedExports = new Set<string>();
   private readonly timer: NodeJS.Timeout | undefined;
+  /** Set when close() begins: new operations and writes are refused with TW_CLOSED from then on. */
   private closed = false;
+  /** Operations admitted before close() began; close() waits for them before its final persist. */
+  private readonly inflight = new Set<Promise<unknown>>();
   private isReady = false;
   /** Resolves once the storage's keys are listed. */
   private readonly listing: Promise<void>;
@@ -164,6 +167,7 @@ export class EventStore {
 
   /** Counts `n` (default 1) events of `id` now. Synchronous; allocation-free for a known id. */
   record(id: string, n = 1): void {
+    if (this.closed) throw closedError('event store');
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
     c.lane.append(c.slot, n);
@@ -175,6 +179,7 @@ export class EventStore {
     const t = when instanceof Date ? when.getTime() : when;
     if (typeof t !== 'number' || !Number.isFinite(t)) throw argumentTypeError('when', 'a Date or a time in ms since the Unix epoch', when);
     if (!inCalendarRange(t)) throw argumentRangeError('when', `a time from ${new Date(CAL_MIN_MS).toISOString()} on (the calendar's range)`, when);
+    if (this.closed) throw closedError('event store');
     const now = this.clock.now();
     if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
     const c = this.counters.get(id) ?? this.counterFor(id, n);
@@ -198,7 +203,6 @@ export class EventStore {
 
   /** @internal The id's counter; created (and reloaded from storage if persisted) when `create`. */
   counter(id: string, create: boolean): EventCounter | undefined {
-    if (this.closed) throw closedError('event store');
     let c = this.counters.get(id);
     if (c !== undefined) return c;
     const wasStored = this.stored.has(id);
@@ -259,10 +263,35 @@ export class EventStore {
   }
 
   /** Records the difference of the two ids' `ever()` sums onto the smaller, so that their delta is 0. */
-  async balanceDelta(a: string, b: string): Promise<void> {
-    const d = await this.delta(a, b).sum();
-    if (d > 0) this.record(b, d);
-    else if (d < 0) this.record(a, -d);
+  balanceDelta(a: string, b: string): Promise<void> {
+    const query = this.delta(a, b);
+    return this.admit(async () => {
+      const d = await query.ever().compute();
+      if (d > 0) this.write(b, d);
+      else if (d < 0) this.write(a, -d);
+    });
+  }
+
+  /** Records `n` for `id` on behalf of an admitted operation (which close() waits for). */
+  private write(id: string, n: number): void {
+    const c = this.counter(id, true)!;
+    c.lane.append(c.slot, n);
+    if (!c.dirty) this.markDirty(c);
+  }
+
+  /**
+   * @internal Runs one public operation. Refused with TW_CLOSED once close() began; an operation admitted
+   * before runs to its end (close() waits for it, with the shards alive), whatever it awaits meanwhile.
+   */
+  admit<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(closedError('event store'));
+    const running = operation();
+    this.inflight.add(running);
+    const done = (): void => {
+      this.inflight.delete(running);
+    };
+    running.then(done, done);
+    return running;
   }
 
   /** A limiter over this store's counters: `limit().atMost(10, 'hour').checkAndRecord(id)`. */
@@ -368,12 +397,12 @@ export class EventStore {
 
   /** Every counter's buckets, aligned to now. */
   export(): Promise<EventsExport> {
-    return this.exportIds(undefined);
+    return this.admit(() => this.exportIds(undefined));
   }
 
   /** Only the counters recorded since the last persist or clearDirty(). */
   exportDirty(): Promise<EventsExport> {
-    return this.exportIds(this.dirtyIds());
+    return this.admit(() => this.exportIds(this.dirtyIds()));
   }
 
   private async exportIds(only: readonly string[] | undefined): Promise<EventsExport> {
@@ -406,15 +435,19 @@ export class EventStore {
   }
 
   /** Overwrites each id of `exp` with its buckets (other ids are left alone). */
-  async import(exp: EventsExport): Promise<void> {
-    await this.load('import', validateExport(exp));
+  import(exp: EventsExport): Promise<void> {
+    return this.admit(async () => this.load('import', validateExport(exp)));
   }
 
   /**
    * Adds `exp` bucket by bucket (unknown ids are created). An export carrying a source id is merged once:
    * merging it again returns `{ merged: false }` and changes nothing.
    */
-  async merge(exp: EventsExport): Promise<{ merged: boolean }> {
+  merge(exp: EventsExport): Promise<{ merged: boolean }> {
+    return this.admit(() => this.mergeNow(exp));
+  }
+
+  private async mergeNow(exp: EventsExport): Promise<{ merged: boolean }> {
     const e = validateExport(exp);
     await this.listing;
     const exportId = e.source?.exportId;
@@ -472,12 +505,12 @@ export class EventStore {
    * Persists run one at a time, in the order they were asked for.
    */
   persist(): Promise<number> {
-    return this.queued(() => this.persistDirty());
+    return this.admit(() => this.queued(() => this.persistDirty()));
   }
 
   /** Saves every counter in memory. Returns how many. */
   persistAll(): Promise<number> {
-    return this.queued(() => this.persistEvery());
+    return this.admit(() => this.queued(() => this.persistEvery()));
   }
 
   private queued(run: () => Promise<number>): Promise<number> {
@@ -528,9 +561,13 @@ export class EventStore {
    * Persists every counter, then lets them go from shard memory (their words are reused by new ids).
    * Every later use of an id (record, query, limit) brings its counter back from storage first.
    */
-  async compact(): Promise<void> {
+  compact(): Promise<void> {
+    return this.admit(() => this.compactNow());
+  }
+
+  private async compactNow(): Promise<void> {
     this.requireStorage('compact');
-    await this.persistAll();
+    await this.queued(() => this.persistEvery());
     const releases: Array<Promise<void>> = [];
     for (const c of [...this.counters.values()]) {
       if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
@@ -565,15 +602,17 @@ export class EventStore {
     return this.storage;
   }
 
-  /** @internal Stops auto-persist and persists what is dirty (engine.close() calls this). */
+  /**
+   * @internal Stops auto-persist, refuses new operations and writes, waits for the operations admitted
+   * before, and persists what is dirty (engine.close() calls this; the final persist therefore holds every
+   * write the store accepted).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
-    try {
-      // Queued behind a background persist still writing, so that close() resolves after it landed.
-      if (this.storage !== undefined) await this.persist();
-    } finally {
-      this.closed = true;
-    }
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    // Queued behind a background persist still writing, so that close() resolves after it landed.
+    if (this.storage !== undefined) await this.queued(() => this.persistDirty());
   }
 }

@@ -61,7 +61,13 @@ interface Attachment {
   readonly controlPort: MessagePort;
   readonly control: Remote<ShardControl>;
   readonly lease: Promise<unknown>;
+  /** Rejects with {@link DETACHED} when the attachment ends: a control call racing it never hangs. */
+  readonly gone: Promise<never>;
+  readonly end: () => void;
 }
+
+/** Why a control call on an attachment that ended was abandoned (it is asked again of the replacement). */
+const DETACHED = new Error('the shard thread was replaced');
 
 interface Waiter {
   readonly seq: number;
@@ -131,9 +137,28 @@ export class Lane {
     this.open = this.free.pop()!;
   }
 
-  /** Starts the shard thread, attaches it to the memory, and resolves once it answers. */
+  /** Starts the shard thread, attaches it to the memory, and resolves once it (or its replacement) answers. */
   async start(): Promise<void> {
-    await this.attach().control.stats();
+    this.attach();
+    await this.control((c) => c.stats());
+  }
+
+  /**
+   * A control-plane call to the shard thread. If the thread dies before it answers, the call is asked
+   * again of the replacement (control calls only read), so it neither hangs on a closed port nor fails
+   * for a restart; it rejects when the shard is given up or the engine closes. Bounded: each retry needs
+   * a new thread, and after `maxRestarts` deaths without progress the shard is given up.
+   */
+  private async control<T>(call: (c: Remote<ShardControl>) => Promise<T>): Promise<T> {
+    for (;;) {
+      const a = this.attachment;
+      if (a === undefined || this.failure !== undefined) throw this.failure ?? closedError('shard control');
+      try {
+        return await Promise.race([call(a.control), a.gone]);
+      } catch (err) {
+        if (err !== DETACHED) throw err;
+      }
+    }
   }
 
   /** Leases the (current or replacement) thread and connects the data and control ports. */
@@ -157,7 +182,10 @@ export class Lane {
     // Only a pending read or close keeps the process alive (see waitApplied).
     data.port1.unref();
     control.port1.unref();
-    this.attachment = { data: data.port1, controlPort: control.port1, control: connectControl<ShardControl>(control.port1), lease };
+    let end!: () => void;
+    const gone = new Promise<never>((_, reject) => (end = () => reject(DETACHED)));
+    gone.catch(() => undefined);
+    this.attachment = { data: data.port1, controlPort: control.port1, control: connectControl<ShardControl>(control.port1), lease, gone, end };
     return this.attachment;
   }
 
@@ -165,6 +193,7 @@ export class Lane {
     const a = this.attachment;
     if (a === undefined) return;
     this.attachment = undefined;
+    a.end();
     releaseControl(a.control);
     a.controlPort.close();
     a.data.close();
@@ -508,9 +537,7 @@ export class Lane {
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────
 
   async stats(): Promise<ShardStats & { restarts: number; inflight: number }> {
-    const a = this.attachment;
-    if (a === undefined || this.failure !== undefined) throw this.failure ?? closedError('shard control');
-    const s = await a.control.stats();
+    const s = await this.control((c) => c.stats());
     this.reclaim();
     return { ...s, restarts: this.restarts, inflight: this.inflight.length };
   }
