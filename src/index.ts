@@ -3,6 +3,7 @@
  * @packageDocumentation
  */
 export { createEngine, Engine, type EngineStats, type EngineShardStats } from './engine.js';
+export { closeOnSignals, type Closable, type CloseOnSignalsOptions } from './signals.js';
 export type { EngineOptions } from './options.js';
 export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js';
 export { Window, WindowSet } from './windows/window.js';
