@@ -10,10 +10,11 @@ import {
   CAL_CONFIG,
   CAL_EMPTY_HEAD,
   CAL_PENDING_K,
-  CAL_RESERVED,
   CAL_RINGS,
   CAL_WIDE,
   CALF_PENDING,
+  CALF_RESERVATIONS,
+  RESERVATION_SCALE,
   calBucketBase,
   calRecordWords,
   type ShardViews,
@@ -37,6 +38,7 @@ export class CalShape {
   readonly calendar: ZoneCalendar;
   readonly rings: readonly CalRing[];
   readonly buckets: number;
+  readonly reservationTtlMs: number;
   readonly words: number;
   readonly ks: Int32Array;
   private readonly ringByUnit: Int8Array;
@@ -50,6 +52,7 @@ export class CalShape {
 
   constructor(config: CalConfig) {
     this.id = config.id;
+    this.reservationTtlMs = config.reservationTtlMs;
     this.calendar = new ZoneCalendar(config.timeZone);
     let base = 0;
     const rings: CalRing[] = [];
@@ -123,17 +126,51 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   const R = shape.rings.length;
   i32[2 * o + CAL_CONFIG] = shape.id;
   i32[2 * o + CAL_WIDE] = 0;
-  i32[2 * o + CAL_RESERVED] = 0;
   i32[2 * o + CAL_PENDING_K] = CAL_EMPTY_HEAD;
   views.f64[o + CALF_PENDING] = 0;
+  views.f64[o + CALF_RESERVATIONS] = 0;
   for (let r = 0; r < R; r++) i32[2 * o + CAL_RINGS + r] = CAL_EMPTY_HEAD;
   const base = calBucketBase(o, R);
   u32.fill(0, base, base + shape.buckets);
 }
 
-/** Pending reservations of the record at `o`. */
-export function calReserved(views: ShardViews, o: number): number {
-  return views.i32[2 * o + CAL_RESERVED]!;
+/** Outstanding reservations of the record at `o` at time `t`: 0 once the oldest has expired. */
+export function calReserved(views: ShardViews, o: number, shape: CalShape, t: number): number {
+  const word = views.f64[o + CALF_RESERVATIONS]!;
+  const count = word % RESERVATION_SCALE;
+  if (count === 0 || t - reservationsSince(word) >= shape.reservationTtlMs) return 0;
+  return count;
+}
+
+/** When the oldest outstanding reservation of a reservations word was taken (ms, to the second). */
+function reservationsSince(word: number): number {
+  return Math.floor(word / RESERVATION_SCALE) * 1000;
+}
+
+/**
+ * The reservations word after adding `delta` (+1 reserve, −1 commit or cancel) at time `t`: expired ones
+ * are dropped first; a first reservation starts the clock. Undefined when the count would pass the scale.
+ */
+export function reservationsAfter(views: ShardViews, o: number, shape: CalShape, t: number, delta: 1 | -1): number | undefined {
+  const count = calReserved(views, o, shape, t);
+  const next = Math.max(0, count + delta);
+  if (next >= RESERVATION_SCALE) return undefined;
+  if (next === 0) return 0;
+  const since = count === 0 ? Math.floor(t / 1000) : Math.floor(views.f64[o + CALF_RESERVATIONS]! / RESERVATION_SCALE);
+  return since * RESERVATION_SCALE + next;
+}
+
+/**
+ * True when a reservation granted at `reservedAt` is among the record's outstanding ones at `t`: not
+ * expired, and not older than the oldest outstanding one (then it belonged to reservations that expired).
+ */
+export function reservationHeld(views: ShardViews, o: number, shape: CalShape, t: number, reservedAt: number): boolean {
+  return calReserved(views, o, shape, t) > 0 && Math.floor(reservedAt / 1000) * 1000 >= reservationsSince(views.f64[o + CALF_RESERVATIONS]!);
+}
+
+/** Milliseconds from `t` until the outstanding reservations of the record expire (NaN: none). */
+function reservationsExpireIn(views: ShardViews, o: number, shape: CalShape, t: number): number {
+  return calReserved(views, o, shape, t) === 0 ? Number.NaN : Math.max(0, reservationsSince(views.f64[o + CALF_RESERVATIONS]!) + shape.reservationTtlMs - t);
 }
 
 /** Unit index in ring `r` of the record's pending count, or NaN when it has none. */
@@ -253,10 +290,16 @@ export function evaluateChecks(views: ShardViews, o: number, shape: CalShape, t:
       retry[0] = Number.NaN;
       return c / 4;
     }
-    // AT_MOST: pending reservations count as recorded.
-    const reserved = calReserved(views, o);
+    // AT_MOST: outstanding reservations count as recorded, until they expire.
+    const reserved = calReserved(views, o, shape, t);
     if (count + reserved < limit) continue;
-    retry[0] = atMostRetry(views, o, shape, r, kNow, n, count + reserved - limit + 1, t);
+    // The earlier of: enough buckets leave the window with the reservations still held, or the
+    // reservations expire and enough buckets have left for the count alone.
+    const held = atMostRetry(views, o, shape, r, kNow, n, count + reserved - limit + 1, t);
+    const expiry = reservationsExpireIn(views, o, shape, t);
+    const alone = count < limit ? 0 : atMostRetry(views, o, shape, r, kNow, n, count - limit + 1, t);
+    const released = Number.isNaN(expiry) ? Number.NaN : Math.max(expiry, alone);
+    retry[0] = Number.isNaN(held) ? released : Number.isNaN(released) ? held : Math.min(held, released);
     return c / 4;
   }
   return -1;

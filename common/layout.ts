@@ -41,15 +41,17 @@
  *
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
- *  i32[2o+4] pending reservations · i32[2o+5] finest-unit index of the pending count (CAL_EMPTY_HEAD: none)
- *  f64[o+3] pending count
- *  i32[2o+8+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
- *  u32[2o+8+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  i32[2o+5] finest-unit index of the pending count (CAL_EMPTY_HEAD: none)
+ *  f64[o+3] pending count · f64[o+4] reservations: second of the oldest × 2^20 + count (see below)
+ *  i32[2o+10+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
+ *  u32[2o+10+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
  *  the pending count holds the events of one finest unit not yet added to the rings: an event in that
  *  unit is one add to it instead of one per ring; the shard folds it into every ring (under the seqlock)
  *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
  *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
+ *  reservations expire: once the oldest outstanding one is older than the store's reservationTtlMs,
+ *  they count as none (the next reservation, commit or cancel of the id writes that down)
  *
  *  counter record (kind KIND_CNT, CNT_RECORD_WORDS words): strict and lax counters
  *  i32[2o] seqlock — held by the flusher (the shard's one write, the total, is a single aligned store)
@@ -126,11 +128,18 @@ export const MAX_HOP_SIZE = 1 << 20;
 /** Calendar record fields, as Int32 offsets from 2·o (the record's first Int32). */
 export const CAL_CONFIG = 2;
 export const CAL_WIDE = 3;
-export const CAL_RESERVED = 4;
+/** (Int32 4 is unused; 5 the pending unit.) */
 export const CAL_PENDING_K = 5;
-export const CAL_RINGS = 8;
+export const CAL_RINGS = 10;
 /** Calendar record fields, as Float64 offsets from o. */
 export const CALF_PENDING = 3;
+/**
+ * Outstanding reservations and when the oldest was taken, in one Float64 so that one journaled write
+ * changes both: `second * RESERVATION_SCALE + count` (second: of the oldest reservation, since the Unix
+ * epoch; count < RESERVATION_SCALE).
+ */
+export const CALF_RESERVATIONS = 4;
+export const RESERVATION_SCALE = 2 ** 20;
 /** Head of a ring that holds nothing yet. */
 export const CAL_EMPTY_HEAD = -(2 ** 31);
 /** The largest count a narrow (Uint32) bucket holds. */

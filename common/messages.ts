@@ -34,6 +34,8 @@ export interface CalConfig {
   readonly timeZone: string;
   /** [unit code (common/calendar.ts CalUnit), bucket count], finest unit first. */
   readonly rings: ReadonlyArray<readonly [unit: number, count: number]>;
+  /** How long a reservation counts against `atMost` limits unless committed or cancelled. */
+  readonly reservationTtlMs: number;
 }
 
 /** Constraint kinds a shard evaluates for a decision (see {@link DecideOp}). */
@@ -118,7 +120,8 @@ export type CtrlOp =
   | LoadOp
   | CounterOp
   /** A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. */
-  | { readonly type: 'commit' | 'cancel'; readonly slot: number; readonly t: number }
+  /** Ends a reservation granted at `reservedAt` (ms): one taken before the record's reservations expired releases nothing. */
+  | { readonly type: 'commit' | 'cancel'; readonly slot: number; readonly t: number; readonly reservedAt: number }
   /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
   | { readonly type: 'release'; readonly slot: number };
 

@@ -14,7 +14,7 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { CalShape, evaluateChecks, initCal, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from './cal-record.js';
+import { CalShape, evaluateChecks, initCal, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE, reservationHeld, reservationsAfter } from './cal-record.js';
 import { inCalendarRange, mod } from './calendar.js';
 import { ErrorCode, TallyworksError, protocolError } from './errors.js';
 import { hopFastPos, initHop, moveHop } from './hop.js';
@@ -23,10 +23,10 @@ import {
   CAL_CONFIG,
   CAL_EMPTY_HEAD,
   CAL_PENDING_K,
-  CAL_RESERVED,
   CAL_RINGS,
   CAL_WIDE,
   CALF_PENDING,
+  CALF_RESERVATIONS,
   calBucketBase,
   CNT_LAX,
   CNTF_COMMITTED,
@@ -488,13 +488,15 @@ export class ShardCore {
     }
     if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);
     const shape = this.calShape(o);
-    const reservedPos = -1 - (2 * o + CAL_RESERVED);
     switch (op.type) {
       case 'decide': {
         // A resumed decision whose first write was done had passed: do not decide again.
+        // A reservation past the most a record counts is refused like a full window (it cannot be held).
+        const reservations = op.action === Action.RESERVE ? reservationsAfter(this.views, o, shape, op.t, 1) : 0;
         if (this.skipWrites === 0) {
           shape.seek(op.t);
-          const failed = evaluateChecks(this.views, o, shape, op.t, op.checks, this.retry);
+          if (reservations === undefined) this.retry[0] = Number.NaN;
+          const failed = reservations === undefined ? 0 : evaluateChecks(this.views, o, shape, op.t, op.checks, this.retry);
           if (failed !== -1) {
             this.views.f64[op.cell] = OUTCOME_REFUSED_BASE + failed;
             this.views.f64[op.cell + 1] = this.retry[0]!;
@@ -504,12 +506,14 @@ export class ShardCore {
         this.views.f64[op.cell] = OUTCOME_ALLOWED;
         this.views.f64[op.cell + 1] = 0;
         if (op.action === Action.RECORD) this.addCal(o, op.t, 1);
-        else if (op.action === Action.RESERVE) this.write(reservedPos, i32[2 * o + CAL_RESERVED]! + 1);
+        else if (op.action === Action.RESERVE) this.write(o + CALF_RESERVATIONS, reservations!);
         return;
       }
       case 'commit':
       case 'cancel':
-        this.write(reservedPos, Math.max(0, i32[2 * o + CAL_RESERVED]! - 1));
+        // One write for count and time together, so a replay after a death redoes or skips it whole. A
+        // reservation that had expired releases nothing: its place was given up already.
+        if (reservationHeld(this.views, o, shape, op.t, op.reservedAt)) this.write(o + CALF_RESERVATIONS, reservationsAfter(this.views, o, shape, op.t, -1)!);
         if (op.type === 'commit') this.addCal(o, op.t, 1);
         return;
       case 'merge':

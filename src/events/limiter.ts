@@ -35,8 +35,10 @@ export interface Reservation extends Decision {
 export interface Usage {
   /** Events in the window of the first `atMost` constraint on the id. */
   readonly count: number;
+  /** Reservations of the id still held (not committed, cancelled or expired); they count against the limit. */
+  readonly reserved: number;
   readonly limit: number;
-  /** max(0, limit − count). */
+  /** max(0, limit − count − reserved). */
   readonly remaining: number;
 }
 
@@ -171,14 +173,15 @@ export class LimitBuilder {
 
   /** Holds one unit of every `atMost` on `id` until `commit()` (records 1) or `cancel()`. */
   async reserve(id: string): Promise<Reservation> {
-    const d = await this.store.admit(() => this.decide(id, Action.RESERVE));
+    const granted = { t: 0 };
+    const d = await this.store.admit(() => this.decide(id, Action.RESERVE, granted));
     let settled = !d.allowed;
     const end = async (type: 'commit' | 'cancel'): Promise<void> => {
       if (settled) {
         throw new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`);
       }
       settled = true;
-      await this.store.admit(() => this.store.endReservation(id, type));
+      await this.store.admit(() => this.store.endReservation(id, type, granted.t));
     };
     return { ...d, commit: () => end('commit'), cancel: () => end('cancel') };
   }
@@ -188,12 +191,14 @@ export class LimitBuilder {
     validateKey(id, 'id');
     const c = this.constraints.find((x) => x.kind === 'count' && x.check === Check.AT_MOST && (x.id === undefined || x.id === id));
     if (c === undefined || c.kind !== 'count') throw argumentTypeError('limit', 'a limiter with an atMost constraint on this id for usage()', undefined);
-    const b = await this.store.admit(() => this.store.bucketsOf(id, c.ring, c.n));
-    const count = b === undefined ? 0 : b.reduce((s, v) => s + v, 0);
-    return { count, limit: c.limit, remaining: Math.max(0, c.limit - count) };
+    const u = await this.store.admit(() => this.store.usageOf(id, c.ring, c.n));
+    const count = u?.count ?? 0;
+    const reserved = u?.reserved ?? 0;
+    return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved) };
   }
 
-  private async decide(id: string, action: number): Promise<Decision> {
+  /** Decides for `id`; `granted.t` receives the time the shard decided at (a reservation's start). */
+  private async decide(id: string, action: number, granted?: { t: number }): Promise<Decision> {
     validateKey(id, 'id');
     const store = this.store;
     const own: Constraint[] = [];
@@ -213,7 +218,8 @@ export class LimitBuilder {
       if (failed.index !== -1) return refused(own[failed.index]!.label, failed.retryAfterMs);
       if (action === Action.NONE) return ALLOWED;
     }
-    const [outcome, retry] = await store.decideInShard(id, checks, action);
+    const [outcome, retry, t] = await store.decideInShard(id, checks, action);
+    if (granted !== undefined) granted.t = t;
     if (outcome === OUTCOME_ALLOWED) return ALLOWED;
     return refused(own[outcome - OUTCOME_REFUSED_BASE]!.label, retry);
   }

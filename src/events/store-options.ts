@@ -23,6 +23,12 @@ export interface EventStoreOptions {
   onPersistError?: (err: Error) => void;
   /** Stamped into exports so that merging one export twice counts it once. */
   sourceId?: string;
+  /**
+   * How long a limiter reservation (`reserve(id)`) holds its place unless committed or cancelled, in ms (to
+   * the second; 1000 to 2147483647). Default 60000. Once the oldest outstanding reservation of an id is
+   * older than this, the id's reservations no longer count.
+   */
+  reservationTtlMs?: number;
 }
 
 export interface ResolvedEventStoreOptions {
@@ -34,9 +40,10 @@ export interface ResolvedEventStoreOptions {
   readonly autoPersistMs: number | undefined;
   readonly onPersistError: (err: Error) => void;
   readonly sourceId: string | undefined;
+  readonly reservationTtlMs: number;
 }
 
-const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId'];
+const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId', 'reservationTtlMs'];
 const STORAGE_METHODS = ['save', 'load', 'delete', 'keys'] as const;
 
 /**
@@ -79,6 +86,10 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
       throw argumentRangeError('options.autoPersistMs', 'an integer number of ms from 1 to 2147483647', every);
     }
   }
+  const ttl = o.reservationTtlMs ?? 60_000;
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1000 || ttl > 2 ** 31 - 1) {
+    throw argumentRangeError('options.reservationTtlMs', 'an integer number of ms from 1000 to 2147483647', ttl);
+  }
   const report = (handler as ((err: Error) => void) | undefined) ?? ((err: Error) => process.emitWarning(err));
   return {
     rings,
@@ -94,5 +105,6 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
       }
     },
     sourceId: sourceId as string | undefined,
+    reservationTtlMs: ttl,
   };
 }

@@ -5,7 +5,7 @@
  * memory directly once it has applied what this thread sent.
  */
 import { randomUUID } from 'node:crypto';
-import { CalShape, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/cal-record.js';
+import { CalShape, calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/cal-record.js';
 import { CAL_MIN_MS, type CalUnitCode, inCalendarRange } from '../../common/calendar.js';
 import { decode, encode } from '../../common/codec.js';
 import {
@@ -120,7 +120,7 @@ export class EventStore {
     this.rings = o.rings;
     this.timeZone = o.timeZone;
     this.intervals = Object.freeze(countsOf(this.rings));
-    this.config = { id: configId, timeZone: this.timeZone, rings: this.rings };
+    this.config = { id: configId, timeZone: this.timeZone, rings: this.rings, reservationTtlMs: o.reservationTtlMs };
     this.shape = new CalShape(this.config);
     this.router = router;
     this.clock = clock;
@@ -314,6 +314,19 @@ export class EventStore {
     });
   }
 
+  /**
+   * @internal Events in the newest `n` buckets of ring `r` of `id`, and its outstanding reservations, read
+   * together; undefined for an id never recorded or reserved.
+   */
+  async usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined> {
+    const c = await this.settledCounter(id);
+    if (c === undefined) return undefined;
+    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+      this.shape.seek(now);
+      return { count: sumRing(v, c.slot, this.shape, r, this.shape.ks[r]!, n), reserved: calReserved(v, c.slot, this.shape, now) };
+    });
+  }
+
   /** @internal Age of the newest or oldest non-zero bucket of `id`; undefined when none or unknown. */
   async seenAgeOf(id: string, oldest: boolean): Promise<number | undefined> {
     const c = await this.settledCounter(id);
@@ -371,24 +384,25 @@ export class EventStore {
    * @internal Sends a decision to the shard owning `id` (creating the id) and waits for its outcome:
    * [outcome, retry-after ms]. The shard decides in order with every record of the id.
    */
-  async decideInShard(id: string, checks: readonly number[], action: number): Promise<[number, number]> {
+  async decideInShard(id: string, checks: readonly number[], action: number): Promise<[outcome: number, retryAfterMs: number, t: number]> {
     const c = this.counter(id, true)!;
     if (c.loading !== undefined) await c.loading;
     const lane = c.lane;
     const cell = lane.allocCell();
     lane.resetCell(cell);
-    lane.appendCtrl({ type: 'decide', slot: c.slot, cell, t: this.clock.now(), action, checks });
+    const t = this.clock.now();
+    lane.appendCtrl({ type: 'decide', slot: c.slot, cell, t, action, checks });
     await lane.drain();
     const result = lane.readCell(cell);
     lane.freeCell(cell);
     if (result[0] === OUTCOME_ALLOWED && action === Action.RECORD && !c.dirty) this.markDirty(c);
-    return result;
+    return [result[0], result[1], t];
   }
 
   /** @internal Ends a granted reservation: `commit` records 1, `cancel` only releases it. */
-  async endReservation(id: string, type: 'commit' | 'cancel'): Promise<void> {
+  async endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void> {
     const c = this.counter(id, true)!;
-    c.lane.appendCtrl({ type, slot: c.slot, t: this.clock.now() });
+    c.lane.appendCtrl({ type, slot: c.slot, t: this.clock.now(), reservedAt });
     if (type === 'commit' && !c.dirty) this.markDirty(c);
     await c.lane.drain();
   }

@@ -14,7 +14,7 @@ import { Action, Check, type BatchEnvelope, type CalConfig, type CtrlOp } from '
 import { ShardCore } from '../../common/shard-core.js';
 
 const T = Date.UTC(2024, 5, 17, 10, 30);
-const config: CalConfig = { id: 1, timeZone: 'Europe/Berlin', rings: [[CalUnit.minute, 5], [CalUnit.hour, 4], [CalUnit.day, 3]] };
+const config: CalConfig = { id: 1, timeZone: 'Europe/Berlin', rings: [[CalUnit.minute, 5], [CalUnit.hour, 4], [CalUnit.day, 3]], reservationTtlMs: 60_000 };
 const shape = new CalShape(config);
 const A = L.ARENA_FIRST_WORD;
 const B = A + shape.words;
@@ -31,7 +31,7 @@ function batch(): BatchEnvelope {
   const ctrl: CtrlOp[] = [
     { type: 'decide', slot: A, cell: CELL, t: T + 61_000, action: Action.RECORD, checks: [Check.AT_MOST, 1, 2, 1000] },
     { type: 'decide', slot: B, cell: CELL, t: T + 61_000, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1000] },
-    { type: 'commit', slot: B, t: T + 61_000 },
+    { type: 'commit', slot: B, t: T + 61_000, reservedAt: T + 61_000 },
     { type: 'merge', slot: A, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T), shape.calendar.index(CalUnit.hour, T), null], values: [[7, 1], [9], []] },
     { type: 'import', slot: B, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T + 61_000), shape.calendar.index(CalUnit.hour, T), shape.calendar.index(CalUnit.day, T)], values: [[3, 4], [40], [50, 5]] },
   ];
@@ -86,7 +86,7 @@ function snapshot(core: ShardCore, now: number): number[][] {
       readRing(core.views, o, reader, r, reader.ks[r]!, b.length, b);
       out.push(b);
     }
-    out.push([core.views.i32[2 * o + L.CAL_RESERVED]!]);
+    out.push([core.views.f64[o + L.CALF_RESERVATIONS]!]);
   }
   return out;
 }

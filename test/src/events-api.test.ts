@@ -336,7 +336,7 @@ describe('events: the limiter is atomic against concurrent callers (FIX)', () =>
     assert.equal(again.filter((r) => r.allowed).length, 3);
     await Promise.all(again.filter((r) => r.allowed).map((r) => r.cancel()));
     assert.equal(await store.query(id).lastHours(1).sum(), 2);
-    assert.deepEqual(await limiter.usage(id), { count: 2, limit: 5, remaining: 3 });
+    assert.deepEqual(await limiter.usage(id), { count: 2, reserved: 0, limit: 5, remaining: 3 });
   });
 
   test('checkAndRecord and reserve racing on one id share the limit: granted + allowed = limit', async () => {
@@ -504,7 +504,7 @@ describe('events: decisions are values', () => {
     await assert.rejects(store.limit().cooldown(HOUR).usage(id), noAtMost);
     await assert.rejects(store.limit().atLeast(3, 'hour').usage(id), noAtMost);
     await assert.rejects(store.limit().atMost('someone-else', 3, 'hour').usage(id), noAtMost);
-    assert.deepEqual(await store.limit().atMost(id, 3, 'hour').usage(id), { count: 1, limit: 3, remaining: 2 });
+    assert.deepEqual(await store.limit().atMost(id, 3, 'hour').usage(id), { count: 1, reserved: 0, limit: 3, remaining: 2 });
   });
 });
 

@@ -409,9 +409,9 @@ describe('events: spec scenarios', () => {
     const id = fresh();
     const limiter = store.limit().atMost(10, 'hour');
     store.record(id, 3);
-    assert.deepEqual(await limiter.usage(id), { count: 3, limit: 10, remaining: 7 });
+    assert.deepEqual(await limiter.usage(id), { count: 3, reserved: 0, limit: 10, remaining: 7 });
     store.record(id, 7);
-    assert.deepEqual(await limiter.usage(id), { count: 10, limit: 10, remaining: 0 });
+    assert.deepEqual(await limiter.usage(id), { count: 10, reserved: 0, limit: 10, remaining: 0 });
     store.record(id, 2);
     assert.equal((await limiter.usage(id)).remaining, 0, 'remaining never goes below 0');
     assert.equal(await thisHour(store, id), 12, 'usage never records');
