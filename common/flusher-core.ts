@@ -473,7 +473,7 @@ export class FlusherCore {
   }
 
   private publishGauges(): void {
-    Atomics.store(this.gauges, 0, this.pendingKeys());
+    Atomics.store(this.gauges, 0, this.cycles | 0);
   }
 
   /** True when nothing is dirty (as of the last scan), queued or unresolved. */

@@ -203,7 +203,7 @@ export interface FlusherInit {
   /** Every shard's memory: the flusher reads totals and writes committed/remote fields of lax counters. */
   readonly shards: ReadonlyArray<{ readonly header: SharedArrayBuffer; readonly arena: SharedArrayBuffer; readonly dirty: SharedArrayBuffer }>;
   readonly timeCell: SharedArrayBuffer;
-  /** Int32 cells the flusher publishes: [0] keys holding undelivered deltas. */
+  /** Int32 cells the flusher publishes: [0] flush cycles finished (mod 2^32). */
   readonly gauges: SharedArrayBuffer;
   /** How to connect (see common/redis.ts ConnectionSpec). */
   readonly connection: unknown;

@@ -8,7 +8,7 @@
  * in-process counter with the same API.
  */
 import { ErrorCode, TallyworksError, argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { CNTF_COMMITTED, CNTF_TOTAL } from '../../common/layout.js';
+import { CNTF_COMMITTED } from '../../common/layout.js';
 import type { FlusherOp } from '../../common/messages.js';
 import { Mode, PARTITIONS } from '../../common/redis.js';
 import type { Clock } from '../clock/clock.js';
@@ -73,6 +73,14 @@ export class LaxCounters extends CounterSet {
   private readonly local: LocalCounters;
   private readonly flusher: FlusherClient | undefined;
   private readonly maxPendingKeys: number;
+  /**
+   * Keys that may hold an undelivered delta: counted when this thread first adds to a clean key, and let go
+   * once the flusher has delivered everything added to them (committed = appended). The cap is enforced on
+   * this count, where a key is first accepted, not on the flusher's gauge, which lags a cycle.
+   */
+  private readonly capped = new Set<CounterRecord>();
+  /** The flusher cycle at the last look for delivered keys (at most one look per cycle at the cap). */
+  private sweptAtCycle = -1;
 
   /** @internal created by the engine */
   constructor(local: LocalCounters, flusher: FlusherClient | undefined, clock: Clock, allowedLagMs: number, maxPendingKeys: number, isClosed: () => boolean) {
@@ -107,7 +115,10 @@ export class LaxCounters extends CounterSet {
 
   /** The add itself, once `n` is checked: the pending-keys cap (with Redis), then the shard op. */
   private addTo(rec: CounterRecord, n: number): void {
-    if (this.flusher !== undefined && this.flusher.pendingKeys() >= this.maxPendingKeys) this.checkCap(rec);
+    if (this.flusher !== undefined) {
+      if (!rec.capped) this.admitKey(rec);
+      rec.appended += n;
+    }
     rec.lane.append(rec.slot, n);
   }
 
@@ -136,13 +147,32 @@ export class LaxCounters extends CounterSet {
     throw argumentRangeError('n', 'a safe integer (|x| ≤ 2^53 − 1)', n);
   }
 
-  /** Over the cap: only a key that already holds an undelivered delta may take more. */
-  private checkCap(rec: CounterRecord): void {
-    const pending = rec.lane.readConsistent(rec.slot, (v) => v.f64[rec.slot + CNTF_TOTAL]! - v.f64[rec.slot + CNTF_COMMITTED]!);
-    if (pending !== 0) return;
-    throw new TallyworksError(
-      ErrorCode.CAPACITY,
-      `${this.maxPendingKeys} lax counters hold deltas Redis has not taken yet (maxPendingKeys); "${rec.key}" is not one of them, so its increment was refused`,
-    );
+  /**
+   * A clean key is about to hold a delta: counted, unless `maxPendingKeys` keys may already hold one. At the
+   * cap, the counted keys whose deltas the flusher has delivered since are let go first (a look at each one's
+   * committed total, at most once per flusher cycle: a Redis outage keeps them all pending); if none was,
+   * the add is refused with TW_CAPACITY and nothing is added.
+   */
+  private admitKey(rec: CounterRecord): void {
+    if (this.capped.size >= this.maxPendingKeys) {
+      const cycle = this.flusher!.cycles();
+      if (cycle !== this.sweptAtCycle) {
+        this.sweptAtCycle = cycle;
+        for (const r of this.capped) {
+          if (r.lane.readConsistent(r.slot, (v) => v.f64[r.slot + CNTF_COMMITTED]!) === r.appended) {
+            r.capped = false;
+            this.capped.delete(r);
+          }
+        }
+      }
+      if (this.capped.size >= this.maxPendingKeys) {
+        throw new TallyworksError(
+          ErrorCode.CAPACITY,
+          `${this.maxPendingKeys} lax counters hold deltas Redis has not taken yet (maxPendingKeys); "${rec.key}" is not one of them, so its increment was refused`,
+        );
+      }
+    }
+    rec.capped = true;
+    this.capped.add(rec);
   }
 }

@@ -21,6 +21,10 @@ export interface CounterRecord {
   readonly slot: number;
   /** Lax index, or -1 when no flusher delivers this counter. */
   readonly lax: number;
+  /** Lax with Redis: every delta this thread has added (the shard's total once applied). */
+  appended: number;
+  /** Lax with Redis: counted among the keys that may hold an undelivered delta (the maxPendingKeys cap). */
+  capped: boolean;
 }
 
 /** A counter as read from its record: the local estimate and when its Redis part was last read. */
@@ -62,7 +66,7 @@ export class LocalCounters implements CounterBackend {
       const lane = this.router.laneFor(key);
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
       const slot = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax, 0, key);
-      rec = { key, lane, slot, lax };
+      rec = { key, lane, slot, lax, appended: 0, capped: false };
       this.records.set(key, rec);
       this.laxRegistrar?.(rec);
     }

@@ -51,7 +51,7 @@ export class FlusherClient {
     this.instance = options.instance;
     const data = new MessageChannel();
     const control = new MessageChannel();
-    const gauges = new SharedArrayBuffer(8);
+    const gauges = new SharedArrayBuffer(4);
     this.gauges = new Int32Array(gauges);
     this.worker = startFlusher({
       shards: lanes.map((l) => ({ header: l.header, arena: l.arena, dirty: l.dirty })),
@@ -91,10 +91,11 @@ export class FlusherClient {
     this.waiting.clear();
   }
 
-  /** Keys holding deltas not yet delivered, as the flusher last counted them. */
-  pendingKeys(): number {
+  /** Flush cycles the flusher has finished (mod 2^32): a new value means committed totals may have moved. */
+  cycles(): number {
     return Atomics.load(this.gauges, 0);
   }
+
 
   /** Tells the flusher about a new lax counter (sent at the end of the tick, before any request). */
   register(lane: Lane, lax: number, slot: number, key: string, partition: number): void {

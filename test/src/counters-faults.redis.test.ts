@@ -666,11 +666,42 @@ describe('lax counters: close and the pending-key cap', () => {
     await flushUntilIdle(engine);
     const values = await storedMany(r, 'cap', 'l', [...keys, 'q5', 'q6', 'warm']);
     assert.deepEqual(Object.fromEntries(values), { q0: 11, q1: 12, q2: 3, q3: 4, q4: 5, q5: 0, q6: 0, warm: 1 });
-    // New keys are accepted again.
-    for (const k of ['q5', 'q6', 'q7', 'q8', 'q9', 'q10']) engine.lax.add(k, 2);
+    // New keys are accepted again: five fit under the cap at once, and once delivered, more.
+    for (const k of ['q5', 'q6', 'q7', 'q8', 'q9']) engine.lax.add(k, 2);
+    assert.throws(() => engine.lax.add('q10', 2), (err: unknown) => codeOf(err) === ErrorCode.CAPACITY, 'a sixth undelivered key at once is over the cap');
+    await flushUntilIdle(engine);
+    engine.lax.add('q10', 2);
     await flushUntilIdle(engine);
     assert.equal(await stored(r, 'cap', 'l', 'q10'), 2);
     assert.equal(await stored(r, 'cap', 'l', 'q5'), 2);
+    await engine.close();
+  });
+
+  test('maxPendingKeys is enforced where a key is first accepted: the 101st new key of a burst is refused at a cap of 100 (the flusher gauge lags a cycle)', { timeout: 20_000 }, async () => {
+    const server = await redisServer();
+    const r = inspector(server);
+    const engine = await engineOn(server, 'cap3', { maxPendingKeys: 100, flushIntervalMs: 60_000 });
+    // A burst within one turn: no flusher cycle runs between these adds.
+    let accepted = 0;
+    let refused = 0;
+    for (let i = 0; i < 160; i++) {
+      try {
+        engine.lax.add(`b${i}`, 1);
+        accepted++;
+      } catch (err) {
+        assert.equal(codeOf(err), ErrorCode.CAPACITY);
+        refused++;
+      }
+    }
+    assert.equal(accepted, 100);
+    assert.equal(refused, 60);
+    engine.lax.add('b0', 5); // a key already pending takes more
+    await flushUntilIdle(engine);
+    // Delivered: the keys are clean again, so new keys fit under the cap.
+    for (let i = 100; i < 160; i++) engine.lax.add(`b${i}`, 1);
+    await flushUntilIdle(engine);
+    assert.equal(await stored(r, 'cap3', 'l', 'b0'), 6);
+    assert.equal(await stored(r, 'cap3', 'l', 'b159'), 1);
     await engine.close();
   });
 
