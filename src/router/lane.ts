@@ -110,6 +110,11 @@ export class Lane {
   private sealed = false;
   /** True from a restart until the replacement thread answers. */
   private restarting = false;
+  /**
+   * True from the moment a thread is known lost until its replacement is attached: no batch can be applied
+   * before this thread's event loop runs the restart, so spinning for room would only delay it.
+   */
+  private replacing = false;
 
   constructor(index: number, config: LaneConfig, timeCell: SharedArrayBuffer, onFirstOp: () => void) {
     this.index = index;
@@ -130,6 +135,7 @@ export class Lane {
         // Deferred so that piscina has started its replacement thread; the epoch is the dying thread's, so
         // a lease rejection for the same death that restarts first makes this a no-op.
         const epoch = this.epoch;
+        this.replacing = true;
         setImmediate(() => this.restart(epoch));
       },
     );
@@ -243,6 +249,15 @@ export class Lane {
 
   private waitForRoom(): void {
     if (this.trySend()) return;
+    if (this.replacing) {
+      // The thread is gone and its replacement can only be attached on the event loop, which this call
+      // holds: waiting here cannot succeed. Take the batch into the restart backlog, or refuse at once.
+      if (this.trySend(this.config.restartBacklogBatches)) return;
+      throw new TallyworksError(
+        ErrorCode.SHARD_STALLED,
+        `shard ${this.index} is being replaced and its restart backlog (${this.config.restartBacklogBatches} batches) is full; yield to the event loop so the replacement can attach. The op was not recorded`,
+      );
+    }
     const start = Date.now();
     const deadline = start + this.config.stallTimeoutMs;
     for (let spins = 1; ; spins++) {
@@ -356,6 +371,17 @@ export class Lane {
   }
 
   /**
+   * The end of a turn in which ops were written: sends the open batch, except while a replacement thread
+   * starts. Then the batch stays open and fills (it goes out when full, on a drain, or once the replacement
+   * answers), so a producer writing a few ops per turn does not turn the restart backlog into many tiny
+   * batches and fill it in a few turns.
+   */
+  endOfTurn(): void {
+    if (this.restarting && this.open.n < this.open.capacity && this.open.ctrl.length === 0) return;
+    this.trySend();
+  }
+
+  /**
    * Sends the open batch if it has content and a batch slot is free (at most `limit` unapplied: maxInFlight,
    * or the restart backlog while a replacement thread starts); false when it must wait.
    */
@@ -412,8 +438,12 @@ export class Lane {
    * to the same memory and replay every unapplied batch in order. Once per death (per epoch).
    */
   private restart(epoch: number): void {
-    if (epoch !== this.epoch || this.failure !== undefined || this.sealed) return;
-    this.epoch++;
+    if (epoch !== this.epoch || this.failure !== undefined || this.sealed) {
+      // Another report of the same death restarted first: a replacement is attached already.
+      if (this.attachment !== undefined) this.replacing = false;
+      return;
+    }
+    const epochAfter = ++this.epoch;
     this.restarts++;
     const applied = this.appliedSeq();
     this.failedRestarts = applied === this.appliedAtRestart ? this.failedRestarts + 1 : 1;
@@ -430,7 +460,18 @@ export class Lane {
     }
     this.restarting = true;
     this.attach();
+    this.replacing = false;
     this.replay();
+    // The replacement answers once it runs: from then on batches go out as usual (a shard with nothing in
+    // flight sends no reply that would say so).
+    this.control((c) => c.stats()).then(
+      () => {
+        if (this.epoch !== epochAfter) return;
+        this.restarting = false;
+        if (this.open.hasContent() && !this.sealed) this.trySend();
+      },
+      () => undefined,
+    );
   }
 
   private fail(err: TallyworksError): void {

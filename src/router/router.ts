@@ -12,7 +12,7 @@ export class Router {
   private flushScheduled = false;
   private readonly flushAll = (): void => {
     this.flushScheduled = false;
-    for (const lane of this.lanes) lane.trySend();
+    for (const lane of this.lanes) lane.endOfTurn();
   };
   private readonly scheduleFlush = (): void => {
     if (this.flushScheduled) return;

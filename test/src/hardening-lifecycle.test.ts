@@ -140,3 +140,48 @@ describe('a shard thread that dies while the engine starts or answers', () => {
     }
   });
 });
+
+describe('defect 5: a shard restart under a producer that writes on every turn', () => {
+  test('12 kills under a per-turn producer: no op fails and every count is exact', { timeout: 120_000 }, async () => {
+    const engine = await createEngine({ clock: new TestClock(SPEC_START), shards: 1 });
+    try {
+      const lane = engine[internals].router.lanes[0]!;
+      const set = engine.windows({ size: 2, unit: 'hour' });
+      let written = 0;
+      let failures = 0;
+      let stop = false;
+      // A few ops per turn, every turn: the pattern that used to fill the restart backlog with tiny batches
+      // and then block the event loop (so the replacement could never attach) until TW_SHARD_STALLED.
+      const producer = (async () => {
+        for (let turn = 0; !stop; turn++) {
+          for (let i = 0; i < 3; i++) {
+            try {
+              set.observe(`k${(turn + i) % 50}`);
+              written++;
+            } catch {
+              failures++;
+            }
+          }
+          await tick();
+        }
+      })();
+      for (let kill = 0; kill < 12; kill++) {
+        // The replacement answers first (a control round trip), so each kill hits a running thread, not one
+        // still booting (a thread that never gets to apply anything is given up after maxRestarts).
+        await engine.stats();
+        for (let i = 0; i < 30; i++) await tick();
+        await lane.killThreadForTest();
+      }
+      for (let i = 0; i < 30; i++) await tick();
+      stop = true;
+      await producer;
+      assert.equal(failures, 0, 'no op failed');
+      let total = 0;
+      for (let k = 0; k < 50; k++) total += await set.value(`k${k}`);
+      assert.equal(total, written);
+      assert.ok((await engine.stats()).shards[0]!.restarts >= 12);
+    } finally {
+      await engine.close();
+    }
+  });
+});
