@@ -202,7 +202,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   const resolved = resolveOptions(options);
   const { clock } = resolved;
   clock.retain();
-  const router = new Router(resolved.shards, resolved, clock.timeCell);
+  const router = new Router(resolved.shards, resolved, clock.timeCell, clock.touch?.bind(clock));
   let client: RedisClient | undefined;
   let flusher: FlusherClient | undefined;
   try {

@@ -7,6 +7,7 @@
 import type { Worker } from 'node:worker_threads';
 import { CAL_MAX_MS, CAL_MIN_MS, inCalendarRange } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { T_SLEEPING, T_STOP, T_WAKE, TICKER_CELLS, touchTicker } from '../../common/ticker.js';
 import { startTicker } from '../threads/threads.js';
 
 /** A source of time for an engine. */
@@ -20,6 +21,11 @@ export interface Clock {
   /** … and this when it closes; the promise settles once the clock holds no thread for it. */
   release(): Promise<void>;
   /**
+   * Optional: called before a time is read from `timeCell` after a quiet spell (the first op of a batch),
+   * so that a clock whose ticker sleeps while idle can refresh the cell first.
+   */
+  touch?(): void;
+  /**
    * A clock that moves only when told to (a test clock) calls `listener` synchronously after every move,
    * so that timed work (stat buffer flushes, retries, timeouts) runs at the clock's time instead of on
    * real timers. Returns the function that stops the calls. Wall clocks leave this out.
@@ -32,7 +38,9 @@ export const SYSTEM_CLOCK_TICK_MS = 1;
 
 let tickerCell: SharedArrayBuffer | undefined;
 let tickerUsers = 0;
-let ticker: { worker: Worker; stop: Int32Array; exited: Promise<void> } | undefined;
+let ticker: { worker: Worker; exited: Promise<void> } | undefined;
+/** The ticker's control cells (common/ticker.ts); one set per process, like the ticker. */
+const tickerControl = new Int32Array(new SharedArrayBuffer(TICKER_CELLS * 4));
 
 function sharedTickerCell(): SharedArrayBuffer {
   tickerCell ??= new SharedArrayBuffer(8);
@@ -41,24 +49,31 @@ function sharedTickerCell(): SharedArrayBuffer {
 
 /**
  * Wall-clock time with 1 ms resolution, refreshed by one ticker thread per process (shared by every engine
- * using a SystemClock; started by the first, stopped by the last).
+ * using a SystemClock; started by the first, stopped by the last). The ticker sleeps while nothing uses the
+ * clock (see workers/clock-ticker.ts): an idle engine costs one wake-up a second.
  */
 export class SystemClock implements Clock {
   readonly timeCell: SharedArrayBuffer = sharedTickerCell();
   private readonly cell = new Float64Array(this.timeCell, 0, 1);
 
   now(): number {
-    return ticker === undefined ? Date.now() : this.cell[0]!;
+    if (ticker === undefined) return Date.now();
+    touchTicker(tickerControl, this.cell);
+    return this.cell[0]!;
+  }
+
+  touch(): void {
+    if (ticker !== undefined) touchTicker(tickerControl, this.cell);
   }
 
   retain(): void {
     if (tickerUsers++ === 0) {
       this.cell[0] = Date.now();
       if (ticker === undefined) {
-        const stop = new Int32Array(new SharedArrayBuffer(4));
-        const worker = startTicker(this.timeCell, stop.buffer as SharedArrayBuffer, SYSTEM_CLOCK_TICK_MS);
+        tickerControl.fill(0);
+        const worker = startTicker(this.timeCell, tickerControl.buffer as SharedArrayBuffer, SYSTEM_CLOCK_TICK_MS);
         const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-        ticker = { worker, stop, exited };
+        ticker = { worker, exited };
       }
     }
   }
@@ -70,14 +85,21 @@ export class SystemClock implements Clock {
     ticker = undefined;
     // The ticker is unref'd; ref it while we wait for its exit, or an otherwise idle loop would end first.
     current.worker.ref();
-    Atomics.store(current.stop, 0, 1);
-    Atomics.notify(current.stop, 0);
+    Atomics.store(tickerControl, T_STOP, 1);
+    Atomics.notify(tickerControl, T_STOP);
+    Atomics.store(tickerControl, T_WAKE, 1);
+    Atomics.notify(tickerControl, T_WAKE);
     await current.exited;
   }
 }
 
 /** The times a clock may hold (the range calendars cover). */
 const CLOCK_RANGE_RULE = `a time from ${new Date(CAL_MIN_MS).toISOString()} to before ${new Date(CAL_MAX_MS).toISOString()}`;
+
+/** @internal Test hook: true while the system clock's ticker sleeps through an idle spell. */
+export function tickerSleepsForTest(): boolean {
+  return ticker !== undefined && Atomics.load(tickerControl, T_SLEEPING) === 1;
+}
 
 /** The default test start time of the specs: Monday 2024-06-17 10:30:00 UTC. */
 export const SPEC_START = Date.UTC(2024, 5, 17, 10, 30, 0);

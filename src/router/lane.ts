@@ -209,6 +209,8 @@ export class Lane {
 
   /** Appends one op (record word offset, delta) stamped with the clock's time. Allocation-free. */
   append(slot: number, delta: number): void {
+    // The first op of a batch: the clock may have slept through an idle spell; it refreshes before the stamp.
+    if (this.open.n === 0) this.onFirstOp();
     this.appendAt(slot, delta, this.time[0]!);
   }
 

@@ -15,12 +15,17 @@ export class Router {
     for (const lane of this.lanes) lane.endOfTurn();
   };
   private readonly scheduleFlush = (): void => {
+    this.touchClock?.();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(this.flushAll).unref();
   };
 
-  constructor(shards: number, config: LaneConfig, timeCell: SharedArrayBuffer) {
+  /** Called at the first op of every batch, before it is stamped (a sleeping clock refreshes its cell). */
+  private readonly touchClock: (() => void) | undefined;
+
+  constructor(shards: number, config: LaneConfig, timeCell: SharedArrayBuffer, touchClock?: () => void) {
+    this.touchClock = touchClock;
     const lanes: Lane[] = [];
     for (let i = 0; i < shards; i++) lanes.push(new Lane(i, config, timeCell, this.scheduleFlush));
     this.lanes = lanes;

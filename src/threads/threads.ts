@@ -137,9 +137,9 @@ export class ShardThread {
   }
 }
 
-/** Starts the clock ticker thread; `stop` is an Int32 cell that ends it when set to 1 and notified. */
-export function startTicker(timeCell: SharedArrayBuffer, stop: SharedArrayBuffer, tickMs: number): Worker {
-  const worker = new Worker(tickerEntry, { workerData: { timeCell, stop, tickMs }, execArgv: workerExecArgv() });
+/** Starts the clock ticker thread; `control` holds the cells of common/ticker.ts. */
+export function startTicker(timeCell: SharedArrayBuffer, control: SharedArrayBuffer, tickMs: number): Worker {
+  const worker = new Worker(tickerEntry, { workerData: { timeCell, control, tickMs }, execArgv: workerExecArgv() });
   worker.unref();
   return worker;
 }
