@@ -23,6 +23,8 @@ export const ErrorCode = {
   SHARD_STALLED: 'TW_SHARD_STALLED',
   /** A shard thread kept dying on the same batch and was given up. */
   SHARD_FAILED: 'TW_SHARD_FAILED',
+  /** The flusher thread kept dying without finishing a flush cycle and was given up: lax deltas are no longer delivered. */
+  FLUSHER_FAILED: 'TW_FLUSHER_FAILED',
   /** A shard's memory would exceed `maxShardMemoryBytes`. */
   CAPACITY: 'TW_CAPACITY',
   /** A cross-thread message was not one the receiver knows. */

@@ -14,6 +14,16 @@
  *    results stored then, applying nothing. No delta is dropped, none doubled.
  * One call per partition is in flight at a time, so sequence numbers reach Redis in order.
  *
+ * A replacement after the thread died. What a flusher knows that must outlive it lives in memory the main
+ * thread allocated: each partition's last sequence number and the sequence of its call in flight
+ * (`partitionState`), and in every record of that call the `committed` it reaches once the call lands
+ * (`target`, with the op's index in the call), written before the call is sent. A replacement starts from
+ * the registrations the main thread kept, finds every record with a pending delta by one full scan (the
+ * dead thread may have taken dirty bits it never delivered), and settles a partition's call in flight from
+ * the instance's marker before it sends anything there: landed, its records take their target (unless
+ * Redis refused that op: the marker holds the results); not landed, the deltas are simply still pending.
+ * Either way nothing is dropped or doubled, and later calls carry higher sequence numbers.
+ *
  * Memory during an outage is O(dirty keys): deltas aggregate in the records' totals; a partition holds at
  * most one unresolved call.
  *
@@ -24,7 +34,9 @@ import {
   CNTF_COMMITTED,
   CNTF_REMOTE,
   CNTF_REMOTE_AT,
+  CNTF_TARGET,
   CNTF_TOTAL,
+  CNT_CALL_OP,
   H_FLUSH_SLOT,
   refreshArenaViews,
   shardViews,
@@ -42,6 +54,7 @@ import {
   notReady,
   PARTITIONS,
   partitionKey,
+  readMarker,
   type RedisClient,
   redisFailure,
   runApply,
@@ -111,7 +124,12 @@ export class FlusherCore {
   private readonly queued: QueuedOp[][] = [];
   /** A sent call per partition whose outcome is not known yet. */
   private readonly unresolved: Array<Call | undefined> = [];
-  private readonly seqs: number[] = [];
+  /** Per partition p: [2p] the last sequence number used, [2p + 1] the sequence of the call in flight (0: none). */
+  private readonly state: Float64Array;
+  /** Partitions whose call in flight a dead predecessor left: settled from the marker before anything is sent. */
+  private readonly recovering = new Set<number>();
+  /** Set for a replacement: the first cycle scans every record for pending deltas. */
+  private rescan: boolean;
   private readonly partitionKeys: string[] = [];
   private readonly markerKeys: string[] = [];
   private cycles = 0;
@@ -133,7 +151,10 @@ export class FlusherCore {
     instance: string,
     commandTimeoutMs: number,
     reply: Reply,
+    partitionState: SharedArrayBuffer,
+    entries: readonly LaxEntryInit[],
   ) {
+    this.state = new Float64Array(partitionState);
     this.shards = shards.map((s) => ({
       views: shardViews(s.header, s.arena),
       arena: s.arena,
@@ -150,12 +171,14 @@ export class FlusherCore {
       this.dirty.push(new Set());
       this.queued.push([]);
       this.unresolved.push(undefined);
-      this.seqs.push(0);
+      if (this.state[2 * p + 1] !== 0) this.recovering.add(p);
       const key = partitionKey(prefix, 'l', p);
       this.partitionKeys.push(key);
       this.markerKeys.push(markerKey(key, instance));
     }
     for (const s of this.shards) this.releaseLeftLock(s);
+    this.register(entries);
+    this.rescan = entries.length > 0;
   }
 
   /** A flusher that died holding a record's seqlock left it odd: end that write (its fields are whole). */
@@ -208,9 +231,12 @@ export class FlusherCore {
   /** One flush cycle: scan, build one call per partition, send them together, apply the replies. */
   async cycle(): Promise<void> {
     this.cycles++;
+    if (this.rescan) this.scanAll();
     this.scanDirty();
+    if (this.recovering.size > 0) await Promise.all([...this.recovering].map((p) => this.recover(p)));
     const calls: Call[] = [];
     for (let p = 0; p < PARTITIONS; p++) {
+      if (this.recovering.has(p)) continue;
       const call = this.unresolved[p] ?? this.build(p);
       if (call !== undefined) calls.push(call);
     }
@@ -218,6 +244,83 @@ export class FlusherCore {
     this.failing = outcomes.includes(false) ? this.failing + 1 : 0;
     this.expireRequests();
     this.publishGauges();
+  }
+
+  /** A replacement's first look: every registered record with a pending delta or a call in flight is dirty. */
+  private scanAll(): void {
+    this.rescan = false;
+    for (const s of this.shards) {
+      for (const e of s.entries) {
+        if (e === undefined) continue;
+        if (this.pending(e) !== 0 || !Number.isNaN(this.views(e).f64[e.slot + CNTF_TARGET]!)) this.dirty[e.partition]!.add(e);
+      }
+    }
+  }
+
+  /**
+   * Settles the call in flight that a dead predecessor left on partition `p`, from this instance's marker
+   * (see the module comment). Redis unreachable: the partition stays blocked and this runs again next cycle.
+   */
+  private async recover(p: number): Promise<void> {
+    const seq = this.state[2 * p + 1]!;
+    let marker;
+    try {
+      marker = await readMarker(this.client, this.markerKeys[p]!);
+    } catch (err) {
+      this.failures++;
+      this.lastError = redisFailure('settling the flush call of a replaced flusher thread', err).message;
+      return;
+    }
+    const landed = marker !== undefined && marker.seq >= seq;
+    for (const s of this.shards) {
+      for (const e of s.entries) {
+        if (e === undefined || e.partition !== p) continue;
+        const { i32, f64, header } = this.views(e);
+        const o = e.slot;
+        const target = f64[o + CNTF_TARGET]!;
+        if (Number.isNaN(target)) continue;
+        const refused = landed && marker!.results[2 * i32[2 * o + CNT_CALL_OP]!] === false;
+        header[H_FLUSH_SLOT] = o;
+        writeBegin(i32, o);
+        if (landed && !refused) {
+          f64[o + CNTF_COMMITTED] = target;
+          f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY; // the value after it is not known: read it again
+        }
+        f64[o + CNTF_TARGET] = Number.NaN;
+        writeEnd(i32, o);
+        header[H_FLUSH_SLOT] = 0;
+        this.dirty[p]!.add(e);
+      }
+    }
+    this.state[2 * p + 1] = 0;
+    this.recovering.delete(p);
+  }
+
+  /** Writes, before a call is first sent, what each of its records' `committed` becomes once it lands. */
+  private markInFlight(call: Call): void {
+    for (let i = 0; i < call.entries.length; i++) {
+      const e = call.entries[i];
+      if (e === undefined || call.deltas[i] === 0) continue;
+      const { i32, f64, header } = this.views(e);
+      const o = e.slot;
+      header[H_FLUSH_SLOT] = o;
+      writeBegin(i32, o);
+      f64[o + CNTF_TARGET] = f64[o + CNTF_COMMITTED]! + call.deltas[i]!;
+      i32[2 * o + CNT_CALL_OP] = i;
+      writeEnd(i32, o);
+      header[H_FLUSH_SLOT] = 0;
+    }
+    this.state[2 * call.partition + 1] = call.seq;
+  }
+
+  /** Forgets a call's targets: it did not land, its deltas stay pending. */
+  private unmarkInFlight(call: Call): void {
+    for (let i = 0; i < call.entries.length; i++) {
+      const e = call.entries[i];
+      if (e === undefined || call.deltas[i] === 0) continue;
+      this.views(e).f64[e.slot + CNTF_TARGET] = Number.NaN;
+    }
+    if (this.state[2 * call.partition + 1] === call.seq) this.state[2 * call.partition + 1] = 0;
   }
 
   /** Takes every set bit of every shard's dirty bitmap (the bits are cleared before the totals are read). */
@@ -286,7 +389,12 @@ export class FlusherCore {
     }
     this.queued[p]!.length = 0;
     if (args.length === 0) return undefined;
-    return { partition: p, seq: writes ? ++this.seqs[p]! : 0, args, entries, deltas, answers };
+    let seq = 0;
+    if (writes) {
+      seq = this.state[2 * p]! + 1;
+      this.state[2 * p] = seq;
+    }
+    return { partition: p, seq, args, entries, deltas, answers };
   }
 
   /** Every registered counter of partition `p`. */
@@ -309,6 +417,7 @@ export class FlusherCore {
       return false;
     }
     this.commands++;
+    if (call.seq !== 0 && this.unresolved[p] !== call) this.markInFlight(call);
     let reply;
     try {
       reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
@@ -342,11 +451,13 @@ export class FlusherCore {
       return false;
     }
     this.settle(call, reply.results);
+    if (this.state[2 * p + 1] === call.seq) this.state[2 * p + 1] = 0;
     return true;
   }
 
   /** A call that did not reach Redis: its deltas stay pending (dirty again); its requests fail. */
   private dropUnsent(call: Call, failure: TallyworksError): void {
+    if (call.seq !== 0) this.unmarkInFlight(call);
     this.failures++;
     this.lastError = failure.message;
     for (let i = 0; i < call.entries.length; i++) {
@@ -404,6 +515,7 @@ export class FlusherCore {
       f64[o + CNTF_COMMITTED] = f64[o + CNTF_COMMITTED]! + f.delivered;
       f64[o + CNTF_REMOTE] = f.remote;
       f64[o + CNTF_REMOTE_AT] = now;
+      f64[o + CNTF_TARGET] = Number.NaN;
       writeEnd(i32, o);
       header[H_FLUSH_SLOT] = 0;
       if (f.delivered !== 0) this.delivered++;

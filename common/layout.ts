@@ -60,6 +60,9 @@
  *  f64[o+3] committed   — flusher: the part of total that has landed in Redis
  *  f64[o+4] remote      — flusher: the Redis value last read, which includes `committed`
  *  f64[o+5] remoteAt    — flusher: engine-clock ms of that read (-Infinity: never read)
+ *  f64[o+6] target      — flusher: `committed` once the flush call in flight for this record lands (NaN:
+ *                         none); i32[2o+3] the record's op index in that call. Written before the call is
+ *                         sent, so a replacement flusher can settle a call its dead predecessor sent
  *  the local estimate is remote + total − committed; the pending delta is total − committed
  *
  *  dirty bitmap (a second growable buffer per shard, Int32): bit i (word i >>> 5, bit i & 31) is set by the
@@ -157,12 +160,15 @@ export function calBucketBase(o: number, rings: number): number {
 
 /** Counter record fields: Int32 offset from 2·o, Float64 offsets from o. */
 export const CNT_LAX = 2;
+/** Int32 offset: the record's op index in the flush call of CNTF_TARGET (its result in the call's marker). */
+export const CNT_CALL_OP = 3;
 export const CNTF_TOTAL = 2;
 export const CNTF_COMMITTED = 3;
 export const CNTF_REMOTE = 4;
 export const CNTF_REMOTE_AT = 5;
+export const CNTF_TARGET = 6;
 /** Words a counter record occupies. */
-export const CNT_RECORD_WORDS = 6;
+export const CNT_RECORD_WORDS = 7;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

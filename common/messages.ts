@@ -214,6 +214,15 @@ export interface FlusherInit {
   readonly commandTimeoutMs: number;
   readonly data: MessagePort;
   readonly control: MessagePort;
+  /** Per partition: last sequence number, sequence of the call in flight (see common/flusher-core.ts). */
+  readonly partitionState: SharedArrayBuffer;
+  /** Every lax counter registered so far (a replacement starts from them). */
+  readonly entries: LaxEntryInit[];
+  /**
+   * True for a replacement of a thread that died: it starts even while Redis is unreachable (its client
+   * reconnects on its own), where the first thread's failure to connect fails createEngine.
+   */
+  readonly replacement: boolean;
 }
 
 /** A lax counter the flusher must know: [shard, lax index, record offset, key, partition]. */

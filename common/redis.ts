@@ -174,8 +174,11 @@ export function connectionSpec(redis: string | RedisOptions | IoredisClient): Co
   return { kind: 'single', options: crossableOptions(redis, 'redis') };
 }
 
-/** Opens a connection of `spec` with this engine's options, registers the script, and connects. */
-export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number): Promise<RedisClient> {
+/**
+ * Opens a connection of `spec` with this engine's options, registers the script, and connects. With
+ * `waitForRedis` false it returns at once; the client then connects (and reconnects) in the background.
+ */
+export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number, waitForRedis = true): Promise<RedisClient> {
   const own = ownOptions(commandTimeoutMs);
   let client: RedisClient;
   if (spec.kind === 'cluster') {
@@ -196,6 +199,10 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number)
   // password, a certificate, a refused port) came as an 'error' event before it.
   client.on('error', (err: unknown) => lastErrors.set(client, err));
   client.on('ready', () => lastErrors.delete(client));
+  if (!waitForRedis) {
+    client.connect().catch(() => undefined); // retried by the retry strategy; commands fail fast meanwhile
+    return client;
+  }
   try {
     await client.connect();
   } catch (err) {

@@ -32,6 +32,7 @@ import {
   CNTF_COMMITTED,
   CNTF_REMOTE,
   CNTF_REMOTE_AT,
+  CNTF_TARGET,
   CNTF_TOTAL,
   H_APPLIED_SEQ,
   H_ATTACHES,
@@ -171,6 +172,7 @@ export class ShardCore {
           f64[o + CNTF_COMMITTED] = 0;
           f64[o + CNTF_REMOTE] = 0;
           f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY;
+          f64[o + CNTF_TARGET] = Number.NaN;
           break;
         default:
           throw protocolError(`shard ${this.shard} record init`, kind);

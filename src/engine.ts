@@ -31,8 +31,8 @@ export interface EngineShardStats extends ShardStats {
 
 export interface EngineStats {
   readonly shards: readonly EngineShardStats[];
-  /** The flusher's figures (with Redis). */
-  readonly flusher?: FlusherStats;
+  /** The flusher's figures (with Redis), and how often its thread was replaced after dying. */
+  readonly flusher?: FlusherStats & { readonly restarts: number };
   /** Strict counter script calls and the ops they carried (with Redis). */
   readonly strict?: StrictRedisStats;
 }
@@ -141,7 +141,8 @@ export class Engine implements AsyncDisposable {
     if (this.closing !== undefined) throw closedError('engine');
     const shards = await Promise.all(this.router.lanes.map((l) => l.stats()));
     if (this.redis === undefined) return { shards };
-    return { shards, flusher: await this.redis.flusher.stats(), strict: this.redis.strict.stats() };
+    const flusher = await this.redis.flusher.stats();
+    return { shards, flusher: { ...flusher, restarts: this.redis.flusher.threadRestarts }, strict: this.redis.strict.stats() };
   }
 
   /**
@@ -169,7 +170,9 @@ export class Engine implements AsyncDisposable {
         const failed = [...buffered, ...persisted].find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed !== undefined) throw failed.reason;
         if (delivered?.status === 'rejected') throw delivered.reason;
-        if (delivered?.status === 'fulfilled' && delivered.value.undelivered.length > 0) throw new UndeliveredError(delivered.value.undelivered);
+        if (delivered?.status === 'fulfilled' && delivered.value.undelivered.length > 0) {
+          throw new UndeliveredError(delivered.value.undelivered, this.redis?.flusher.failed);
+        }
       } finally {
         await this.clock.release();
       }
@@ -219,6 +222,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
         prefix: resolved.prefix,
         flushIntervalMs: resolved.flushIntervalMs,
         commandTimeoutMs: resolved.redisCommandTimeoutMs,
+        maxRestarts: resolved.maxRestarts,
       });
       redis = { client, strict, flusher };
     }

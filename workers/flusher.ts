@@ -11,9 +11,18 @@ import type { FlusherControl, FlusherInit, FlusherMessage, FlusherStats } from '
 import { type ConnectionSpec, openClient } from '../common/redis.js';
 
 const init = workerData as FlusherInit;
-const client = await openClient(init.connection as ConnectionSpec, init.commandTimeoutMs);
-const core = new FlusherCore(init.shards, init.timeCell, init.gauges, client, init.prefix, init.instance, init.commandTimeoutMs, (reply) =>
-  init.data.postMessage(reply),
+const client = await openClient(init.connection as ConnectionSpec, init.commandTimeoutMs, !init.replacement);
+const core = new FlusherCore(
+  init.shards,
+  init.timeCell,
+  init.gauges,
+  client,
+  init.prefix,
+  init.instance,
+  init.commandTimeoutMs,
+  (reply) => init.data.postMessage(reply),
+  init.partitionState,
+  init.entries,
 );
 
 /** The cycle running now (cycles never overlap: one call per partition in flight). */

@@ -116,6 +116,8 @@ export class LaxCounters extends CounterSet {
   /** The add itself, once `n` is checked: the pending-keys cap (with Redis), then the shard op. */
   private addTo(rec: CounterRecord, n: number): void {
     if (this.flusher !== undefined) {
+      // Given up: nothing would deliver the delta. (A flusher being replaced still takes adds.)
+      if (this.flusher.failed !== undefined) throw this.flusher.failed;
       if (!rec.capped) this.admitKey(rec);
       rec.appended += n;
     }

@@ -1,10 +1,20 @@
 /**
  * The main thread's side of the flusher actor: starts its thread, tells it about new lax counters, asks it
- * to run lax ops in Redis, and closes it. See common/flusher-core.ts for what the actor does.
+ * to run lax ops in Redis, supervises it, and closes it. See common/flusher-core.ts for what the actor does.
+ *
+ * Supervision. A flusher thread that dies (a crash, or someone terminating it) is replaced: the replacement
+ * gets every registration so far and the partition state in shared memory, settles the dead thread's
+ * calls in flight from their markers, and delivers every pending delta (they are in shard memory, so none
+ * is lost, and none is doubled). Meanwhile lax adds go on (they never touch the flusher) and requests wait
+ * for the replacement. Requests that were with the dead thread are asked again when they only read, and
+ * rejected with TW_REDIS_OUTCOME_UNKNOWN when they write (they may have reached Redis). A thread that dies
+ * `maxRestarts` times in a row without finishing a flush cycle is given up (TW_FLUSHER_FAILED): lax ops
+ * reject with that error, and close() lists every delta Redis has not confirmed.
  */
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
 import { ErrorCode, TallyworksError, reviveError } from '../../common/errors.js';
+import { CNTF_COMMITTED, CNTF_TOTAL } from '../../common/layout.js';
 import type {
   FlusherCloseReport,
   FlusherControl,
@@ -14,7 +24,7 @@ import type {
   FlusherStats,
   LaxEntryInit,
 } from '../../common/messages.js';
-import type { ConnectionSpec } from '../../common/redis.js';
+import { type ConnectionSpec, Mode, PARTITIONS } from '../../common/redis.js';
 import type { Lane } from '../router/lane.js';
 import { startFlusher } from '../threads/threads.js';
 
@@ -25,81 +35,201 @@ export interface FlusherClientOptions {
   readonly prefix: string;
   readonly flushIntervalMs: number;
   readonly commandTimeoutMs: number;
+  /** Deaths in a row without a finished flush cycle before the flusher is given up. */
+  readonly maxRestarts: number;
 }
 
 interface Waiting {
+  readonly ops: FlusherOp[];
   readonly resolve: (results: number[]) => void;
   readonly reject: (err: Error) => void;
 }
 
+/** One flusher thread and its ports. */
+interface FlusherThread {
+  readonly worker: Worker;
+  readonly data: MessagePort;
+  readonly controlPort: MessagePort;
+  readonly control: Remote<FlusherControl>;
+  readonly exited: Promise<void>;
+  /** Resolves once the thread answered (it is connected, or connecting in the background as a replacement). */
+  readonly ready: Promise<void>;
+  /** Rejects with {@link LOST} when the thread dies: a call racing it never hangs on a dead port. */
+  readonly gone: Promise<never>;
+  /** Requests posted to this thread and not answered yet. */
+  readonly sent: Set<number>;
+  readonly replacement: boolean;
+  /** Set once `ready` resolved. */
+  answered: boolean;
+  /** Set once its ports are closed. */
+  retired: boolean;
+}
+
+const LOST = new Error('the flusher thread died');
+
 export class FlusherClient {
   /** This engine's instance id in Redis (names its call markers). */
   readonly instance: string;
-  private readonly worker: Worker;
-  private readonly data: MessagePort;
-  private readonly controlPort: MessagePort;
-  private readonly control: Remote<FlusherControl>;
-  private readonly gauges: Int32Array;
+  private readonly lanes: readonly Lane[];
+  private readonly timeCell: SharedArrayBuffer;
+  private readonly options: FlusherClientOptions;
+  private readonly gauges = new Int32Array(new SharedArrayBuffer(4));
+  private readonly partitionState = new SharedArrayBuffer(PARTITIONS * 2 * 8);
+  private thread: FlusherThread;
   private readonly waiting = new Map<number, Waiting>();
-  private registrations: LaxEntryInit[] = [];
+  /** Every registration so far (a replacement starts from all of them) and those not sent to this thread. */
+  private readonly registered: LaxEntryInit[] = [];
+  private unsent: LaxEntryInit[] = [];
   private registrationScheduled = false;
+  /** Requests waiting for a replacement thread to answer. */
+  private held: number[] = [];
   private nextId = 1;
   private failure: TallyworksError | undefined;
-  private readonly exited: Promise<void>;
+  private closing = false;
+  private restarts = 0;
+  private deathsWithoutProgress = 0;
 
   private constructor(lanes: readonly Lane[], timeCell: SharedArrayBuffer, options: FlusherClientOptions) {
     this.instance = options.instance;
-    const data = new MessageChannel();
-    const control = new MessageChannel();
-    const gauges = new SharedArrayBuffer(4);
-    this.gauges = new Int32Array(gauges);
-    this.worker = startFlusher({
-      shards: lanes.map((l) => ({ header: l.header, arena: l.arena, dirty: l.dirty })),
-      timeCell,
-      gauges,
-      connection: options.connection,
-      prefix: options.prefix,
-      instance: this.instance,
-      flushIntervalMs: options.flushIntervalMs,
-      commandTimeoutMs: options.commandTimeoutMs,
-      data: data.port2,
-      control: control.port2,
-    });
-    this.data = data.port1;
-    this.controlPort = control.port1;
-    this.control = connectControl<FlusherControl>(control.port1);
-    this.data.on('message', (reply: FlusherReply) => this.onReply(reply));
-    this.data.unref();
-    this.controlPort.unref();
-    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.on('error', (err) => this.fail(threadError(err)));
-    this.worker.on('exit', () => this.fail(new TallyworksError(ErrorCode.CLOSED, 'the flusher thread ended')));
+    this.lanes = lanes;
+    this.timeCell = timeCell;
+    this.options = options;
+    this.thread = this.spawn(false);
   }
 
   /** Starts the flusher thread and resolves once it is connected to Redis and answering. */
   static async start(lanes: readonly Lane[], timeCell: SharedArrayBuffer, options: FlusherClientOptions): Promise<FlusherClient> {
     const client = new FlusherClient(lanes, timeCell, options);
-    const failed = new Promise<never>((_, reject) => client.worker.once('error', (err) => reject(threadError(err))));
-    failed.catch(() => undefined);
-    await Promise.race([client.control.stats(), failed]);
+    try {
+      await client.thread.ready;
+    } catch (err) {
+      client.closing = true;
+      await client.thread.worker.terminate();
+      throw err;
+    }
     return client;
+  }
+
+  private spawn(replacement: boolean): FlusherThread {
+    const data = new MessageChannel();
+    const control = new MessageChannel();
+    Atomics.store(this.gauges, 0, 0);
+    const worker = startFlusher({
+      shards: this.lanes.map((l) => ({ header: l.header, arena: l.arena, dirty: l.dirty })),
+      timeCell: this.timeCell,
+      gauges: this.gauges.buffer as SharedArrayBuffer,
+      connection: this.options.connection,
+      prefix: this.options.prefix,
+      instance: this.instance,
+      flushIntervalMs: this.options.flushIntervalMs,
+      commandTimeoutMs: this.options.commandTimeoutMs,
+      data: data.port2,
+      control: control.port2,
+      partitionState: this.partitionState,
+      entries: this.registered,
+      replacement,
+    });
+    this.unsent = [];
+    const remote = connectControl<FlusherControl>(control.port1);
+    let lose!: () => void;
+    const gone = new Promise<never>((_, reject) => (lose = () => reject(LOST)));
+    gone.catch(() => undefined);
+    const firstError = new Promise<never>((_, reject) => worker.once('error', (err) => reject(threadError(err))));
+    firstError.catch(() => undefined);
+    const thread: FlusherThread = {
+      worker,
+      data: data.port1,
+      controlPort: control.port1,
+      control: remote,
+      exited: new Promise((resolve) => worker.once('exit', () => resolve())),
+      ready: Promise.race([remote.stats().then(() => undefined), firstError]),
+      gone,
+      sent: new Set(),
+      replacement,
+      answered: false,
+      retired: false,
+    };
+    void thread.ready.then(
+      () => (thread.answered = true),
+      () => undefined,
+    );
+    thread.data.on('message', (reply: FlusherReply) => this.onReply(thread, reply));
+    thread.data.unref();
+    thread.controlPort.unref();
+    worker.on('error', () => undefined); // reported through `exit` (and, at the start, `ready`)
+    void thread.exited.then(() => {
+      lose();
+      this.lost(thread);
+    });
+    if (replacement) void thread.ready.then(() => this.release(thread), () => undefined);
+    return thread;
+  }
+
+  /** The thread ended. Unless it was closed on purpose, a replacement takes over (or, too often, none). */
+  private lost(thread: FlusherThread): void {
+    // The first thread failing to start fails createEngine instead (start() reports its error).
+    if (thread !== this.thread || this.closing || (!thread.replacement && !thread.answered)) return;
+    retire(thread);
+    // Requests with the dead thread: reads are asked again, writes may have reached Redis.
+    for (const id of thread.sent) {
+      const w = this.waiting.get(id);
+      if (w === undefined) continue;
+      if (w.ops.every((op) => op[2] === Mode.GET)) {
+        this.held.push(id);
+        continue;
+      }
+      this.waiting.delete(id);
+      w.reject(
+        new TallyworksError(
+          ErrorCode.REDIS_OUTCOME_UNKNOWN,
+          'the flusher thread died while the lax counter operation was with it; it may or may not have been applied (pending deltas are still delivered exactly once)',
+        ),
+      );
+    }
+    const progressed = Atomics.load(this.gauges, 0) > 0;
+    this.deathsWithoutProgress = progressed ? 1 : this.deathsWithoutProgress + 1;
+    if (this.deathsWithoutProgress > this.options.maxRestarts) {
+      this.fail(new TallyworksError(ErrorCode.FLUSHER_FAILED, `the flusher thread died ${this.deathsWithoutProgress} times without finishing a flush cycle; lax counters are no longer delivered`));
+      return;
+    }
+    this.restarts++;
+    this.thread = this.spawn(true);
+  }
+
+  /** The replacement answers: it gets what was held for it. */
+  private release(thread: FlusherThread): void {
+    if (thread !== this.thread) return;
+    this.sendRegistrations();
+    const held = this.held;
+    this.held = [];
+    for (const id of held) {
+      const w = this.waiting.get(id);
+      if (w !== undefined) this.post(id, w.ops);
+    }
   }
 
   private fail(err: TallyworksError): void {
     this.failure ??= err;
     for (const w of this.waiting.values()) w.reject(this.failure);
     this.waiting.clear();
+    this.held = [];
   }
 
-  /** Flush cycles the flusher has finished (mod 2^32): a new value means committed totals may have moved. */
+  /** Flush cycles the current flusher thread has finished (mod 2^32): a new value means committed totals may have moved. */
   cycles(): number {
     return Atomics.load(this.gauges, 0);
   }
 
+  /** Times a flusher thread was replaced. */
+  get threadRestarts(): number {
+    return this.restarts;
+  }
 
   /** Tells the flusher about a new lax counter (sent at the end of the tick, before any request). */
   register(lane: Lane, lax: number, slot: number, key: string, partition: number): void {
-    this.registrations.push([lane.index, lax, slot, key, partition]);
+    const entry: LaxEntryInit = [lane.index, lax, slot, key, partition];
+    this.registered.push(entry);
+    this.unsent.push(entry);
     if (!this.registrationScheduled) {
       this.registrationScheduled = true;
       setImmediate(() => this.sendRegistrations()).unref();
@@ -108,30 +238,37 @@ export class FlusherClient {
 
   private sendRegistrations(): void {
     this.registrationScheduled = false;
-    if (this.registrations.length === 0) return;
-    const message: FlusherMessage = { type: 'register', entries: this.registrations };
-    this.registrations = [];
-    this.data.postMessage(message);
+    if (this.unsent.length === 0) return;
+    const message: FlusherMessage = { type: 'register', entries: this.unsent };
+    this.unsent = [];
+    this.thread.data.postMessage(message);
   }
 
   /** Runs `ops` in Redis after each counter's pending delta; [new, old] per op. */
   request(ops: FlusherOp[]): Promise<number[]> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
-    this.sendRegistrations();
     const id = this.nextId++;
-    const message: FlusherMessage = { type: 'request', id, ops };
     return new Promise((resolve, reject) => {
-      if (this.waiting.size === 0) this.data.ref();
-      this.waiting.set(id, { resolve, reject });
-      this.data.postMessage(message);
+      this.waiting.set(id, { ops, resolve, reject });
+      this.post(id, ops);
     });
   }
 
-  private onReply(reply: FlusherReply): void {
+  private post(id: number, ops: FlusherOp[]): void {
+    this.sendRegistrations();
+    const thread = this.thread;
+    if (thread.sent.size === 0) thread.data.ref();
+    thread.sent.add(id);
+    const message: FlusherMessage = { type: 'request', id, ops };
+    thread.data.postMessage(message);
+  }
+
+  private onReply(thread: FlusherThread, reply: FlusherReply): void {
+    thread.sent.delete(reply.id);
+    if (thread.sent.size === 0) thread.data.unref();
     const w = this.waiting.get(reply.id);
     if (w === undefined) return;
     this.waiting.delete(reply.id);
-    if (this.waiting.size === 0) this.data.unref();
     switch (reply.type) {
       case 'result':
         w.resolve(reply.results);
@@ -144,42 +281,103 @@ export class FlusherClient {
     }
   }
 
+  /**
+   * A control call to the flusher thread; if that thread dies first, it is asked again of the replacement
+   * (control calls read, or flush, which is safe to repeat). Rejects once the flusher is given up.
+   */
+  private async call<T>(run: (c: Remote<FlusherControl>) => Promise<T>): Promise<T> {
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      const thread = this.thread;
+      try {
+        await Promise.race([thread.ready, thread.gone]);
+        this.sendRegistrations();
+        return await Promise.race([run(thread.control), thread.gone]);
+      } catch (err) {
+        if (err !== LOST) throw err;
+      }
+    }
+  }
+
   /** Runs a flush cycle now (after the one running) and resolves with the flusher's figures. */
   flushNow(): Promise<FlusherStats> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    this.sendRegistrations();
-    return this.control.flushNow();
+    return this.call((c) => c.flushNow());
   }
 
   /** Test hook: see FlusherControl.loseRepliesForTest. */
   async loseRepliesForTest(count: number): Promise<void> {
-    await this.control.loseRepliesForTest(count);
+    await this.call((c) => c.loseRepliesForTest(count));
+  }
+
+  /** Test hook: terminates the flusher thread, as an outside `worker.terminate()` would. */
+  async terminateForTest(): Promise<void> {
+    await this.thread.worker.terminate();
+  }
+
+  /** Test hook: makes the flusher thread throw, as a crash would. */
+  crashForTest(): void {
+    this.thread.data.postMessage({ type: 'crash-for-test' });
   }
 
   stats(): Promise<FlusherStats> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    return this.control.stats();
+    return this.call((c) => c.stats());
   }
 
-  /** Final flush (bounded by `timeoutMs`), then ends the thread; reports what could not be delivered. */
+  /**
+   * Final flush (bounded by `timeoutMs`), then ends the thread; reports what could not be delivered. If
+   * the thread dies during the final flush, or the flusher was given up, what Redis has not confirmed is
+   * read from shard memory and reported: close() never resolves while a delta is undelivered.
+   */
   async close(timeoutMs: number): Promise<FlusherCloseReport> {
-    let report: FlusherCloseReport = { undelivered: [] };
+    let report: FlusherCloseReport | undefined;
+    const deadline = Date.now() + timeoutMs;
     try {
-      if (this.failure === undefined) {
-        this.sendRegistrations();
-        this.controlPort.ref();
-        report = await this.control.close(timeoutMs);
+      while (report === undefined && this.failure === undefined) {
+        const thread = this.thread;
+        thread.controlPort.ref();
+        try {
+          await Promise.race([thread.ready, thread.gone]);
+          this.sendRegistrations();
+          report = await Promise.race([thread.control.close(Math.max(0, deadline - Date.now())), thread.gone]);
+        } catch (err) {
+          if (err !== LOST) throw err;
+          if (Date.now() >= deadline) break; // no time left for a replacement's final flush
+        }
       }
     } finally {
-      releaseControl(this.control);
-      this.controlPort.close();
-      this.data.close();
-      await this.worker.terminate();
-      await this.exited;
+      this.closing = true;
+      const thread = this.thread;
+      retire(thread);
+      await thread.worker.terminate();
+      await thread.exited;
     }
-    if (this.failure !== undefined && this.failure.code !== ErrorCode.CLOSED) throw this.failure;
-    return report;
+    return report ?? { undelivered: this.undeliveredInMemory() };
   }
+
+  /** Every lax delta Redis has not confirmed, read from shard memory (total − committed per counter). */
+  private undeliveredInMemory(): Array<[string, number]> {
+    const out: Array<[string, number]> = [];
+    for (const [shard, , slot, key] of this.registered) {
+      const lane = this.lanes[shard]!;
+      const pending = lane.readConsistent(slot, (v) => v.f64[slot + CNTF_TOTAL]! - v.f64[slot + CNTF_COMMITTED]!);
+      if (typeof pending === 'number' && pending !== 0) out.push([key, pending]);
+    }
+    return out;
+  }
+
+  /** @internal the failure that gave the flusher up, if any (close() reports it). */
+  get failed(): TallyworksError | undefined {
+    return this.failure;
+  }
+}
+
+/** Closes a thread's ports (once). */
+function retire(thread: FlusherThread): void {
+  if (thread.retired) return;
+  thread.retired = true;
+  releaseControl(thread.control);
+  thread.controlPort.close();
+  thread.data.close();
 }
 
 /** The flusher thread's uncaught error as its own class (e.g. Redis refusing the thread's connection), else wrapped. */
@@ -187,3 +385,4 @@ function threadError(err: Error): TallyworksError {
   const revived = reviveError(err);
   return revived instanceof TallyworksError ? revived : new TallyworksError(ErrorCode.PROTOCOL, `flusher thread failed: ${err.message}`, { cause: err });
 }
+

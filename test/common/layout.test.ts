@@ -29,10 +29,11 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
 });
 
 test('counter record: Int32 fields before the Float64 ones, every field inside the record', () => {
-  const f64 = [L.CNTF_TOTAL, L.CNTF_COMMITTED, L.CNTF_REMOTE, L.CNTF_REMOTE_AT];
+  const f64 = [L.CNTF_TOTAL, L.CNTF_COMMITTED, L.CNTF_REMOTE, L.CNTF_REMOTE_AT, L.CNTF_TARGET];
   assert.equal(new Set(f64).size, f64.length);
   assert.ok(2 * Math.min(...f64) > L.CNT_LAX, 'the lax index (Int32) ends before the first Float64 field');
   assert.ok(L.CNT_LAX >= 2, 'after the seqlock and the kind');
+  assert.ok(L.CNT_CALL_OP > L.CNT_LAX && 2 * Math.min(...f64) > L.CNT_CALL_OP, 'the call op index (Int32) between the lax index and the Float64 fields');
   assert.equal(L.CNT_RECORD_WORDS, Math.max(...f64) + 1);
 });
 
