@@ -420,13 +420,26 @@ export class EventStore {
   }
 
   private async exportIds(only: readonly string[] | undefined): Promise<EventsExport> {
+    const counters: Record<string, number[][]> = {};
+    const nowMs = await this.eachRings(only, (id, rings) => {
+      // Defined, not assigned: an id such as "__proto__" is an own property like any other.
+      Object.defineProperty(counters, id, { value: rings, enumerable: true, writable: true, configurable: true });
+    });
+    const source = this.sourceId === undefined ? undefined : { id: this.sourceId, exportId: randomUUID() };
+    return { format: EXPORT_FORMAT, version: EXPORT_VERSION, ...(source && { source }), timeZone: this.timeZone, intervals: { ...this.intervals }, nowMs, counters };
+  }
+
+  /**
+   * Reads the rings of `only` (every id when undefined, stored ones brought back) aligned to one `now`, and
+   * hands each id's to `take` as it is read, in slices that let the event loop turn. Returns that now.
+   */
+  private async eachRings(only: readonly string[] | undefined, take: (id: string, rings: number[][], nowMs: number) => void): Promise<number> {
     await this.listing;
     if (only === undefined) {
       // Stored ids are part of the store: bring them back to export them.
       for (const id of [...this.stored]) this.counter(id, false);
     }
     const ids = only ?? [...this.counters.keys()];
-    const counters: Record<string, number[][]> = {};
     const nowMs = this.clock.now();
     const slice = timeSlicer();
     for (const id of ids) {
@@ -441,11 +454,9 @@ export class EventStore {
           return out;
         });
       });
-      // Defined, not assigned: an id such as "__proto__" is an own property like any other.
-      Object.defineProperty(counters, id, { value: rings, enumerable: true, writable: true, configurable: true });
+      take(id, rings, nowMs);
     }
-    const source = this.sourceId === undefined ? undefined : { id: this.sourceId, exportId: randomUUID() };
-    return { format: EXPORT_FORMAT, version: EXPORT_VERSION, ...(source && { source }), timeZone: this.timeZone, intervals: { ...this.intervals }, nowMs, counters };
+    return nowMs;
   }
 
   /** Overwrites each id of `exp` with its buckets (other ids are left alone). */
@@ -559,14 +570,17 @@ export class EventStore {
 
   private async save(counters: readonly EventCounter[]): Promise<number> {
     const storage = this.requireStorage('persist');
-    const exp = await this.exportIds(counters.map((c) => c.id));
     const ops: StorageOp[] = [];
-    const slice = timeSlicer();
-    for (const [id, rings] of Object.entries(exp.counters)) {
-      await slice();
-      const entry: StoredCounter = { timeZone: exp.timeZone, intervals: exp.intervals, nowMs: exp.nowMs, rings };
-      ops.push({ type: 'save', key: this.prefix + id, value: encode(entry) });
-    }
+    const intervals = { ...this.intervals };
+    // Each id is encoded as soon as it is read: no export of every id is held at once (a million ids of
+    // number arrays would mean a heap of gigabytes and long garbage-collection pauses).
+    await this.eachRings(
+      counters.map((c) => c.id),
+      (id, rings, nowMs) => {
+        const entry: StoredCounter = { timeZone: this.timeZone, intervals, nowMs, rings };
+        ops.push({ type: 'save', key: this.prefix + id, value: encode(entry), owned: true });
+      },
+    );
     await applyOps(storage, ops);
     return ops.length;
   }

@@ -157,7 +157,11 @@ export class FileStorage implements Storage {
     const run = this.queue.then(async () => {
       const m = await this.entries();
       const changed = new Map<string, Uint8Array | undefined>();
-      for (const op of ops) changed.set(op.key, op.type === 'save' ? op.value : undefined);
+      let i = 0;
+      for (const op of ops) {
+        changed.set(op.key, op.type === 'save' ? op.value : undefined);
+        if ((++i & 0x1fff) === 0) await yieldTurn();
+      }
       await this.commit(m, changed);
       let n = 0;
       for (const [key, value] of changed) {
@@ -175,7 +179,11 @@ export class FileStorage implements Storage {
     const dir = dirname(this.path);
     const tmp = join(dir, `.${basename(this.path)}.${process.pid}.${randomBytes(12).toString('hex')}.tmp`);
     let count = 0;
-    for (const key of m.keys()) if (!changed.has(key)) count++;
+    let i = 0;
+    for (const key of m.keys()) {
+      if (!changed.has(key)) count++;
+      if ((++i & 0x3fff) === 0) await yieldTurn();
+    }
     for (const value of changed.values()) if (value !== undefined) count++;
     try {
       const file = await open(tmp, 'wx', 0o600);
@@ -234,6 +242,7 @@ export class FileStorage implements Storage {
   }
 
   async transaction(ops: readonly StorageOp[]): Promise<void> {
-    await this.write(ops.map((op) => (op.type === 'save' ? { ...op, value: op.value.slice() } : op)));
+    // Copied now (the caller may change its buffers once this returns), unless handed over.
+    await this.write(ops.map((op) => (op.type === 'save' && op.owned !== true ? { ...op, value: op.value.slice() } : op)));
   }
 }

@@ -4,8 +4,13 @@
  */
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 
-/** One write of a transaction. */
-export type StorageOp = { readonly type: 'save'; readonly key: string; readonly value: Uint8Array } | { readonly type: 'delete'; readonly key: string };
+/**
+ * One write of a transaction. A save with `owned: true` hands its bytes over: the caller never changes them
+ * again, so a storage may keep them without a copy (event stores do this for the counters they encode).
+ */
+export type StorageOp =
+  | { readonly type: 'save'; readonly key: string; readonly value: Uint8Array; readonly owned?: boolean }
+  | { readonly type: 'delete'; readonly key: string };
 
 export interface Storage {
   /** Stores `value` under `key`, replacing what was there. */
