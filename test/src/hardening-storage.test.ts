@@ -46,10 +46,10 @@ describe('defect 12: FileStorage temporary files', () => {
     const path = join(dir, 'data.tw');
     const victim = join(dir, 'victim.txt');
     await writeFile(victim, 'keep me');
-    // The names a writer of this process could have used before: pid and a small counter.
-    for (let n = 0; n < 64; n++) await symlink(victim, join(dir, `.data.tw.${process.pid}.${n}.tmp`));
     const s = new FileStorage(path);
-    await s.save('k', Uint8Array.of(1));
+    await s.save('k', Uint8Array.of(1)); // opened: leftovers were cleaned up already
+    // Planted now, under the names a writer of this process could predict: pid and a small counter.
+    for (let n = 0; n < 256; n++) await symlink(victim, join(dir, `.data.tw.${process.pid}.${n}.tmp`));
     await s.save('k', Uint8Array.of(2));
     assert.equal(await readFile(victim, 'utf8'), 'keep me');
     assert.deepEqual(await new FileStorage(path).load('k'), Uint8Array.of(2));
