@@ -50,7 +50,7 @@ import {
   isReady,
   markerKey,
   Mode,
-  notApplied,
+  refusedByRedis,
   notReady,
   PARTITIONS,
   partitionKey,
@@ -423,11 +423,10 @@ export class FlusherCore {
       reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
     } catch (err) {
       const failure = redisFailure('the lax counter operation', err);
-      // Not applied (never written, or refused by Redis before it ran), and no earlier send of it may have
-      // landed: its deltas are pending again and its requests fail with Redis's reason. A read-only call
-      // has nothing to protect either. Otherwise (sent, reply lost) it may have landed: keep it to send
-      // again unchanged.
-      if (call.seq === 0 || (notApplied(err) && this.unresolved[p] !== call)) {
+      // Refused by Redis before it ran, and no earlier send of it may have landed: its deltas are pending
+      // again and its requests fail with Redis's reason. A read-only call has nothing to protect either.
+      // Otherwise (sent, or possibly sent, reply lost) it may have landed: keep it to send again unchanged.
+      if (call.seq === 0 || (refusedByRedis(err) && this.unresolved[p] !== call)) {
         this.dropUnsent(call, failure);
       } else {
         this.failures++;

@@ -277,12 +277,12 @@ function compareVersions(a: string, b: string): number {
 const REFUSED_REPLY = /^(NOPERM|NOAUTH|WRONGPASS|MOVED|ASK|CROSSSLOT|CLUSTERDOWN|TRYAGAIN|OOM|READONLY|MASTERDOWN|LOADING|BUSY|MISCONF|NOREPLICAS|NOSCRIPT)\b/;
 
 /**
- * True for the error of a command that certainly did not apply: it never left this client (the
- * connection had dropped; there is no offline queue), or Redis refused it before running it.
+ * True for the error of a command that certainly did not apply: Redis answered it with a refusal before
+ * running it. Any other failure (a dropped connection, a timeout, even ioredis's "Stream isn't writeable")
+ * is treated as possibly applied, and the call's marker decides: that costs a wait, never a double.
  */
-export function notApplied(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  return err.message.startsWith("Stream isn't writeable") || (err.name === 'ReplyError' && REFUSED_REPLY.test(err.message));
+export function refusedByRedis(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ReplyError' && REFUSED_REPLY.test(err.message);
 }
 
 /** True when commands sent now reach the server (otherwise they fail at once: no offline queue). */

@@ -26,7 +26,7 @@ import {
   readMarker,
   type RedisClient,
   runApply,
-  notApplied,
+  refusedByRedis,
   notReady,
   redisFailure,
   whenReady,
@@ -237,9 +237,8 @@ export class StrictRedis implements CounterBackend {
       reply = await runApply(this.client, part.key, part.marker, seq, args);
     } catch (err) {
       if (seq === 0) throw redisFailure('the strict counter read', err);
-      // Never written to the socket, or refused by Redis before it ran: it did not apply, and there is no
-      // outcome to wait for.
-      if (notApplied(err)) throw redisFailure('the strict counter operation', err);
+      // Refused by Redis before it ran: it did not apply, and there is no outcome to wait for.
+      if (refusedByRedis(err)) throw redisFailure('the strict counter operation', err);
       return this.resolveLost(part, seq, err);
     }
     if (reply.status === ApplyStatus.STALE) {
