@@ -17,8 +17,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 const HOST = '127.0.0.1' as const;
 
-/** How long {@link startRedisServer} / {@link RedisServer.restart} wait for the first PING reply. */
-const READY_TIMEOUT_MS = 5_000;
+/**
+ * How long {@link startRedisServer} / {@link RedisServer.restart} wait for the first PING reply. Generous:
+ * a server restarted from a large append-only file on a loaded machine was seen to take over 5 s to load.
+ */
+const READY_TIMEOUT_MS = 30_000;
 /** Gap between PING attempts while the server starts up. */
 const POLL_INTERVAL_MS = 20;
 /** How long stop() waits after SIGTERM before escalating to SIGKILL (a wedged server must not hang a test run). */
