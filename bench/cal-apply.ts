@@ -4,10 +4,10 @@
  *   node dist/bench/cal-apply.js [--batches 400]
  */
 import { parseArgs } from 'node:util';
-import { CalShape } from '../common/cal-record.js';
+import { CalShape } from '../common/records/calendar/shape.js';
 import { ARENA_FIRST_WORD, H_USED_WORDS, HEADER_BYTES, KIND_CAL } from '../common/layout.js';
 import type { BatchEnvelope, CalConfig, RecordInit } from '../common/messages.js';
-import { ShardCore } from '../common/shard-core.js';
+import { ShardCore } from '../workers/shard-core.js';
 import { resolveIntervals, DEFAULT_INTERVALS } from '../src/events/intervals.js';
 import { describeMachine } from './machine.js';
 

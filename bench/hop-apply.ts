@@ -5,10 +5,10 @@
  */
 import { parseArgs } from 'node:util';
 import { decode, encode } from '../common/codec.js';
-import { sumHop } from '../common/hop.js';
+import { sumHop } from '../common/records/hop.js';
 import { ARENA_FIRST_WORD, HEADER_BYTES, hopRecordWords, KIND_HOP } from '../common/layout.js';
 import type { BatchEnvelope, RecordInit } from '../common/messages.js';
-import { ShardCore } from '../common/shard-core.js';
+import { ShardCore } from '../workers/shard-core.js';
 import { describeMachine } from './machine.js';
 
 const { values } = parseArgs({ options: { batches: { type: 'string', default: '2000' } } });

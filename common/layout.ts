@@ -17,7 +17,7 @@
  *  │ undoOld                      │                   HF_UNDO_OLD 9   its value before the write
  *  │ step                         │                   HF_STEP    10   journal: op · STEP_SCALE + writes done
  *  │ undoStep                     │                   HF_UNDO_STEP 11 the step the undo entry belongs to, or -1
- *  │ undoSlot                     │ H_UNDO_SLOT  24   record whose seqlock may be left odd, or 0
+ *  │ undoOffset                   │ H_UNDO_OFFSET 24  record whose seqlock may be left odd, or 0
  *  line 2 — the arena's bump allocator (router and shard), and the flusher's repair note
  *  │ usedWords                    │ H_USED_WORDS 32   arena words handed out (Atomics)
  *  │ flushSlot                    │ H_FLUSH_SLOT 33   counter record whose seqlock the flusher holds, or 0
@@ -41,11 +41,11 @@
  *
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
- *  i32[2o+5] finest-unit index of the pending count (CAL_EMPTY_HEAD: none)
- *  f64[o+3] pending count · f64[o+4] reservations: second of the oldest × 2^20 + count (see below)
+ *  i32[2o+5] finest-unit index of the latest count (CAL_EMPTY_HEAD: none)
+ *  f64[o+3] latest count · f64[o+4] reservations: second of the oldest × 2^20 + count (see below)
  *  i32[2o+10+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
  *  u32[2o+10+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
- *  the pending count holds the events of one finest unit not yet added to the rings: an event in that
+ *  the latest count holds the events of the latest finest unit, not yet added to the rings: an event in that
  *  unit is one add to it instead of one per ring; the shard folds it into every ring (under the seqlock)
  *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
@@ -84,7 +84,7 @@
 
 export const H_APPLIED_SEQ = 0;
 export const H_BATCH_SEQ = 1;
-export const H_UNDO_SLOT = 24;
+export const H_UNDO_OFFSET = 24;
 export const H_USED_WORDS = 32;
 export const H_FLUSH_SLOT = 33;
 export const H_ATTACHES = 5;
@@ -131,11 +131,11 @@ export const MAX_HOP_SIZE = 1 << 20;
 /** Calendar record fields, as Int32 offsets from 2·o (the record's first Int32). */
 export const CAL_CONFIG = 2;
 export const CAL_WIDE = 3;
-/** (Int32 4 is unused; 5 the pending unit.) */
-export const CAL_PENDING_K = 5;
+/** (Int32 4 is unused; 5 the latest unit.) */
+export const CAL_LATEST_K = 5;
 export const CAL_RINGS = 10;
 /** Calendar record fields, as Float64 offsets from o. */
-export const CALF_PENDING = 3;
+export const CALF_LATEST = 3;
 /**
  * Outstanding reservations and when the oldest was taken, in one Float64 so that one journaled write
  * changes both: `second * RESERVATION_SCALE + count` (second: of the oldest reservation, since the Unix

@@ -114,16 +114,25 @@ export interface CounterOp {
   readonly n: number;
 }
 
+/**
+ * A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. Names the time the reservation
+ * was granted (`reservedAt`, ms): one taken before the record's reservations expired releases nothing.
+ */
+export interface EndReservationOp {
+  readonly type: 'commit' | 'cancel';
+  readonly slot: number;
+  readonly t: number;
+  readonly reservedAt: number;
+}
+
+/** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
+export interface ReleaseRecordOp {
+  readonly type: 'release';
+  readonly slot: number;
+}
+
 /** Ops that are not a plain add: they sit in the op columns as slot −1 − (index in `ctrl`). */
-export type CtrlOp =
-  | DecideOp
-  | LoadOp
-  | CounterOp
-  /** A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. */
-  /** Ends a reservation granted at `reservedAt` (ms): one taken before the record's reservations expired releases nothing. */
-  | { readonly type: 'commit' | 'cancel'; readonly slot: number; readonly t: number; readonly reservedAt: number }
-  /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
-  | { readonly type: 'release'; readonly slot: number };
+export type CtrlOp = DecideOp | LoadOp | CounterOp | EndReservationOp | ReleaseRecordOp;
 
 /** A record the batch creates before its ops run: [word offset, kind, param a, param b, key]. */
 export type RecordInit = [offset: number, kind: number, a: number, b: number, key: string];
@@ -214,7 +223,7 @@ export interface FlusherInit {
   readonly commandTimeoutMs: number;
   readonly data: MessagePort;
   readonly control: MessagePort;
-  /** Per partition: last sequence number, sequence of the call in flight (see common/flusher-core.ts). */
+  /** Per partition: last sequence number, sequence of the call in flight (see workers/flusher-core.ts). */
   readonly partitionState: SharedArrayBuffer;
   /** Every lax counter registered so far (a replacement starts from them). */
   readonly entries: LaxEntryInit[];

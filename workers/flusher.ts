@@ -1,12 +1,12 @@
 /**
  * Flusher actor thread entry: opens its own Redis connection, serves the data port (registrations and
  * requests from the main thread) and the comlink control plane, and runs a flush cycle every flush
- * interval while the engine lives. All flushing logic lives in common/flusher-core.ts.
+ * interval while the engine lives. All flushing logic lives in workers/flusher-core.ts.
  */
 import { workerData } from 'node:worker_threads';
 import { exposeControl } from '../common/control.js';
 import { protocolError } from '../common/errors.js';
-import { FlusherCore } from '../common/flusher-core.js';
+import { FlusherCore } from './flusher-core.js';
 import type { FlusherControl, FlusherInit, FlusherMessage, FlusherStats } from '../common/messages.js';
 import { type ConnectionSpec, openClient } from '../common/redis.js';
 

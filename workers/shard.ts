@@ -1,14 +1,14 @@
 /**
  * Shard actor thread entry. piscina starts the thread and runs one "lease" task per attachment; batches
  * arrive on the lease's data port and are applied one message at a time (the port is the mailbox). All
- * memory logic lives in common/shard-core.ts.
+ * memory logic lives in workers/shard-core.ts.
  */
 import type { MessagePort } from 'node:worker_threads';
 import { decode } from '../common/codec.js';
 import { exposeControl } from '../common/control.js';
 import { ErrorCode, TallyworksError, protocolError, toWireError } from '../common/errors.js';
 import type { AttachInfo, BatchEnvelope, DataMessage, DataReply, ShardControl, ShardLeaseEnd, ShardTask } from '../common/messages.js';
-import { ShardCore } from '../common/shard-core.js';
+import { ShardCore } from './shard-core.js';
 
 function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
   const core = new ShardCore(info.shard, info.header, info.arena, info.timeCell, info.calendars, info.dirty);

@@ -7,7 +7,7 @@
  * Constraints on other ids (`within`, or an explicit other id) and schedules are checked on the calling
  * thread first; when one fails nothing is sent and nothing is recorded.
  */
-import { OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from '../../common/cal-record.js';
+import { OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from '../../common/records/calendar/read.js';
 import { argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { Action, Check } from '../../common/messages.js';
 import { validateKey } from '../keys.js';
@@ -24,7 +24,7 @@ export interface Decision {
   readonly retryAfterMs: number | undefined;
 }
 
-/** A granted (or refused) reservation: counts as pending against `atMost` until committed or cancelled. */
+/** A granted (or refused) reservation: counts as outstanding against `atMost` until committed or cancelled. */
 export interface Reservation extends Decision {
   /** Records 1 and ends the reservation. */
   commit(): Promise<void>;
@@ -104,7 +104,7 @@ export class LimitBuilder {
     return this.with({ kind: 'count', check: kind === 'atMost' ? Check.AT_MOST : Check.AT_LEAST, id: id as string | undefined, ring: w.range.ring, n: w.range.n, limit: n, label });
   }
 
-  /** Passes while the count in `window` plus pending reservations is below `limit`. */
+  /** Passes while the count in `window` plus outstanding reservations is below `limit`. */
   atMost(limit: number, window: WindowArg): LimitBuilder;
   atMost(id: string, limit: number, window: WindowArg): LimitBuilder;
   atMost(...args: unknown[]): LimitBuilder {

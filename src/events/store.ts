@@ -5,7 +5,8 @@
  * memory directly once it has applied what this thread sent.
  */
 import { randomUUID } from 'node:crypto';
-import { CalShape, calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/cal-record.js';
+import { calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
+import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, type CalUnitCode, inCalendarRange } from '../../common/calendar.js';
 import { decode, encode } from '../../common/codec.js';
 import {

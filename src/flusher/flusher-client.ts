@@ -1,6 +1,6 @@
 /**
  * The main thread's side of the flusher actor: starts its thread, tells it about new lax counters, asks it
- * to run lax ops in Redis, supervises it, and closes it. See common/flusher-core.ts for what the actor does.
+ * to run lax ops in Redis, supervises it, and closes it. See workers/flusher-core.ts for what the actor does.
  *
  * Supervision. A flusher thread that dies (a crash, or someone terminating it) is replaced: the replacement
  * gets every registration so far and the partition state in shared memory, settles the dead thread's

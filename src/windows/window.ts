@@ -6,7 +6,7 @@
  * resolved once — the handle to keep in the hottest loops.
  */
 import { argumentRangeError } from '../../common/errors.js';
-import { bucketsHop, sumHop } from '../../common/hop.js';
+import { bucketsHop, sumHop } from '../../common/records/hop.js';
 import { hopRecordWords, KIND_HOP } from '../../common/layout.js';
 import { validateKey } from '../keys.js';
 import type { Clock } from '../clock/clock.js';

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import * as L from '../../common/layout.js';
 
 test('header Int32 and Float64 slots are in bounds and never overlap', () => {
-  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_FLUSH_SLOT, L.H_UNDO_SLOT, L.H_ATTACHES, L.H_RECORDS];
+  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_FLUSH_SLOT, L.H_UNDO_OFFSET, L.H_ATTACHES, L.H_RECORDS];
   const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP];
   const bytes: Array<[number, number, string]> = [
     ...i32.map((i): [number, number, string] => [i * 4, i * 4 + 4, `i32[${i}]`]),
@@ -23,7 +23,7 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
   const line = (byte: number): number => Math.floor(byte / L.CACHE_LINE_BYTES);
   const appliedLine = line(L.H_APPLIED_SEQ * 4);
   for (const hot of [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP]) assert.notEqual(line(hot * 8), appliedLine);
-  assert.notEqual(line(L.H_UNDO_SLOT * 4), appliedLine);
+  assert.notEqual(line(L.H_UNDO_OFFSET * 4), appliedLine);
   assert.notEqual(line(L.H_USED_WORDS * 4), appliedLine);
   assert.notEqual(line(L.H_FLUSH_SLOT * 4), appliedLine);
 });
@@ -40,13 +40,13 @@ test('counter record: Int32 fields before the Float64 ones, every field inside t
 test('calendar record: header words, rings and buckets fit the size the layout gives', () => {
   // 6 rings, 256 buckets (the defaults): 5 header words + (6 heads + 256 buckets) / 2 words = 1088 bytes.
   assert.equal(L.calRecordWords(6, 256), 136);
-  for (const f of [L.CALF_PENDING, L.CALF_RESERVATIONS]) {
-    assert.ok(2 * f >= L.CAL_PENDING_K + 1 && 2 * f + 1 < L.CAL_RINGS, 'the Float64 fields between the Int32 fields and the rings');
+  for (const f of [L.CALF_LATEST, L.CALF_RESERVATIONS]) {
+    assert.ok(2 * f >= L.CAL_LATEST_K + 1 && 2 * f + 1 < L.CAL_RINGS, 'the Float64 fields between the Int32 fields and the rings');
   }
-  assert.notEqual(L.CALF_PENDING, L.CALF_RESERVATIONS);
+  assert.notEqual(L.CALF_LATEST, L.CALF_RESERVATIONS);
   assert.ok(Number.isSafeInteger(2 ** 32 * L.RESERVATION_SCALE), 'a second until 2106 times the scale stays exact');
   assert.equal(L.calBucketBase(L.ARENA_FIRST_WORD, 6), 2 * L.ARENA_FIRST_WORD + L.CAL_RINGS + 6);
-  assert.ok(L.CAL_RINGS > Math.max(L.CAL_CONFIG, L.CAL_WIDE, L.CAL_PENDING_K));
+  assert.ok(L.CAL_RINGS > Math.max(L.CAL_CONFIG, L.CAL_WIDE, L.CAL_LATEST_K));
   assert.ok(L.calBucketBase(0, 6) + 256 <= 2 * L.calRecordWords(6, 256), 'buckets end inside the record');
   assert.ok(L.calBucketBase(0, 5) + 255 <= 2 * L.calRecordWords(5, 255), 'an odd bucket count still fits');
 });

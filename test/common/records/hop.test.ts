@@ -2,8 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { bucketsHop, GO_EPOCH_OFFSET_MS, initHop, moveHop, sumHop, unitIndex, unitStart } from '../../common/hop.js';
-import { hopRecordWords } from '../../common/layout.js';
+import { addHop, bucketsHop, GO_EPOCH_OFFSET_MS, initHop, moveHop, sumHop, unitIndex, unitStart } from '../../../common/records/hop.js';
+import { HEADER_BYTES, hopRecordWords, shardViews } from '../../../common/layout.js';
+import { DirectJournal } from '../../../common/records/journal.js';
 
 test('units that divide a day align with the Unix epoch; 7-day units start on Monday 00:00 UTC', () => {
   for (const unit of [1, 1000, 60_000, 3_600_000, 86_400_000]) {
@@ -21,7 +22,7 @@ function naiveValue(events: Array<{ unit: number; n: number }>, nowUnit: number,
   return events.filter((e) => e.unit > nowUnit - size && e.unit <= nowUnit).reduce((s, e) => s + e.n, 0);
 }
 
-test('property: ring value and buckets equal the naive model for any observation sequence', () => {
+test('property: ring value and buckets equal the naive model for any observation sequence (addHop through a direct journal)', () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 8 }),
@@ -31,7 +32,9 @@ test('property: ring value and buckets equal the naive model for any observation
         { maxLength: 60 },
       ),
       (size, unitMs, steps) => {
-        const f64 = new Float64Array(8 + hopRecordWords(size));
+        const views = shardViews(new SharedArrayBuffer(HEADER_BYTES), new SharedArrayBuffer((8 + hopRecordWords(size)) * 8));
+        const journal = new DirectJournal(views);
+        const f64 = views.f64;
         const o = 8;
         initHop(f64, o, unitMs, size);
         const events: Array<{ unit: number; n: number }> = [];
@@ -51,8 +54,8 @@ test('property: ring value and buckets equal the naive model for any observation
               assert.equal(buckets[i], naiveValue(events.filter((e) => e.unit === k), k, 1));
             }
           } else {
-            const pos = moveHop(f64, o, t);
-            f64[pos] = f64[pos]! + step.n;
+            addHop(f64, journal, o, t, step.n);
+            assert.equal(views.i32[2 * o]! % 2, 0, 'the seqlock is released');
             head = unit;
             events.push({ unit, n: step.n });
           }

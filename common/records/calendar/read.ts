@@ -1,138 +1,15 @@
 /**
- * Calendar records (tiny_counter parity): one ring of buckets per calendar unit, in a shard's arena. See
- * common/layout.ts for the fields. Reads here are plain functions over shared memory, used by the shard
- * (to decide limits) and by readers on other threads (inside a seqlock read); writes live in the shard.
+ * Reading a calendar record: ring values, reservations, the age of the newest event, and the decision
+ * checks a limiter evaluates. Plain functions over shared memory, used by the shard (to decide limits
+ * atomically) and by readers on other threads (inside a seqlock read), so both answer the same way. See
+ * common/layout.ts for the fields; the writes are in ./write.ts.
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { type CalUnitCode, mod, NOMINAL_UNIT_MS, UnitCursor, ZoneCalendar } from './calendar.js';
-import {
-  CAL_CONFIG,
-  CAL_EMPTY_HEAD,
-  CAL_PENDING_K,
-  CAL_RINGS,
-  CAL_WIDE,
-  CALF_PENDING,
-  CALF_RESERVATIONS,
-  RESERVATION_SCALE,
-  calBucketBase,
-  calRecordWords,
-  type ShardViews,
-} from './layout.js';
-import { Check, type CalConfig } from './messages.js';
-
-export interface CalRing {
-  readonly unit: CalUnitCode;
-  readonly count: number;
-  /** Index of the ring's first bucket among the record's buckets. */
-  readonly base: number;
-}
-
-/**
- * A calendar config resolved for use on one thread: its zone calendar and a cursor per ring. `seek(t)`
- * leaves in `ks` the unit index of `t` for every ring; while `t` stays in [from, to) that costs two
- * comparisons.
- */
-export class CalShape {
-  readonly id: number;
-  readonly calendar: ZoneCalendar;
-  readonly rings: readonly CalRing[];
-  readonly buckets: number;
-  readonly reservationTtlMs: number;
-  readonly words: number;
-  readonly ks: Int32Array;
-  private readonly ringByUnit: Int8Array;
-  private readonly cursors: UnitCursor[];
-  /** Separate cursors for pending counts' units, so that looking one up does not move `ks`'s. */
-  private readonly pendingCursors: UnitCursor[];
-  private lastPending = Number.NaN;
-  private lastPendingStart = 0;
-  private from = Number.POSITIVE_INFINITY;
-  private to = Number.NEGATIVE_INFINITY;
-
-  constructor(config: CalConfig) {
-    this.id = config.id;
-    this.reservationTtlMs = config.reservationTtlMs;
-    this.calendar = new ZoneCalendar(config.timeZone);
-    let base = 0;
-    const rings: CalRing[] = [];
-    for (const [unit, count] of config.rings) {
-      rings.push({ unit: unit as CalUnitCode, count, base });
-      base += count;
-    }
-    this.rings = rings;
-    this.ringByUnit = Int8Array.from({ length: 7 }, (_, u) => rings.findIndex((r) => r.unit === u));
-    this.buckets = base;
-    this.words = calRecordWords(rings.length, base);
-    this.ks = new Int32Array(rings.length);
-    this.cursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
-    this.pendingCursors = rings.map((r) => new UnitCursor(this.calendar, r.unit));
-  }
-
-  /**
-   * Unit index in ring `r` of the finest-ring unit `kf` (a pending count's), leaving `ks` alone. Pending
-   * counts of active ids share the current unit, so the start of the last one asked is cached.
-   */
-  pendingIndex(r: number, kf: number): number {
-    if (kf !== this.lastPending) {
-      this.lastPendingStart = this.calendar.start(this.rings[0]!.unit, kf);
-      this.lastPending = kf;
-    }
-    return this.pendingCursors[r]!.at(this.lastPendingStart);
-  }
-
-  /** Sets `ks` to the unit indexes of instant `t`. */
-  seek(t: number): void {
-    if (t >= this.from && t < this.to) return;
-    let from = Number.NEGATIVE_INFINITY;
-    let to = Number.POSITIVE_INFINITY;
-    for (let r = 0; r < this.cursors.length; r++) {
-      const c = this.cursors[r]!;
-      this.ks[r] = c.at(t);
-      if (c.startMs > from) from = c.startMs;
-      if (c.endMs < to) to = c.endMs;
-    }
-    this.from = from;
-    this.to = to;
-  }
-
-  /** Index of the ring tracking `unit`, or -1. */
-  ringOf(unit: CalUnitCode): number {
-    return this.ringByUnit[unit] ?? -1;
-  }
-
-  /** The ring spanning the most time (what `ever()` reads). */
-  get longestRing(): number {
-    let best = 0;
-    let span = 0;
-    for (let r = 0; r < this.rings.length; r++) {
-      const s = spanMs(this.rings[r]!);
-      if (s > span) {
-        span = s;
-        best = r;
-      }
-    }
-    return best;
-  }
-}
-
-function spanMs(ring: CalRing): number {
-  return NOMINAL_UNIT_MS[ring.unit]! * ring.count;
-}
-
-/** Writes a fresh (or reused) record: every ring empty, every bucket 0. */
-export function initCal(views: ShardViews, o: number, shape: CalShape): void {
-  const { i32, u32 } = views;
-  const R = shape.rings.length;
-  i32[2 * o + CAL_CONFIG] = shape.id;
-  i32[2 * o + CAL_WIDE] = 0;
-  i32[2 * o + CAL_PENDING_K] = CAL_EMPTY_HEAD;
-  views.f64[o + CALF_PENDING] = 0;
-  views.f64[o + CALF_RESERVATIONS] = 0;
-  for (let r = 0; r < R; r++) i32[2 * o + CAL_RINGS + r] = CAL_EMPTY_HEAD;
-  const base = calBucketBase(o, R);
-  u32.fill(0, base, base + shape.buckets);
-}
+import { mod } from '../../calendar.js';
+import { CAL_LATEST_K, CAL_EMPTY_HEAD, CAL_RINGS, CAL_WIDE, CALF_LATEST, CALF_RESERVATIONS, RESERVATION_SCALE, calBucketBase, type ShardViews } from '../../layout.js';
+import { Check } from '../../messages.js';
+import type { CalShape } from './shape.js';
 
 /** Outstanding reservations of the record at `o` at time `t`: 0 once the oldest has expired. */
 export function calReserved(views: ShardViews, o: number, shape: CalShape, t: number): number {
@@ -173,16 +50,16 @@ function reservationsExpireIn(views: ShardViews, o: number, shape: CalShape, t: 
   return calReserved(views, o, shape, t) === 0 ? Number.NaN : Math.max(0, reservationsSince(views.f64[o + CALF_RESERVATIONS]!) + shape.reservationTtlMs - t);
 }
 
-/** Unit index in ring `r` of the record's pending count, or NaN when it has none. */
-export function pendingUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
-  const pk = views.i32[2 * o + CAL_PENDING_K]!;
+/** Unit index in ring `r` of the record's latest count, or NaN when it has none. */
+export function latestUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
+  const pk = views.i32[2 * o + CAL_LATEST_K]!;
   if (pk === CAL_EMPTY_HEAD) return Number.NaN;
-  return r === 0 ? pk : shape.pendingIndex(r, pk);
+  return r === 0 ? pk : shape.latestIndex(r, pk);
 }
 
 /**
  * One ring as readers see it at unit index `kNow`: `value(k)` is the count of unit k (bucket plus the
- * pending count when it belongs to k). A clock set back never shows the ring's head as the future: `now`
+ * latest count when it belongs to k). A clock set back never shows the ring's head as the future: `now`
  * is at least the newest unit the ring holds.
  */
 class RingView {
@@ -195,7 +72,7 @@ class RingView {
   private count = 0;
   private head = 0;
   private pu = Number.NaN;
-  private pending = 0;
+  private latest = 0;
   now = 0;
 
   at(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number): this {
@@ -206,8 +83,8 @@ class RingView {
     this.first = (this.wide !== 0 ? this.wide : calBucketBase(o, shape.rings.length)) + ring.base;
     this.count = ring.count;
     this.head = views.i32[2 * o + CAL_RINGS + r]!;
-    this.pu = pendingUnit(views, o, shape, r);
-    this.pending = views.f64[o + CALF_PENDING]!;
+    this.pu = latestUnit(views, o, shape, r);
+    this.latest = views.f64[o + CALF_LATEST]!;
     this.now = Math.max(kNow, this.head, Number.isNaN(this.pu) ? -Infinity : this.pu);
     return this;
   }
@@ -218,7 +95,7 @@ class RingView {
       const j = this.first + mod(k, this.count);
       v = this.wide !== 0 ? this.f64[j]! : this.u32[j]!;
     }
-    return k === this.pu ? v + this.pending : v;
+    return k === this.pu ? v + this.latest : v;
   }
 }
 
@@ -316,5 +193,5 @@ function atMostRetry(views: ShardViews, o: number, shape: CalShape, r: number, k
     // Bucket i leaves the window when unit k + n begins.
     if (dropped >= need) return Math.max(0, shape.calendar.start(unit, k + n) - t);
   }
-  return Number.NaN; // pending reservations alone hold the window full
+  return Number.NaN; // outstanding reservations alone hold the window full
 }

@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CalShape, OUTCOME_ALLOWED, readRing } from '../../common/cal-record.js';
+import { OUTCOME_ALLOWED, readRing } from '../../common/records/calendar/read.js';
+import { CalShape } from '../../common/records/calendar/shape.js';
 import { CalUnit } from '../../common/calendar.js';
 import * as L from '../../common/layout.js';
 import { Action, Check, type BatchEnvelope, type CalConfig, type CtrlOp } from '../../common/messages.js';
-import { ShardCore } from '../../common/shard-core.js';
+import { ShardCore } from '../../workers/shard-core.js';
 
 const T = Date.UTC(2024, 5, 17, 10, 30);
 const config: CalConfig = { id: 1, timeZone: 'Europe/Berlin', rings: [[CalUnit.minute, 5], [CalUnit.hour, 4], [CalUnit.day, 3]], reservationTtlMs: 60_000 };

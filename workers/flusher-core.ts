@@ -29,7 +29,7 @@
  *
  * Imported by the flusher thread: imports nothing main-only.
  */
-import { ErrorCode, type ErrorCodeValue, TallyworksError, toWireError } from './errors.js';
+import { ErrorCode, type ErrorCodeValue, TallyworksError, toWireError } from '../common/errors.js';
 import {
   CNTF_COMMITTED,
   CNTF_REMOTE,
@@ -41,8 +41,8 @@ import {
   refreshArenaViews,
   shardViews,
   type ShardViews,
-} from './layout.js';
-import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from './messages.js';
+} from '../common/layout.js';
+import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from '../common/messages.js';
 import {
   ApplyStatus,
   closeClient,
@@ -58,8 +58,8 @@ import {
   type RedisClient,
   redisFailure,
   runApply,
-} from './redis.js';
-import { readBegin, writeBegin, writeEnd } from './seqlock.js';
+} from '../common/redis.js';
+import { readBegin, writeBegin, writeEnd } from '../common/seqlock.js';
 
 /** A lax counter as the flusher knows it. */
 interface Entry {

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sumHop } from '../../common/hop.js';
+import { sumHop } from '../../common/records/hop.js';
 import * as L from '../../common/layout.js';
 import type { BatchEnvelope } from '../../common/messages.js';
-import { ShardCore } from '../../common/shard-core.js';
+import { ShardCore } from '../../workers/shard-core.js';
 
 const T = Date.UTC(2024, 5, 17, 10, 30);
 const O = L.ARENA_FIRST_WORD;
@@ -61,7 +61,7 @@ function killedAt(progress: number, writeDone: boolean) {
   h[L.H_BATCH_SEQ] = 1;
   hf[L.HF_STEP] = progress * L.STEP_SCALE;
   hf[L.HF_UNDO_STEP] = progress * L.STEP_SCALE;
-  h[L.H_UNDO_SLOT] = O;
+  h[L.H_UNDO_OFFSET] = O;
   hf[L.HF_UNDO_POS] = pos;
   hf[L.HF_UNDO_OLD] = progress;
   i32[2 * O] = i32[2 * O]! + 1; // the seqlock left odd mid-write
