@@ -728,7 +728,7 @@ function killMidBatch(lane: Lane, ms = 200): boolean {
   // Spinning is fine: the shard thread applies on its own; this thread only watches shared memory.
   while (!mid && Date.now() < deadline) {
     if (Atomics.load(header, H_BATCH_SEQ) !== Atomics.load(header, H_APPLIED_SEQ)) mid = headerF64[HF_STEP]! >= STEP_SCALE;
-    else lane.trySend(); // between batches: send what is open now (not on the next loop turn)
+    else lane.batches.trySend(); // between batches: send what is open now (not on the next loop turn)
   }
   void lane.killThreadForTest();
   return mid;

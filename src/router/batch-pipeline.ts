@@ -1,0 +1,304 @@
+/**
+ * The batch pipeline of one shard: the open batch the hot path appends to, the pool of batches, the ones
+ * sent and not yet applied, backpressure, the promises waiting for the shard to apply a batch, drains,
+ * and the end-of-turn send. Where a batch goes (the current shard thread) is its {@link BatchSink}'s
+ * business (./shard-supervisor.ts).
+ *
+ * A batch goes out when it is full or at the end of the event-loop turn in which its first op was written
+ * (setImmediate, so many short tasks of one turn share a batch instead of sending one each).
+ *
+ * Backpressure. At most `maxInFlight` batches per shard are sent and not yet applied. A batch is free
+ * again as soon as the shard publishes its sequence as applied (read from shared memory, so this works
+ * even while the producer never yields to the event loop). When the open batch is full and no batch is
+ * free, the producing call busy-waits on the shard's applied sequence: the producer is slowed to the
+ * shard's pace and memory stays bounded. While a replacement thread starts (it boots a module, and
+ * piscina hands it work only once this thread's event loop has seen it ready), the pipeline holds up to
+ * `restartBacklogBatches` instead, so a producer that yields now and then is not blocked by a restart.
+ * If the shard applies nothing for `stallTimeoutMs` (it died while the producer held the thread, so it
+ * could not be replaced), the call throws ShardStalledError and records nothing. The main thread never
+ * calls Atomics.wait.
+ */
+import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
+import { seqAfter } from '../../common/layout.js';
+import type { CalConfig, CtrlOp, RecordInit } from '../../common/messages.js';
+import type { ResolvedOptions } from '../options.js';
+import { Batch, SEALED_BATCH } from './batch.js';
+import type { ShardMemory } from './shard-memory.js';
+
+/** What a pipeline needs of the engine options (see EngineOptions for each one's meaning). */
+export type PipelineConfig = Pick<ResolvedOptions, 'batchSize' | 'maxInFlight' | 'stallTimeoutMs' | 'restartBacklogBatches'>;
+
+/** Where sent batches go, and the state of the thread behind it. */
+export interface BatchSink {
+  /** True from a restart until the replacement thread answers: the restart backlog applies. */
+  readonly restarting: boolean;
+  /** True from a death until the replacement is attached: nothing can be applied before the event loop runs. */
+  readonly replacing: boolean;
+  send(batch: Batch): void;
+}
+
+/** How long a producer spins on a full window before it queues into the restart backlog instead. */
+const BACKLOG_AFTER_SPIN_MS = 2;
+
+interface Waiter {
+  readonly seq: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class BatchPipeline {
+  /** The open batch. Public for the hot path's sake; only `appendAt` writes it. */
+  open: Batch;
+  private readonly time: Float64Array;
+  private readonly free: Batch[] = [];
+  private readonly inflight: Batch[] = [];
+  private readonly waiters: Waiter[] = [];
+  private lastSeq = 0;
+  private failure: TallyworksError | undefined;
+  private sealed = false;
+  private sink: BatchSink | undefined;
+  private endOfTurnScheduled = false;
+  private readonly endOfTurnCallback = (): void => {
+    this.endOfTurnScheduled = false;
+    this.endOfTurn();
+  };
+
+  constructor(
+    private readonly shard: number,
+    private readonly config: PipelineConfig,
+    private readonly memory: ShardMemory,
+    timeCell: SharedArrayBuffer,
+    /** Called at the first op of every batch, before it is stamped (a sleeping clock refreshes its cell). */
+    private readonly touchClock: (() => void) | undefined,
+    /** Tells when a waiter starts or stops keeping the process alive (a pending read or close). */
+    private readonly keepAlive: (on: boolean) => void,
+  ) {
+    this.time = new Float64Array(timeCell, 0, 1);
+    for (let i = 0; i <= config.maxInFlight; i++) this.free.push(new Batch(config.batchSize));
+    this.open = this.free.pop()!;
+  }
+
+  connect(sink: BatchSink): void {
+    this.sink = sink;
+  }
+
+  /** The first op of a batch: refresh the clock, and send the batch at the end of this turn. */
+  private firstOp(): void {
+    this.touchClock?.();
+    if (this.endOfTurnScheduled) return;
+    this.endOfTurnScheduled = true;
+    setImmediate(this.endOfTurnCallback).unref();
+  }
+
+  // ── hot path ──────────────────────────────────────────────────────────────────────────────────────
+
+  /** Appends one op (record offset, delta) stamped with the clock's time. Allocation-free. */
+  append(offset: number, delta: number): void {
+    // The first op of a batch: the clock may have slept through an idle spell; it refreshes before the stamp.
+    if (this.open.n === 0) this.firstOp();
+    this.appendAt(offset, delta, this.time[0]!);
+  }
+
+  /** Appends one op stamped with time `t` (ms) instead of the clock's. */
+  appendAt(offset: number, delta: number, t: number): void {
+    const b = this.open;
+    const n = b.n;
+    if (n >= b.capacity) {
+      this.makeRoom();
+      this.appendAt(offset, delta, t);
+      return;
+    }
+    if (t !== b.lastTime) {
+      b.runStarts[b.runs] = n;
+      b.runTimes[b.runs++] = t;
+      b.lastTime = t;
+    }
+    b.slots[n] = offset;
+    b.deltas[n] = delta;
+    b.n = n + 1;
+    if (n + 1 === b.capacity) this.trySend();
+    else if (n === 0) this.firstOp();
+  }
+
+  /** Appends an op that is not a plain add (see CtrlOp); it runs in order with the ops around it. */
+  appendCtrl(op: CtrlOp): void {
+    if (this.open.n >= this.open.capacity) this.makeRoom();
+    const b = this.open;
+    b.ctrl.push(op);
+    this.append(-b.ctrl.length, 0);
+  }
+
+  /** Queues a record's creation in the open batch (new keys travel with the batch that first uses them). */
+  appendInit(init: RecordInit): void {
+    this.check();
+    if (!this.open.hasContent()) this.firstOp();
+    this.open.inits.push(init);
+  }
+
+  /** Queues a calendar config's registration in the open batch (before any record that uses it). */
+  appendCalendar(config: CalConfig): void {
+    this.check();
+    if (!this.open.hasContent()) this.firstOp();
+    this.open.calendars.push(config);
+  }
+
+  /** Throws when the pipeline takes no more ops: the shard was given up, or the engine closed. */
+  check(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.sealed) throw closedError('engine');
+  }
+
+  private makeRoom(): void {
+    this.check();
+    this.waitForRoom();
+  }
+
+  private waitForRoom(): void {
+    if (this.trySend()) return;
+    if (this.sink?.replacing === true) {
+      // The thread is gone and its replacement can only be attached on the event loop, which this call
+      // holds: waiting here cannot succeed. Take the batch into the restart backlog, or refuse at once.
+      if (this.trySend(this.config.restartBacklogBatches)) return;
+      throw new TallyworksError(
+        ErrorCode.SHARD_STALLED,
+        `shard ${this.shard} is being replaced and its restart backlog (${this.config.restartBacklogBatches} batches) is full; yield to the event loop so the replacement can attach. The op was not recorded`,
+      );
+    }
+    const start = Date.now();
+    const deadline = start + this.config.stallTimeoutMs;
+    for (let spins = 1; ; spins++) {
+      if (this.trySend()) return;
+      if ((spins & 0x3ff) !== 0) continue;
+      const now = Date.now();
+      // No batch applied for a while: the shard may have died, which this thread can only learn on the
+      // event loop. Queue into the restart backlog (bounded) instead of spinning, so that a producer that
+      // yields between batches lets the restart run; one that never yields still meets the deadline.
+      if (now - start >= BACKLOG_AFTER_SPIN_MS && this.trySend(this.config.restartBacklogBatches)) return;
+      if (now > deadline) {
+        throw new TallyworksError(
+          ErrorCode.SHARD_STALLED,
+          `shard ${this.shard} applied no batch for ${this.config.stallTimeoutMs} ms while ${this.inflight.length} batches waited; the op was not recorded`,
+        );
+      }
+    }
+  }
+
+  // ── sending and acknowledgement ───────────────────────────────────────────────────────────────────
+
+  /** Returns applied batches to the pool. */
+  private reclaim(): void {
+    const applied = this.memory.appliedSeq();
+    while (this.inflight.length > 0 && !seqAfter(this.inflight[0]!.seq, applied)) {
+      const b = this.inflight.shift()!;
+      b.reset();
+      // Keep the steady-state pool; batches added for a restart backlog are let go.
+      if (this.free.length + this.inflight.length < this.config.maxInFlight + 1) this.free.push(b);
+    }
+  }
+
+  /**
+   * The end of a turn in which ops were written: sends the open batch, except while a replacement thread
+   * starts. Then the batch stays open and fills (it goes out when full, on a drain, or once the replacement
+   * answers), so a producer writing a few ops per turn does not turn the restart backlog into many tiny
+   * batches and fill it in a few turns.
+   */
+  endOfTurn(): void {
+    if (this.sink?.restarting === true && this.open.n < this.open.capacity && this.open.ctrl.length === 0) return;
+    this.trySend();
+  }
+
+  /**
+   * Sends the open batch if it has content and a batch is free (at most `limit` unapplied: maxInFlight, or
+   * the restart backlog while a replacement thread starts); false when it must wait.
+   */
+  trySend(limit = this.sink?.restarting === true ? this.config.restartBacklogBatches : this.config.maxInFlight): boolean {
+    const b = this.open;
+    if (!b.hasContent()) return true;
+    this.reclaim();
+    if (this.inflight.length >= limit) return false;
+    this.lastSeq = (this.lastSeq + 1) | 0;
+    b.seq = this.lastSeq;
+    this.inflight.push(b);
+    this.open = this.free.pop() ?? new Batch(this.config.batchSize);
+    this.sink?.send(b);
+    return true;
+  }
+
+  /** Sends what a producer left in the open batch (after a reply, or once a replacement answers). */
+  sendLeftover(): void {
+    if (this.open.hasContent() && !this.sealed) this.trySend();
+  }
+
+  /** Re-sends every batch the shard has not applied, in order (to a replacement thread). */
+  replay(): void {
+    this.reclaim();
+    for (const b of this.inflight) this.sink?.send(b);
+  }
+
+  /** The shard is given up: the pipeline takes no more ops, and every waiter fails with `err`. */
+  fail(err: TallyworksError): void {
+    this.failure = err;
+    this.open = SEALED_BATCH;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  get failed(): TallyworksError | undefined {
+    return this.failure;
+  }
+
+  /** Batches sent and not yet applied. */
+  inflightCount(): number {
+    this.reclaim();
+    return this.inflight.length;
+  }
+
+  /** Resolves the waiters whose batch the shard has applied. */
+  settle(): void {
+    if (this.waiters.length === 0) return;
+    const applied = this.memory.appliedSeq();
+    let kept = 0;
+    for (const w of this.waiters) {
+      if (seqAfter(w.seq, applied)) this.waiters[kept++] = w;
+      else w.resolve();
+    }
+    this.waiters.length = kept;
+    if (kept === 0) this.keepAlive(false);
+  }
+
+  private waitApplied(seq: number): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (!seqAfter(seq, this.memory.appliedSeq())) return Promise.resolve();
+    // A pending read or close keeps the process alive until the shard answers.
+    if (this.waiters.length === 0) this.keepAlive(true);
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** True when nothing is open and the shard has applied everything sent: reads need no round trip. */
+  isIdle(): boolean {
+    return !this.open.hasContent() && !seqAfter(this.lastSeq, this.memory.appliedSeq());
+  }
+
+  /** Sends the open batch and resolves once the shard has applied everything sent so far. */
+  async drain(): Promise<void> {
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.open.hasContent() && !this.trySend()) {
+        await this.waitApplied(this.inflight[0]!.seq);
+        continue;
+      }
+      if (!seqAfter(this.lastSeq, this.memory.appliedSeq())) return;
+      await this.waitApplied(this.lastSeq);
+    }
+  }
+
+  /** Drains until idle (repeated drains catch ops issued while an earlier one waited), then takes no more. */
+  async close(): Promise<void> {
+    try {
+      while (!this.isIdle() && this.failure === undefined) await this.drain();
+    } finally {
+      this.sealed = true;
+      if (this.failure === undefined) this.open = SEALED_BATCH;
+      for (const w of this.waiters.splice(0)) w.reject(closedError('engine'));
+    }
+  }
+}
