@@ -13,7 +13,7 @@ import { Action, Check } from '../../common/messages.js';
 import { validateKey } from '../keys.js';
 import { Schedule, describeMs } from './schedule.js';
 import { windowOf } from './query.js';
-import type { EventStore } from './store.js';
+import type { EventReader } from './reader.js';
 
 /** The outcome of a limiter terminal. Over-limit is a value, never a thrown error. */
 export interface Decision {
@@ -82,11 +82,11 @@ function shardCheck(c: Constraint): number[] {
 }
 
 export class LimitBuilder {
-  private readonly store: EventStore;
+  private readonly store: EventReader;
   private readonly constraints: readonly Constraint[];
 
   /** @internal use `store.limit()` */
-  constructor(store: EventStore, constraints: readonly Constraint[]) {
+  constructor(store: EventReader, constraints: readonly Constraint[]) {
     this.store = store;
     this.constraints = constraints;
   }

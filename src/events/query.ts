@@ -7,7 +7,7 @@
  */
 import { CalUnit, type CalUnitName } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { type EventStore, NOT_NOW } from './store.js';
+import { type EventReader, NOT_NOW } from './reader.js';
 
 /** A range: ring `ring` (−1: unit not tracked), newest `n` buckets. */
 interface RangeSpec {
@@ -16,7 +16,7 @@ interface RangeSpec {
 }
 
 /** Resolves `lastX(n)` of `unit` against the store's rings; n from 1 to the ring's bucket count. */
-export function rangeOf(store: EventStore, unit: CalUnitName, n: unknown, argument = 'n'): RangeSpec {
+export function rangeOf(store: EventReader, unit: CalUnitName, n: unknown, argument = 'n'): RangeSpec {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw argumentRangeError(argument, 'an integer ≥ 1', n);
   const ring = store.shape.ringOf(CalUnit[unit]);
   if (ring === -1) return { ring: -1, n };
@@ -25,15 +25,15 @@ export function rangeOf(store: EventStore, unit: CalUnitName, n: unknown, argume
   return { ring, n };
 }
 
-function everOf(store: EventStore): RangeSpec {
+function everOf(store: EventReader): RangeSpec {
   const ring = store.shape.longestRing;
   return { ring, n: store.shape.rings[ring]!.count };
 }
 
 /** The range selectors every query kind shares; `make` turns a range into the query's result. */
 abstract class Selector<R> {
-  protected readonly store: EventStore;
-  constructor(store: EventStore) {
+  protected readonly store: EventReader;
+  constructor(store: EventReader) {
     this.store = store;
   }
   protected abstract make(range: RangeSpec): R;
@@ -65,7 +65,7 @@ abstract class Selector<R> {
 }
 
 /** Bucket-wise sum over `ids`, newest first; undefined when no id is known or the unit is not tracked. */
-async function bucketsOver(store: EventStore, ids: readonly string[], range: RangeSpec): Promise<number[] | undefined> {
+async function bucketsOver(store: EventReader, ids: readonly string[], range: RangeSpec): Promise<number[] | undefined> {
   if (range.ring === -1) return undefined;
   let total: number[] | undefined;
   for (const id of ids) {
@@ -85,12 +85,12 @@ function sumOf(b: readonly number[]): number {
 
 /** A range of one or more ids' counters. */
 export class EventRange {
-  private readonly store: EventStore;
+  private readonly store: EventReader;
   private readonly ids: readonly string[];
   private readonly range: RangeSpec;
 
   /** @internal */
-  constructor(store: EventStore, ids: readonly string[], range: RangeSpec) {
+  constructor(store: EventReader, ids: readonly string[], range: RangeSpec) {
     this.store = store;
     this.ids = ids;
     this.range = range;
@@ -159,7 +159,7 @@ export class EventQuery extends Selector<EventRange> {
   private readonly ids: readonly string[];
 
   /** @internal */
-  constructor(store: EventStore, ids: readonly string[]) {
+  constructor(store: EventReader, ids: readonly string[]) {
     super(store);
     this.ids = ids;
   }
@@ -196,7 +196,7 @@ export class RatioQuery extends Selector<Promise<number | undefined>> {
   private readonly b: string;
 
   /** @internal */
-  constructor(store: EventStore, a: string, b: string) {
+  constructor(store: EventReader, a: string, b: string) {
     super(store);
     this.a = a;
     this.b = b;
@@ -213,12 +213,12 @@ export class RatioQuery extends Selector<Promise<number | undefined>> {
 
 /** The difference a − b over a range. */
 export class DeltaRange {
-  private readonly store: EventStore;
+  private readonly store: EventReader;
   private readonly a: EventRange;
   private readonly b: EventRange;
 
   /** @internal */
-  constructor(store: EventStore, a: string, b: string, range: RangeSpec) {
+  constructor(store: EventReader, a: string, b: string, range: RangeSpec) {
     this.store = store;
     this.a = new EventRange(store, [a], range);
     this.b = new EventRange(store, [b], range);
@@ -246,7 +246,7 @@ export class DeltaQuery extends Selector<DeltaRange> {
   private readonly b: string;
 
   /** @internal */
-  constructor(store: EventStore, a: string, b: string) {
+  constructor(store: EventReader, a: string, b: string) {
     super(store);
     this.a = a;
     this.b = b;
@@ -266,7 +266,7 @@ export class DeltaQuery extends Selector<DeltaRange> {
 }
 
 /** Validates a limiter window: a unit name, or [count, unit]. */
-export function windowOf(store: EventStore, window: unknown): { unit: CalUnitName; range: RangeSpec; label: string } {
+export function windowOf(store: EventReader, window: unknown): { unit: CalUnitName; range: RangeSpec; label: string } {
   let count: unknown = 1;
   let unit: unknown = window;
   if (Array.isArray(window)) [count, unit] = window;

@@ -3,12 +3,17 @@
  * buckets per calendar unit in the shard that owns the id. Recording is synchronous and allocation-free
  * for a known id (a directory lookup and an append to the shard's open batch); queries read the shard's
  * memory directly once it has applied what this thread sent.
+ *
+ * The store is the facade: queries (./query.ts) and the limiter (./limiter.ts) read it through the
+ * EventReader interface (./reader.ts), persistence lives in ./persistence.ts, the record's algorithms in
+ * common/records/calendar/. Over 350 lines because it is the one place the public API of a store meets
+ * its parts: recording, the reader methods (each a few lines over a calendar read function) and
+ * export / import / merge, which read and write many counters at once.
  */
 import { randomUUID } from 'node:crypto';
 import { calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, type CalUnitCode, inCalendarRange } from '../../common/calendar.js';
-import { decode, encode } from '../../common/codec.js';
 import {
   argumentRangeError,
   argumentTypeError,
@@ -18,69 +23,26 @@ import {
   TallyworksError,
 } from '../../common/errors.js';
 import { KIND_CAL, type ShardViews } from '../../common/layout.js';
-import { Action, type CalConfig } from '../../common/messages.js';
+import { Action, type CalConfig, type LoadOp } from '../../common/messages.js';
 import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
 import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
-import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
 import { countsOf, type IntervalCounts } from './intervals.js';
+import { EventPersistence } from './persistence.js';
+import { type EventCounter, type EventReader, NOT_NOW } from './reader.js';
 import { LimitBuilder } from './limiter.js';
 import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
 import { type EventStoreOptions, resolveEventStoreOptions } from './store-options.js';
-
-/** What {@link EventStore.sumNow} returns when the read must wait. */
-export const NOT_NOW: unique symbol = Symbol('not-now');
-
-/** One id's counter: where its record lives. */
-export interface EventCounter {
-  readonly id: string;
-  readonly lane: Lane;
-  readonly slot: number;
-  /** Recorded since the last persist (or clearDirty). */
-  dirty: boolean;
-  /** Set while the id's persisted counts are being merged back in after compact(). */
-  loading: Promise<void> | undefined;
-}
+import { timeSlicer } from './time-slicer.js';
 
 /** Throws unless `n` is a count an event can carry: a safe integer ≥ 0. */
 function checkCount(n: unknown): void {
   if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0)) throw argumentRangeError('n', 'a safe integer ≥ 0', n);
 }
 
-/** Per-id persisted form: the id's buckets as a one-id export (so a changed config converts on load). */
-interface StoredCounter {
-  readonly timeZone: string;
-  readonly intervals: IntervalCounts;
-  readonly nowMs: number;
-  readonly rings: number[][];
-}
-
-/** How long work over many ids (export, persist) runs before it lets the event loop turn. */
-const SLICE_MS = 10;
-
-/**
- * A function to await between the items of a long loop: it yields to the event loop (timers, I/O) once
- * {@link SLICE_MS} have passed since the last yield, so a loop over a million ids never stalls the process.
- * (Awaiting a resolved promise alone does not: microtasks run before any timer.)
- */
-function timeSlicer(): () => Promise<void> | undefined {
-  let since = performance.now();
-  let n = 0;
-  return () => {
-    // The clock is read every 64 items: cheap next to reading an id's record.
-    if ((++n & 63) !== 0 || performance.now() - since < SLICE_MS) return undefined;
-    return new Promise<void>((resolve) =>
-      setImmediate(() => {
-        since = performance.now();
-        resolve();
-      }),
-    );
-  };
-}
-
-export class EventStore {
+export class EventStore implements EventReader {
   /** The zone calendar units align to. */
   readonly timeZone: string;
   /** The rings kept, as bucket counts per unit. */
@@ -92,28 +54,15 @@ export class EventStore {
   private readonly config: CalConfig;
   private readonly rings: Array<[CalUnitCode, number]>;
   private readonly router: Router;
-  private readonly counters = new Map<string, EventCounter>();
+  /** @internal Counters in memory, by id (persistence lets them go on compact). */
+  readonly counters = new Map<string, EventCounter>();
   private readonly registered = new Set<Lane>();
-  private readonly dirtyList: EventCounter[] = [];
-  private readonly storage: Storage | undefined;
-  private readonly prefix: string;
+  private readonly persistence: EventPersistence;
   private readonly sourceId: string | undefined;
-  private readonly onPersistError: (err: Error) => void;
-  /** Ids persisted in storage and not in memory (compacted, or from an earlier process). */
-  private readonly stored = new Set<string>();
-  /** Export ids already merged (idempotent merge). */
-  private readonly mergedExports = new Set<string>();
-  private readonly timer: NodeJS.Timeout | undefined;
   /** Set when close() begins: new operations and writes are refused with TW_CLOSED from then on. */
   private closed = false;
   /** Operations admitted before close() began; close() waits for them before its final persist. */
   private readonly inflight = new Set<Promise<unknown>>();
-  private isReady = false;
-  /** Resolves once the storage's keys are listed. */
-  private readonly listing: Promise<void>;
-  /** Persists run one after another, so that an older snapshot never lands after a newer one. */
-  private persistQueue: Promise<unknown> = Promise.resolve();
-  private persisting = 0;
 
   /** @internal use `engine.events` or `engine.eventStore()` */
   constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock) {
@@ -125,34 +74,18 @@ export class EventStore {
     this.shape = new CalShape(this.config);
     this.router = router;
     this.clock = clock;
-    this.storage = o.storage;
-    this.prefix = o.prefix;
     this.sourceId = o.sourceId;
-    this.onPersistError = o.onPersistError;
-    if (o.autoPersistMs !== undefined) {
-      this.timer = setInterval(() => {
-        if (this.persisting > 0) return; // the last one is still writing: no pile-up behind a slow storage
-        this.persist().catch((err: Error) => this.onPersistError(err));
-      }, o.autoPersistMs).unref();
-    }
-    this.listing = this.storage === undefined ? Promise.resolve() : this.listStored();
-    this.listing.then(
-      () => (this.isReady = true),
-      () => undefined, // reported by the first read that awaits it
-    );
+    this.persistence = new EventPersistence(this, o.storage, o.prefix, o.autoPersistMs, o.onPersistError);
   }
 
-  private async listStored(): Promise<void> {
-    const meta = await this.storage!.load(`${this.prefix}.merged`);
-    if (meta !== undefined) for (const id of decode<string[]>(meta)) this.mergedExports.add(id);
-    for (const key of await this.storage!.keys(this.prefix)) {
-      const id = key.slice(this.prefix.length);
-      if (id.startsWith('.')) continue;
-      const c = this.counters.get(id);
-      // Recorded before the listing finished: merge the stored counts into the live record.
-      if (c !== undefined) c.loading = this.reload(c);
-      else this.stored.add(id);
-    }
+  /** @internal Words of one counter record. */
+  get recordWords(): number {
+    return this.shape.words;
+  }
+
+  /** @internal The op that merges a one-id export (a stored counter) into `c`'s record. */
+  mergeOp(c: EventCounter, exp: EventsExport): LoadOp {
+    return loadOp('merge', c.slot, this.clock.now(), mapRings(exp, this.rings, this.shape.calendar), exp.counters[c.id]!, c.id);
   }
 
   /**
@@ -161,7 +94,7 @@ export class EventStore {
    * `createEngine` waits for it for `engine.events`.
    */
   ready(): Promise<void> {
-    return this.listing;
+    return this.persistence.listing;
   }
 
   // ── recording ────────────────────────────────────────────────────────────────────────────────────
@@ -172,7 +105,7 @@ export class EventStore {
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
     c.lane.append(c.slot, n);
-    if (!c.dirty) this.markDirty(c);
+    if (!c.dirty) this.persistence.markDirty(c);
   }
 
   /** Counts `n` events of `id` at `when` (not later than now: TW_FUTURE_EVENT, nothing recorded). */
@@ -186,7 +119,7 @@ export class EventStore {
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
     c.lane.appendAt(c.slot, n, t);
-    if (!c.dirty) this.markDirty(c);
+    if (!c.dirty) this.persistence.markDirty(c);
   }
 
   /** Counts `n` events of `id` at `ms` milliseconds ago (ms ≥ 0). */
@@ -206,7 +139,7 @@ export class EventStore {
   counter(id: string, create: boolean): EventCounter | undefined {
     let c = this.counters.get(id);
     if (c !== undefined) return c;
-    const wasStored = this.stored.has(id);
+    const wasStored = this.persistence.stored.has(id);
     if (!create && !wasStored) return undefined;
     const lane = this.router.laneFor(id);
     if (!this.registered.has(lane)) {
@@ -216,21 +149,13 @@ export class EventStore {
     const slot = lane.createRecord(this.shape.words, KIND_CAL, this.config.id, 0, id);
     c = { id, lane, slot, dirty: false, loading: undefined };
     this.counters.set(id, c);
-    if (wasStored) {
-      this.stored.delete(id);
-      c.loading = this.reload(c);
-    }
+    if (wasStored) this.persistence.restore(c);
     return c;
-  }
-
-  private markDirty(c: EventCounter): void {
-    c.dirty = true;
-    this.dirtyList.push(c);
   }
 
   /** True if `id` has a counter (in memory or persisted). */
   has(id: string): boolean {
-    return this.counters.has(id) || this.stored.has(id);
+    return this.counters.has(id) || this.persistence.stored.has(id);
   }
 
   /** Ids whose counters are in memory (compact() lets them go). */
@@ -277,7 +202,7 @@ export class EventStore {
   private write(id: string, n: number): void {
     const c = this.counter(id, true)!;
     c.lane.append(c.slot, n);
-    if (!c.dirty) this.markDirty(c);
+    if (!c.dirty) this.persistence.markDirty(c);
   }
 
   /**
@@ -351,9 +276,9 @@ export class EventStore {
    * undefined for an unknown id, or NOT_NOW when the caller must take the asynchronous path.
    */
   sumNow(id: string, r: number, n: number): number | undefined | typeof NOT_NOW {
-    if (!this.isReady || this.closed) return NOT_NOW;
+    if (!this.persistence.listed || this.closed) return NOT_NOW;
     const c = this.counters.get(id);
-    if (c === undefined) return this.stored.has(id) ? NOT_NOW : undefined;
+    if (c === undefined) return this.persistence.stored.has(id) ? NOT_NOW : undefined;
     if (c.loading !== undefined || !c.lane.isIdle()) return NOT_NOW;
     this.shape.seek(this.clock.now());
     this.sumSlot = c.slot;
@@ -365,7 +290,7 @@ export class EventStore {
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */
   async settledCounter(id: string): Promise<EventCounter | undefined> {
-    await this.listing;
+    await this.persistence.listing;
     const c = this.counter(id, false);
     if (c?.loading !== undefined) await c.loading;
     return c;
@@ -396,7 +321,7 @@ export class EventStore {
     await lane.drain();
     const result = lane.readCell(cell);
     lane.freeCell(cell);
-    if (result[0] === OUTCOME_ALLOWED && action === Action.RECORD && !c.dirty) this.markDirty(c);
+    if (result[0] === OUTCOME_ALLOWED && action === Action.RECORD && !c.dirty) this.persistence.markDirty(c);
     return [result[0], result[1], t];
   }
 
@@ -404,7 +329,7 @@ export class EventStore {
   async endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void> {
     const c = this.counter(id, true)!;
     c.lane.appendCtrl({ type, slot: c.slot, t: this.clock.now(), reservedAt });
-    if (type === 'commit' && !c.dirty) this.markDirty(c);
+    if (type === 'commit' && !c.dirty) this.persistence.markDirty(c);
     await c.lane.drain();
   }
 
@@ -417,7 +342,7 @@ export class EventStore {
 
   /** Only the counters recorded since the last persist or clearDirty(). */
   exportDirty(): Promise<EventsExport> {
-    return this.admit(() => this.exportIds(this.dirtyIds()));
+    return this.admit(() => this.exportIds(this.persistence.dirtyIds()));
   }
 
   private async exportIds(only: readonly string[] | undefined): Promise<EventsExport> {
@@ -434,11 +359,12 @@ export class EventStore {
    * Reads the rings of `only` (every id when undefined, stored ones brought back) aligned to one `now`, and
    * hands each id's to `take` as it is read, in slices that let the event loop turn. Returns that now.
    */
-  private async eachRings(only: readonly string[] | undefined, take: (id: string, rings: number[][], nowMs: number) => void): Promise<number> {
-    await this.listing;
+  /** @internal */
+  async eachRings(only: readonly string[] | undefined, take: (id: string, rings: number[][], nowMs: number) => void): Promise<number> {
+    await this.persistence.listing;
     if (only === undefined) {
       // Stored ids are part of the store: bring them back to export them.
-      for (const id of [...this.stored]) this.counter(id, false);
+      for (const id of [...this.persistence.stored]) this.counter(id, false);
     }
     const ids = only ?? [...this.counters.keys()];
     const nowMs = this.clock.now();
@@ -475,26 +401,26 @@ export class EventStore {
 
   private async mergeNow(exp: EventsExport): Promise<{ merged: boolean }> {
     const e = validateExport(exp);
-    await this.listing;
+    await this.persistence.listing;
     const exportId = e.source?.exportId;
     if (exportId !== undefined) {
-      if (this.mergedExports.has(exportId)) return { merged: false };
+      if (this.persistence.mergedExports.has(exportId)) return { merged: false };
       // Claimed before the first await, so that a concurrent merge of the same export sees it.
-      this.mergedExports.add(exportId);
+      this.persistence.mergedExports.add(exportId);
     }
     try {
       await this.load('merge', e);
     } catch (err) {
       // A refused export changed nothing (load checks everything first): it may be merged again.
-      if (exportId !== undefined && !(err instanceof TallyworksError && err.code === ErrorCode.CLOSED)) this.mergedExports.delete(exportId);
+      if (exportId !== undefined && !(err instanceof TallyworksError && err.code === ErrorCode.CLOSED)) this.persistence.mergedExports.delete(exportId);
       throw err;
     }
-    if (exportId !== undefined && this.storage !== undefined) await this.storage.save(`${this.prefix}.merged`, encode([...this.mergedExports]));
+    if (exportId !== undefined) await this.persistence.saveMergedExports();
     return { merged: true };
   }
 
   private async load(type: 'merge' | 'import', e: EventsExport): Promise<void> {
-    await this.listing;
+    await this.persistence.listing;
     const mapping = mapRings(e, this.rings, this.shape.calendar);
     const t = this.clock.now();
     const ids = Object.keys(e.counters);
@@ -507,23 +433,22 @@ export class EventStore {
     for (const id of ids) {
       const c = await this.settledCounter(id) ?? this.counter(id, true)!;
       c.lane.appendCtrl(loadOp(type, c.slot, t, mapping, e.counters[id]!, id));
-      if (!c.dirty) this.markDirty(c);
+      if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);
     }
     await Promise.all([...lanes].map((l) => l.drain()));
   }
 
-  // ── dirty tracking and persistence ───────────────────────────────────────────────────────────────
+  // ── dirty tracking and persistence (./persistence.ts) ────────────────────────────────────────────
 
   /** Ids recorded since the last persist() or clearDirty(). */
   dirtyIds(): string[] {
-    return this.dirtyList.filter((c) => c.dirty).map((c) => c.id);
+    return this.persistence.dirtyIds();
   }
 
   /** Forgets which ids are dirty (without saving them). */
   clearDirty(): void {
-    for (const c of this.dirtyList) c.dirty = false;
-    this.dirtyList.length = 0;
+    this.persistence.clearDirty();
   }
 
   /**
@@ -531,59 +456,12 @@ export class EventStore {
    * Persists run one at a time, in the order they were asked for.
    */
   persist(): Promise<number> {
-    return this.admit(() => this.queued(() => this.persistDirty()));
+    return this.admit(() => this.persistence.persist());
   }
 
   /** Saves every counter in memory. Returns how many. */
   persistAll(): Promise<number> {
-    return this.admit(() => this.queued(() => this.persistEvery()));
-  }
-
-  private queued(run: () => Promise<number>): Promise<number> {
-    this.persisting++;
-    const next = this.persistQueue.then(run, run).finally(() => this.persisting--);
-    this.persistQueue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async persistDirty(): Promise<number> {
-    const dirty = this.dirtyList.splice(0).filter((c) => c.dirty);
-    for (const c of dirty) c.dirty = false;
-    try {
-      return await this.save(dirty);
-    } catch (err) {
-      // Not saved: dirty again, so the next persist retries them.
-      for (const c of dirty) if (!c.dirty && this.counters.get(c.id) === c) this.markDirty(c);
-      throw err;
-    }
-  }
-
-  private async persistEvery(): Promise<number> {
-    const all = [...this.counters.values()];
-    this.clearDirty();
-    try {
-      return await this.save(all);
-    } catch (err) {
-      for (const c of all) if (!c.dirty && this.counters.get(c.id) === c) this.markDirty(c);
-      throw err;
-    }
-  }
-
-  private async save(counters: readonly EventCounter[]): Promise<number> {
-    const storage = this.requireStorage('persist');
-    const ops: StorageOp[] = [];
-    const intervals = { ...this.intervals };
-    // Each id is encoded as soon as it is read: no export of every id is held at once (a million ids of
-    // number arrays would mean a heap of gigabytes and long garbage-collection pauses).
-    await this.eachRings(
-      counters.map((c) => c.id),
-      (id, rings, nowMs) => {
-        const entry: StoredCounter = { timeZone: this.timeZone, intervals, nowMs, rings };
-        ops.push({ type: 'save', key: this.prefix + id, value: encode(entry), owned: true });
-      },
-    );
-    await applyOps(storage, ops);
-    return ops.length;
+    return this.admit(() => this.persistence.persistAll());
   }
 
   /**
@@ -591,44 +469,7 @@ export class EventStore {
    * Every later use of an id (record, query, limit) brings its counter back from storage first.
    */
   compact(): Promise<void> {
-    return this.admit(() => this.compactNow());
-  }
-
-  private async compactNow(): Promise<void> {
-    this.requireStorage('compact');
-    await this.queued(() => this.persistEvery());
-    const releases: Array<Promise<void>> = [];
-    for (const c of [...this.counters.values()]) {
-      if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
-      this.counters.delete(c.id);
-      this.stored.add(c.id);
-      releases.push(c.lane.releaseRecord(c.slot, this.shape.words));
-    }
-    await Promise.all(releases);
-  }
-
-  /** Merges the id's stored counts into its (new) record. */
-  private async reload(c: EventCounter): Promise<void> {
-    const bytes = await this.requireStorage('reload').load(this.prefix + c.id);
-    if (bytes !== undefined) {
-      let op: ReturnType<typeof loadOp>;
-      try {
-        const entry = decode<StoredCounter>(bytes);
-        const exp = validateExport({ format: EXPORT_FORMAT, version: EXPORT_VERSION, timeZone: entry.timeZone, intervals: entry.intervals, nowMs: entry.nowMs, counters: { [c.id]: entry.rings } }, 'stored counter');
-        op = loadOp('merge', c.slot, this.clock.now(), mapRings(exp, this.rings, this.shape.calendar), entry.rings, c.id);
-      } catch (err) {
-        // Bytes that are no stored counter, or one this store cannot take (another zone, other units).
-        throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(c.id)} cannot be read: ${(err as Error).message}`, { cause: err });
-      }
-      c.lane.appendCtrl(op);
-      await c.lane.drain();
-    }
-    c.loading = undefined;
-  }
-
-  private requireStorage(what: string): Storage {
-    if (this.storage === undefined) throw new TallyworksError(ErrorCode.INVALID_ARGUMENT, `${what}() needs a store created with the storage option`);
-    return this.storage;
+    return this.admit(() => this.persistence.compact());
   }
 
   /**
@@ -639,9 +480,8 @@ export class EventStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) clearInterval(this.timer);
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     // Queued behind a background persist still writing, so that close() resolves after it landed.
-    if (this.storage !== undefined) await this.queued(() => this.persistDirty());
+    await this.persistence.close();
   }
 }
