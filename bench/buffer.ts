@@ -2,7 +2,7 @@
  * Stat buffers under a heavy increment load, and how fast they empty into Redis.
  *
  *  (a) Map<string, number> increment                     the ceiling for string-keyed counting
- *  (b) buffer.increment(key)                             a key → slot lookup and a Float64 add
+ *  (b) buffer.increment(key)                             a key → position lookup and a Float64 add
  *  (c) the same keys flushing every 50 ms meanwhile      increments racing the flushes they feed
  *  (d) engine.lax.add(key), embedded                     the shard path, which buffers do not take: a
  *                                                        batch op to a shard thread per increment

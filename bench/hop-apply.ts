@@ -21,9 +21,9 @@ const T = Date.UTC(2024, 5, 17, 10, 30);
 const core = new ShardCore(0, new SharedArrayBuffer(HEADER_BYTES), new SharedArrayBuffer(16 << 20, { maxByteLength: 64 << 20 }), new SharedArrayBuffer(8));
 const inits: RecordInit[] = Array.from({ length: KEYS }, (_, k) => [ARENA_FIRST_WORD + k * hopRecordWords(SIZE), KIND_HOP, 86_400_000, SIZE, `k${k}`]);
 let seq = 1;
-core.apply({ seq: seq++, inits, calendars: [], ctrl: [], slots: new Int32Array(0), deltas: new Float64Array(0), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
-const slots = new Int32Array(OPS).map((_, i) => inits[i % KEYS]![0]);
-const batch = (): BatchEnvelope => ({ seq: seq++, inits: [], calendars: [], ctrl: [], slots, deltas: new Float64Array(OPS).fill(1), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
+core.apply({ seq: seq++, inits, calendars: [], ctrl: [], offsets: new Int32Array(0), deltas: new Float64Array(0), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
+const offsets = new Int32Array(OPS).map((_, i) => inits[i % KEYS]![0]);
+const batch = (): BatchEnvelope => ({ seq: seq++, inits: [], calendars: [], ctrl: [], offsets, deltas: new Float64Array(OPS).fill(1), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
 
 function measure(name: string, step: () => void): void {
   const start = performance.now();

@@ -20,7 +20,7 @@
  *  │ undoOffset                   │ H_UNDO_OFFSET 24  record whose seqlock may be left odd, or 0
  *  line 2 — the arena's bump allocator (router and shard), and the flusher's repair note
  *  │ usedWords                    │ H_USED_WORDS 32   arena words handed out (Atomics)
- *  │ flushSlot                    │ H_FLUSH_SLOT 33   counter record whose seqlock the flusher holds, or 0
+ *  │ flushOffset                    │ H_FLUSH_OFFSET 33   counter record whose seqlock the flusher holds, or 0
  *  └──────────────────────────────┘
  *  Separate lines because the router spins on appliedSeq while the shard applies: journal stores on the
  *  same line would bounce it between the two cores on every op.
@@ -86,7 +86,7 @@ export const H_APPLIED_SEQ = 0;
 export const H_BATCH_SEQ = 1;
 export const H_UNDO_OFFSET = 24;
 export const H_USED_WORDS = 32;
-export const H_FLUSH_SLOT = 33;
+export const H_FLUSH_OFFSET = 33;
 export const H_ATTACHES = 5;
 export const H_RECORDS = 6;
 export const HF_UNDO_POS = 8;

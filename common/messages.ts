@@ -40,7 +40,7 @@ export interface CalConfig {
 
 /** Constraint kinds a shard evaluates for a decision (see {@link DecideOp}). */
 export const Check = {
-  /** count over the ring's newest `n` buckets + pending reservations < limit */
+  /** count over the ring's newest `n` buckets + outstanding reservations < limit */
   AT_MOST: 1,
   /** count over the ring's newest `n` buckets ≥ limit */
   AT_LEAST: 2,
@@ -57,7 +57,7 @@ export const Action = { NONE: 0, RECORD: 1, RESERVE: 2 } as const;
  */
 export interface DecideOp {
   readonly type: 'decide';
-  readonly slot: number;
+  readonly offset: number;
   readonly cell: number;
   readonly t: number;
   readonly action: number;
@@ -67,7 +67,7 @@ export interface DecideOp {
 /** Bucket values to add (`merge`) or to write over a record (`import`), aligned by absolute unit index. */
 export interface LoadOp {
   readonly type: 'merge' | 'import';
-  readonly slot: number;
+  readonly offset: number;
   readonly t: number;
   /** Per ring of the record: the unit index of values[r][0], or null when the source lacks the ring. */
   readonly heads: ReadonlyArray<number | null>;
@@ -106,7 +106,7 @@ export function compare(cmp: number, value: number, x: number): boolean {
  */
 export interface CounterOp {
   readonly type: 'counter';
-  readonly slot: number;
+  readonly offset: number;
   readonly cell: number;
   readonly mode: number;
   readonly cmp: number;
@@ -120,7 +120,7 @@ export interface CounterOp {
  */
 export interface EndReservationOp {
   readonly type: 'commit' | 'cancel';
-  readonly slot: number;
+  readonly offset: number;
   readonly t: number;
   readonly reservedAt: number;
 }
@@ -128,10 +128,10 @@ export interface EndReservationOp {
 /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
 export interface ReleaseRecordOp {
   readonly type: 'release';
-  readonly slot: number;
+  readonly offset: number;
 }
 
-/** Ops that are not a plain add: they sit in the op columns as slot −1 − (index in `ctrl`). */
+/** Ops that are not a plain add: they sit in the op columns as offset −1 − (index in `ctrl`). */
 export type CtrlOp = DecideOp | LoadOp | CounterOp | EndReservationOp | ReleaseRecordOp;
 
 /** A record the batch creates before its ops run: [word offset, kind, param a, param b, key]. */
@@ -145,10 +145,10 @@ export interface BatchEnvelope {
   readonly inits: RecordInit[];
   /** Calendar configs to register first. */
   readonly calendars: CalConfig[];
-  /** Ops that are not a plain add, referenced from `slots` (see {@link CtrlOp}). */
+  /** Ops that are not a plain add, referenced from `offsets` (see {@link CtrlOp}). */
   readonly ctrl: CtrlOp[];
   /** Op columns, `n` long: record offset and delta. */
-  readonly slots: Int32Array;
+  readonly offsets: Int32Array;
   readonly deltas: Float64Array;
   /** Time runs: ops [runStarts[r], runStarts[r+1]) happened at runTimes[r] (ms since the Unix epoch). */
   readonly runStarts: Int32Array;
@@ -235,7 +235,7 @@ export interface FlusherInit {
 }
 
 /** A lax counter the flusher must know: [shard, lax index, record offset, key, partition]. */
-export type LaxEntryInit = [shard: number, lax: number, slot: number, key: string, partition: number];
+export type LaxEntryInit = [shard: number, lax: number, offset: number, key: string, partition: number];
 
 /** An op the main thread asks the flusher to run in Redis, after the counter's pending delta. */
 export type FlusherOp = [shard: number, lax: number, mode: number, cmp: number, x: number, n: number];

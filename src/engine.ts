@@ -81,7 +81,7 @@ export class Engine implements AsyncDisposable {
     const isClosed = (): boolean => this.closing !== undefined;
     this.strict = new CounterSet(redis?.strict ?? new LocalCounters(router, this.clock), isClosed);
     const flusher = redis?.flusher;
-    const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.slot, rec.key, partitionOf(rec.key))));
+    const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, partitionOf(rec.key))));
     this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, options.maxPendingKeys, isClosed);
   }
 

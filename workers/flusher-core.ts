@@ -37,7 +37,7 @@ import {
   CNTF_TARGET,
   CNTF_TOTAL,
   CNT_CALL_OP,
-  H_FLUSH_SLOT,
+  H_FLUSH_OFFSET,
   refreshArenaViews,
   shardViews,
   type ShardViews,
@@ -64,7 +64,7 @@ import { readBegin, writeBegin, writeEnd } from '../common/seqlock.js';
 /** A lax counter as the flusher knows it. */
 interface Entry {
   readonly shard: number;
-  readonly slot: number;
+  readonly offset: number;
   readonly key: string;
   readonly partition: number;
 }
@@ -105,7 +105,7 @@ interface Call {
   readonly partition: number;
   readonly seq: number;
   readonly args: Array<string | number>;
-  /** Per op: the entry it touches (undefined: CLEAR), the delta it delivers (ADD), the request slot it answers. */
+  /** Per op: the entry it touches (undefined: CLEAR), the delta it delivers (ADD), the queued op it answers. */
   readonly entries: Array<Entry | undefined>;
   readonly deltas: number[];
   readonly answers: Array<QueuedOp | undefined>;
@@ -183,16 +183,16 @@ export class FlusherCore {
 
   /** A flusher that died holding a record's seqlock left it odd: end that write (its fields are whole). */
   private releaseLeftLock(s: ShardMemory): void {
-    const slot = s.views.header[H_FLUSH_SLOT]!;
-    if (slot === 0) return;
+    const offset = s.views.header[H_FLUSH_OFFSET]!;
+    if (offset === 0) return;
     refreshArenaViews(s.views, s.arena);
-    if (readBegin(s.views.i32, slot) === -1) writeEnd(s.views.i32, slot);
-    s.views.header[H_FLUSH_SLOT] = 0;
+    if (readBegin(s.views.i32, offset) === -1) writeEnd(s.views.i32, offset);
+    s.views.header[H_FLUSH_OFFSET] = 0;
   }
 
   register(entries: readonly LaxEntryInit[]): void {
-    for (const [shard, lax, slot, key, partition] of entries) {
-      this.shards[shard]!.entries[lax] = { shard, slot, key, partition };
+    for (const [shard, lax, offset, key, partition] of entries) {
+      this.shards[shard]!.entries[lax] = { shard, offset, key, partition };
     }
   }
 
@@ -252,7 +252,7 @@ export class FlusherCore {
     for (const s of this.shards) {
       for (const e of s.entries) {
         if (e === undefined) continue;
-        if (this.pending(e) !== 0 || !Number.isNaN(this.views(e).f64[e.slot + CNTF_TARGET]!)) this.dirty[e.partition]!.add(e);
+        if (this.pending(e) !== 0 || !Number.isNaN(this.views(e).f64[e.offset + CNTF_TARGET]!)) this.dirty[e.partition]!.add(e);
       }
     }
   }
@@ -276,11 +276,11 @@ export class FlusherCore {
       for (const e of s.entries) {
         if (e === undefined || e.partition !== p) continue;
         const { i32, f64, header } = this.views(e);
-        const o = e.slot;
+        const o = e.offset;
         const target = f64[o + CNTF_TARGET]!;
         if (Number.isNaN(target)) continue;
         const refused = landed && marker!.results[2 * i32[2 * o + CNT_CALL_OP]!] === false;
-        header[H_FLUSH_SLOT] = o;
+        header[H_FLUSH_OFFSET] = o;
         writeBegin(i32, o);
         if (landed && !refused) {
           f64[o + CNTF_COMMITTED] = target;
@@ -288,7 +288,7 @@ export class FlusherCore {
         }
         f64[o + CNTF_TARGET] = Number.NaN;
         writeEnd(i32, o);
-        header[H_FLUSH_SLOT] = 0;
+        header[H_FLUSH_OFFSET] = 0;
         this.dirty[p]!.add(e);
       }
     }
@@ -302,13 +302,13 @@ export class FlusherCore {
       const e = call.entries[i];
       if (e === undefined || call.deltas[i] === 0) continue;
       const { i32, f64, header } = this.views(e);
-      const o = e.slot;
-      header[H_FLUSH_SLOT] = o;
+      const o = e.offset;
+      header[H_FLUSH_OFFSET] = o;
       writeBegin(i32, o);
       f64[o + CNTF_TARGET] = f64[o + CNTF_COMMITTED]! + call.deltas[i]!;
       i32[2 * o + CNT_CALL_OP] = i;
       writeEnd(i32, o);
-      header[H_FLUSH_SLOT] = 0;
+      header[H_FLUSH_OFFSET] = 0;
     }
     this.state[2 * call.partition + 1] = call.seq;
   }
@@ -318,7 +318,7 @@ export class FlusherCore {
     for (let i = 0; i < call.entries.length; i++) {
       const e = call.entries[i];
       if (e === undefined || call.deltas[i] === 0) continue;
-      this.views(e).f64[e.slot + CNTF_TARGET] = Number.NaN;
+      this.views(e).f64[e.offset + CNTF_TARGET] = Number.NaN;
     }
     if (this.state[2 * call.partition + 1] === call.seq) this.state[2 * call.partition + 1] = 0;
   }
@@ -345,13 +345,13 @@ export class FlusherCore {
 
   private views(entry: Entry): ShardViews {
     const s = this.shards[entry.shard]!;
-    if ((entry.slot + 8) * 8 > s.views.f64.byteLength) refreshArenaViews(s.views, s.arena);
+    if ((entry.offset + 8) * 8 > s.views.f64.byteLength) refreshArenaViews(s.views, s.arena);
     return s.views;
   }
 
   private pending(entry: Entry): number {
     const f64 = this.views(entry).f64;
-    return f64[entry.slot + CNTF_TOTAL]! - f64[entry.slot + CNTF_COMMITTED]!;
+    return f64[entry.offset + CNTF_TOTAL]! - f64[entry.offset + CNTF_COMMITTED]!;
   }
 
   private build(p: number): Call | undefined {
@@ -508,15 +508,15 @@ export class FlusherCore {
   private writeRecords(finals: Map<Entry, { delivered: number; remote: number }>, now: number): void {
     for (const [entry, f] of finals) {
       const { i32, f64, header } = this.views(entry);
-      const o = entry.slot;
-      header[H_FLUSH_SLOT] = o;
+      const o = entry.offset;
+      header[H_FLUSH_OFFSET] = o;
       writeBegin(i32, o);
       f64[o + CNTF_COMMITTED] = f64[o + CNTF_COMMITTED]! + f.delivered;
       f64[o + CNTF_REMOTE] = f.remote;
       f64[o + CNTF_REMOTE_AT] = now;
       f64[o + CNTF_TARGET] = Number.NaN;
       writeEnd(i32, o);
-      header[H_FLUSH_SLOT] = 0;
+      header[H_FLUSH_OFFSET] = 0;
       if (f.delivered !== 0) this.delivered++;
     }
   }

@@ -107,8 +107,8 @@ export class ShardCore implements Journal, RecordMemory {
   /** Release a seqlock a move left odd, and undo a write that may lack its journal step. */
   private repair(): void {
     const { header: h, headerF64: hf, i32 } = this.views;
-    const slot = h[H_UNDO_OFFSET]!;
-    if (slot !== 0 && (Atomics.load(i32, 2 * slot) & 1) === 1) writeEnd(i32, slot);
+    const offset = h[H_UNDO_OFFSET]!;
+    if (offset !== 0 && (Atomics.load(i32, 2 * offset) & 1) === 1) writeEnd(i32, offset);
     h[H_UNDO_OFFSET] = 0;
     if (hf[HF_UNDO_STEP] === hf[HF_STEP] && hf[HF_UNDO_STEP]! >= 0) {
       // One aligned store, like the write it undoes: readers see the old or the new value.
@@ -178,8 +178,8 @@ export class ShardCore implements Journal, RecordMemory {
 
   private applyOps(batch: BatchEnvelope, start: number, skip: number): void {
     const hf = this.views.headerF64;
-    const { slots, deltas, runStarts, runTimes } = batch;
-    const n = slots.length;
+    const { offsets, deltas, runStarts, runTimes } = batch;
+    const n = offsets.length;
     const runs = runStarts.length;
     let r = 0;
     while (r + 1 < runs && runStarts[r + 1]! <= start) r++;
@@ -191,7 +191,7 @@ export class ShardCore implements Journal, RecordMemory {
         t = runTimes[++r]!;
         nextRun = r + 1 < runs ? runStarts[r + 1]! : n;
       }
-      const o = slots[i]!;
+      const o = offsets[i]!;
       const step = i * STEP_SCALE;
       const i32 = this.views.i32;
       const f64 = this.views.f64;
@@ -306,7 +306,7 @@ export class ShardCore implements Journal, RecordMemory {
   private markCounters(batch: BatchEnvelope, end: number): void {
     const { i32 } = this.views;
     for (let i = 0; i < end; i++) {
-      const o = batch.slots[i]!;
+      const o = batch.offsets[i]!;
       if (o >= 0 && i32[2 * o + 1] === KIND_CNT && laxIndexOf(this.views, o) >= 0) this.mark(laxIndexOf(this.views, o));
     }
   }
@@ -316,7 +316,7 @@ export class ShardCore implements Journal, RecordMemory {
   private applyCtrl(op: CtrlOp | undefined, i: number): void {
     if (op === undefined) throw protocolError(`shard ${this.shard} control op ${i}`, op);
     const i32 = this.views.i32;
-    const o = op.slot;
+    const o = op.offset;
     if (op.type === 'release') {
       if (i32[2 * o + 1] !== KIND_NONE) {
         Atomics.store(i32, 2 * o + 1, KIND_NONE);

@@ -39,7 +39,7 @@ export function laxIndexOf(views: ShardViews, o: number): number {
  */
 export function counterOp(views: ShardViews, journal: Journal, op: CounterOp, shard: number): void {
   const f64 = views.f64;
-  const o = op.slot;
+  const o = op.offset;
   if (journal.resuming()) {
     journal.write(o + CNTF_TOTAL, f64[o + CNTF_TOTAL]!); // skipped: the thread that died made it
     return;

@@ -3,7 +3,7 @@
  * its first increment, with retries that never lose a count, stable flush ids for sink-side deduplication,
  * handler timeouts, dead letters, and a close that delivers everything it can before a deadline.
  *
- * The counts live in this thread's typed arrays, indexed by a key → slot map, so `increment` on a known key
+ * The counts live in this thread's typed arrays, indexed by a key → position map, so `increment` on a known key
  * is a map lookup and a Float64 add: synchronous and allocation-free. The app's worker threads increment
  * through a {@link BufferLink} (see link.ts), which ships their counts here once per turn.
  *
@@ -22,7 +22,7 @@ import { validateBufferKey } from '../keys.js';
 export interface BufferStats {
   /** Keys holding a count, or a count being delivered. */
   readonly keys: number;
-  /** Handler calls pending: running, or waiting to be retried. */
+  /** Handler calls in progress: running, or waiting to be retried. */
   readonly deliveries: number;
   /** Handler calls made (first attempts and retries). */
   readonly handlerCalls: number;
@@ -38,18 +38,18 @@ export interface BufferStats {
 
 const IDLE = 0;
 const SCHEDULED = 1;
-/** Heap refs are `id * 4 + kind`: a key's slot for FLUSH, a delivery's id for RETRY and TIMEOUT. */
+/** Heap refs are `id * 4 + kind`: a key's position for FLUSH, a delivery's id for RETRY and TIMEOUT. */
 const FLUSH = 0;
 const RETRY = 1;
 const TIMEOUT = 2;
 const DEADLINE = 3;
-const INITIAL_SLOTS = 1024;
+const INITIAL_POSITIONS = 1024;
 
 /** One handler call's worth of counts, retried unchanged (same counts, same flush id) until it succeeds. */
 interface Delivery {
   readonly id: number;
   readonly flushId: string;
-  readonly slots: number[];
+  readonly positions: number[];
   readonly keys: string[];
   readonly counts: number[];
   attempts: number;
@@ -70,15 +70,15 @@ export class StatBuffer implements AsyncDisposable {
   readonly name: string;
   private readonly o: ResolvedBufferOptions;
   private readonly clock: Clock;
-  /** key → slot, for every key that holds a count or has a delivery pending. */
+  /** key → position, for every key that holds a count or has a delivery in progress. */
   private readonly index = new Map<string, number>();
   private keyOf: string[] = [];
-  private counts = new Float64Array(INITIAL_SLOTS);
-  /** Sum of the counts of the key's pending deliveries (`count()` includes them). */
-  private inflight = new Float64Array(INITIAL_SLOTS);
-  private pendingCalls = new Int32Array(INITIAL_SLOTS);
-  private dueAt = new Float64Array(INITIAL_SLOTS);
-  private state = new Uint8Array(INITIAL_SLOTS);
+  private counts = new Float64Array(INITIAL_POSITIONS);
+  /** Sum of the counts of the key's deliveries in progress (`count()` includes them). */
+  private inflight = new Float64Array(INITIAL_POSITIONS);
+  private callsInProgress = new Int32Array(INITIAL_POSITIONS);
+  private dueAt = new Float64Array(INITIAL_POSITIONS);
+  private state = new Uint8Array(INITIAL_POSITIONS);
   private readonly freeSlots: number[] = [];
   private slotsUsed = 0;
   private readonly heap = new DueHeap();
@@ -124,8 +124,8 @@ export class StatBuffer implements AsyncDisposable {
 
   /** The key's count, including counts being delivered; undefined when it holds none. */
   count(key: string): number | undefined {
-    const slot = this.index.get(key);
-    return slot === undefined ? undefined : this.counts[slot]! + this.inflight[slot]!;
+    const pos = this.index.get(key);
+    return pos === undefined ? undefined : this.counts[pos]! + this.inflight[pos]!;
   }
 
   /**
@@ -136,12 +136,12 @@ export class StatBuffer implements AsyncDisposable {
     if (this.shut) throw closedError(`buffer "${this.name}"`);
     if (key === undefined) return this.await(this.flushAll());
     validateBufferKey(key);
-    const slot = this.index.get(key);
-    if (slot === undefined || this.state[slot] !== SCHEDULED) return;
-    const slots: number[] = [];
+    const pos = this.index.get(key);
+    if (pos === undefined || this.state[pos] !== SCHEDULED) return;
+    const positions: number[] = [];
     const counts: number[] = [];
-    this.take(slot, slots, counts);
-    await this.await(this.deliver(slots, counts));
+    this.take(pos, positions, counts);
+    await this.await(this.deliver(positions, counts));
   }
 
   /**
@@ -208,22 +208,22 @@ export class StatBuffer implements AsyncDisposable {
 
   /** The add behind `increment` and linked threads' counts (which still arrive while closing). */
   private add(key: string, n: number): void {
-    let slot = this.index.get(key);
-    if (slot === undefined) slot = this.admit(key);
-    else if (this.state[slot] === IDLE) this.schedule(slot);
-    const v = this.counts[slot]! + n;
+    let pos = this.index.get(key);
+    if (pos === undefined) pos = this.admit(key);
+    else if (this.state[pos] === IDLE) this.schedule(pos);
+    const v = this.counts[pos]! + n;
     if (v > Number.MAX_SAFE_INTEGER || v < -Number.MAX_SAFE_INTEGER) {
       // The count would stop being exact: deliver what it holds now and start over with `n`. The key is
       // rescheduled with `n` before the delivery starts, so a handler that returns at once cannot free it.
-      const slots: number[] = [];
+      const positions: number[] = [];
       const counts: number[] = [];
-      this.take(slot, slots, counts);
-      this.schedule(slot);
-      this.counts[slot] = n;
-      this.deliver(slots, counts);
+      this.take(pos, positions, counts);
+      this.schedule(pos);
+      this.counts[pos] = n;
+      this.deliver(positions, counts);
       return;
     }
-    this.counts[slot] = v;
+    this.counts[pos] = v;
   }
 
   private badCount(n: unknown): never {
@@ -231,30 +231,30 @@ export class StatBuffer implements AsyncDisposable {
     throw argumentRangeError('n', 'a safe integer (|n| ≤ 2^53 − 1)', n);
   }
 
-  /** A key's first count: a slot and a flush time. */
+  /** A key's first count: a position and a flush time. */
   private admit(key: string): number {
     validateBufferKey(key);
-    let slot = this.freeSlots.pop();
-    if (slot === undefined) {
-      slot = this.slotsUsed++;
-      if (slot === this.counts.length) this.grow();
+    let pos = this.freeSlots.pop();
+    if (pos === undefined) {
+      pos = this.slotsUsed++;
+      if (pos === this.counts.length) this.grow();
     }
-    this.index.set(key, slot);
-    this.keyOf[slot] = key;
-    this.counts[slot] = 0;
-    this.inflight[slot] = 0;
-    this.pendingCalls[slot] = 0;
-    this.schedule(slot);
-    return slot;
+    this.index.set(key, pos);
+    this.keyOf[pos] = key;
+    this.counts[pos] = 0;
+    this.inflight[pos] = 0;
+    this.callsInProgress[pos] = 0;
+    this.schedule(pos);
+    return pos;
   }
 
-  private schedule(slot: number): void {
+  private schedule(pos: number): void {
     const j = this.o.jitterMs;
     // Jitter is in (0, jitterMs]: 1 − random() is in (0, 1].
     const due = this.clock.now() + this.o.intervalMs + (j === 0 ? 0 : j * (1 - Math.random()));
-    this.state[slot] = SCHEDULED;
-    this.dueAt[slot] = due;
-    this.heap.push(due, slot * 4 + FLUSH);
+    this.state[pos] = SCHEDULED;
+    this.dueAt[pos] = due;
+    this.heap.push(due, pos * 4 + FLUSH);
     if (due < this.timerAt) this.arm();
   }
 
@@ -262,62 +262,62 @@ export class StatBuffer implements AsyncDisposable {
     const size = this.counts.length * 2;
     const counts = new Float64Array(size);
     const inflight = new Float64Array(size);
-    const pendingCalls = new Int32Array(size);
+    const callsInProgress = new Int32Array(size);
     const dueAt = new Float64Array(size);
     const state = new Uint8Array(size);
     counts.set(this.counts);
     inflight.set(this.inflight);
-    pendingCalls.set(this.pendingCalls);
+    callsInProgress.set(this.callsInProgress);
     dueAt.set(this.dueAt);
     state.set(this.state);
-    Object.assign(this, { counts, inflight, pendingCalls, dueAt, state });
+    Object.assign(this, { counts, inflight, callsInProgress, dueAt, state });
   }
 
   /** Takes the key's count out (later increments start a new count and a new flush time). */
-  private take(slot: number, slots: number[], counts: number[]): void {
-    const c = this.counts[slot]!;
-    this.counts[slot] = 0;
-    this.state[slot] = IDLE;
+  private take(pos: number, positions: number[], counts: number[]): void {
+    const c = this.counts[pos]!;
+    this.counts[pos] = 0;
+    this.state[pos] = IDLE;
     if (c === 0) {
-      this.release(slot);
+      this.release(pos);
       return;
     }
-    this.inflight[slot] = this.inflight[slot]! + c;
-    this.pendingCalls[slot] = this.pendingCalls[slot]! + 1;
-    slots.push(slot);
+    this.inflight[pos] = this.inflight[pos]! + c;
+    this.callsInProgress[pos] = this.callsInProgress[pos]! + 1;
+    positions.push(pos);
     counts.push(c);
   }
 
-  /** Drops a key that holds no count and no pending delivery (the spec's "dead counters are removed"). */
-  private release(slot: number): void {
-    if (this.state[slot] !== IDLE || this.pendingCalls[slot] !== 0) return;
-    this.index.delete(this.keyOf[slot]!);
-    this.keyOf[slot] = '';
-    this.freeSlots.push(slot);
+  /** Drops a key that holds no count and no delivery in progress (the spec's "dead counters are removed"). */
+  private release(pos: number): void {
+    if (this.state[pos] !== IDLE || this.callsInProgress[pos] !== 0) return;
+    this.index.delete(this.keyOf[pos]!);
+    this.keyOf[pos] = '';
+    this.freeSlots.push(pos);
   }
 
-  /** Takes every scheduled key and retries every delivery waiting for its retry; returns what is pending. */
+  /** Takes every scheduled key and retries every delivery waiting for its retry; returns what is in progress. */
   private flushAll(): Delivery[] {
-    const slots: number[] = [];
+    const positions: number[] = [];
     const counts: number[] = [];
-    for (const slot of this.index.values()) if (this.state[slot] === SCHEDULED) this.take(slot, slots, counts);
+    for (const pos of this.index.values()) if (this.state[pos] === SCHEDULED) this.take(pos, positions, counts);
     const waiting = [...this.deliveries.values()];
-    this.deliver(slots, counts);
+    this.deliver(positions, counts);
     for (const d of waiting) if (!d.running) this.attempt(d);
     return [...this.deliveries.values()];
   }
 
   /** Groups taken counts into handler calls (one per key, or batches of up to `maxBatch`) and starts them. */
-  private deliver(slots: number[], counts: number[]): Delivery[] {
+  private deliver(positions: number[], counts: number[]): Delivery[] {
     const out: Delivery[] = [];
     const per = this.o.onFlush !== undefined ? 1 : this.o.maxBatch;
-    for (let i = 0; i < slots.length; i += per) {
-      const s = slots.slice(i, i + per);
+    for (let i = 0; i < positions.length; i += per) {
+      const s = positions.slice(i, i + per);
       const d: Delivery = {
         id: this.nextDelivery,
         flushId: this.flushPrefix + this.nextDelivery++,
-        slots: s,
-        keys: s.map((slot) => this.keyOf[slot]!),
+        positions: s,
+        keys: s.map((pos) => this.keyOf[pos]!),
         counts: counts.slice(i, i + per),
         attempts: 0,
         running: false,
@@ -375,7 +375,7 @@ export class StatBuffer implements AsyncDisposable {
     if (late >= 0) d.timedOut!.splice(late, 1);
     if (ok) {
       this.finish(d);
-      this.deliveredEntries += d.slots.length;
+      this.deliveredEntries += d.positions.length;
       return;
     }
     if (attempt !== d.attempts || !d.running) return;
@@ -399,7 +399,7 @@ export class StatBuffer implements AsyncDisposable {
 
   private deadLetter(d: Delivery, unsettled: boolean): void {
     this.finish(d);
-    this.deadLettered += d.slots.length;
+    this.deadLettered += d.positions.length;
     const handler = this.o.onDeadLetter;
     if (handler === undefined) {
       for (let i = 0; i < d.keys.length; i++) this.undelivered.push([d.keys[i]!, d.counts[i]!]);
@@ -423,11 +423,11 @@ export class StatBuffer implements AsyncDisposable {
   private finish(d: Delivery): void {
     this.deliveries.delete(d.id);
     d.running = false;
-    for (let i = 0; i < d.slots.length; i++) {
-      const slot = d.slots[i]!;
-      this.inflight[slot] = this.inflight[slot]! - d.counts[i]!;
-      this.pendingCalls[slot] = this.pendingCalls[slot]! - 1;
-      this.release(slot);
+    for (let i = 0; i < d.positions.length; i++) {
+      const pos = d.positions[i]!;
+      this.inflight[pos] = this.inflight[pos]! - d.counts[i]!;
+      this.callsInProgress[pos] = this.callsInProgress[pos]! - 1;
+      this.release(pos);
     }
     if (d.waiters !== undefined) for (const w of d.waiters) w();
     if (this.deliveries.size === 0 && this.idleWaiters.length > 0) {
@@ -463,7 +463,7 @@ export class StatBuffer implements AsyncDisposable {
     this.timerAt = Infinity;
     this.immediate = undefined;
     const now = this.clock.now();
-    const slots: number[] = [];
+    const positions: number[] = [];
     const counts: number[] = [];
     const retries: Delivery[] = [];
     let deadline = false;
@@ -473,7 +473,7 @@ export class StatBuffer implements AsyncDisposable {
       const kind = ref % 4;
       const id = (ref - kind) / 4;
       if (kind === FLUSH) {
-        if (this.state[id] === SCHEDULED && this.dueAt[id] === due) this.take(id, slots, counts);
+        if (this.state[id] === SCHEDULED && this.dueAt[id] === due) this.take(id, positions, counts);
       } else if (kind === DEADLINE) {
         deadline = true;
       } else {
@@ -487,7 +487,7 @@ export class StatBuffer implements AsyncDisposable {
         }
       }
     }
-    this.deliver(slots, counts);
+    this.deliver(positions, counts);
     for (const d of retries) if (this.deliveries.get(d.id) === d && !d.running) this.attempt(d);
     if (deadline) for (const d of [...this.deliveries.values()]) this.deadLetter(d, d.running || (d.timedOut?.length ?? 0) > 0);
     this.arm();

@@ -1,7 +1,7 @@
 /**
  * Stat buffer links: how the app's worker threads increment a buffer that lives on the engine's thread.
  *
- * A {@link BufferClient} in the worker keeps its own key → slot map and Float64 counts, so its `increment`
+ * A {@link BufferClient} in the worker keeps its own key → position map and Float64 counts, so its `increment`
  * is as cheap and allocation-free as the buffer's. At the end of each turn of the worker (or when many
  * keys are waiting) it ships the counts it holds as one msgpack message over the link's MessagePort, and
  * the buffer adds them as if they had been incremented there. `sync()` resolves once the buffer has
@@ -113,18 +113,18 @@ export class BufferClient {
       if (typeof n !== 'number') throw argumentTypeError('n', 'a safe integer (|n| ≤ 2^53 − 1)', n);
       throw argumentRangeError('n', 'a safe integer (|n| ≤ 2^53 − 1)', n);
     }
-    let slot = this.index.get(key);
-    if (slot === undefined) slot = this.admit(key);
-    let v = this.counts[slot]! + n;
+    let pos = this.index.get(key);
+    if (pos === undefined) pos = this.admit(key);
+    let v = this.counts[pos]! + n;
     if (v > Number.MAX_SAFE_INTEGER || v < -Number.MAX_SAFE_INTEGER) {
       this.ship();
-      slot = this.index.get(key) ?? this.admit(key);
+      pos = this.index.get(key) ?? this.admit(key);
       v = n;
     }
-    this.counts[slot] = v;
-    if (this.isDirty[slot] === 0) {
-      this.isDirty[slot] = 1;
-      this.dirty[this.dirtyCount++] = slot;
+    this.counts[pos] = v;
+    if (this.isDirty[pos] === 0) {
+      this.isDirty[pos] = 1;
+      this.dirty[this.dirtyCount++] = pos;
       if (this.dirtyCount >= SHIP_KEYS) this.ship();
       else this.shipping ??= setImmediate(this.ship);
     }
@@ -162,11 +162,11 @@ export class BufferClient {
 
   private admit(key: string): number {
     validateBufferKey(key);
-    const slot = this.keys.length;
-    if (slot === this.counts.length) {
-      const counts = new Float64Array(slot * 2);
-      const isDirty = new Uint8Array(slot * 2);
-      const dirty = new Int32Array(slot * 2);
+    const pos = this.keys.length;
+    if (pos === this.counts.length) {
+      const counts = new Float64Array(pos * 2);
+      const isDirty = new Uint8Array(pos * 2);
+      const dirty = new Int32Array(pos * 2);
       counts.set(this.counts);
       isDirty.set(this.isDirty);
       dirty.set(this.dirty);
@@ -175,8 +175,8 @@ export class BufferClient {
       this.dirty = dirty;
     }
     this.keys.push(key);
-    this.index.set(key, slot);
-    return slot;
+    this.index.set(key, pos);
+    return pos;
   }
 
   /** Sends the counts this thread holds to the buffer, as one message. */
@@ -187,11 +187,11 @@ export class BufferClient {
     const keys = new Array<string>(this.dirtyCount);
     const counts = new Array<number>(this.dirtyCount);
     for (let i = 0; i < this.dirtyCount; i++) {
-      const slot = this.dirty[i]!;
-      keys[i] = this.keys[slot]!;
-      counts[i] = this.counts[slot]!;
-      this.counts[slot] = 0;
-      this.isDirty[slot] = 0;
+      const pos = this.dirty[i]!;
+      keys[i] = this.keys[pos]!;
+      counts[i] = this.counts[pos]!;
+      this.counts[pos] = 0;
+      this.isDirty[pos] = 0;
     }
     this.dirtyCount = 0;
     const data = encode([keys, counts]);

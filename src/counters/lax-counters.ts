@@ -121,7 +121,7 @@ export class LaxCounters extends CounterSet {
       if (!rec.capped) this.admitKey(rec);
       rec.appended += n;
     }
-    rec.lane.append(rec.slot, n);
+    rec.lane.append(rec.offset, n);
   }
 
   /**
@@ -161,7 +161,7 @@ export class LaxCounters extends CounterSet {
       if (cycle !== this.sweptAtCycle) {
         this.sweptAtCycle = cycle;
         for (const r of this.capped) {
-          if (r.lane.readConsistent(r.slot, (v) => v.f64[r.slot + CNTF_COMMITTED]!) === r.appended) {
+          if (r.lane.readConsistent(r.offset, (v) => v.f64[r.offset + CNTF_COMMITTED]!) === r.appended) {
             r.capped = false;
             this.capped.delete(r);
           }

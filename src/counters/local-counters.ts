@@ -18,7 +18,7 @@ import { type CounterBackend, type CounterOpSpec, singleViaRun } from './counter
 export interface CounterRecord {
   readonly key: string;
   readonly lane: Lane;
-  readonly slot: number;
+  readonly offset: number;
   /** Lax index, or -1 when no flusher delivers this counter. */
   readonly lax: number;
   /** Lax with Redis: every delta this thread has added (the shard's total once applied). */
@@ -65,8 +65,8 @@ export class LocalCounters implements CounterBackend {
       validateKey(key);
       const lane = this.router.laneFor(key);
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
-      const slot = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax, 0, key);
-      rec = { key, lane, slot, lax, appended: 0, capped: false };
+      const offset = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax, 0, key);
+      rec = { key, lane, offset, lax, appended: 0, capped: false };
       this.records.set(key, rec);
       this.laxRegistrar?.(rec);
     }
@@ -80,7 +80,7 @@ export class LocalCounters implements CounterBackend {
 
   /** Reads a record once its shard has applied every op sent to it before the call. */
   read(rec: CounterRecord): Promise<CounterReading> {
-    return rec.lane.readSettled(rec.slot, this.clock, (v) => readCounter(v, rec.slot));
+    return rec.lane.readSettled(rec.offset, this.clock, (v) => readCounter(v, rec.offset));
   }
 
   /** Resolves once the shards of `recs` have applied everything sent to them so far. */
@@ -96,7 +96,7 @@ export class LocalCounters implements CounterBackend {
       const rec = this.record(op.key);
       const cell = rec.lane.allocCell();
       rec.lane.resetCell(cell);
-      rec.lane.appendCtrl({ type: 'counter', slot: rec.slot, cell, mode: op.mode, cmp: op.cmp, x: op.x, n: op.n });
+      rec.lane.appendCtrl({ type: 'counter', offset: rec.offset, cell, mode: op.mode, cmp: op.cmp, x: op.x, n: op.n });
       cells.push([rec.lane, cell]);
     }
     await Promise.all([...new Set(cells.map(([l]) => l))].map((l) => l.drain()));

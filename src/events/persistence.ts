@@ -178,7 +178,7 @@ export class EventPersistence {
       if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
       this.host.counters.delete(c.id);
       this.stored.add(c.id);
-      releases.push(c.lane.releaseRecord(c.slot, this.host.recordWords));
+      releases.push(c.lane.releaseRecord(c.offset, this.host.recordWords));
     }
     await Promise.all(releases);
   }

@@ -15,7 +15,7 @@ export interface EventCounter {
   readonly id: string;
   readonly lane: Lane;
   /** The record's arena offset. */
-  readonly slot: number;
+  readonly offset: number;
   /** Recorded since the last persist (or clearDirty). */
   dirty: boolean;
   /** Set while the id's persisted counts are being merged back in after compact(). */

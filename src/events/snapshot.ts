@@ -89,7 +89,7 @@ export function mapRings(exp: EventsExport, storeRings: ReadonlyArray<readonly [
 }
 
 /** The load op for one id of an export. */
-export function loadOp(type: 'merge' | 'import', slot: number, t: number, mapping: RingMapping, rings: readonly number[][], id: string): LoadOp {
+export function loadOp(type: 'merge' | 'import', offset: number, t: number, mapping: RingMapping, rings: readonly number[][], id: string): LoadOp {
   if (!Array.isArray(rings)) throw argumentTypeError(`export.counters[${JSON.stringify(id)}]`, 'an array of rings', rings);
   const values = mapping.sourceRing.map((s) => {
     const ring = rings[s] ?? [];
@@ -101,5 +101,5 @@ export function loadOp(type: 'merge' | 'import', slot: number, t: number, mappin
     }
     return ring;
   });
-  return { type, slot, t, heads: mapping.heads, values };
+  return { type, offset, t, heads: mapping.heads, values };
 }

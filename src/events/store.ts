@@ -85,7 +85,7 @@ export class EventStore implements EventReader {
 
   /** @internal The op that merges a one-id export (a stored counter) into `c`'s record. */
   mergeOp(c: EventCounter, exp: EventsExport): LoadOp {
-    return loadOp('merge', c.slot, this.clock.now(), mapRings(exp, this.rings, this.shape.calendar), exp.counters[c.id]!, c.id);
+    return loadOp('merge', c.offset, this.clock.now(), mapRings(exp, this.rings, this.shape.calendar), exp.counters[c.id]!, c.id);
   }
 
   /**
@@ -104,7 +104,7 @@ export class EventStore implements EventReader {
     if (this.closed) throw closedError('event store');
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.append(c.slot, n);
+    c.lane.append(c.offset, n);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -118,7 +118,7 @@ export class EventStore implements EventReader {
     if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.appendAt(c.slot, n, t);
+    c.lane.appendAt(c.offset, n, t);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -146,8 +146,8 @@ export class EventStore implements EventReader {
       lane.registerCalendar(this.config);
       this.registered.add(lane);
     }
-    const slot = lane.createRecord(this.shape.words, KIND_CAL, this.config.id, 0, id);
-    c = { id, lane, slot, dirty: false, loading: undefined };
+    const offset = lane.createRecord(this.shape.words, KIND_CAL, this.config.id, 0, id);
+    c = { id, lane, offset, dirty: false, loading: undefined };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -201,7 +201,7 @@ export class EventStore implements EventReader {
   /** Records `n` for `id` on behalf of an admitted operation (which close() waits for). */
   private write(id: string, n: number): void {
     const c = this.counter(id, true)!;
-    c.lane.append(c.slot, n);
+    c.lane.append(c.offset, n);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -233,9 +233,9 @@ export class EventStore implements EventReader {
     const c = await this.settledCounter(id);
     if (c === undefined) return undefined;
     const out = new Array<number>(n);
-    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+    return c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
-      readRing(v, c.slot, this.shape, r, this.shape.ks[r]!, n, out);
+      readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, n, out);
       return out;
     });
   }
@@ -247,9 +247,9 @@ export class EventStore implements EventReader {
   async usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined> {
     const c = await this.settledCounter(id);
     if (c === undefined) return undefined;
-    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+    return c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
-      return { count: sumRing(v, c.slot, this.shape, r, this.shape.ks[r]!, n), reserved: calReserved(v, c.slot, this.shape, now) };
+      return { count: sumRing(v, c.offset, this.shape, r, this.shape.ks[r]!, n), reserved: calReserved(v, c.offset, this.shape, now) };
     });
   }
 
@@ -257,18 +257,18 @@ export class EventStore implements EventReader {
   async seenAgeOf(id: string, oldest: boolean): Promise<number | undefined> {
     const c = await this.settledCounter(id);
     if (c === undefined) return undefined;
-    return c.lane.readSettled(c.slot, this.clock, (v, now) => {
+    return c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
-      return seenAge(v, c.slot, this.shape, now, oldest);
+      return seenAge(v, c.offset, this.shape, now, oldest);
     });
   }
 
   // What the reusable sum reader reads (set just before each read: no closure per query).
-  private sumSlot = 0;
+  private sumOffset = 0;
   private sumRingIndex = 0;
   private sumN = 0;
   private readonly sumReader = (views: ShardViews): number =>
-    sumRing(views, this.sumSlot, this.shape, this.sumRingIndex, this.shape.ks[this.sumRingIndex]!, this.sumN);
+    sumRing(views, this.sumOffset, this.shape, this.sumRingIndex, this.shape.ks[this.sumRingIndex]!, this.sumN);
 
   /**
    * @internal A sum without waiting, when nothing stands between this thread and the shard's memory
@@ -281,10 +281,10 @@ export class EventStore implements EventReader {
     if (c === undefined) return this.persistence.stored.has(id) ? NOT_NOW : undefined;
     if (c.loading !== undefined || !c.lane.isIdle()) return NOT_NOW;
     this.shape.seek(this.clock.now());
-    this.sumSlot = c.slot;
+    this.sumOffset = c.offset;
     this.sumRingIndex = r;
     this.sumN = n;
-    const value = c.lane.readConsistent(c.slot, this.sumReader);
+    const value = c.lane.readConsistent(c.offset, this.sumReader);
     return value === MISSED ? NOT_NOW : value;
   }
 
@@ -299,9 +299,9 @@ export class EventStore implements EventReader {
   /** @internal Evaluates shard checks on this thread (read-only): the failing index, or -1. */
   async evaluateOwn(c: EventCounter, checks: readonly number[]): Promise<{ index: number; retryAfterMs: number | undefined }> {
     const retry = new Float64Array(1);
-    const index = await c.lane.readSettled(c.slot, this.clock, (v, now) => {
+    const index = await c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
-      return evaluateChecks(v, c.slot, this.shape, now, checks, retry);
+      return evaluateChecks(v, c.offset, this.shape, now, checks, retry);
     });
     return { index, retryAfterMs: retry[0] };
   }
@@ -317,7 +317,7 @@ export class EventStore implements EventReader {
     const cell = lane.allocCell();
     lane.resetCell(cell);
     const t = this.clock.now();
-    lane.appendCtrl({ type: 'decide', slot: c.slot, cell, t, action, checks });
+    lane.appendCtrl({ type: 'decide', offset: c.offset, cell, t, action, checks });
     await lane.drain();
     const result = lane.readCell(cell);
     lane.freeCell(cell);
@@ -328,7 +328,7 @@ export class EventStore implements EventReader {
   /** @internal Ends a granted reservation: `commit` records 1, `cancel` only releases it. */
   async endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void> {
     const c = this.counter(id, true)!;
-    c.lane.appendCtrl({ type, slot: c.slot, t: this.clock.now(), reservedAt });
+    c.lane.appendCtrl({ type, offset: c.offset, t: this.clock.now(), reservedAt });
     if (type === 'commit' && !c.dirty) this.persistence.markDirty(c);
     await c.lane.drain();
   }
@@ -373,11 +373,11 @@ export class EventStore implements EventReader {
       await slice();
       const c = await this.settledCounter(id);
       if (c === undefined) continue;
-      const rings = await c.lane.readSettled(c.slot, this.clock, (v) => {
+      const rings = await c.lane.readSettled(c.offset, this.clock, (v) => {
         this.shape.seek(nowMs);
         return this.shape.rings.map((ring, r) => {
           const out = new Array<number>(ring.count);
-          readRing(v, c.slot, this.shape, r, this.shape.ks[r]!, ring.count, out);
+          readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, out);
           return out;
         });
       });
@@ -432,7 +432,7 @@ export class EventStore implements EventReader {
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const c = await this.settledCounter(id) ?? this.counter(id, true)!;
-      c.lane.appendCtrl(loadOp(type, c.slot, t, mapping, e.counters[id]!, id));
+      c.lane.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);
     }

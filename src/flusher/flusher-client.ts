@@ -226,8 +226,8 @@ export class FlusherClient {
   }
 
   /** Tells the flusher about a new lax counter (sent at the end of the tick, before any request). */
-  register(lane: Lane, lax: number, slot: number, key: string, partition: number): void {
-    const entry: LaxEntryInit = [lane.index, lax, slot, key, partition];
+  register(lane: Lane, lax: number, offset: number, key: string, partition: number): void {
+    const entry: LaxEntryInit = [lane.index, lax, offset, key, partition];
     this.registered.push(entry);
     this.unsent.push(entry);
     if (!this.registrationScheduled) {
@@ -357,9 +357,9 @@ export class FlusherClient {
   /** Every lax delta Redis has not confirmed, read from shard memory (total − committed per counter). */
   private undeliveredInMemory(): Array<[string, number]> {
     const out: Array<[string, number]> = [];
-    for (const [shard, , slot, key] of this.registered) {
+    for (const [shard, , offset, key] of this.registered) {
       const lane = this.lanes[shard]!;
-      const pending = lane.readConsistent(slot, (v) => v.f64[slot + CNTF_TOTAL]! - v.f64[slot + CNTF_COMMITTED]!);
+      const pending = lane.readConsistent(offset, (v) => v.f64[offset + CNTF_TOTAL]! - v.f64[offset + CNTF_COMMITTED]!);
       if (typeof pending === 'number' && pending !== 0) out.push([key, pending]);
     }
     return out;

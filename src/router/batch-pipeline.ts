@@ -70,7 +70,7 @@ export class BatchPipeline {
     timeCell: SharedArrayBuffer,
     /** Called at the first op of every batch, before it is stamped (a sleeping clock refreshes its cell). */
     private readonly touchClock: (() => void) | undefined,
-    /** Tells when a waiter starts or stops keeping the process alive (a pending read or close). */
+    /** Tells when a waiter starts or stops keeping the process alive (a read or close that waits). */
     private readonly keepAlive: (on: boolean) => void,
   ) {
     this.time = new Float64Array(timeCell, 0, 1);
@@ -113,7 +113,7 @@ export class BatchPipeline {
       b.runTimes[b.runs++] = t;
       b.lastTime = t;
     }
-    b.slots[n] = offset;
+    b.offsets[n] = offset;
     b.deltas[n] = delta;
     b.n = n + 1;
     if (n + 1 === b.capacity) this.trySend();
@@ -268,7 +268,7 @@ export class BatchPipeline {
   private waitApplied(seq: number): Promise<void> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (!seqAfter(seq, this.memory.appliedSeq())) return Promise.resolve();
-    // A pending read or close keeps the process alive until the shard answers.
+    // A read or close that waits keeps the process alive until the shard answers.
     if (this.waiters.length === 0) this.keepAlive(true);
     return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
   }

@@ -14,7 +14,7 @@ export class Batch {
   /** Time of the last run (NaN: none yet, so the first op always opens a run). */
   lastTime = Number.NaN;
   readonly capacity: number;
-  readonly slots: Int32Array;
+  readonly offsets: Int32Array;
   readonly deltas: Float64Array;
   readonly runStarts: Int32Array;
   readonly runTimes: Float64Array;
@@ -22,12 +22,12 @@ export class Batch {
   readonly inits: RecordInit[] = [];
   /** Calendar configs the shard must register before the inits. */
   readonly calendars: CalConfig[] = [];
-  /** Ops that are not a plain add (decisions, loads, releases), referenced from `slots`. */
+  /** Ops that are not a plain add (decisions, loads, releases), referenced from `offsets`. */
   readonly ctrl: CtrlOp[] = [];
 
   constructor(capacity: number) {
     this.capacity = capacity;
-    this.slots = new Int32Array(capacity);
+    this.offsets = new Int32Array(capacity);
     this.deltas = new Float64Array(capacity);
     this.runStarts = new Int32Array(capacity);
     this.runTimes = new Float64Array(capacity);
@@ -44,7 +44,7 @@ export class Batch {
       inits: this.inits,
       calendars: this.calendars,
       ctrl: this.ctrl,
-      slots: this.slots.subarray(0, this.n),
+      offsets: this.offsets.subarray(0, this.n),
       deltas: this.deltas.subarray(0, this.n),
       runStarts: this.runStarts.subarray(0, this.runs),
       runTimes: this.runTimes.subarray(0, this.runs),

@@ -67,7 +67,7 @@ export class Lane {
    * for a record of the same size once the shard has applied that. The caller must drop its handle.
    */
   releaseRecord(offset: number, words: number): Promise<void> {
-    this.batches.appendCtrl({ type: 'release', slot: offset });
+    this.batches.appendCtrl({ type: 'release', offset: offset });
     return this.batches.drain().then(() => this.memory.returnRecord(offset, words));
   }
 

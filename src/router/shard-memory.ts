@@ -18,6 +18,7 @@ import {
   type ShardViews,
   WORD_BYTES,
 } from '../../common/layout.js';
+import { OUTCOME_UNDECIDED } from '../../common/records/calendar/read.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 
 /** Initial arena size; it grows by doubling up to `maxShardMemoryBytes`. */
@@ -118,10 +119,10 @@ export class ShardMemory {
     return [this.views.f64[cell]!, this.views.f64[cell + 1]!];
   }
 
-  /** Marks a decision cell pending before its decision is sent. */
+  /** Marks a decision cell undecided before its decision is sent. */
   resetCell(cell: number): void {
     this.refreshViews();
-    this.views.f64[cell] = -1;
+    this.views.f64[cell] = OUTCOME_UNDECIDED;
   }
 
   /**

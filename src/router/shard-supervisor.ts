@@ -101,7 +101,7 @@ export class ShardSupervisor implements BatchSink {
     this.attachment?.data.postMessage(message, [envelope.buffer as ArrayBuffer]);
   }
 
-  /** A pending read or close keeps the process alive until the shard answers (the data port is ref'd). */
+  /** A read or close that waits keeps the process alive until the shard answers (the data port is ref'd). */
   keepAlive(on: boolean): void {
     if (on) this.attachment?.data.ref();
     else this.attachment?.data.unref();
@@ -125,7 +125,7 @@ export class ShardSupervisor implements BatchSink {
     const lease = this.thread.lease({ type: 'attach', attach: info }, [data.port2, control.port2]);
     lease.catch(() => this.restart(generation));
     data.port1.on('message', (reply: DataReply) => this.onReply(reply));
-    // Only a pending read or close keeps the process alive (see keepAlive).
+    // Only a read or close that waits keeps the process alive (see keepAlive).
     data.port1.unref();
     control.port1.unref();
     let end!: () => void;

@@ -29,33 +29,33 @@ export class Window {
   /** @internal */
   readonly lane: Lane;
   /** @internal word offset of the record in the shard's arena */
-  readonly slot: number;
+  readonly offset: number;
   private readonly clock: Clock;
 
   /** @internal use `engine.window()` or `WindowSet.window()` */
-  constructor(id: string, shape: WindowShape, lane: Lane, slot: number, clock: Clock) {
+  constructor(id: string, shape: WindowShape, lane: Lane, offset: number, clock: Clock) {
     this.id = id;
     this.size = shape.size;
     this.unitMs = shape.unitMs;
     this.lane = lane;
-    this.slot = slot;
+    this.offset = offset;
     this.clock = clock;
   }
 
   /** Counts `n` (default 1) events now. Synchronous and allocation-free. */
   observe(n = 1): void {
     if (n !== 1) checkCount(n);
-    this.lane.append(this.slot, n);
+    this.lane.append(this.offset, n);
   }
 
   /** Events in the window now: the current unit and the W − 1 before it. */
   value(): Promise<number> {
-    return this.lane.readSettled(this.slot, this.clock, (v, now) => sumHop(v.f64, this.slot, now));
+    return this.lane.readSettled(this.offset, this.clock, (v, now) => sumHop(v.f64, this.offset, now));
   }
 
   /** The W bucket counts now, oldest first; the last one is the current unit. */
   buckets(): Promise<number[]> {
-    return this.lane.readSettled(this.slot, this.clock, (v, now) => bucketsHop(v.f64, this.slot, now, []));
+    return this.lane.readSettled(this.offset, this.clock, (v, now) => bucketsHop(v.f64, this.offset, now, []));
   }
 }
 
@@ -94,8 +94,8 @@ export class WindowSet {
     if (existing !== undefined) return existing;
     validateKey(id, 'id');
     const lane = this.router.laneFor(id);
-    const slot = lane.createRecord(hopRecordWords(this.shape.size), KIND_HOP, this.shape.unitMs, this.shape.size, id);
-    const w = new Window(id, this.shape, lane, slot, this.clock);
+    const offset = lane.createRecord(hopRecordWords(this.shape.size), KIND_HOP, this.shape.unitMs, this.shape.size, id);
+    const w = new Window(id, this.shape, lane, offset, this.clock);
     this.byId.set(id, w);
     return w;
   }

@@ -1,16 +1,16 @@
-/** The shared-memory layout: header slots aligned, in bounds and not overlapping; records word-aligned. */
+/** The shared-memory layout: header offsets aligned, in bounds and not overlapping; records word-aligned. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as L from '../../common/layout.js';
 
-test('header Int32 and Float64 slots are in bounds and never overlap', () => {
-  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_FLUSH_SLOT, L.H_UNDO_OFFSET, L.H_ATTACHES, L.H_RECORDS];
+test('header Int32 and Float64 offsets are in bounds and never overlap', () => {
+  const i32 = [L.H_APPLIED_SEQ, L.H_BATCH_SEQ, L.H_USED_WORDS, L.H_FLUSH_OFFSET, L.H_UNDO_OFFSET, L.H_ATTACHES, L.H_RECORDS];
   const f64 = [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP];
   const bytes: Array<[number, number, string]> = [
     ...i32.map((i): [number, number, string] => [i * 4, i * 4 + 4, `i32[${i}]`]),
     ...f64.map((i): [number, number, string] => [i * 8, i * 8 + 8, `f64[${i}]`]),
   ];
-  assert.equal(new Set(i32).size, i32.length, 'Int32 slots are distinct');
+  assert.equal(new Set(i32).size, i32.length, 'Int32 offsets are distinct');
   for (const [start, end, name] of bytes) {
     assert.ok(end <= L.HEADER_BYTES, `${name} inside the header`);
     assert.equal(start % (name.startsWith('f64') ? 8 : 4), 0, `${name} aligned`);
@@ -25,7 +25,7 @@ test('header Int32 and Float64 slots are in bounds and never overlap', () => {
   for (const hot of [L.HF_UNDO_POS, L.HF_UNDO_OLD, L.HF_STEP, L.HF_UNDO_STEP]) assert.notEqual(line(hot * 8), appliedLine);
   assert.notEqual(line(L.H_UNDO_OFFSET * 4), appliedLine);
   assert.notEqual(line(L.H_USED_WORDS * 4), appliedLine);
-  assert.notEqual(line(L.H_FLUSH_SLOT * 4), appliedLine);
+  assert.notEqual(line(L.H_FLUSH_OFFSET * 4), appliedLine);
 });
 
 test('counter record: Int32 fields before the Float64 ones, every field inside the record', () => {

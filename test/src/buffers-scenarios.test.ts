@@ -1037,9 +1037,9 @@ describe('stat buffer flush(), count() and keys', () => {
 
   it('a count that would pass 2^53 − 1 is handed over early and the rest is kept (sync handler)', async () => {
     // BUG: add()'s overflow path (buffer.ts ~lines 210-218) delivers the old count; a handler that returns
-    // synchronously finishes the delivery at once, which releases the key's slot (index entry deleted, slot
-    // put on the free list) — then add() schedules that released slot and writes n into it. The key is gone
-    // from the index (count() is undefined) and the next increment re-admits the key into the same slot with
+    // synchronously finishes the delivery at once, which releases the key's position (index entry deleted, position
+    // put on the free list) — then add() schedules that released position and writes n into it. The key is gone
+    // from the index (count() is undefined) and the next increment re-admits the key into the same position with
     // count 0: the 2 below is lost and 3 is delivered instead of 5.
     const { clock, engine } = await setup();
     const r = recorder(clock);

@@ -30,13 +30,13 @@ function memory() {
 /** The batch: ops on records A and B at three times, with control ops between them. */
 function batch(): BatchEnvelope {
   const ctrl: CtrlOp[] = [
-    { type: 'decide', slot: A, cell: CELL, t: T + 61_000, action: Action.RECORD, checks: [Check.AT_MOST, 1, 2, 1000] },
-    { type: 'decide', slot: B, cell: CELL, t: T + 61_000, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1000] },
-    { type: 'commit', slot: B, t: T + 61_000, reservedAt: T + 61_000 },
-    { type: 'merge', slot: A, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T), shape.calendar.index(CalUnit.hour, T), null], values: [[7, 1], [9], []] },
-    { type: 'import', slot: B, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T + 61_000), shape.calendar.index(CalUnit.hour, T), shape.calendar.index(CalUnit.day, T)], values: [[3, 4], [40], [50, 5]] },
+    { type: 'decide', offset: A, cell: CELL, t: T + 61_000, action: Action.RECORD, checks: [Check.AT_MOST, 1, 2, 1000] },
+    { type: 'decide', offset: B, cell: CELL, t: T + 61_000, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1000] },
+    { type: 'commit', offset: B, t: T + 61_000, reservedAt: T + 61_000 },
+    { type: 'merge', offset: A, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T), shape.calendar.index(CalUnit.hour, T), null], values: [[7, 1], [9], []] },
+    { type: 'import', offset: B, t: T + 61_000, heads: [shape.calendar.index(CalUnit.minute, T + 61_000), shape.calendar.index(CalUnit.hour, T), shape.calendar.index(CalUnit.day, T)], values: [[3, 4], [40], [50, 5]] },
   ];
-  // [slot, delta, time]; a negative slot is control op −1 − slot.
+  // [offset, delta, time]; a negative offset is control op −1 − offset.
   const ops: Array<[number, number, number]> = [
     [A, 1, T],
     [B, 2, T],
@@ -69,7 +69,7 @@ function batch(): BatchEnvelope {
     ],
     calendars: [config],
     ctrl,
-    slots: Int32Array.from(ops, ([o]) => o),
+    offsets: Int32Array.from(ops, ([o]) => o),
     deltas: Float64Array.from(ops, ([, d]) => d),
     runStarts: Int32Array.from(runStarts),
     runTimes: Float64Array.from(runTimes),

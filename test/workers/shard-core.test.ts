@@ -23,7 +23,7 @@ function batch(seq: number, ops: number, init: boolean): BatchEnvelope {
     inits: init ? [[O, L.KIND_HOP, 1000, 5, 'k']] : [],
     calendars: [],
     ctrl: [],
-    slots: new Int32Array(ops).fill(O),
+    offsets: new Int32Array(ops).fill(O),
     deltas: new Float64Array(ops).fill(1),
     runStarts: Int32Array.of(0),
     runTimes: Float64Array.of(T),
@@ -99,7 +99,7 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
     inits: [[O, L.KIND_HOP, 1000, 5, 'k']],
     calendars: [],
     ctrl: [],
-    slots: new Int32Array(4).fill(O),
+    offsets: new Int32Array(4).fill(O),
     deltas: Float64Array.of(1, 2, 4, 8),
     runStarts: Int32Array.of(0, 2),
     runTimes: Float64Array.of(T, T + 10_000), // the second run is two windows later
@@ -109,7 +109,7 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
 });
 
 /** Two lax counters (lax indexes 3 and 40) and one embedded counter (lax index -1). */
-function counterBatch(seq: number, slots: number[], deltas: number[], init: boolean): BatchEnvelope {
+function counterBatch(seq: number, offsets: number[], deltas: number[], init: boolean): BatchEnvelope {
   const A = O;
   const B = O + L.CNT_RECORD_WORDS;
   const C = O + 2 * L.CNT_RECORD_WORDS;
@@ -124,7 +124,7 @@ function counterBatch(seq: number, slots: number[], deltas: number[], init: bool
       : [],
     calendars: [],
     ctrl: [],
-    slots: Int32Array.from(slots.map((s) => [A, B, C][s]!)),
+    offsets: Int32Array.from(offsets.map((s) => [A, B, C][s]!)),
     deltas: Float64Array.from(deltas),
     runStarts: Int32Array.of(0),
     runTimes: Float64Array.of(T),

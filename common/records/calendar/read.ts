@@ -137,7 +137,7 @@ export function seenAge(views: ShardViews, o: number, shape: CalShape, t: number
 }
 
 /** Decision outcomes as written to a decision cell. */
-export const OUTCOME_PENDING = -1;
+export const OUTCOME_UNDECIDED = -1;
 export const OUTCOME_ALLOWED = 1;
 /** A refusal by check i is written as OUTCOME_REFUSED_BASE + i. */
 export const OUTCOME_REFUSED_BASE = 2;

@@ -86,7 +86,7 @@ test('decide records only while the checks pass, and a reservation counts agains
   const atMost3PerMinute = [Check.AT_MOST, 0, 1, 3];
   const outcomes: number[] = [];
   for (let i = 0; i < 5; i++) {
-    writer.decide(o, shape, { type: 'decide', slot: o, cell, t: T0, action: Action.RECORD, checks: atMost3PerMinute });
+    writer.decide(o, shape, { type: 'decide', offset: o, cell, t: T0, action: Action.RECORD, checks: atMost3PerMinute });
     outcomes.push(views.f64[cell]!);
   }
   assert.deepEqual(outcomes, [OUTCOME_ALLOWED, OUTCOME_ALLOWED, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE, OUTCOME_REFUSED_BASE]);
@@ -94,11 +94,11 @@ test('decide records only while the checks pass, and a reservation counts agains
   assert.equal(sumRing(views, o, shape, 0, shape.ks[0]!, 1), 3);
 
   const next = T0 + 60_000;
-  writer.decide(o, shape, { type: 'decide', slot: o, cell, t: next, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1] });
+  writer.decide(o, shape, { type: 'decide', offset: o, cell, t: next, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1] });
   assert.equal(views.f64[cell], OUTCOME_ALLOWED, 'a reservation in a fresh minute');
-  writer.decide(o, shape, { type: 'decide', slot: o, cell, t: next, action: Action.RECORD, checks: [Check.AT_MOST, 0, 1, 1] });
+  writer.decide(o, shape, { type: 'decide', offset: o, cell, t: next, action: Action.RECORD, checks: [Check.AT_MOST, 0, 1, 1] });
   assert.equal(views.f64[cell], OUTCOME_REFUSED_BASE, 'the reservation holds the only place');
-  writer.endReservation(o, shape, { type: 'commit', slot: o, t: next, reservedAt: next });
+  writer.endReservation(o, shape, { type: 'commit', offset: o, t: next, reservedAt: next });
   shape.seek(next);
   assert.equal(sumRing(views, o, shape, 0, shape.ks[0]!, 1), 1, 'the commit recorded the event');
 });
@@ -108,12 +108,12 @@ test('merge adds and import writes exported buckets by absolute unit index', () 
   const { views, o, writer } = record(shape);
   writer.add(o, shape, T0, 2);
   const minute = shape.calendar.index(CalUnit.minute, T0);
-  writer.load(o, shape, { type: 'merge', slot: o, t: T0, heads: [minute, null, null], values: [[5, 7]] });
+  writer.load(o, shape, { type: 'merge', offset: o, t: T0, heads: [minute, null, null], values: [[5, 7]] });
   shape.seek(T0);
   const out = new Array<number>(2);
   readRing(views, o, shape, 0, shape.ks[0]!, 2, out);
   assert.deepEqual(out, [7, 7], 'merge: 2 + 5 this minute, 7 the minute before');
-  writer.load(o, shape, { type: 'import', slot: o, t: T0, heads: [minute, null, null], values: [[1]] });
+  writer.load(o, shape, { type: 'import', offset: o, t: T0, heads: [minute, null, null], values: [[1]] });
   readRing(views, o, shape, 0, shape.ks[0]!, 2, out);
   assert.deepEqual(out, [1, 0], 'import: the record is what was imported');
   assert.equal(sumRing(views, o, shape, 1, shape.ks[1]!, 5), 0, 'import: a ring the source lacks is empty');
