@@ -22,10 +22,10 @@ const words = new CalShape(config).words;
 const header = new SharedArrayBuffer(HEADER_BYTES);
 new Int32Array(header)[H_USED_WORDS] = ARENA_FIRST_WORD + IDS * words;
 const core = new ShardCore(0, header, new SharedArrayBuffer(64 << 20, { maxByteLength: 256 << 20 }), new SharedArrayBuffer(8), [config]);
-const inits: RecordInit[] = Array.from({ length: IDS }, (_, k) => [ARENA_FIRST_WORD + k * words, KIND_CAL, 1, 0, `k${k}`]);
+const inits: RecordInit[] = Array.from({ length: IDS }, (_, k) => ({ offset: ARENA_FIRST_WORD + k * words, kind: KIND_CAL, config: 1, key: `k${k}` }));
 let seq = 1;
 core.apply({ seq: seq++, inits, calendars: [], ctrl: [], offsets: new Int32Array(0), deltas: new Float64Array(0), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
-const offsets = new Int32Array(OPS).map((_, i) => inits[i % IDS]![0]);
+const offsets = new Int32Array(OPS).map((_, i) => inits[i % IDS]!.offset);
 const deltas = new Float64Array(OPS).fill(1);
 const batch = (): BatchEnvelope => ({ seq: seq++, inits: [], calendars: [], ctrl: [], offsets, deltas, runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
 

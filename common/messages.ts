@@ -6,6 +6,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { WireError } from './errors.js';
+import type { KIND_CAL, KIND_CNT, KIND_HOP } from './layout.js';
 
 /**
  * What a shard thread needs to (re)attach to its memory: sent as the piscina "lease" task when the shard
@@ -77,9 +78,17 @@ export interface LoadOp {
 
 /** What a counter op does to its value (when its comparison passes). */
 export const CounterMode = { INC: 1, SET: 2, DEL: 3 } as const;
+export type CounterModeCode = (typeof CounterMode)[keyof typeof CounterMode];
+
+/** Op modes of the apply script (common/scripts/apply.lua): the counter modes, plus reads, flushed lax deltas and partition clears. */
+export const Mode = { GET: 0, ...CounterMode, ADD: 4, CLEAR: 5 } as const;
+export type ModeCode = (typeof Mode)[keyof typeof Mode];
+/** The modes a counter op of the API carries: a read or a counter mode. */
+export type CounterOpMode = CounterModeCode | typeof Mode.GET;
 
 /** Comparators of conditional counter ops; a missing counter compares as 0. */
 export const Cmp = { ALWAYS: 0, EQ: 1, LT: 2, GT: 3, NE: 4 } as const;
+export type CmpCode = (typeof Cmp)[keyof typeof Cmp];
 
 /** True when `value` passes comparator `cmp` against `x`. */
 export function compare(cmp: number, value: number, x: number): boolean {
@@ -134,8 +143,14 @@ export interface ReleaseRecordOp {
 /** Ops that are not a plain add: they sit in the op columns as offset −1 − (index in `ctrl`). */
 export type CtrlOp = DecideOp | LoadOp | CounterOp | EndReservationOp | ReleaseRecordOp;
 
-/** A record the batch creates before its ops run: [word offset, kind, param a, param b, key]. */
-export type RecordInit = [offset: number, kind: number, a: number, b: number, key: string];
+/** A record to create, by kind (its key names it in errors and tests). */
+export type RecordSpec =
+  | { readonly kind: typeof KIND_HOP; readonly key: string; readonly unitMs: number; readonly size: number }
+  | { readonly kind: typeof KIND_CAL; readonly key: string; readonly config: number }
+  | { readonly kind: typeof KIND_CNT; readonly key: string; readonly lax: number };
+
+/** A record the batch creates at arena offset `offset` before its ops run. */
+export type RecordInit = RecordSpec & { readonly offset: number };
 
 /** A batch of ops for one shard, as encoded into the msgpack envelope. */
 export interface BatchEnvelope {
@@ -234,11 +249,37 @@ export interface FlusherInit {
   readonly replacement: boolean;
 }
 
-/** A lax counter the flusher must know: [shard, lax index, record offset, key, partition]. */
-export type LaxEntryInit = [shard: number, lax: number, offset: number, key: string, partition: number];
+/** A worker thread's stat buffer client → the buffer (src/buffers/link.ts). */
+export type BufferLinkToHost =
+  /** Counts to add: msgpack [keys, counts]. */
+  | { readonly t: 'add'; readonly data: Uint8Array }
+  /** Asks for `synced` once every add before it is applied. */
+  | { readonly t: 'sync'; readonly id: number }
+  /** The client closed its end. */
+  | { readonly t: 'bye' };
 
-/** An op the main thread asks the flusher to run in Redis, after the counter's pending delta. */
-export type FlusherOp = [shard: number, lax: number, mode: number, cmp: number, x: number, n: number];
+/** The buffer → a worker thread's client. */
+export type BufferLinkToClient = { readonly t: 'synced'; readonly id: number } | { readonly t: 'close' };
+
+/** A lax counter the flusher must know. */
+export interface LaxEntryInit {
+  readonly shard: number;
+  /** Its bit in the shard's dirty bitmap. */
+  readonly lax: number;
+  /** Its record's arena offset. */
+  readonly offset: number;
+  readonly key: string;
+  /** Its Redis partition (see common/redis.ts). */
+  readonly partition: number;
+}
+
+/**
+ * An op the main thread asks the flusher to run in Redis: on one lax counter, after its pending delta, or
+ * the clear of one partition (after every pending delta of it).
+ */
+export type FlusherOp =
+  | { readonly type: 'counter'; readonly shard: number; readonly lax: number; readonly mode: CounterOpMode; readonly cmp: CmpCode; readonly x: number; readonly n: number }
+  | { readonly type: 'clear'; readonly partition: number };
 
 /** Main → flusher on the data port. */
 export type FlusherMessage =

@@ -1,7 +1,7 @@
 /**
  * The Redis module: ioredis's one home. Connections (from a URL, ioredis options, or a ready client), the
- * version check, the partition layout of counter data, and the one Lua script every counter call runs
- * (common/scripts/apply.lua).
+ * version check, the partition layout of counter data, and the failures Redis reports. The scripts every
+ * counter call runs are in ./scripts.ts.
  *
  * Layout (spec/counters.md "Redis layout rules"). A kind of counter ("s" strict, "l" lax) under a prefix is
  * spread over {@link PARTITIONS} hashes, `{<prefix>:<kind>:<p>}`, the whole name a hash tag, so each
@@ -11,31 +11,16 @@
  *
  * Imported by the flusher thread as well as the main thread: imports nothing main-only.
  */
-import { createHash } from 'node:crypto';
 import { lookup as dnsLookup, resolveSrv } from 'node:dns';
-import { readFileSync } from 'node:fs';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
-import { decode, encode } from './codec.js';
 import { ErrorCode, optionTypeError, redactSecrets, TallyworksError } from './errors.js';
 import { keyHash } from './key-hash.js';
-import { CounterMode } from './messages.js';
+import { APPLY } from './scripts.js';
 
 /** Partitions (hashes, cluster slots) per kind of counter and prefix. Part of the stored layout. */
 export const PARTITIONS = 16;
 /** The oldest Redis these scripts run on (GETEX-era scripting; cmsgpack in Lua). */
 export const MIN_REDIS_VERSION = '6.2.0';
-/** How long a call's marker outlives its last use: a call in flight longer than this could be doubled. */
-export const MARKER_TTL_MS = 24 * 60 * 60 * 1000;
-
-/** The apply script's source, and its SHA1 (what EVALSHA sends; pinned in a test). */
-export const APPLY_LUA = readFileSync(new URL('../../common/scripts/apply.lua', import.meta.url), 'utf8');
-export const APPLY_SHA = createHash('sha1').update(APPLY_LUA).digest('hex');
-
-/** Op modes of the apply script: the counter modes, plus reads, flushed lax deltas and partition clears. */
-export const Mode = { GET: 0, ...CounterMode, ADD: 4, CLEAR: 5 } as const;
-/** Reply status of the apply script. */
-export const ApplyStatus = { APPLIED: 1, DUPLICATE: 2, STALE: 3 } as const;
-
 /**
  * How to open a connection, in a form that crosses to a worker thread (functions stripped): a URL, or
  * ioredis options, for one node or a cluster.
@@ -193,7 +178,7 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number,
   } else {
     client = new Redis({ ...spec.options, ...own });
   }
-  client.defineCommand('twApply', { numberOfKeys: 2, lua: APPLY_LUA });
+  APPLY.define(client);
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
   // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
   // password, a certificate, a refused port) came as an 'error' event before it.
@@ -322,23 +307,6 @@ export function partitionOf(key: string): number {
   return keyHash(key) % PARTITIONS;
 }
 
-export interface ApplyReply {
-  readonly status: number;
-  /** new, old per op (new is false for an INC refused as out of the safe-integer range). */
-  readonly results: Array<number | false>;
-}
-
-interface ApplyCommand {
-  twApplyBuffer(partition: string, marker: string, seq: number, ttlMs: number, ops: Buffer): Promise<[number, Buffer]>;
-}
-
-/** The stat buffer Redis sink's script (common/scripts/buffer-sink.lua). */
-export const BUFFER_SINK_LUA = readFileSync(new URL('../../common/scripts/buffer-sink.lua', import.meta.url), 'utf8');
-
-interface BufferSinkCommand {
-  twBufferSink(hash: string, marker: string, ttlMs: number, entries: Buffer): Promise<number>;
-}
-
 /**
  * The hash tag Redis hashes `key` by: the text between the first `{` and the first `}` after it, when that
  * is not empty; undefined when the key has no tag (Redis then hashes the whole key).
@@ -356,48 +324,6 @@ export function hashTag(key: string): string | undefined {
  */
 export function sinkMarkerKey(hash: string, flushId: string): string {
   return `{${hashTag(hash) ?? hash}}:tw-flush:${flushId}`;
-}
-
-/**
- * Adds `entries` ([key, count] pairs) to `hash` with HINCRBY, once per `flushId`: true when added now,
- * false when that flush id had been added before. Registers the script on `client` on first use.
- */
-export async function addFlush(client: RedisClient | IoredisClient, hash: string, flushId: string, ttlMs: number, entries: Array<string | number>): Promise<boolean> {
-  const c = client as unknown as BufferSinkCommand & RedisClient;
-  if (typeof c.twBufferSink !== 'function') c.defineCommand('twBufferSink', { numberOfKeys: 2, lua: BUFFER_SINK_LUA });
-  return (await c.twBufferSink(hash, sinkMarkerKey(hash, flushId), ttlMs, encodeOps(entries))) === 1;
-}
-
-/** Ops as one msgpack argument; an unsafe-to-truncate copy is made because ioredis writes it later. */
-function encodeOps(ops: ReadonlyArray<string | number>): Buffer {
-  const bytes = encode(ops);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** Runs the apply script: `ops` are 5 values per op (see common/scripts/apply.lua), sent as one msgpack argument. */
-export async function runApply(
-  client: RedisClient,
-  partition: string,
-  marker: string,
-  seq: number,
-  ops: Array<string | number>,
-): Promise<ApplyReply> {
-  const [status, packed] = await (client as unknown as ApplyCommand).twApplyBuffer(partition, marker, seq, MARKER_TTL_MS, encodeOps(ops));
-  const results = status === ApplyStatus.STALE ? [] : numbers(decode<Array<number | bigint | false>>(packed));
-  return { status: Number(status), results };
-}
-
-/** Reads the marker: the last sequence of `instance` applied on the partition, and its results. */
-export async function readMarker(client: RedisClient, marker: string): Promise<{ seq: number; results: Array<number | false> } | undefined> {
-  const stored = await client.getBuffer(marker);
-  if (stored === null) return undefined;
-  const colon = stored.indexOf(0x3a);
-  return { seq: Number(stored.subarray(0, colon).toString('latin1')), results: numbers(decode<Array<number | bigint | false>>(stored.subarray(colon + 1))) };
-}
-
-/** msgpack gives 64-bit integers past 2^53 as BigInt (a value someone else wrote): as the nearest number. */
-function numbers(results: Array<number | bigint | false>): Array<number | false> {
-  return results.map((r) => (typeof r === 'bigint' ? Number(r) : r));
 }
 
 /** Deletes this instance's markers once no call of it is in flight (hygiene: they would expire anyway). */

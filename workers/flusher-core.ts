@@ -44,21 +44,18 @@ import {
 } from '../common/layout.js';
 import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from '../common/messages.js';
 import {
-  ApplyStatus,
   closeClient,
   dropMarkers,
   isReady,
   markerKey,
-  Mode,
   refusedByRedis,
   notReady,
   PARTITIONS,
   partitionKey,
-  readMarker,
   type RedisClient,
   redisFailure,
-  runApply,
 } from '../common/redis.js';
+import { ApplyStatus, Mode, readMarker, runApply } from '../common/scripts.js';
 import { readBegin, writeBegin, writeEnd } from '../common/seqlock.js';
 
 /** A lax counter as the flusher knows it. */
@@ -191,7 +188,7 @@ export class FlusherCore {
   }
 
   register(entries: readonly LaxEntryInit[]): void {
-    for (const [shard, lax, offset, key, partition] of entries) {
+    for (const { shard, lax, offset, key, partition } of entries) {
       this.shards[shard]!.entries[lax] = { shard, offset, key, partition };
     }
   }
@@ -203,12 +200,12 @@ export class FlusherCore {
       return;
     }
     const request: Request = { id, results: new Array<number>(ops.length * 2).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
-    ops.forEach(([shard, lax, mode, cmp, x, n], index) => {
-      if (mode === Mode.CLEAR) {
-        // [-1, partition, CLEAR, …]
-        this.queued[lax]!.push({ request, index, entry: undefined, partition: lax, mode, cmp, x, n });
+    ops.forEach((op, index) => {
+      if (op.type === 'clear') {
+        this.queued[op.partition]!.push({ request, index, entry: undefined, partition: op.partition, mode: Mode.CLEAR, cmp: 0, x: 0, n: 0 });
         return;
       }
+      const { shard, lax, mode, cmp, x, n } = op;
       const entry = this.shards[shard]?.entries[lax];
       if (entry === undefined) {
         this.answerError(request, ErrorCode.PROTOCOL, `flusher: no lax counter ${lax} registered on shard ${shard}`);

@@ -56,7 +56,7 @@ init.data.on('message', (message: FlusherMessage) => {
       if (running === undefined && !closing) schedule(0);
       break;
     default:
-      throw protocolError('flusher data port', message);
+      throw protocolError('flusher data port', message satisfies never);
   }
 });
 

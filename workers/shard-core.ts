@@ -40,7 +40,7 @@ import {
   STEP_SCALE,
   type ShardViews,
 } from '../common/layout.js';
-import type { BatchEnvelope, CalConfig, CtrlOp, ShardStats } from '../common/messages.js';
+import type { BatchEnvelope, CalConfig, CtrlOp, RecordInit, ShardStats } from '../common/messages.js';
 import { CalShape } from '../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../common/records/calendar/write.js';
 import { addCounter, counterOp, initCounter, laxIndexOf } from '../common/records/counter.js';
@@ -150,22 +150,23 @@ export class ShardCore implements Journal, RecordMemory {
 
   private initRecords(batch: BatchEnvelope): void {
     const { i32, f64, header } = this.views;
-    for (const [o, kind, a, b] of batch.inits) {
+    for (const init of batch.inits) {
+      const o = init.offset;
       if (i32[2 * o + 1] !== KIND_NONE) continue; // done before this thread's predecessor died
-      switch (kind) {
+      switch (init.kind) {
         case KIND_HOP:
-          initHop(f64, o, a, b);
+          initHop(f64, o, init.unitMs, init.size);
           break;
         case KIND_CAL:
-          initCal(this.views, o, this.shapeFor(a, o));
+          initCal(this.views, o, this.shapeFor(init.config, o));
           break;
         case KIND_CNT:
-          initCounter(this.views, o, a);
+          initCounter(this.views, o, init.lax);
           break;
         default:
-          throw protocolError(`shard ${this.shard} record init`, kind);
+          throw protocolError(`shard ${this.shard} record init`, (init satisfies never as RecordInit).kind);
       }
-      Atomics.store(i32, 2 * o + 1, kind);
+      Atomics.store(i32, 2 * o + 1, init.kind);
       header[H_RECORDS] = header[H_RECORDS]! + 1;
     }
   }

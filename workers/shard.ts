@@ -39,7 +39,7 @@ function serve(info: AttachInfo): Promise<ShardLeaseEnd> {
           resolve({ type: 'detached', applied: core.appliedSeq });
           break;
         default:
-          throw protocolError(`shard ${info.shard} data port`, message);
+          throw protocolError(`shard ${info.shard} data port`, message satisfies never);
       }
     });
   });

@@ -6,22 +6,28 @@
 -- ARGV[2]  marker time to live, ms
 -- ARGV[3]  the ops, one msgpack array of 5 values per op: mode, field, cmp, x, n (one argument, so a call of
 --          many ops costs the client one string, not five per op)
---            mode 0 GET · 1 INC (checked) · 2 SET · 3 DEL · 4 ADD (a flushed lax delta) · 5 CLEAR (the
---            whole partition; field ignored)
---            cmp  0 always · 1 eq · 2 lt · 3 gt · 4 ne, against x; a missing field compares as 0
--- Reply    { status, results }  status 1 = applied now, 2 = seq had been applied (results are the ones
---          stored then), 3 = seq is older than the one stored (a stale call; nothing done, no results)
+--            mode GET reads · INC adds n (checked) · SET writes n · DEL deletes · ADD adds a flushed lax
+--                 delta · CLEAR deletes the whole partition (field ignored)
+--            cmp  against x; a missing field compares as 0
+-- Reply    { status, results }  status APPLIED = applied now, REPLAYED = seq had been applied (results are
+--          the ones stored then), STALE = seq is older than the one stored (nothing done, no results)
 --          results = msgpack array of new, old per op; new is false when an INC or ADD was refused (it
 --          would leave the safe-integer range, or the field holds no integer; nothing written); a failed
 --          comparison gives new = old
+--
+-- The numbers: the three lines below are read by test/common/scripts.test.ts and must equal Mode, Cmp and
+-- ApplyStatus in common/redis.ts and common/messages.ts.
+local GET, INC, SET, DEL, ADD, CLEAR = 0, 1, 2, 3, 4, 5
+local ALWAYS, EQ, LT, GT, NE = 0, 1, 2, 3, 4
+local APPLIED, REPLAYED, STALE = 1, 2, 3
 local seq = tonumber(ARGV[1])
 if seq > 0 then
   local stored = redis.call('GET', KEYS[2])
   if stored then
     local colon = string.find(stored, ':', 1, true)
     local last = tonumber(string.sub(stored, 1, colon - 1))
-    if last == seq then return { 2, string.sub(stored, colon + 1) } end
-    if last > seq then return { 3, '' } end
+    if last == seq then return { REPLAYED, string.sub(stored, colon + 1) } end
+    if last > seq then return { STALE, '' } end
   end
 end
 local h = KEYS[1]
@@ -46,7 +52,7 @@ for i = 1, #ops, 5 do
   local digits = n
   if n >= 1e14 or n <= -1e14 then digits = string.format('%.0f', n) end
   local old, new
-  if mode == 4 or (mode == 1 and cmp == 0) then
+  if mode == ADD or (mode == INC and cmp == ALWAYS) then
     -- An unconditional add: one command; the old value follows from the new one.
     new = incr(field, digits)
     if new == nil then
@@ -59,25 +65,25 @@ for i = 1, #ops, 5 do
         old, new = current(field), false
       end
     end
-  elseif mode == 5 then
+  elseif mode == CLEAR then
     redis.call('DEL', h)
     old, new = 0, 0
   else
     old = current(field)
     new = old
-    local pass = cmp == 0 or (cmp == 1 and old == x) or (cmp == 2 and old < x) or (cmp == 3 and old > x)
-      or (cmp == 4 and old ~= x)
-    if mode ~= 0 and pass then
-      if mode == 1 then
+    local pass = cmp == ALWAYS or (cmp == EQ and old == x) or (cmp == LT and old < x) or (cmp == GT and old > x)
+      or (cmp == NE and old ~= x)
+    if mode ~= GET and pass then
+      if mode == INC then
         if old + n > MAX or old + n < -MAX then
           new = false
         else
           new = incr(field, digits) or false
         end
-      elseif mode == 2 then
+      elseif mode == SET then
         redis.call('HSET', h, field, digits)
         new = n
-      else
+      elseif mode == DEL then
         redis.call('HDEL', h, field)
         new = 0
       end
@@ -91,4 +97,4 @@ local packed = cmsgpack.pack(results)
 if seq > 0 then
   redis.call('SET', KEYS[2], ARGV[1] .. ':' .. packed, 'PX', ARGV[2])
 end
-return { 1, packed }
+return { APPLIED, packed }

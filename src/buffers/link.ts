@@ -9,7 +9,8 @@
  */
 import { MessageChannel, MessagePort } from 'node:worker_threads';
 import { decode, encode } from '../../common/codec.js';
-import { argumentRangeError, argumentTypeError, closedError } from '../../common/errors.js';
+import { argumentRangeError, argumentTypeError, closedError, protocolError } from '../../common/errors.js';
+import type { BufferLinkToClient as ToClient, BufferLinkToHost as ToHost } from '../../common/messages.js';
 import { validateBufferKey } from '../keys.js';
 
 /** Hand this to a worker thread (`worker.postMessage(link, [link.port])`) and call `connectBuffer` there. */
@@ -19,8 +20,6 @@ export interface BufferLink {
   readonly port: MessagePort;
 }
 
-type ToHost = { readonly t: 'add'; readonly data: Uint8Array } | { readonly t: 'sync'; readonly id: number } | { readonly t: 'bye' };
-type ToClient = { readonly t: 'synced'; readonly id: number } | { readonly t: 'close' };
 
 /** Keys waiting in a client before it ships them without waiting for the end of the turn. */
 const SHIP_KEYS = 4096;
@@ -46,11 +45,21 @@ export class LinkHost {
   }
 
   private receive(port: MessagePort, m: ToHost): void {
-    if (m.t === 'add') {
-      const [keys, counts] = decode<[string[], number[]]>(m.data);
-      for (let i = 0; i < keys.length; i++) this.apply(keys[i]!, counts[i]!);
-    } else if (m.t === 'sync') port.postMessage({ t: 'synced', id: m.id } satisfies ToClient);
-    else if (m.t === 'bye') port.close();
+    switch (m.t) {
+      case 'add': {
+        const [keys, counts] = decode<[string[], number[]]>(m.data);
+        for (let i = 0; i < keys.length; i++) this.apply(keys[i]!, counts[i]!);
+        return;
+      }
+      case 'sync':
+        port.postMessage({ t: 'synced', id: m.id } satisfies ToClient);
+        return;
+      case 'bye':
+        port.close();
+        return;
+      default:
+        throw protocolError(`buffer "${this.name}" link`, m satisfies never);
+    }
   }
 
   /** Asks every linked thread for what it holds; waits up to `timeoutMs` for each to answer (or to end). */
@@ -91,11 +100,18 @@ export class BufferClient {
     this.buffer = link.buffer;
     this.port = link.port;
     this.port.on('message', (m: ToClient) => {
-      if (m.t === 'synced') {
-        this.syncs.get(m.id)?.resolve();
-        this.syncs.delete(m.id);
-        if (this.syncs.size === 0) this.port.unref();
-      } else if (m.t === 'close') this.end();
+      switch (m.t) {
+        case 'synced':
+          this.syncs.get(m.id)?.resolve();
+          this.syncs.delete(m.id);
+          if (this.syncs.size === 0) this.port.unref();
+          return;
+        case 'close':
+          this.end();
+          return;
+        default:
+          throw protocolError(`buffer "${this.buffer}" link`, m satisfies never);
+      }
     });
     this.port.on('close', () => {
       this.closed = true;

@@ -7,7 +7,8 @@
  * again with the same counts and the same flush id, so a sink that remembers flush ids applies each once.
  */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { addFlush, hashTag, type IoredisClient, isRedisClient, MARKER_TTL_MS } from '../../common/redis.js';
+import { hashTag, type IoredisClient, isRedisClient, sinkMarkerKey } from '../../common/redis.js';
+import { addFlush, MARKER_TTL_MS } from '../../common/scripts.js';
 import type { BufferEntry, FlushBatchHandler, FlushHandler } from './buffer-options.js';
 
 export interface RedisSinkOptions {
@@ -42,7 +43,7 @@ export function redisSink(redis: IoredisClient, options: RedisSinkOptions): { on
     onFlushBatch: async (entries, flushId) => {
       const flat: Array<string | number> = [];
       for (const e of entries) flat.push(e.key, e.count);
-      await addFlush(redis, hash, flushId, dedupeTtlMs, flat);
+      await addFlush(redis, hash, sinkMarkerKey(hash, flushId), dedupeTtlMs, flat);
     },
   };
 }

@@ -7,12 +7,12 @@
  * ```
  */
 import { argumentTypeError } from '../../common/errors.js';
-import { Cmp } from '../../common/messages.js';
+import { Cmp, type CmpCode } from '../../common/messages.js';
 import { safeInteger } from './validate.js';
 
 /** A comparison of a counter's current value against `x`. Build one with eq, lt, gt, ne or always. */
 export interface Comparator {
-  readonly cmp: number;
+  readonly cmp: CmpCode;
   readonly x: number;
 }
 

@@ -6,7 +6,7 @@
  * (a batch is one pipelined call per partition, not a MULTI).
  */
 import { argumentRangeError, closedError } from '../../common/errors.js';
-import { CounterMode } from '../../common/messages.js';
+import { type CmpCode, CounterMode, type CounterOpMode } from '../../common/messages.js';
 import { validateKey } from '../keys.js';
 import { always, type Comparator, comparator } from './comparators.js';
 import { array, safeInteger } from './validate.js';
@@ -14,8 +14,8 @@ import { array, safeInteger } from './validate.js';
 /** One op for a backend: `mode` (CounterMode) applied when `cmp` (Cmp) passes against `x`. */
 export interface CounterOpSpec {
   readonly key: string;
-  readonly mode: number;
-  readonly cmp: number;
+  readonly mode: CounterOpMode;
+  readonly cmp: CmpCode;
   readonly x: number;
   readonly n: number;
 }
@@ -31,7 +31,7 @@ export interface CounterBackend {
    * Runs one op and resolves with what `pick` names; rejects with a RangeError where the op was refused.
    * (The hot form: a backend may answer it without the arrays and promises of `run`.)
    */
-  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]>;
+  single(key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]>;
   /** Current values, 0 for a missing counter. */
   get(keys: readonly string[]): Promise<number[]>;
   /** Removes every counter of this kind under the prefix. */
@@ -144,7 +144,7 @@ export class CounterSet implements Counters {
   }
 
   /** One op; bad arguments reject (never throw synchronously), before anything is sent. */
-  private runOne(key: string, mode: number, when: Comparator, n: number, argument: string, pick: number): Promise<number | [number, number]> {
+  private runOne(key: string, mode: CounterOpMode, when: Comparator, n: number, argument: string, pick: number): Promise<number | [number, number]> {
     try {
       this.open();
       const c = comparator(when, 'when');
@@ -158,7 +158,7 @@ export class CounterSet implements Counters {
   private async runMany(
     items: ReadonlyArray<readonly unknown[]>,
     argument: string,
-    mode: number,
+    mode: CounterOpMode,
     conditional: boolean,
   ): Promise<Array<[string, number, number]>> {
     this.open();
@@ -188,7 +188,7 @@ function refused(next: number, key: string, n: number): number {
 }
 
 /** `single` through `run`, for backends without a faster form. */
-export async function singleViaRun(backend: CounterBackend, key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+export async function singleViaRun(backend: CounterBackend, key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]> {
   const [next, old] = await backend.run([{ key, mode, cmp, x, n }]);
   const value = refused(next!, key, n);
   return pick === Pick.NEW ? value : pick === Pick.OLD ? old! : [value, old!];

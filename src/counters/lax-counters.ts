@@ -9,8 +9,8 @@
  */
 import { ErrorCode, TallyworksError, argumentRangeError, argumentTypeError } from '../../common/errors.js';
 import { CNTF_COMMITTED } from '../../common/layout.js';
-import type { FlusherOp } from '../../common/messages.js';
-import { Mode, PARTITIONS } from '../../common/redis.js';
+import { Cmp, type CmpCode, type CounterOpMode, type FlusherOp, Mode } from '../../common/messages.js';
+import { PARTITIONS } from '../../common/redis.js';
 import type { Clock } from '../clock/clock.js';
 import type { FlusherClient } from '../flusher/flusher-client.js';
 import { validateKey } from '../keys.js';
@@ -37,10 +37,10 @@ class LaxRedis implements CounterBackend {
     const recs = ops.map((op) => this.local.record(op.key));
     // The shards apply every earlier add first, so the delta delivered before each op includes them.
     await this.local.settle(recs);
-    return this.flusher.request(ops.map((op, i): FlusherOp => [recs[i]!.lane.index, recs[i]!.lax, op.mode, op.cmp, op.x, op.n]));
+    return this.flusher.request(ops.map((op, i): FlusherOp => ({ type: 'counter', shard: recs[i]!.lane.index, lax: recs[i]!.lax, mode: op.mode, cmp: op.cmp, x: op.x, n: op.n })));
   }
 
-  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+  single(key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]> {
     return singleViaRun(this, key, mode, cmp, x, n, pick);
   }
 
@@ -52,7 +52,7 @@ class LaxRedis implements CounterBackend {
     const stale = recs.filter((_, i) => now - readings[i]!.remoteAt > this.allowedLagMs);
     if (stale.length > 0) {
       try {
-        await this.flusher.request(stale.map((r): FlusherOp => [r.lane.index, r.lax, Mode.GET, 0, 0, 0]));
+        await this.flusher.request(stale.map((r): FlusherOp => ({ type: 'counter', shard: r.lane.index, lax: r.lax, mode: Mode.GET, cmp: Cmp.ALWAYS, x: 0, n: 0 })));
         readings = await Promise.all(recs.map((r) => this.local.read(r)));
       } catch (err) {
         // Redis unreachable: the local estimate is the answer (spec: reads return it during an outage).
@@ -65,7 +65,7 @@ class LaxRedis implements CounterBackend {
   async clear(): Promise<void> {
     const recs = [...this.local.all()];
     await this.local.settle(recs);
-    await this.flusher.request(Array.from({ length: PARTITIONS }, (_, p): FlusherOp => [-1, p, Mode.CLEAR, 0, 0, 0]));
+    await this.flusher.request(Array.from({ length: PARTITIONS }, (_, p): FlusherOp => ({ type: 'clear', partition: p })));
   }
 }
 

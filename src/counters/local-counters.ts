@@ -7,7 +7,7 @@
  * total, and the flusher delivers total − committed to Redis and writes back the Redis value it saw.
  */
 import { CNT_RECORD_WORDS, CNTF_COMMITTED, CNTF_REMOTE, CNTF_REMOTE_AT, CNTF_TOTAL, KIND_CNT, type ShardViews } from '../../common/layout.js';
-import { CounterMode } from '../../common/messages.js';
+import { type CmpCode, CounterMode, type CounterOpMode } from '../../common/messages.js';
 import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
 import type { Lane } from '../router/lane.js';
@@ -65,7 +65,7 @@ export class LocalCounters implements CounterBackend {
       validateKey(key);
       const lane = this.router.laneFor(key);
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
-      const offset = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax, 0, key);
+      const offset = lane.createRecord(CNT_RECORD_WORDS, { kind: KIND_CNT, key, lax });
       rec = { key, lane, offset, lax, appended: 0, capped: false };
       this.records.set(key, rec);
       this.laxRegistrar?.(rec);
@@ -109,7 +109,7 @@ export class LocalCounters implements CounterBackend {
     return results;
   }
 
-  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+  single(key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]> {
     return singleViaRun(this, key, mode, cmp, x, n, pick);
   }
 

@@ -15,22 +15,20 @@
  */
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import {
-  ApplyStatus,
   dropMarkers,
   isReady,
   markerKey,
-  Mode,
   PARTITIONS,
   partitionKey,
   partitionOf,
-  readMarker,
   type RedisClient,
-  runApply,
   refusedByRedis,
   notReady,
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
+import type { CmpCode, CounterOpMode } from '../../common/messages.js';
+import { ApplyStatus, Mode, readMarker, runApply } from '../../common/scripts.js';
 import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
 
 /** One caller's request: its ops may span partitions; it settles when every partition answered. */
@@ -103,7 +101,7 @@ export class StrictRedis implements CounterBackend {
     return this.enqueue(ops.map((op) => [partitionOf(op.key), op.mode, op.key, op.cmp, op.x, op.n]));
   }
 
-  single(key: string, mode: number, cmp: number, x: number, n: number, pick: number): Promise<number | [number, number]> {
+  single(key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]> {
     if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     const part = this.partitions[partitionOf(key)]!;
     return new Promise((resolve, reject) => {

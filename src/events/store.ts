@@ -146,7 +146,7 @@ export class EventStore implements EventReader {
       lane.registerCalendar(this.config);
       this.registered.add(lane);
     }
-    const offset = lane.createRecord(this.shape.words, KIND_CAL, this.config.id, 0, id);
+    const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
     c = { id, lane, offset, dirty: false, loading: undefined };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);

@@ -24,7 +24,8 @@ import type {
   FlusherStats,
   LaxEntryInit,
 } from '../../common/messages.js';
-import { type ConnectionSpec, Mode, PARTITIONS } from '../../common/redis.js';
+import { type ConnectionSpec, PARTITIONS } from '../../common/redis.js';
+import { Mode } from '../../common/scripts.js';
 import type { Lane } from '../router/lane.js';
 import { startFlusher } from '../threads/threads.js';
 
@@ -174,7 +175,7 @@ export class FlusherClient {
     for (const id of thread.sent) {
       const w = this.waiting.get(id);
       if (w === undefined) continue;
-      if (w.ops.every((op) => op[2] === Mode.GET)) {
+      if (w.ops.every((op) => op.type === 'counter' && op.mode === Mode.GET)) {
         this.held.push(id);
         continue;
       }
@@ -227,7 +228,7 @@ export class FlusherClient {
 
   /** Tells the flusher about a new lax counter (sent at the end of the tick, before any request). */
   register(lane: Lane, lax: number, offset: number, key: string, partition: number): void {
-    const entry: LaxEntryInit = [lane.index, lax, offset, key, partition];
+    const entry: LaxEntryInit = { shard: lane.index, lax, offset, key, partition };
     this.registered.push(entry);
     this.unsent.push(entry);
     if (!this.registrationScheduled) {
@@ -277,7 +278,7 @@ export class FlusherClient {
         w.reject(reviveError(reply.error) as Error);
         break;
       default:
-        w.reject(new TallyworksError(ErrorCode.PROTOCOL, `flusher: unknown reply ${JSON.stringify(reply)}`));
+        w.reject(new TallyworksError(ErrorCode.PROTOCOL, `flusher: unknown reply ${JSON.stringify(reply satisfies never)}`));
     }
   }
 
@@ -357,7 +358,7 @@ export class FlusherClient {
   /** Every lax delta Redis has not confirmed, read from shard memory (total − committed per counter). */
   private undeliveredInMemory(): Array<[string, number]> {
     const out: Array<[string, number]> = [];
-    for (const [shard, , offset, key] of this.registered) {
+    for (const { shard, offset, key } of this.registered) {
       const lane = this.lanes[shard]!;
       const pending = lane.readConsistent(offset, (v) => v.f64[offset + CNTF_TOTAL]! - v.f64[offset + CNTF_COMMITTED]!);
       if (typeof pending === 'number' && pending !== 0) out.push([key, pending]);

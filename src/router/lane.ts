@@ -7,16 +7,16 @@
  */
 import type { TallyworksError } from '../../common/errors.js';
 import type { ShardViews } from '../../common/layout.js';
-import type { CalConfig, CtrlOp, RecordInit, ShardStats } from '../../common/messages.js';
+import type { CalConfig, CtrlOp, RecordInit, RecordSpec, ShardStats } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
 import { BatchPipeline, type PipelineConfig } from './batch-pipeline.js';
 import { MISSED, ShardMemory } from './shard-memory.js';
-import { ShardSupervisor, type SupervisorConfig } from './shard-supervisor.js';
+import { ShardSupervisor } from './shard-supervisor.js';
 
 export { MISSED } from './shard-memory.js';
 
 /** What a lane needs of the engine options (see EngineOptions for each one's meaning). */
-export type LaneConfig = PipelineConfig & SupervisorConfig & Pick<ResolvedOptions, 'maxShardMemoryBytes'>;
+export type LaneConfig = PipelineConfig & Pick<ResolvedOptions, 'maxRestarts' | 'maxShardMemoryBytes'>;
 
 export class Lane {
   readonly index: number;
@@ -54,10 +54,10 @@ export class Lane {
   }
 
   /** Reserves `words` 8-byte words for a new record and queues its creation in the open batch. */
-  createRecord(words: number, kind: number, a: number, b: number, key: string): number {
+  createRecord(words: number, spec: RecordSpec): number {
     this.batches.check();
     const offset = this.memory.takeRecord(words);
-    const init: RecordInit = [offset, kind, a, b, key];
+    const init: RecordInit = { ...spec, offset };
     this.batches.appendInit(init);
     return offset;
   }
@@ -131,7 +131,7 @@ export class Lane {
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────
 
   async stats(): Promise<ShardStats & { restarts: number; inflight: number }> {
-    const s = await this.supervisor.control((c) => c.stats());
+    const s = await this.supervisor.stats();
     return { ...s, restarts: this.supervisor.restarts, inflight: this.batches.inflightCount() };
   }
 

@@ -7,7 +7,7 @@
 import { encode } from '../../common/codec.js';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
 import { ErrorCode, TallyworksError, closedError, reviveError } from '../../common/errors.js';
-import type { AttachInfo, CalConfig, DataMessage, DataReply, ShardControl } from '../../common/messages.js';
+import type { AttachInfo, CalConfig, DataMessage, DataReply, ShardControl, ShardStats } from '../../common/messages.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { ResolvedOptions } from '../options.js';
 import { ShardThread } from '../threads/threads.js';
@@ -82,7 +82,7 @@ export class ShardSupervisor implements BatchSink {
    * for a restart; it rejects when the shard is given up or the engine closes. Bounded: each retry needs
    * a new thread, and after `maxRestarts` deaths without progress the shard is given up.
    */
-  async control<T>(call: (c: Remote<ShardControl>) => Promise<T>): Promise<T> {
+  private async control<T>(call: (c: Remote<ShardControl>) => Promise<T>): Promise<T> {
     for (;;) {
       const a = this.attachment;
       const failure = this.pipeline.failed;
@@ -93,6 +93,11 @@ export class ShardSupervisor implements BatchSink {
         if (err !== DETACHED) throw err;
       }
     }
+  }
+
+  /** The shard thread's stats (asked again of a replacement if the thread dies first). */
+  stats(): Promise<ShardStats> {
+    return this.control((c) => c.stats());
   }
 
   send(b: Batch): void {

@@ -94,7 +94,7 @@ export class WindowSet {
     if (existing !== undefined) return existing;
     validateKey(id, 'id');
     const lane = this.router.laneFor(id);
-    const offset = lane.createRecord(hopRecordWords(this.shape.size), KIND_HOP, this.shape.unitMs, this.shape.size, id);
+    const offset = lane.createRecord(hopRecordWords(this.shape.size), { kind: KIND_HOP, key: id, unitMs: this.shape.unitMs, size: this.shape.size });
     const w = new Window(id, this.shape, lane, offset, this.clock);
     this.byId.set(id, w);
     return w;

@@ -15,7 +15,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay, setImmediate as turn } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { addFlush, MARKER_TTL_MS, sinkMarkerKey } from '../../common/redis.js';
+import { sinkMarkerKey } from '../../common/redis.js';
+import { addFlush, MARKER_TTL_MS } from '../../common/scripts.js';
 import {
   asyncBatchSink,
   asyncSink,
@@ -222,8 +223,8 @@ describe('redisSink: HINCRBY once per flush id', () => {
 
     // addFlush reports which call added.
     const id2 = flushId();
-    assert.equal(await addFlush(redis, hash, id2, 5000, ['k', 1]), true);
-    assert.equal(await addFlush(redis, hash, id2, 5000, ['k', 1]), false);
+    assert.equal(await addFlush(redis, hash, sinkMarkerKey(hash, id2), 5000, ['k', 1]), true);
+    assert.equal(await addFlush(redis, hash, sinkMarkerKey(hash, id2), 5000, ['k', 1]), false);
     assert.equal(await redis.hget(hash, 'k'), '8');
 
     // The default TTL is MARKER_TTL_MS (24 h).

@@ -17,12 +17,10 @@ import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { APPLY, MARKER_TTL_MS } from '../../common/scripts.js';
 import {
-  APPLY_LUA,
-  APPLY_SHA,
   checkVersion,
   markerKey,
-  MARKER_TTL_MS,
   MIN_REDIS_VERSION as MIN_VERSION_INTERNAL,
   PARTITIONS,
   partitionKey,
@@ -264,31 +262,30 @@ const sumOf = (xs: Iterable<number>): number => {
 // ---------------------------------------------------------------------------------------------------
 
 describe('the apply script and the Redis layout', () => {
-  test('the script SHA is pinned, and a real server has the script cached after a strict op', async () => {
-    assert.equal(APPLY_SHA, 'ccec8b5a99c6afff7aab72290190b53719624348', 'common/scripts/apply.lua changed: pin its new SHA on purpose');
-    assert.equal(createHash('sha1').update(APPLY_LUA).digest('hex'), APPLY_SHA);
+  test('a real server has the script of the pinned SHA (test/common/scripts.test.ts) cached after a strict op', async () => {
+    assert.equal(createHash('sha1').update(APPLY.lua).digest('hex'), APPLY.sha);
 
     const server = await redisServer();
     const r = inspector(server);
-    assert.deepEqual(await r.script('EXISTS', APPLY_SHA), [0], 'a fresh server has no script cached');
+    assert.deepEqual(await r.script('EXISTS', APPLY.sha), [0], 'a fresh server has no script cached');
     const engine = await engineOn(server, 'sha');
     assert.equal(await engine.strict.inc('a', 3), 3);
-    assert.deepEqual(await r.script('EXISTS', APPLY_SHA), [1], 'the strict op ran the pinned script (EVALSHA, loaded by EVAL on NOSCRIPT)');
+    assert.deepEqual(await r.script('EXISTS', APPLY.sha), [1], 'the strict op ran the pinned script (EVALSHA, loaded by EVAL on NOSCRIPT)');
     await engine.close();
   });
 
   test('the script declares every key it touches: no key name is built in Lua, only KEYS[1] and KEYS[2] are used', () => {
-    const calls = [...APPLY_LUA.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*,\s*([^,)]*)/g)];
+    const calls = [...APPLY.lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*,\s*([^,)]*)/g)];
     assert.ok(calls.length > 0);
-    assert.equal(calls.length, (APPLY_LUA.match(/redis\.p?call\b/g) ?? []).length, 'every redis.call has a literal command name and a key argument');
+    assert.equal(calls.length, (APPLY.lua.match(/redis\.p?call\b/g) ?? []).length, 'every redis.call has a literal command name and a key argument');
     for (const [text, command, keyArg] of calls) {
       const arg = keyArg!.trim();
       assert.ok(['h', 'KEYS[1]', 'KEYS[2]'].includes(arg), `${command} touches ${arg}, not a declared key: ${text}`);
       assert.ok(!arg.includes('..'), `${text}: a key name built by concatenation`);
     }
     // `h` is KEYS[1] and nothing else.
-    assert.deepEqual(APPLY_LUA.match(/\bh\s*=[^=].*/g), ['h = KEYS[1]']);
-    const indexes = new Set([...APPLY_LUA.matchAll(/KEYS\[(\w+)\]/g)].map((m) => m[1]));
+    assert.deepEqual(APPLY.lua.match(/\bh\s*=[^=].*/g), ['h = KEYS[1]']);
+    const indexes = new Set([...APPLY.lua.matchAll(/KEYS\[(\w+)\]/g)].map((m) => m[1]));
     assert.deepEqual([...indexes].sort(), ['1', '2']);
   });
 

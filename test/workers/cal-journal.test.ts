@@ -64,8 +64,8 @@ function batch(): BatchEnvelope {
   return {
     seq: 1,
     inits: [
-      [A, L.KIND_CAL, 1, 0, 'a'],
-      [B, L.KIND_CAL, 1, 0, 'b'],
+      { offset: A, kind: L.KIND_CAL, config: 1, key: 'a' },
+      { offset: B, kind: L.KIND_CAL, config: 1, key: 'b' },
     ],
     calendars: [config],
     ctrl,

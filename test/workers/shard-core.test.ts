@@ -20,7 +20,7 @@ function memory() {
 function batch(seq: number, ops: number, init: boolean): BatchEnvelope {
   return {
     seq,
-    inits: init ? [[O, L.KIND_HOP, 1000, 5, 'k']] : [],
+    inits: init ? [{ offset: O, kind: L.KIND_HOP, unitMs: 1000, size: 5, key: 'k' }] : [],
     calendars: [],
     ctrl: [],
     offsets: new Int32Array(ops).fill(O),
@@ -96,7 +96,7 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
   const core = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   const b: BatchEnvelope = {
     seq: 1,
-    inits: [[O, L.KIND_HOP, 1000, 5, 'k']],
+    inits: [{ offset: O, kind: L.KIND_HOP, unitMs: 1000, size: 5, key: 'k' }],
     calendars: [],
     ctrl: [],
     offsets: new Int32Array(4).fill(O),
@@ -117,9 +117,9 @@ function counterBatch(seq: number, offsets: number[], deltas: number[], init: bo
     seq,
     inits: init
       ? [
-          [A, L.KIND_CNT, 3, 0, 'a'],
-          [B, L.KIND_CNT, 40, 0, 'b'],
-          [C, L.KIND_CNT, -1, 0, 'c'],
+          { offset: A, kind: L.KIND_CNT, lax: 3, key: 'a' },
+          { offset: B, kind: L.KIND_CNT, lax: 40, key: 'b' },
+          { offset: C, kind: L.KIND_CNT, lax: -1, key: 'c' },
         ]
       : [],
     calendars: [],

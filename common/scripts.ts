@@ -1,0 +1,107 @@
+/**
+ * The Lua scripts the engine runs in Redis (common/scripts/*.lua), each a typed {@link RedisScript}: its
+ * source, its SHA (pinned in test/common/scripts.test.ts) and the one call that runs it, so no code reaches
+ * for a method ioredis adds at run time. The script numbers (op modes, comparators, reply status) are the
+ * constants below and in messages.ts; the same test reads them from the script's header.
+ *
+ * Imported by the flusher thread as well as the main thread: imports nothing main-only.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { decode, encode } from './codec.js';
+
+export { Mode, type ModeCode } from './messages.js';
+/** Reply status of the apply script. */
+export const ApplyStatus = { APPLIED: 1, REPLAYED: 2, STALE: 3 } as const;
+export type ApplyStatusCode = (typeof ApplyStatus)[keyof typeof ApplyStatus];
+
+/** How long a call's marker outlives its last use: a call in flight longer than this could be doubled. */
+export const MARKER_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** What a script needs of a client: ioredis's defineCommand (EVALSHA, EVAL on NOSCRIPT, per connection). */
+interface ScriptHost {
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
+}
+
+/**
+ * One script: `Args` are its keys then its arguments, `Reply` what Redis answers (Buffers for bulk strings
+ * when `buffers` is set). `define` registers it on a client the engine opened; `run` defines it on first
+ * use (a client the user passed to redisSink) and calls it.
+ */
+export class RedisScript<Args extends ReadonlyArray<string | number | Buffer>, Reply> {
+  readonly lua: string;
+  readonly sha: string;
+
+  constructor(
+    readonly file: string,
+    private readonly command: string,
+    private readonly numberOfKeys: number,
+    private readonly buffers: boolean,
+  ) {
+    this.lua = readFileSync(new URL(`../../common/scripts/${file}`, import.meta.url), 'utf8');
+    this.sha = createHash('sha1').update(this.lua).digest('hex');
+  }
+
+  define(client: ScriptHost): void {
+    client.defineCommand(this.command, { numberOfKeys: this.numberOfKeys, lua: this.lua });
+  }
+
+  run(client: ScriptHost, ...args: Args): Promise<Reply> {
+    const methods = client as unknown as Record<string, ((...a: Args) => Promise<Reply>) | undefined>;
+    const name = this.buffers ? `${this.command}Buffer` : this.command;
+    if (typeof methods[name] !== 'function') this.define(client);
+    return methods[name]!.call(client, ...args);
+  }
+}
+
+/** common/scripts/apply.lua: one call's counter ops on one partition, at most once per (instance, seq). */
+export const APPLY = new RedisScript<[partition: string, marker: string, seq: number, ttlMs: number, ops: Buffer], [status: number, packed: Buffer]>(
+  'apply.lua',
+  'twApply',
+  2,
+  true,
+);
+
+/** common/scripts/buffer-sink.lua: one stat buffer flush into a hash, once per flush id. */
+export const BUFFER_SINK = new RedisScript<[hash: string, marker: string, ttlMs: number, entries: Buffer], number>('buffer-sink.lua', 'twBufferSink', 2, false);
+
+export interface ApplyReply {
+  readonly status: ApplyStatusCode;
+  /** new, old per op (new is false for an INC refused as out of the safe-integer range). */
+  readonly results: Array<number | false>;
+}
+
+/** Values as one msgpack argument (a Buffer over the encoded bytes: ioredis writes it later, unchanged). */
+function encodeArgs(values: ReadonlyArray<string | number>): Buffer {
+  const bytes = encode(values);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** msgpack gives 64-bit integers past 2^53 as BigInt (a value someone else wrote): as the nearest number. */
+function numbers(results: Array<number | bigint | false>): Array<number | false> {
+  return results.map((r) => (typeof r === 'bigint' ? Number(r) : r));
+}
+
+/** Runs the apply script: `ops` are 5 values per op (see common/scripts/apply.lua), sent as one msgpack argument. */
+export async function runApply(client: ScriptHost, partition: string, marker: string, seq: number, ops: Array<string | number>): Promise<ApplyReply> {
+  const [status, packed] = await APPLY.run(client, partition, marker, seq, MARKER_TTL_MS, encodeArgs(ops));
+  const code = Number(status) as ApplyStatusCode;
+  const results = code === ApplyStatus.STALE ? [] : numbers(decode<Array<number | bigint | false>>(packed));
+  return { status: code, results };
+}
+
+/** Reads a call marker: the last sequence of its instance applied on the partition, and its results. */
+export async function readMarker(client: { getBuffer(key: string): Promise<Buffer | null> }, marker: string): Promise<{ seq: number; results: Array<number | false> } | undefined> {
+  const stored = await client.getBuffer(marker);
+  if (stored === null) return undefined;
+  const colon = stored.indexOf(0x3a);
+  return { seq: Number(stored.subarray(0, colon).toString('latin1')), results: numbers(decode<Array<number | bigint | false>>(stored.subarray(colon + 1))) };
+}
+
+/**
+ * Adds `entries` ([key, count] pairs) to `hash` with HINCRBY, once per flush: true when added now, false
+ * when that flush's marker `marker` was there (added before).
+ */
+export async function addFlush(client: ScriptHost, hash: string, marker: string, ttlMs: number, entries: Array<string | number>): Promise<boolean> {
+  return (await BUFFER_SINK.run(client, hash, marker, ttlMs, encodeArgs(entries))) === 1;
+}
