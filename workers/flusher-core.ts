@@ -27,21 +27,14 @@
  * Memory during an outage is O(dirty keys): deltas aggregate in the records' totals; a partition holds at
  * most one unresolved call.
  *
+ * The records' side (dirty bits, pending deltas, targets, commits) is in ./flusher-records.ts. Over 350
+ * lines because the rest is one actor's state machine over per-partition state — requests queued, the
+ * call built and sent, its outcome (landed, refused, lost and resent), recovery and close — which splits
+ * only into modules that would share every field.
+ *
  * Imported by the flusher thread: imports nothing main-only.
  */
 import { ErrorCode, type ErrorCodeValue, TallyworksError, toWireError } from '../common/errors.js';
-import {
-  CNTF_COMMITTED,
-  CNTF_REMOTE,
-  CNTF_REMOTE_AT,
-  CNTF_TARGET,
-  CNTF_TOTAL,
-  CNT_CALL_OP,
-  H_FLUSH_OFFSET,
-  refreshArenaViews,
-  shardViews,
-  type ShardViews,
-} from '../common/layout.js';
 import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from '../common/messages.js';
 import {
   closeClient,
@@ -56,24 +49,7 @@ import {
   redisFailure,
 } from '../common/redis.js';
 import { ApplyStatus, Mode, readMarker, runApply } from '../common/scripts.js';
-import { readBegin, writeBegin, writeEnd } from '../common/seqlock.js';
-
-/** A lax counter as the flusher knows it. */
-interface Entry {
-  readonly shard: number;
-  readonly offset: number;
-  readonly key: string;
-  readonly partition: number;
-}
-
-interface ShardMemory {
-  readonly views: ShardViews;
-  readonly arena: SharedArrayBuffer;
-  readonly dirtyBuffer: SharedArrayBuffer;
-  dirty: Int32Array;
-  /** Entries by lax index. */
-  readonly entries: Array<Entry | undefined>;
-}
+import { type Entry, type Final, LaxRecords } from './flusher-records.js';
 
 /** A request from the main thread: its ops, answered together. */
 interface Request {
@@ -111,7 +87,7 @@ interface Call {
 export type Reply = (reply: FlusherReply) => void;
 
 export class FlusherCore {
-  private readonly shards: ShardMemory[];
+  private readonly records: LaxRecords;
   private readonly time: Float64Array;
   private readonly gauges: Int32Array;
   private readonly client: RedisClient;
@@ -152,13 +128,7 @@ export class FlusherCore {
     entries: readonly LaxEntryInit[],
   ) {
     this.state = new Float64Array(partitionState);
-    this.shards = shards.map((s) => ({
-      views: shardViews(s.header, s.arena),
-      arena: s.arena,
-      dirtyBuffer: s.dirty,
-      dirty: new Int32Array(s.dirty),
-      entries: [],
-    }));
+    this.records = new LaxRecords(shards);
     this.time = new Float64Array(timeCell, 0, 1);
     this.gauges = new Int32Array(gauges);
     this.client = client;
@@ -173,24 +143,12 @@ export class FlusherCore {
       this.partitionKeys.push(key);
       this.markerKeys.push(markerKey(key, instance));
     }
-    for (const s of this.shards) this.releaseLeftLock(s);
     this.register(entries);
     this.rescan = entries.length > 0;
   }
 
-  /** A flusher that died holding a record's seqlock left it odd: end that write (its fields are whole). */
-  private releaseLeftLock(s: ShardMemory): void {
-    const offset = s.views.header[H_FLUSH_OFFSET]!;
-    if (offset === 0) return;
-    refreshArenaViews(s.views, s.arena);
-    if (readBegin(s.views.i32, offset) === -1) writeEnd(s.views.i32, offset);
-    s.views.header[H_FLUSH_OFFSET] = 0;
-  }
-
   register(entries: readonly LaxEntryInit[]): void {
-    for (const { shard, lax, offset, key, partition } of entries) {
-      this.shards[shard]!.entries[lax] = { shard, offset, key, partition };
-    }
+    this.records.register(entries);
   }
 
   /** Queues a request; refused at once (nothing sent) when Redis is unreachable. */
@@ -206,7 +164,7 @@ export class FlusherCore {
         return;
       }
       const { shard, lax, mode, cmp, x, n } = op;
-      const entry = this.shards[shard]?.entries[lax];
+      const entry = this.records.entry(shard, lax);
       if (entry === undefined) {
         this.answerError(request, ErrorCode.PROTOCOL, `flusher: no lax counter ${lax} registered on shard ${shard}`);
         return;
@@ -229,7 +187,7 @@ export class FlusherCore {
   async cycle(): Promise<void> {
     this.cycles++;
     if (this.rescan) this.scanAll();
-    this.scanDirty();
+    this.records.takeDirty(this.dirty);
     if (this.recovering.size > 0) await Promise.all([...this.recovering].map((p) => this.recover(p)));
     const calls: Call[] = [];
     for (let p = 0; p < PARTITIONS; p++) {
@@ -246,12 +204,7 @@ export class FlusherCore {
   /** A replacement's first look: every registered record with a pending delta or a call in flight is dirty. */
   private scanAll(): void {
     this.rescan = false;
-    for (const s of this.shards) {
-      for (const e of s.entries) {
-        if (e === undefined) continue;
-        if (this.pending(e) !== 0 || !Number.isNaN(this.views(e).f64[e.offset + CNTF_TARGET]!)) this.dirty[e.partition]!.add(e);
-      }
-    }
+    for (const e of this.records.all()) if (this.records.pending(e) !== 0 || this.records.inFlight(e)) this.dirty[e.partition]!.add(e);
   }
 
   /**
@@ -269,26 +222,7 @@ export class FlusherCore {
       return;
     }
     const landed = marker !== undefined && marker.seq >= seq;
-    for (const s of this.shards) {
-      for (const e of s.entries) {
-        if (e === undefined || e.partition !== p) continue;
-        const { i32, f64, header } = this.views(e);
-        const o = e.offset;
-        const target = f64[o + CNTF_TARGET]!;
-        if (Number.isNaN(target)) continue;
-        const refused = landed && marker!.results[2 * i32[2 * o + CNT_CALL_OP]!] === false;
-        header[H_FLUSH_OFFSET] = o;
-        writeBegin(i32, o);
-        if (landed && !refused) {
-          f64[o + CNTF_COMMITTED] = target;
-          f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY; // the value after it is not known: read it again
-        }
-        f64[o + CNTF_TARGET] = Number.NaN;
-        writeEnd(i32, o);
-        header[H_FLUSH_OFFSET] = 0;
-        this.dirty[p]!.add(e);
-      }
-    }
+    for (const e of this.records.ofPartition(p)) if (this.records.settleTarget(e, landed, marker?.results)) this.dirty[p]!.add(e);
     this.state[2 * p + 1] = 0;
     this.recovering.delete(p);
   }
@@ -298,14 +232,7 @@ export class FlusherCore {
     for (let i = 0; i < call.entries.length; i++) {
       const e = call.entries[i];
       if (e === undefined || call.deltas[i] === 0) continue;
-      const { i32, f64, header } = this.views(e);
-      const o = e.offset;
-      header[H_FLUSH_OFFSET] = o;
-      writeBegin(i32, o);
-      f64[o + CNTF_TARGET] = f64[o + CNTF_COMMITTED]! + call.deltas[i]!;
-      i32[2 * o + CNT_CALL_OP] = i;
-      writeEnd(i32, o);
-      header[H_FLUSH_OFFSET] = 0;
+      this.records.markTarget(e, call.deltas[i]!, i);
     }
     this.state[2 * call.partition + 1] = call.seq;
   }
@@ -315,40 +242,9 @@ export class FlusherCore {
     for (let i = 0; i < call.entries.length; i++) {
       const e = call.entries[i];
       if (e === undefined || call.deltas[i] === 0) continue;
-      this.views(e).f64[e.offset + CNTF_TARGET] = Number.NaN;
+      this.records.clearTarget(e);
     }
     if (this.state[2 * call.partition + 1] === call.seq) this.state[2 * call.partition + 1] = 0;
-  }
-
-  /** Takes every set bit of every shard's dirty bitmap (the bits are cleared before the totals are read). */
-  private scanDirty(): void {
-    for (const s of this.shards) {
-      if (s.dirty.byteLength !== s.dirtyBuffer.byteLength) s.dirty = new Int32Array(s.dirtyBuffer);
-      const words = s.dirty;
-      for (let w = 0; w < words.length; w++) {
-        if (words[w] === 0) continue;
-        let bits = Atomics.exchange(words, w, 0);
-        while (bits !== 0) {
-          const bit = 31 - Math.clz32(bits & -bits);
-          bits &= bits - 1;
-          const entry = s.entries[w * 32 + bit];
-          // Not registered yet (its message is still queued): keep the bit for the next cycle.
-          if (entry === undefined) Atomics.or(words, w, 1 << bit);
-          else this.dirty[entry.partition]!.add(entry);
-        }
-      }
-    }
-  }
-
-  private views(entry: Entry): ShardViews {
-    const s = this.shards[entry.shard]!;
-    if ((entry.offset + 8) * 8 > s.views.f64.byteLength) refreshArenaViews(s.views, s.arena);
-    return s.views;
-  }
-
-  private pending(entry: Entry): number {
-    const f64 = this.views(entry).f64;
-    return f64[entry.offset + CNTF_TOTAL]! - f64[entry.offset + CNTF_COMMITTED]!;
   }
 
   private build(p: number): Call | undefined {
@@ -360,7 +256,7 @@ export class FlusherCore {
     let writes = false;
     const add = (entry: Entry): void => {
       included.add(entry);
-      const d = this.pending(entry);
+      const d = this.records.pending(entry);
       if (d === 0) return;
       args.push(Mode.ADD, entry.key, 0, 0, d);
       entries.push(entry);
@@ -374,7 +270,7 @@ export class FlusherCore {
       if (op.request.answered) continue;
       if (op.entry === undefined) {
         // A clear: deliver every pending delta of the partition first (they came before it).
-        for (const e of this.entriesOf(p)) if (!included.has(e)) add(e);
+        for (const e of this.records.ofPartition(p)) if (!included.has(e)) add(e);
       } else if (!included.has(op.entry)) {
         add(op.entry);
       }
@@ -392,11 +288,6 @@ export class FlusherCore {
       this.state[2 * p] = seq;
     }
     return { partition: p, seq, args, entries, deltas, answers };
-  }
-
-  /** Every registered counter of partition `p`. */
-  private *entriesOf(p: number): Iterable<Entry> {
-    for (const s of this.shards) for (const e of s.entries) if (e !== undefined && e.partition === p) yield e;
   }
 
   /** Sends a call; true when its outcome is known (applied now or before), false when it failed. */
@@ -467,7 +358,7 @@ export class FlusherCore {
   private settle(call: Call, results: ReadonlyArray<number | false>): void {
     const now = this.time[0]!;
     // Per record, in op order: what now counts as delivered, and the Redis value after its last op.
-    const finals = new Map<Entry, { delivered: number; remote: number }>();
+    const finals = new Map<Entry, Final>();
     const track = (entry: Entry, delivered: number, remote: number): void => {
       const f = finals.get(entry) ?? { delivered: 0, remote };
       f.delivered += delivered;
@@ -480,7 +371,7 @@ export class FlusherCore {
       const old = results[2 * i + 1] as number;
       const value = next === false || next === undefined ? old : next;
       if (entry === undefined) {
-        for (const e of this.entriesOf(call.partition)) track(e, 0, 0); // a clear left the partition empty
+        for (const e of this.records.ofPartition(call.partition)) track(e, 0, 0); // a clear left the partition empty
       } else if (next === false && call.deltas[i] !== 0) {
         // A refused ADD (the Redis value would leave ±(2^53 − 1)) delivered nothing: it stays pending (and
         // dirty, so it counts and is offered again), and close() reports it if it never fits.
@@ -492,29 +383,13 @@ export class FlusherCore {
       }
     }
     // Records first, answers after: a caller that reads the record once answered must see this call.
-    this.writeRecords(finals, now);
+    this.delivered += this.records.commit(finals, now);
     for (let i = 0; i < call.entries.length; i++) {
       const op = call.answers[i];
       if (op === undefined) continue;
       const next = results[2 * i];
       const old = results[2 * i + 1] as number;
       this.answer(op, next === false ? Number.NaN : next === undefined ? old : next, old);
-    }
-  }
-
-  private writeRecords(finals: Map<Entry, { delivered: number; remote: number }>, now: number): void {
-    for (const [entry, f] of finals) {
-      const { i32, f64, header } = this.views(entry);
-      const o = entry.offset;
-      header[H_FLUSH_OFFSET] = o;
-      writeBegin(i32, o);
-      f64[o + CNTF_COMMITTED] = f64[o + CNTF_COMMITTED]! + f.delivered;
-      f64[o + CNTF_REMOTE] = f.remote;
-      f64[o + CNTF_REMOTE_AT] = now;
-      f64[o + CNTF_TARGET] = Number.NaN;
-      writeEnd(i32, o);
-      header[H_FLUSH_OFFSET] = 0;
-      if (f.delivered !== 0) this.delivered++;
     }
   }
 
@@ -606,25 +481,12 @@ export class FlusherCore {
     this.repliesToLose = count;
   }
 
-  /** Every counter with a pending delta, by a full scan of the registered entries (used once, at close). */
-  undelivered(): Array<[string, number]> {
-    const out: Array<[string, number]> = [];
-    for (const s of this.shards) {
-      for (const e of s.entries) {
-        if (e === undefined) continue;
-        const d = this.pending(e);
-        if (d !== 0) out.push([e.key, d]);
-      }
-    }
-    return out;
-  }
-
   /** Cycles until idle or `timeoutMs` passed; then reports what is left and closes the connection. */
   async close(timeoutMs: number): Promise<FlusherCloseReport> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       await this.cycle();
-      this.scanDirty();
+      this.records.takeDirty(this.dirty);
       if (this.idle() || Date.now() >= deadline) break;
       const wait = Math.min(this.nextDelayMs(0), deadline - Date.now());
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
@@ -633,7 +495,7 @@ export class FlusherCore {
       for (const op of this.queued[p]!) this.answerError(op.request, ErrorCode.CLOSED, 'the engine closed before the lax counter operation ran');
       this.queued[p]!.length = 0;
     }
-    const report = { undelivered: this.undelivered() };
+    const report = { undelivered: this.records.undelivered() };
     if (this.unresolved.every((c) => c === undefined)) await dropMarkers(this.client, this.markerKeys);
     await closeClient(this.client);
     return report;

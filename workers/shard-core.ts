@@ -46,6 +46,7 @@ import { CalendarWriter, initCal } from '../common/records/calendar/write.js';
 import { addCounter, counterOp, initCounter, laxIndexOf } from '../common/records/counter.js';
 import { addHop, initHop } from '../common/records/hop.js';
 import type { Journal, RecordMemory } from '../common/records/journal.js';
+import { DirtyMarks } from './dirty-marks.js';
 import { writeBegin, writeEnd } from '../common/seqlock.js';
 
 export type ApplyResult = 'applied' | 'duplicate' | 'gap';
@@ -65,15 +66,8 @@ export class ShardCore implements Journal, RecordMemory {
   private lockDepth = 0;
   private lastConfig = -1;
   private lastShape: CalShape | undefined;
-  /** The dirty bitmap of lax counters (rebuilt when the router grows it). */
-  private readonly dirtyBuffer: SharedArrayBuffer;
-  private dirty: Int32Array;
-  /**
-   * Dirty bits gathered during a batch (this thread's own memory) and the words they touch: published to
-   * the shared bitmap once per batch, one Atomics.or per word, instead of a locked operation per add.
-   */
-  private marks = new Int32Array(32);
-  private readonly markedWords: number[] = [];
+  /** Dirty bits of the lax counters the batch adds to. */
+  private readonly marks: DirtyMarks;
 
   /** Attaches to a shard's memory and repairs whatever a thread that died mid-batch left behind. */
   constructor(
@@ -86,8 +80,7 @@ export class ShardCore implements Journal, RecordMemory {
   ) {
     this.shard = shard;
     this.arena = arena;
-    this.dirtyBuffer = dirty;
-    this.dirty = new Int32Array(dirty);
+    this.marks = new DirtyMarks(dirty);
     this.time = new Float64Array(timeCell, 0, 1);
     this.views = shardViews(header, arena);
     this.calendar = new CalendarWriter(this, this);
@@ -141,7 +134,7 @@ export class ShardCore implements Journal, RecordMemory {
     // Resuming: the ops a dead thread applied marked their counters in its own memory, now lost.
     if (start > 0) this.markCounters(batch, start);
     this.applyOps(batch, start, step % STEP_SCALE);
-    this.publishMarks();
+    this.marks.publish();
     h[H_UNDO_OFFSET] = 0;
     hf[HF_UNDO_STEP] = -1;
     Atomics.store(h, H_APPLIED_SEQ, batch.seq);
@@ -177,6 +170,15 @@ export class ShardCore implements Journal, RecordMemory {
     return shape;
   }
 
+  /** Marks every lax counter ops [0, end) of `batch` add to (a resumed batch's ops done before the death). */
+  private markCounters(batch: BatchEnvelope, end: number): void {
+    const { i32 } = this.views;
+    for (let i = 0; i < end; i++) {
+      const o = batch.offsets[i]!;
+      if (o >= 0 && i32[2 * o + 1] === KIND_CNT && laxIndexOf(this.views, o) >= 0) this.marks.mark(laxIndexOf(this.views, o));
+    }
+  }
+
   private applyOps(batch: BatchEnvelope, start: number, skip: number): void {
     const hf = this.views.headerF64;
     const { offsets, deltas, runStarts, runTimes } = batch;
@@ -205,7 +207,7 @@ export class ShardCore implements Journal, RecordMemory {
           break;
         case KIND_CNT: {
           const lax = addCounter(this.views, this, o, deltas[i]!);
-          if (lax >= 0) this.mark(lax);
+          if (lax >= 0) this.marks.mark(lax);
           break;
         }
         default:
@@ -273,43 +275,6 @@ export class ShardCore implements Journal, RecordMemory {
       this.lastConfig = config;
     }
     return this.lastShape!;
-  }
-
-  // ── lax counters' dirty bits ──────────────────────────────────────────────────────────────────────
-
-  private mark(lax: number): void {
-    const w = lax >>> 5;
-    if (w >= this.marks.length) {
-      const grown = new Int32Array(Math.max(w + 1, this.marks.length * 2));
-      grown.set(this.marks);
-      this.marks = grown;
-    }
-    if (this.marks[w] === 0) this.markedWords.push(w);
-    this.marks[w]! |= 1 << (lax & 31);
-  }
-
-  /**
-   * Sets the batch's dirty bits in the shared bitmap. After every total the batch wrote (the locked
-   * Atomics.or orders them), so a flusher that takes a bit reads totals that include the adds behind it;
-   * before appliedSeq, so a replay of the batch never depends on this thread's memory.
-   */
-  private publishMarks(): void {
-    if (this.markedWords.length === 0) return;
-    if (this.marks.length > this.dirty.length) this.dirty = new Int32Array(this.dirtyBuffer);
-    for (const w of this.markedWords) {
-      Atomics.or(this.dirty, w, this.marks[w]!);
-      this.marks[w] = 0;
-    }
-    this.markedWords.length = 0;
-  }
-
-  /** Marks every lax counter ops [0, end) of `batch` add to (a resumed batch's ops done before the death). */
-  private markCounters(batch: BatchEnvelope, end: number): void {
-    const { i32 } = this.views;
-    for (let i = 0; i < end; i++) {
-      const o = batch.offsets[i]!;
-      if (o >= 0 && i32[2 * o + 1] === KIND_CNT && laxIndexOf(this.views, o) >= 0) this.mark(laxIndexOf(this.views, o));
-    }
   }
 
   // ── ops that are not a plain add ──────────────────────────────────────────────────────────────────
