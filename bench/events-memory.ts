@@ -36,7 +36,7 @@ const rssAfter = process.memoryUsage().rss;
 
 let sharedBytes = 0;
 for (const lane of engine[internals].router.lanes) {
-  const header = (lane as unknown as { views: { header: Int32Array } }).views.header;
+  const header = new Int32Array(lane.header);
   sharedBytes += (Atomics.load(header, H_USED_WORDS) - ARENA_FIRST_WORD) * WORD_BYTES;
 }
 let total = 0;

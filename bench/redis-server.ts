@@ -5,6 +5,9 @@
  * Why a private server instead of the developer's Redis on 6379: tests kill, restart and flush Redis,
  * and benchmarks flush it, which must never happen to a shared instance; and each test needs a clean
  * keyspace without coordinating with other test files that run in parallel processes.
+ *
+ * Over 350 lines because it is the whole test harness for real servers: a single server (options, kill,
+ * restart, output capture, cleanup on exit) and a cluster of them, which shares that lifecycle.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';

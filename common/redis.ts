@@ -10,6 +10,9 @@
  * and touches nothing else.
  *
  * Imported by the flusher thread as well as the main thread: imports nothing main-only.
+ *
+ * Over 350 lines because it is ioredis's one home: connection specs from every form a user may pass, the
+ * connection and version checks, and the classification of Redis failures into stable codes belong together.
  */
 import { lookup as dnsLookup, resolveSrv } from 'node:dns';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';

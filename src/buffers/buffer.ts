@@ -9,6 +9,9 @@
  *
  * All timed work (every key's flush, every retry, every handler timeout, the close deadline) is one entry
  * in one heap, with one timer armed for the earliest (or, on a test clock, run when the clock moves).
+ *
+ * Over 350 lines because one buffer's state — counts, deliveries in progress, retries, the due-time heap and
+ * close — is one state machine over the same typed arrays; its link to worker threads is in ./link.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { argumentRangeError, argumentTypeError, closedError, ErrorCode, TallyworksError, UndeliveredError } from '../../common/errors.js';

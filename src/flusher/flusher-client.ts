@@ -10,6 +10,10 @@
  * rejected with TW_REDIS_OUTCOME_UNKNOWN when they write (they may have reached Redis). A thread that dies
  * `maxRestarts` times in a row without finishing a flush cycle is given up (TW_FLUSHER_FAILED): lax ops
  * reject with that error, and close() lists every delta Redis has not confirmed.
+ *
+ * Over 350 lines because supervision (respawn with the registrations and partition state, settling what a
+ * dead thread left, giving up) and the request path it protects share every field; the actor is in
+ * workers/flusher-core.ts.
  */
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
