@@ -121,7 +121,7 @@ export class LaxCounters extends CounterSet {
       if (!rec.capped) this.admitKey(rec);
       rec.appended += n;
     }
-    rec.lane.append(rec.offset, n);
+    rec.lane.batches.append(rec.offset, n);
   }
 
   /**

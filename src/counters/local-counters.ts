@@ -96,7 +96,7 @@ export class LocalCounters implements CounterBackend {
       const rec = this.record(op.key);
       const cell = rec.lane.allocCell();
       rec.lane.resetCell(cell);
-      rec.lane.appendCtrl({ type: 'counter', offset: rec.offset, cell, mode: op.mode, cmp: op.cmp, x: op.x, n: op.n });
+      rec.lane.batches.appendCtrl({ type: 'counter', offset: rec.offset, cell, mode: op.mode, cmp: op.cmp, x: op.x, n: op.n });
       cells.push([rec.lane, cell]);
     }
     await Promise.all([...new Set(cells.map(([l]) => l))].map((l) => l.drain()));

@@ -205,7 +205,7 @@ export class EventPersistence {
         // Bytes that are no stored counter, or one this store cannot take (another zone, other units).
         throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(c.id)} cannot be read: ${(err as Error).message}`, { cause: err });
       }
-      c.lane.appendCtrl(op);
+      c.lane.batches.appendCtrl(op);
       await c.lane.drain();
     }
     c.loading = undefined;

@@ -104,7 +104,7 @@ export class EventStore implements EventReader {
     if (this.closed) throw closedError('event store');
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.append(c.offset, n);
+    c.lane.batches.append(c.offset, n);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -118,7 +118,7 @@ export class EventStore implements EventReader {
     if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.appendAt(c.offset, n, t);
+    c.lane.batches.appendAt(c.offset, n, t);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -201,7 +201,7 @@ export class EventStore implements EventReader {
   /** Records `n` for `id` on behalf of an admitted operation (which close() waits for). */
   private write(id: string, n: number): void {
     const c = this.counter(id, true)!;
-    c.lane.append(c.offset, n);
+    c.lane.batches.append(c.offset, n);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -317,7 +317,7 @@ export class EventStore implements EventReader {
     const cell = lane.allocCell();
     lane.resetCell(cell);
     const t = this.clock.now();
-    lane.appendCtrl({ type: 'decide', offset: c.offset, cell, t, action, checks });
+    lane.batches.appendCtrl({ type: 'decide', offset: c.offset, cell, t, action, checks });
     await lane.drain();
     const result = lane.readCell(cell);
     lane.freeCell(cell);
@@ -328,7 +328,7 @@ export class EventStore implements EventReader {
   /** @internal Ends a granted reservation: `commit` records 1, `cancel` only releases it. */
   async endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void> {
     const c = this.counter(id, true)!;
-    c.lane.appendCtrl({ type, offset: c.offset, t: this.clock.now(), reservedAt });
+    c.lane.batches.appendCtrl({ type, offset: c.offset, t: this.clock.now(), reservedAt });
     if (type === 'commit' && !c.dirty) this.persistence.markDirty(c);
     await c.lane.drain();
   }
@@ -432,7 +432,7 @@ export class EventStore implements EventReader {
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const c = await this.settledCounter(id) ?? this.counter(id, true)!;
-      c.lane.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
+      c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);
     }

@@ -7,7 +7,7 @@
  */
 import type { TallyworksError } from '../../common/errors.js';
 import type { ShardViews } from '../../common/layout.js';
-import type { CalConfig, CtrlOp, RecordInit, RecordSpec, ShardStats } from '../../common/messages.js';
+import type { CalConfig, RecordInit, RecordSpec, ShardStats } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
 import { BatchPipeline, type PipelineConfig } from './batch-pipeline.js';
 import { MISSED, ShardMemory } from './shard-memory.js';
@@ -21,7 +21,7 @@ export type LaneConfig = PipelineConfig & Pick<ResolvedOptions, 'maxRestarts' | 
 export class Lane {
   readonly index: number;
   readonly memory: ShardMemory;
-  /** The batch pipeline; the hot path appends to it directly. */
+  /** The batch pipeline: record kinds append their ops to it directly (`lane.batches.append`). */
   readonly batches: BatchPipeline;
   private readonly supervisor: ShardSupervisor;
 
@@ -38,21 +38,6 @@ export class Lane {
 
   // ── ops ───────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Appends one op (record offset, delta) stamped with the clock's time. Allocation-free. */
-  append(offset: number, delta: number): void {
-    this.batches.append(offset, delta);
-  }
-
-  /** Appends one op stamped with time `t` (ms) instead of the clock's. */
-  appendAt(offset: number, delta: number, t: number): void {
-    this.batches.appendAt(offset, delta, t);
-  }
-
-  /** Appends an op that is not a plain add (see CtrlOp); it runs in order with the ops around it. */
-  appendCtrl(op: CtrlOp): void {
-    this.batches.appendCtrl(op);
-  }
-
   /** Reserves `words` 8-byte words for a new record and queues its creation in the open batch. */
   createRecord(words: number, spec: RecordSpec): number {
     this.batches.check();
@@ -67,7 +52,7 @@ export class Lane {
    * for a record of the same size once the shard has applied that. The caller must drop its handle.
    */
   releaseRecord(offset: number, words: number): Promise<void> {
-    this.batches.appendCtrl({ type: 'release', offset: offset });
+    this.batches.appendCtrl({ type: 'release', offset });
     return this.batches.drain().then(() => this.memory.returnRecord(offset, words));
   }
 

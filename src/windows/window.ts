@@ -45,7 +45,7 @@ export class Window {
   /** Counts `n` (default 1) events now. Synchronous and allocation-free. */
   observe(n = 1): void {
     if (n !== 1) checkCount(n);
-    this.lane.append(this.offset, n);
+    this.lane.batches.append(this.offset, n);
   }
 
   /** Events in the window now: the current unit and the W − 1 before it. */
