@@ -62,7 +62,7 @@
  *  f64[o+5] remoteAt    — flusher: engine-clock ms of that read (-Infinity: never read)
  *  f64[o+6] target      — flusher: `committed` once the flush call in flight for this record lands (NaN:
  *                         none); i32[2o+3] the record's op index in that call. Written before the call is
- *                         sent, so a replacement flusher can settle a call its dead predecessor sent
+ *                         sent, so a replacement flusher can resolve a call its dead predecessor sent
  *  the local estimate is remote + total − committed; the pending delta is total − committed
  *
  *  dirty bitmap (a second growable buffer per shard, Int32): bit i (word i >>> 5, bit i & 31) is set by the

@@ -19,7 +19,7 @@
  * (`partitionState`), and in every record of that call the `committed` it reaches once the call lands
  * (`target`, with the op's index in the call), written before the call is sent. A replacement starts from
  * the registrations the main thread kept, finds every record with a pending delta by one full scan (the
- * dead thread may have taken dirty bits it never delivered), and settles a partition's call in flight from
+ * dead thread may have taken dirty bits it never delivered), and resolves a partition's call in flight from
  * the instance's marker before it sends anything there: landed, its records take their target (unless
  * Redis refused that op: the marker holds the results); not landed, the deltas are simply still pending.
  * Either way nothing is dropped or doubled, and later calls carry higher sequence numbers.
@@ -99,7 +99,7 @@ export class FlusherCore {
   private readonly unresolved: Array<Call | undefined> = [];
   /** Per partition p: [2p] the last sequence number used, [2p + 1] the sequence of the call in flight (0: none). */
   private readonly state: Float64Array;
-  /** Partitions whose call in flight a dead predecessor left: settled from the marker before anything is sent. */
+  /** Partitions whose call in flight a dead predecessor left: resolved from the marker before anything is sent. */
   private readonly recovering = new Set<number>();
   /** Set for a replacement: the first cycle scans every record for pending deltas. */
   private rescan: boolean;
@@ -208,7 +208,7 @@ export class FlusherCore {
   }
 
   /**
-   * Settles the call in flight that a dead predecessor left on partition `p`, from this instance's marker
+   * Resolves the call in flight that a dead predecessor left on partition `p`, from this instance's marker
    * (see the module comment). Redis unreachable: the partition stays blocked and this runs again next cycle.
    */
   private async recover(p: number): Promise<void> {
@@ -222,7 +222,7 @@ export class FlusherCore {
       return;
     }
     const landed = marker !== undefined && marker.seq >= seq;
-    for (const e of this.records.ofPartition(p)) if (this.records.settleTarget(e, landed, marker?.results)) this.dirty[p]!.add(e);
+    for (const e of this.records.ofPartition(p)) if (this.records.resolveTarget(e, landed, marker?.results)) this.dirty[p]!.add(e);
     this.state[2 * p + 1] = 0;
     this.recovering.delete(p);
   }
@@ -337,7 +337,7 @@ export class FlusherCore {
       this.dropUnsent(call, new TallyworksError(ErrorCode.PROTOCOL, `${this.lastError}; the lax counter operation was not applied`));
       return false;
     }
-    this.settle(call, reply.results);
+    this.land(call, reply.results);
     if (this.state[2 * p + 1] === call.seq) this.state[2 * p + 1] = 0;
     return true;
   }
@@ -355,7 +355,7 @@ export class FlusherCore {
   }
 
   /** Applies a call's results to the records (under each record's seqlock) and answers its requests. */
-  private settle(call: Call, results: ReadonlyArray<number | false>): void {
+  private land(call: Call, results: ReadonlyArray<number | false>): void {
     const now = this.time[0]!;
     // Per record, in op order: what now counts as delivered, and the Redis value after its last op.
     const finals = new Map<Entry, Final>();

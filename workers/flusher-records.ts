@@ -157,10 +157,10 @@ export class LaxRecords {
   }
 
   /**
-   * Settles a record of a call a dead predecessor left in flight: `landed` with the marker's `results`, or
+   * Resolves a record of a call a dead predecessor left in flight: `landed` with the marker's `results`, or
    * not. Landed and not refused, the record takes its target. Returns false when it had no target.
    */
-  settleTarget(entry: Entry, landed: boolean, results: ReadonlyArray<number | false> | undefined): boolean {
+  resolveTarget(entry: Entry, landed: boolean, results: ReadonlyArray<number | false> | undefined): boolean {
     if (!this.inFlight(entry)) return false;
     const v = this.begin(entry);
     const o = entry.offset;

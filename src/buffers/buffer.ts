@@ -357,22 +357,22 @@ export class StatBuffer implements AsyncDisposable {
               d.flushId,
             );
     } catch (err) {
-      this.settle(d, attempt, false, err);
+      this.endAttempt(d, attempt, false, err);
       return;
     }
     if (isThenable(result)) {
       result.then(
-        () => this.settle(d, attempt, true, undefined),
-        (err: unknown) => this.settle(d, attempt, false, err),
+        () => this.endAttempt(d, attempt, true, undefined),
+        (err: unknown) => this.endAttempt(d, attempt, false, err),
       );
-    } else this.settle(d, attempt, true, undefined);
+    } else this.endAttempt(d, attempt, true, undefined);
   }
 
   /**
    * A handler call settled. Success of any attempt, even one that timed out, means the sink has the count.
    * A failure counts only for the attempt still running (a timed-out attempt was already counted).
    */
-  private settle(d: Delivery, attempt: number, ok: boolean, err: unknown): void {
+  private endAttempt(d: Delivery, attempt: number, ok: boolean, err: unknown): void {
     if (this.deliveries.get(d.id) !== d) return;
     const late = d.timedOut?.indexOf(attempt) ?? -1;
     if (late >= 0) d.timedOut!.splice(late, 1);

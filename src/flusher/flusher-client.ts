@@ -3,7 +3,7 @@
  * to run lax ops in Redis, supervises it, and closes it. See workers/flusher-core.ts for what the actor does.
  *
  * Supervision. A flusher thread that dies (a crash, or someone terminating it) is replaced: the replacement
- * gets every registration so far and the partition state in shared memory, settles the dead thread's
+ * gets every registration so far and the partition state in shared memory, resolves the dead thread's
  * calls in flight from their markers, and delivers every pending delta (they are in shard memory, so none
  * is lost, and none is doubled). Meanwhile lax adds go on (they never touch the flusher) and requests wait
  * for the replacement. Requests that were with the dead thread are asked again when they only read, and

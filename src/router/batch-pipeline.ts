@@ -253,7 +253,7 @@ export class BatchPipeline {
   }
 
   /** Resolves the waiters whose batch the shard has applied. */
-  settle(): void {
+  resolveApplied(): void {
     if (this.waiters.length === 0) return;
     const applied = this.memory.appliedSeq();
     let kept = 0;

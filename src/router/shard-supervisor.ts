@@ -168,7 +168,7 @@ export class ShardSupervisor implements BatchSink {
         this.fail(new TallyworksError(ErrorCode.PROTOCOL, `shard ${this.shard}: unknown reply ${JSON.stringify(reply satisfies never)}`));
         return;
     }
-    this.pipeline.settle();
+    this.pipeline.resolveApplied();
     // Replies arrive in their own event-loop turn, so the producer's turn is over: send what it left.
     this.pipeline.sendLeftover();
   }
