@@ -1,7 +1,7 @@
 /**
  * The counter scenarios (strict scenarios 2–8, lax values, batches, validation, coalescing), written once
- * against a {@link Mode} and run by test/src/counters-scenarios.redis.test.ts (a private redis-server) and
- * test/src/counters-embedded.test.ts (no Redis). Engines a test opens are closed after each test.
+ * against a {@link Mode} and run by test/src/counters/scenarios.redis.test.ts (a private redis-server) and
+ * test/src/counters/embedded.test.ts (no Redis). Engines a test opens are closed after each test.
  *
  * Where real time is involved we poll with a bounded deadline ({@link until}) rather than sleep; where
  * "no Redis command" is asserted, a TestClock keeps the warm key warm.

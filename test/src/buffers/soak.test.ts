@@ -28,8 +28,8 @@ import {
   type StatBuffer,
   TallyworksError,
   TestClock,
-} from '../../src/index.js';
-import { prng } from '../helpers/prng.js';
+} from '../../../src/index.js';
+import { prng } from '../../helpers/prng.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Seeded randomness.

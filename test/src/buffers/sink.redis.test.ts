@@ -15,8 +15,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay, setImmediate as turn } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { sinkMarkerKey } from '../../common/redis.js';
-import { addFlush, MARKER_TTL_MS } from '../../common/scripts.js';
+import { sinkMarkerKey } from '../../../common/redis.js';
+import { addFlush, MARKER_TTL_MS } from '../../../common/scripts.js';
 import {
   asyncBatchSink,
   asyncSink,
@@ -29,10 +29,10 @@ import {
   TallyworksError,
   TallyworksRangeError,
   TestClock,
-} from '../../src/index.js';
-import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
-import { prng } from '../helpers/prng.js';
-import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
+} from '../../../src/index.js';
+import { crc16, hashedPart, keySlot } from '../../helpers/key-slot.js';
+import { prng } from '../../helpers/prng.js';
+import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Harness: every server, client and the engine are released after the file, whatever happened.

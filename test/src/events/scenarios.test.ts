@@ -17,8 +17,8 @@ import {
   SPEC_START,
   TallyworksRangeError,
   TestClock,
-} from '../../src/index.js';
-import { MINUTE, HOUR, DAY, utc, withCode } from '../helpers/time.js';
+} from '../../../src/index.js';
+import { MINUTE, HOUR, DAY, utc, withCode } from '../../helpers/time.js';
 
 
 

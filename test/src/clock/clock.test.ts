@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { tickerSleepsForTest } from '../../src/clock/clock.js';
-import { createEngine } from '../../src/index.js';
+import { tickerSleepsForTest } from '../../../src/clock/clock.js';
+import { createEngine } from '../../../src/index.js';
 
 async function until(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -7,10 +7,10 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createEngine, FileStorage, TestClock } from '../../src/index.js';
-import { tempDir, tmpFilesOf } from '../helpers/temp-files.js';
+import { createEngine, FileStorage, TestClock } from '../../../src/index.js';
+import { tempDir, tmpFilesOf } from '../../helpers/temp-files.js';
 
-const childScript = fileURLToPath(new URL('../fixtures/persist-child.js', import.meta.url));
+const childScript = fileURLToPath(new URL('../../fixtures/persist-child.js', import.meta.url));
 
 // ── kill -9 while auto-persisting ────────────────────────────────────────────────────────────────────
 

@@ -9,10 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Progress } from '../../bench/cli/report.js';
-import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
+import { Progress } from '../../../bench/cli/report.js';
+import { startRedisServer, type RedisServer } from '../../../bench/redis-server.js';
 
-const BIN = new URL('../../bench/cli/main.js', import.meta.url).pathname;
+const BIN = new URL('../../../bench/cli/main.js', import.meta.url).pathname;
 
 interface Run {
   readonly code: number | null;

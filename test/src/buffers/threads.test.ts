@@ -11,11 +11,11 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { type BufferLink, connectBuffer, createEngine, type Engine, type StatBuffer, TestClock } from '../../src/index.js';
-import { withCode } from '../helpers/time.js';
-import { manyDelta, manyKey, type Step, type StepResult, type WorkerInput, type WorkerOutput } from '../fixtures/buffer-worker.js';
+import { type BufferLink, connectBuffer, createEngine, type Engine, type StatBuffer, TestClock } from '../../../src/index.js';
+import { withCode } from '../../helpers/time.js';
+import { manyDelta, manyKey, type Step, type StepResult, type WorkerInput, type WorkerOutput } from '../../fixtures/buffer-worker.js';
 
-const workerScript = fileURLToPath(new URL('../fixtures/buffer-worker.js', import.meta.url));
+const workerScript = fileURLToPath(new URL('../../fixtures/buffer-worker.js', import.meta.url));
 
 const INTERVAL = 1000;
 /** Bound on any single thread round trip (worker start, a step list, a sync, an exit). */

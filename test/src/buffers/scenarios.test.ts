@@ -20,7 +20,7 @@ import {
   TallyworksError,
   TestClock,
   UndeliveredError,
-} from '../../src/index.js';
+} from '../../../src/index.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────────────────────────────
 

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setImmediate as turn } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
-import { PARTITIONS, partitionKey, partitionOf } from '../../common/redis.js';
-import { internals } from '../../src/engine.js';
-import { createEngine, type Engine, ErrorCode, TallyworksError, UndeliveredError } from '../../src/index.js';
+import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
+import { PARTITIONS, partitionKey, partitionOf } from '../../../common/redis.js';
+import { internals } from '../../../src/engine.js';
+import { createEngine, type Engine, ErrorCode, TallyworksError, UndeliveredError } from '../../../src/index.js';
 
 let server: RedisServer;
 let redis: Redis;

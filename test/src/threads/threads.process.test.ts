@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 
-const index = new URL('../../src/index.js', import.meta.url).href;
-const threads = new URL('../../src/threads/threads.js', import.meta.url).href;
+const index = new URL('../../../src/index.js', import.meta.url).href;
+const threads = new URL('../../../src/threads/threads.js', import.meta.url).href;
 
 /** Runs a tiny app (an engine with a window and a lax counter) under `flags`; returns what it printed. */
 function runApp(flags: string[]): { status: number | null; stdout: string; stderr: string } {

@@ -23,11 +23,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { PARTITIONS, partitionKey, partitionOf } from '../../common/redis.js';
-import { deltaOf, keyOf } from '../fixtures/counter-child.js';
-import { startRedisServer, type RedisServer } from '../../bench/redis-server.js';
+import { PARTITIONS, partitionKey, partitionOf } from '../../../common/redis.js';
+import { deltaOf, keyOf } from '../../fixtures/counter-child.js';
+import { startRedisServer, type RedisServer } from '../../../bench/redis-server.js';
 
-const childScript = fileURLToPath(new URL('../fixtures/counter-child.js', import.meta.url));
+const childScript = fileURLToPath(new URL('../../fixtures/counter-child.js', import.meta.url));
 
 const CHILDREN = 4;
 const KEYS = 1000;

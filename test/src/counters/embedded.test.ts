@@ -1,8 +1,8 @@
 /** Strict and lax counters embedded (no Redis): the key rules, and the shared counter scenarios in one process. */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import { ErrorCode, sanitizeKey, validateKey } from '../../src/index.js';
-import { batchTests, embeddedMode, expectError, it, laxValueScenarios, type Mode, strictScenarios } from '../helpers/counter-scenarios.js';
+import { ErrorCode, sanitizeKey, validateKey } from '../../../src/index.js';
+import { batchTests, embeddedMode, expectError, it, laxValueScenarios, type Mode, strictScenarios } from '../../helpers/counter-scenarios.js';
 
 // ── scenario 1: keys (no engine needed) ─────────────────────────────────────────────────────────────
 

@@ -24,11 +24,11 @@ import {
   TallyworksError,
   TallyworksRangeError,
   TestClock,
-} from '../../src/index.js';
-import { SECOND, MINUTE, HOUR, DAY, utc, withCode } from '../helpers/time.js';
-import { internals } from '../../src/engine.js';
-import type { Lane } from '../../src/router/lane.js';
-import { H_APPLIED_SEQ, H_BATCH_SEQ, HF_STEP, STEP_SCALE } from '../../common/layout.js';
+} from '../../../src/index.js';
+import { SECOND, MINUTE, HOUR, DAY, utc, withCode } from '../../helpers/time.js';
+import { internals } from '../../../src/engine.js';
+import type { Lane } from '../../../src/router/lane.js';
+import { H_APPLIED_SEQ, H_BATCH_SEQ, HF_STEP, STEP_SCALE } from '../../../common/layout.js';
 
 
 

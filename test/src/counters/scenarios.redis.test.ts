@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { always, ErrorCode, TestClock } from '../../src/index.js';
-import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, redisCommandCount, redisMode, strictScenarios, until } from '../helpers/counter-scenarios.js';
-import { internals } from '../../src/engine.js';
-import { partitionOf } from '../../common/redis.js';
-import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
+import { always, ErrorCode, TestClock } from '../../../src/index.js';
+import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, redisCommandCount, redisMode, strictScenarios, until } from '../../helpers/counter-scenarios.js';
+import { internals } from '../../../src/engine.js';
+import { partitionOf } from '../../../common/redis.js';
+import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 
 // ── Redis mode ──────────────────────────────────────────────────────────────────────────────────────
 

@@ -2,7 +2,7 @@
  * Event store persistence through the public API (spec/windows.md §1 "Export, import, merge,
  * persistence"): the file storage on its own, restarting an engine on the same file, dirty tracking,
  * persist()/persistAll() and auto-persist, failing storages, and compact() with lazy reload. (A process
- * killed while it auto-persists: events-persistence-kill.process.test.ts.)
+ * killed while it auto-persists: persistence-kill.process.test.ts.)
  *
  * Event-store time runs on TestClocks; real time is waited for only where a real timer or OS process
  * runs (auto-persist), always with a bounded wait.
@@ -24,9 +24,9 @@ import {
   type StorageOp,
   TallyworksError,
   TestClock,
-} from '../../src/index.js';
-import { tempDir, tmpFilesOf } from '../helpers/temp-files.js';
-import { withCode } from '../helpers/time.js';
+} from '../../../src/index.js';
+import { tempDir, tmpFilesOf } from '../../helpers/temp-files.js';
+import { withCode } from '../../helpers/time.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

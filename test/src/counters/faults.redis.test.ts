@@ -17,7 +17,7 @@ import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { APPLY, MARKER_TTL_MS } from '../../common/scripts.js';
+import { APPLY, MARKER_TTL_MS } from '../../../common/scripts.js';
 import {
   checkVersion,
   markerKey,
@@ -25,8 +25,8 @@ import {
   PARTITIONS,
   partitionKey,
   partitionOf,
-} from '../../common/redis.js';
-import { internals } from '../../src/engine.js';
+} from '../../../common/redis.js';
+import { internals } from '../../../src/engine.js';
 import {
   always,
   createEngine,
@@ -38,9 +38,9 @@ import {
   MIN_REDIS_VERSION,
   TallyworksError,
   UndeliveredError,
-} from '../../src/index.js';
-import { crc16, hashedPart, keySlot } from '../helpers/key-slot.js';
-import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
+} from '../../../src/index.js';
+import { crc16, hashedPart, keySlot } from '../../helpers/key-slot.js';
+import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 
 const UNAVAILABLE = ErrorCode.REDIS_UNAVAILABLE;
 const UNKNOWN = ErrorCode.REDIS_OUTCOME_UNKNOWN;

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createEngine, type Engine, ErrorCode, TallyworksError, TestClock } from '../../src/index.js';
+import { createEngine, type Engine, ErrorCode, TallyworksError, TestClock } from '../../../src/index.js';
 
 const s = (seconds: number): number => Math.round(seconds * 1000);
 

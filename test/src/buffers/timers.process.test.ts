@@ -14,7 +14,7 @@ import { describe, test as it } from 'node:test';
  * threads would keep the child alive and hide what the buffer's timers do.
  */
 function runChild(body: string, limitMs: number): Promise<{ exited: boolean; code: number | null; stdout: string; ms: number }> {
-  const index = new URL('../../src/index.js', import.meta.url).href;
+  const index = new URL('../../../src/index.js', import.meta.url).href;
   const script = `import { StatBuffer } from ${JSON.stringify(index)};
 const clock = { now: () => Date.now(), timeCell: new SharedArrayBuffer(8), retain() {}, release: async () => {} };
 ${body}`;
