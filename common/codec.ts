@@ -1,7 +1,7 @@
 /**
  * The codec: msgpackr's one home. Batch envelopes are msgpack maps whose numeric columns are typed arrays
  * (msgpackr's typed-array extension copies them as raw bytes), so a batch of ops costs a memcpy, not a
- * per-number encode (DESIGN: ~18 M ops/s for plain arrays vs memcpy speed for typed columns).
+ * per-number encode (plain number arrays encode at about 18 M numbers/s; typed columns at memcpy speed).
  *
  * Imported by worker threads: imports nothing main-only.
  */

@@ -3,7 +3,7 @@
  * version check, the partition layout of counter data, and the failures Redis reports. The scripts every
  * counter call runs are in ./scripts.ts.
  *
- * Layout (spec/counters.md "Redis layout rules"). A kind of counter ("s" strict, "l" lax) under a prefix is
+ * Layout (part of the stored data: changing it strands what Redis holds). A kind of counter ("s" strict, "l" lax) under a prefix is
  * spread over {@link PARTITIONS} hashes, `{<prefix>:<kind>:<p>}`, the whole name a hash tag, so each
  * partition is one cluster slot and a prefix's partitions spread over the cluster. A call's marker,
  * `{<prefix>:<kind>:<p>}:m:<instance>`, shares its partition's slot. Every script call declares both keys
@@ -52,9 +52,9 @@ export interface IoredisClient {
 /** Options of every connection the engine opens: fail fast, bounded, no hidden resends. */
 function ownOptions(commandTimeoutMs: number): RedisOptions {
   return {
-    // Commands issued while disconnected fail at once instead of queueing without bound (PEERS: #76).
+    // Commands issued while disconnected fail at once instead of queueing without bound.
     enableOfflineQueue: false,
-    // Every command has a deadline (PEERS: no per-command timeout, #61).
+    // Every command has a deadline (ioredis has none by default).
     commandTimeout: commandTimeoutMs,
     // A command in flight when the connection dropped is not sent again behind our back: the caller
     // settles it from the call's marker instead (a resend could double an INCR).

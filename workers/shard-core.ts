@@ -246,6 +246,19 @@ export class ShardCore implements Journal, RecordMemory {
     hf[HF_STEP] = step + 1;
   }
 
+  /**
+   * The op's only write (see Journal.writeOnly): the undo entry carries the op's own step, so repair()
+   * undoes it when the op did not finish (HF_STEP was not advanced past it) and the replay redoes it.
+   */
+  writeOnly(pos: number, value: number): void {
+    const hf = this.views.headerF64;
+    const f64 = this.views.f64;
+    hf[HF_UNDO_POS] = pos;
+    hf[HF_UNDO_OLD] = f64[pos]!;
+    hf[HF_UNDO_STEP] = hf[HF_STEP]!;
+    f64[pos] = value;
+  }
+
   /** Opens (or nests into) a change of record `o` that readers must see whole. */
   lock(o: number): void {
     if (this.lockDepth++ === 0) {

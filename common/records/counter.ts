@@ -22,9 +22,9 @@ export function initCounter(views: ShardViews, o: number, lax: number): void {
   f64[o + CNTF_TARGET] = Number.NaN;
 }
 
-/** Adds to the total (one journaled write); returns the counter's lax index, to be marked dirty, or -1. */
+/** Adds to the total (the op's only write); returns the counter's lax index, to be marked dirty, or -1. */
 export function addCounter(views: ShardViews, journal: Journal, o: number, delta: number): number {
-  journal.write(o + CNTF_TOTAL, views.f64[o + CNTF_TOTAL]! + delta);
+  journal.writeOnly(o + CNTF_TOTAL, views.f64[o + CNTF_TOTAL]! + delta);
   return views.i32[2 * o + CNT_LAX]!;
 }
 

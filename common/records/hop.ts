@@ -92,7 +92,7 @@ export function addHop(f64: Float64Array, journal: Journal, o: number, t: number
     pos = moveHop(f64, o, t);
     journal.unlock(o);
   }
-  journal.write(pos, f64[pos]! + delta);
+  journal.writeOnly(pos, f64[pos]! + delta);
 }
 
 /**

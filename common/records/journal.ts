@@ -14,6 +14,12 @@ import type { ShardViews } from '../layout.js';
 export interface Journal {
   /** Writes `value` at `pos` as one step of the op in progress. */
   write(pos: number, value: number): void;
+  /**
+   * The op's one and only journaled write, to Float64 position `pos ≥ 0` (a hop bucket, a counter's total):
+   * journaled without a step of its own, so a replacement undoes it when the op did not finish and the
+   * replay does it again. Cheaper than {@link write}; an op that uses it makes no other journaled write.
+   */
+  writeOnly(pos: number, value: number): void;
   /** Opens (or nests into) a change of the record at offset `o` that readers must see whole. */
   lock(o: number): void;
   /** Closes what the matching {@link lock} opened. */
@@ -44,6 +50,10 @@ export class DirectJournal implements Journal {
   write(pos: number, value: number): void {
     if (pos >= 0) this.views.f64[pos] = value;
     else this.views.u32[-1 - pos] = value;
+  }
+
+  writeOnly(pos: number, value: number): void {
+    this.views.f64[pos] = value;
   }
 
   lock(o: number): void {

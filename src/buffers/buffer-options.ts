@@ -1,4 +1,4 @@
-/** Stat buffer options: validation and defaults (spec/buffers.md). */
+/** Stat buffer options: validation and defaults (README, "Stat buffers"). */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
 
 /** One key's count in a batch handed to `onFlushBatch`. */

@@ -1,5 +1,5 @@
 /**
- * Stat buffers (spec/buffers.md): per-key counts that each key hands to a flush handler one interval after
+ * Stat buffers (README, "Stat buffers"): per-key counts that each key hands to a flush handler one interval after
  * its first increment, with retries that never lose a count, stable flush ids for sink-side deduplication,
  * handler timeouts, dead letters, and a close that delivers everything it can before a deadline.
  *

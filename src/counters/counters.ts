@@ -1,6 +1,6 @@
 /**
- * The counter interface strict and lax counters share (spec/counters.md "Operations shared by strict and
- * lax"), and its argument checks. Where the values live — Redis, or this process — is a backend's job.
+ * The counter interface strict and lax counters share (README, "Strict and lax counters"), and its
+ * argument checks. Where the values live — Redis, or this process — is a backend's job.
  *
  * Batches keep input order, apply duplicate keys in sequence, and are atomic per item, not as a whole
  * (a batch is one pipelined call per partition, not a MULTI).

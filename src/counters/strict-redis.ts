@@ -2,7 +2,7 @@
  * Strict counters in Redis: every op runs in the apply script, atomically, and is immediately visible to
  * every instance.
  *
- * Coalescing (spec FIX). Ops issued while a partition's call is in flight — or in the same event-loop
+ * Coalescing. Ops issued while a partition's call is in flight — or in the same event-loop
  * turn — wait in that partition's queue and go out together as one script call, so 1000 concurrent
  * callers cost ~16 calls per round trip instead of 1000 commands. Order per key is kept: one call per
  * partition is in flight at a time, and a call runs its ops in issue order.

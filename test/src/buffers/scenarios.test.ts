@@ -1,5 +1,5 @@
 /**
- * Stat buffers against spec/buffers.md: the twelve spec scenarios on a test clock (interval 1000), then
+ * Stat buffers against their spec: the twelve spec scenarios on a test clock (interval 1000), then
  * batching, retries and backoff, handler timeouts, dead letters, close() and its deadline, validation and
  * the process-liveness promise of the timers.
  *

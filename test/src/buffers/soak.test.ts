@@ -1,5 +1,5 @@
 /**
- * Stat buffer soak (spec/buffers.md "Our decisions"): a million increments over ten thousand keys, spread
+ * Stat buffer soak (README, "Stat buffers"): a million increments over ten thousand keys, spread
  * over clock time so that every key flushes many times, through a handler that fails 30 % of its calls at
  * random and sometimes hangs (never settling, or succeeding only after the buffer timed it out). After
  * `close()` the sum delivered per key, deduplicated by flush id, must equal the sum incremented.

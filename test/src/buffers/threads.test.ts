@@ -1,5 +1,5 @@
 /**
- * Stat buffers incremented from the app's worker threads (src/buffers/link.ts, spec/buffers.md scenario 10).
+ * Stat buffers incremented from the app's worker threads (src/buffers/link.ts; spec scenario 10).
  *
  * Each test runs an engine on a TestClock (so the buffer's flushes happen only when the test advances
  * it) and real worker threads (test/fixtures/buffer-worker.ts) that connect to `buffer.link()` and run

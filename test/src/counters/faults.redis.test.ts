@@ -1,6 +1,5 @@
 /**
- * Strict and lax Redis counters under faults, and the Redis layout they rely on (spec/counters.md "Strict
- * counters", "Lax counters", "Redis layout rules"), through the public API on private redis-servers:
+ * Strict and lax Redis counters under faults, and the Redis layout they rely on (common/redis.ts), through the public API on private redis-servers:
  *  - the apply script is pinned and cluster-ready (declared keys, one slot per call, spread prefixes);
  *  - strict ops fail fast while Redis is down (and within the command timeout while it hangs), and a call
  *    whose reply was lost is never counted twice and never reported "not applied" when it applied;

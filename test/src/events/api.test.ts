@@ -1,5 +1,5 @@
 /**
- * Calendar event counts (spec/windows.md §1) through the public API, around the FIX lines: counts stay
+ * Calendar event counts through the public API, around the fixes of tiny_counter's flaws: counts stay
  * exact past 2^32 (records promoted to Float64 buckets in the shard), bad input records nothing, the limiter
  * decides atomically in the shard and answers with values, export/merge/import align, convert or fail
  * clearly, a shard thread killed mid-run loses and doubles nothing, and a property compares the rings with

@@ -1,6 +1,6 @@
 /**
- * Event store persistence through the public API (spec/windows.md §1 "Export, import, merge,
- * persistence"): the file storage on its own, restarting an engine on the same file, dirty tracking,
+ * Event store persistence through the public API (README, "Calendar event counts": export, import, merge,
+ * persistence): the file storage on its own, restarting an engine on the same file, dirty tracking,
  * persist()/persistAll() and auto-persist, failing storages, and compact() with lazy reload. (A process
  * killed while it auto-persists: persistence-kill.process.test.ts.)
  *

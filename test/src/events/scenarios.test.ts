@@ -1,5 +1,5 @@
 /**
- * Calendar event counts through the public API: every scenario of spec/windows.md §1 (tiny_counter), on a
+ * Calendar event counts through the public API: every scenario of the calendar-count spec (tiny_counter parity), on a
  * test clock that starts on Monday 2024-06-17 10:30:00 UTC, plus what a user notices around each of them,
  * and the FIX that buckets follow an explicit IANA time zone.
  */

@@ -1,5 +1,5 @@
 /**
- * Hopping windows through the public API: every scenario of spec/windows.md §2 (u = 1 s, W = 5, times in
+ * Hopping windows through the public API: every scenario of the hopping-window spec (u = 1 s, W = 5, times in
  * seconds since the Unix epoch, test clock), plus what a user relies on around them.
  */
 import assert from 'node:assert/strict';
