@@ -296,7 +296,7 @@ async function runWithOutages(t: TestContext, mode: Mode): Promise<{ server: Red
 }
 
 describe('counters across processes and Redis crashes', { concurrency: false }, () => {
-  test(`lax: ${CHILDREN} processes × ${RUNS.lax.ops} adds over ${KEYS} keys, Redis killed twice → every key exact`, { timeout: 120_000 }, async (t) => {
+  test(`lax: ${CHILDREN} processes × ${RUNS.lax.ops} adds over ${KEYS} keys, Redis killed twice → every key exact`, { timeout: 240_000 }, async (t) => {
     const { server, prefix, children, outages } = await runWithOutages(t, 'lax');
     const expected = scheduleTotals(children.map((c) => c.index), RUNS.lax.ops);
 
@@ -324,7 +324,7 @@ describe('counters across processes and Redis crashes', { concurrency: false }, 
     t.diagnostic(`lax markers left after close: ${JSON.stringify(await markersLeft(server.url, prefix))}`);
   });
 
-  test(`strict: ${CHILDREN} processes × ${RUNS.strict.ops} incs over ${KEYS} keys, Redis killed twice → Redis holds exactly the acknowledged incs`, { timeout: 120_000 }, async (t) => {
+  test(`strict: ${CHILDREN} processes × ${RUNS.strict.ops} incs over ${KEYS} keys, Redis killed twice → Redis holds exactly the acknowledged incs`, { timeout: 240_000 }, async (t) => {
     const { server, prefix, children, outages } = await runWithOutages(t, 'strict');
 
     const acked = new Map<string, number>();
