@@ -10,7 +10,7 @@ import type { KIND_CAL, KIND_CNT, KIND_HOP } from './layout.js';
 
 /**
  * What a shard thread needs to (re)attach to its memory: sent as the piscina "lease" task when the shard
- * starts and again when a replacement thread starts. The lease stays pending while the thread lives; piscina
+ * starts and again when a replacement thread starts. The lease stays unresolved while the thread lives; piscina
  * rejects it when the thread dies, which is how the router learns to replay.
  */
 export interface AttachInfo {

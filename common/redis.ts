@@ -57,7 +57,7 @@ function ownOptions(commandTimeoutMs: number): RedisOptions {
     // Every command has a deadline (ioredis has none by default).
     commandTimeout: commandTimeoutMs,
     // A command in flight when the connection dropped is not sent again behind our back: the caller
-    // settles it from the call's marker instead (a resend could double an INCR).
+    // resolves it from the call's marker instead (a resend could double an INCR).
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
     // The partitions' calls of one tick leave in one socket write.

@@ -218,7 +218,7 @@ export class FlusherCore {
       marker = await readMarker(this.client, this.markerKeys[p]!);
     } catch (err) {
       this.failures++;
-      this.lastError = redisFailure('settling the flush call of a replaced flusher thread', err).message;
+      this.lastError = redisFailure('resolving the flush call of a replaced flusher thread', err).message;
       return;
     }
     const landed = marker !== undefined && marker.seq >= seq;

@@ -2,7 +2,7 @@
  * The counter record kind: a shard-held counter (embedded mode's strict and lax counters, and the shard
  * side of a lax counter flushed to Redis). Its init, its add (a lax increment) and its conditional op (an
  * embedded strict inc / set / del that answers through a decision cell). See common/layout.ts for the
- * fields; the flusher reads and commits the Redis-side fields (workers/flusher-core.ts).
+ * fields; the flusher reads and commits the Redis-side fields (workers/flusher-records.ts).
  *
  * Imported by worker threads: imports nothing main-only.
  */

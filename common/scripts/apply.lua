@@ -15,8 +15,8 @@
 --          would leave the safe-integer range, or the field holds no integer; nothing written); a failed
 --          comparison gives new = old
 --
--- The numbers: the three lines below are read by test/common/scripts.test.ts and must equal Mode, Cmp and
--- ApplyStatus in common/redis.ts and common/messages.ts.
+-- The numbers: the three lines below are read by test/common/scripts.test.ts and must equal Mode and Cmp
+-- (common/messages.ts) and ApplyStatus (common/scripts.ts).
 local GET, INC, SET, DEL, ADD, CLEAR = 0, 1, 2, 3, 4, 5
 local ALWAYS, EQ, LT, GT, NE = 0, 1, 2, 3, 4
 local APPLIED, REPLAYED, STALE = 1, 2, 3

@@ -82,8 +82,8 @@ export class StatBuffer implements AsyncDisposable {
   private callsInProgress = new Int32Array(INITIAL_POSITIONS);
   private dueAt = new Float64Array(INITIAL_POSITIONS);
   private state = new Uint8Array(INITIAL_POSITIONS);
-  private readonly freeSlots: number[] = [];
-  private slotsUsed = 0;
+  private readonly freePositions: number[] = [];
+  private positionsUsed = 0;
   private readonly heap = new DueHeap();
   private readonly deliveries = new Map<number, Delivery>();
   private nextDelivery = 1;
@@ -237,9 +237,9 @@ export class StatBuffer implements AsyncDisposable {
   /** A key's first count: a position and a flush time. */
   private admit(key: string): number {
     validateBufferKey(key);
-    let pos = this.freeSlots.pop();
+    let pos = this.freePositions.pop();
     if (pos === undefined) {
-      pos = this.slotsUsed++;
+      pos = this.positionsUsed++;
       if (pos === this.counts.length) this.grow();
     }
     this.index.set(key, pos);
@@ -296,7 +296,7 @@ export class StatBuffer implements AsyncDisposable {
     if (this.state[pos] !== IDLE || this.callsInProgress[pos] !== 0) return;
     this.index.delete(this.keyOf[pos]!);
     this.keyOf[pos] = '';
-    this.freeSlots.push(pos);
+    this.freePositions.push(pos);
   }
 
   /** Takes every scheduled key and retries every delivery waiting for its retry; returns what is in progress. */

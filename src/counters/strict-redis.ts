@@ -31,7 +31,7 @@ import type { CmpCode, CounterOpMode } from '../../common/messages.js';
 import { ApplyStatus, Mode, readMarker, runApply } from '../../common/scripts.js';
 import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
 
-/** One caller's request: its ops may span partitions; it settles when every partition answered. */
+/** One caller's request: its ops may span partitions; it is answered when every partition answered. */
 interface Request {
   readonly results: number[];
   remaining: number;

@@ -175,12 +175,12 @@ export class LimitBuilder {
   async reserve(id: string): Promise<Reservation> {
     const granted = { t: 0 };
     const d = await this.store.admit(() => this.decide(id, Action.RESERVE, granted));
-    let settled = !d.allowed;
+    let ended = !d.allowed;
     const end = async (type: 'commit' | 'cancel'): Promise<void> => {
-      if (settled) {
+      if (ended) {
         throw new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`);
       }
-      settled = true;
+      ended = true;
       await this.store.admit(() => this.store.endReservation(id, type, granted.t));
     };
     return { ...d, commit: () => end('commit'), cancel: () => end('cancel') };
@@ -211,7 +211,7 @@ export class LimitBuilder {
       if (!d.allowed) return d;
     }
     const checks = own.flatMap(shardCheck);
-    const counter = await store.settledCounter(id);
+    const counter = await store.loadedCounter(id);
     if (counter === undefined || action === Action.NONE) {
       // Read-only, or an id never recorded: decided here (an unknown id has no events and no reservations).
       const failed = counter === undefined ? emptyFailure(own) : await store.evaluateOwn(counter, checks);
@@ -237,7 +237,7 @@ export class LimitBuilder {
         return age !== undefined && age <= c.ms ? ALLOWED : refused(c.label, undefined);
       }
       default: {
-        const counter = await store.settledCounter(c.id!);
+        const counter = await store.loadedCounter(c.id!);
         const failed = counter === undefined ? emptyFailure([c]) : await store.evaluateOwn(counter, shardCheck(c));
         return failed.index === -1 ? ALLOWED : refused(c.label, failed.retryAfterMs);
       }

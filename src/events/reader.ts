@@ -37,8 +37,8 @@ export interface EventReader {
   usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined>;
   /** Age of the newest (or oldest) event, bucket precision (undefined: never seen). */
   seenAgeOf(id: string, oldest: boolean): Promise<number | undefined>;
-  /** The id's counter once every op sent to its shard is applied (undefined: unknown id). */
-  settledCounter(id: string): Promise<EventCounter | undefined>;
+  /** The id's counter once the storage is listed and the id's stored counts are loaded (undefined: unknown id). */
+  loadedCounter(id: string): Promise<EventCounter | undefined>;
   /** Evaluates checks against the counter from this thread: the first failing one, or index −1. */
   evaluateOwn(c: EventCounter, checks: readonly number[]): Promise<{ index: number; retryAfterMs: number | undefined }>;
   /** A decision taken by the id's shard, atomic with its other ops: [outcome, retry-after ms, time]. */

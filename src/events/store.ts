@@ -230,7 +230,7 @@ export class EventStore implements EventReader {
    * recorded.
    */
   async bucketsOf(id: string, r: number, n: number): Promise<number[] | undefined> {
-    const c = await this.settledCounter(id);
+    const c = await this.loadedCounter(id);
     if (c === undefined) return undefined;
     const out = new Array<number>(n);
     return c.lane.readSettled(c.offset, this.clock, (v, now) => {
@@ -245,7 +245,7 @@ export class EventStore implements EventReader {
    * together; undefined for an id never recorded or reserved.
    */
   async usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined> {
-    const c = await this.settledCounter(id);
+    const c = await this.loadedCounter(id);
     if (c === undefined) return undefined;
     return c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
@@ -255,7 +255,7 @@ export class EventStore implements EventReader {
 
   /** @internal Age of the newest or oldest non-zero bucket of `id`; undefined when none or unknown. */
   async seenAgeOf(id: string, oldest: boolean): Promise<number | undefined> {
-    const c = await this.settledCounter(id);
+    const c = await this.loadedCounter(id);
     if (c === undefined) return undefined;
     return c.lane.readSettled(c.offset, this.clock, (v, now) => {
       this.shape.seek(now);
@@ -289,7 +289,7 @@ export class EventStore implements EventReader {
   }
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */
-  async settledCounter(id: string): Promise<EventCounter | undefined> {
+  async loadedCounter(id: string): Promise<EventCounter | undefined> {
     await this.persistence.listing;
     const c = this.counter(id, false);
     if (c?.loading !== undefined) await c.loading;
@@ -371,7 +371,7 @@ export class EventStore implements EventReader {
     const slice = timeSlicer();
     for (const id of ids) {
       await slice();
-      const c = await this.settledCounter(id);
+      const c = await this.loadedCounter(id);
       if (c === undefined) continue;
       const rings = await c.lane.readSettled(c.offset, this.clock, (v) => {
         this.shape.seek(nowMs);
@@ -431,7 +431,7 @@ export class EventStore implements EventReader {
     }
     const lanes = new Set<Lane>();
     for (const id of ids) {
-      const c = await this.settledCounter(id) ?? this.counter(id, true)!;
+      const c = await this.loadedCounter(id) ?? this.counter(id, true)!;
       c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);

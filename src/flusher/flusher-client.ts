@@ -11,7 +11,7 @@
  * `maxRestarts` times in a row without finishing a flush cycle is given up (TW_FLUSHER_FAILED): lax ops
  * reject with that error, and close() lists every delta Redis has not confirmed.
  *
- * Over 350 lines because supervision (respawn with the registrations and partition state, settling what a
+ * Over 350 lines because supervision (respawn with the registrations and partition state, resolving what a
  * dead thread left, giving up) and the request path it protects share every field; the actor is in
  * workers/flusher-core.ts.
  */

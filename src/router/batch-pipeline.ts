@@ -166,8 +166,15 @@ export class BatchPipeline {
     }
     const start = Date.now();
     const deadline = start + this.config.stallTimeoutMs;
+    // Spin on the applied sequence alone, and try to send only when it moved: a lighter loop leaves more
+    // of the core to the shard thread (on a machine whose two cores are one core's two hardware threads).
+    let seen = Number.NaN; // the first turn always tries
     for (let spins = 1; ; spins++) {
-      if (this.trySend()) return;
+      const applied = this.memory.appliedSeq();
+      if (applied !== seen) {
+        seen = applied;
+        if (this.trySend()) return;
+      }
       if ((spins & 0x3ff) !== 0) continue;
       const now = Date.now();
       // No batch applied for a while: the shard may have died, which this thread can only learn on the

@@ -11,7 +11,7 @@ import { Cmp, CounterMode } from '../../common/messages.js';
 import { APPLY, ApplyStatus, BUFFER_SINK, Mode } from '../../common/scripts.js';
 
 const PINNED: Record<string, string> = {
-  'apply.lua': 'e6f5e20bcaec78c93557a20ddec01186b4b43bf5',
+  'apply.lua': '37ffb63220097aaa7d26931384bebc2b2f3609f8',
   'buffer-sink.lua': '3b20ea00a38a99f582b4662a8f98fafc49abf73c',
 };
 
