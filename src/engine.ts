@@ -56,6 +56,8 @@ export class Engine implements AsyncDisposable {
   private readonly options: ResolvedOptions;
   private readonly router: Router;
   private readonly windowSets = new Map<string, WindowSet>();
+  /** The fields of the last window options resolved, and their set (see windows()). */
+  private lastWindows: { size: unknown; unit: unknown; unitMs: unknown; set: WindowSet } | undefined;
   private readonly stores: EventStore[] = [];
   private readonly buffers = new Map<string, StatBuffer>();
   private closing: Promise<void> | undefined;
@@ -115,6 +117,18 @@ export class Engine implements AsyncDisposable {
   /** The set of hopping windows of this shape; the same object for the same shape. */
   windows(options: WindowOptions): WindowSet {
     if (this.closing !== undefined) throw closedError('engine');
+    if (typeof options !== 'object' || options === null) return this.windowSetOf(options);
+    // The shape is a function of these three fields alone: the same three as the last call are the same set,
+    // with no validation and no name string (what makes `engine.window(id, shape)` as cheap as a set's own).
+    const { size, unit, unitMs } = options;
+    const last = this.lastWindows;
+    if (last !== undefined && size === last.size && unit === last.unit && unitMs === last.unitMs) return last.set;
+    const set = this.windowSetOf({ size, unit, unitMs });
+    this.lastWindows = { size, unit, unitMs, set };
+    return set;
+  }
+
+  private windowSetOf(options: unknown): WindowSet {
     const shape = resolveWindowOptions(options);
     const name = `${shape.size}x${shape.unitMs}`;
     let set = this.windowSets.get(name);

@@ -8,7 +8,7 @@
  */
 import type { Redis } from 'ioredis';
 import { partitionOf as partitionOfKey } from '../../common/redis.js';
-import { createEngine, type Engine, type EngineOptions, lt } from '../../src/index.js';
+import { createEngine, type Engine, type EngineOptions, lt, type Window, type WindowSet } from '../../src/index.js';
 import { mapLoop } from '../machine.js';
 import type { BenchRedis } from '../redis.js';
 import { expectEqual, heapBytes, Latencies, share, yieldTurn } from './measure.js';
@@ -130,34 +130,45 @@ async function verifyTotal(what: string, ctx: BenchContext, read: (key: string) 
   return `total ${want.toLocaleString('en-US')}`;
 }
 
-/** Hopping-window observations, by string key or through pre-resolved handles, against the Map loop. */
-function windowScenario(name: string, title: string, sideName: string, byHandle: boolean): Scenario {
+/** How a window row observes key `k` (index `j`), given the engine, its set and the pre-resolved handles. */
+type WindowOp = (engine: Engine, set: WindowSet, handles: readonly Window[]) => (k: string, j: number) => void;
+
+const WINDOW_SHAPE = { size: 2, unit: 'day' } as const;
+
+/** One side of a hopping-window row: `op` over every key, then every total read back. */
+function windowSide(name: string, op: WindowOp): Side {
   return {
     name,
-    title,
-    redis: false,
-    defaultOps: 30_000_000,
-    peerShare: 1,
-    ours: {
-      name: sideName,
-      run: (ctx, ops) =>
-        withEngine(ctx, {}, async (engine) => {
-          const set = engine.windows({ size: 2, unit: 'day' });
-          const handles = ctx.keys.map((k) => set.window(k)); // the keys exist first: the row measures counting
-          await engine.flush();
-          const start = performance.now();
-          await cycle(ctx, ops, byHandle ? (_, j) => handles[j]!.observe() : (k) => set.observe(k));
-          await engine.flush();
-          const ms = performance.now() - start;
-          return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: await verifyTotal('windows', ctx, (k) => set.value(k), ops) };
-        }),
-    },
-    peer: mapPeer,
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const set = engine.windows(WINDOW_SHAPE);
+        const handles = ctx.keys.map((k) => set.window(k)); // the keys exist first: the row measures counting
+        await engine.flush();
+        const start = performance.now();
+        await cycle(ctx, ops, op(engine, set, handles));
+        await engine.flush();
+        const ms = performance.now() - start;
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: await verifyTotal('windows', ctx, (k) => set.value(k), ops) };
+      }),
   };
 }
 
-const observeKey = windowScenario('observe-key', 'hopping window observe(key)', 'set.observe(key)', false);
-const observeHandle = windowScenario('observe-handle', 'hopping window handle.observe()', 'handle.observe()', true);
+const byKey: WindowOp = (_, set) => (k) => set.observe(k);
+
+/** Hopping-window observations against `peer` (the Map loop unless given). */
+function windowScenario(name: string, title: string, ours: Side, peer: Side = mapPeer): Scenario {
+  return { name, title, redis: false, defaultOps: 30_000_000, peerShare: 1, ours, peer };
+}
+
+const observeKey = windowScenario('observe-key', 'hopping window observe(key)', windowSide('set.observe(key)', byKey));
+const observeHandle = windowScenario('observe-handle', 'hopping window handle.observe()', windowSide('handle.observe()', (_, __, handles) => (_k, j) => handles[j]!.observe()));
+const observeWindow = windowScenario(
+  'observe-window',
+  'hopping window engine.window(id, shape).observe()',
+  // A fresh shape object on every call, as an app would write it.
+  windowSide('engine.window(id, shape).observe()', (engine) => (k) => engine.window(k, { size: 2, unit: 'day' }).observe()),
+  windowSide('set.observe(id)', byKey),
+);
 
 const eventsRecord: Scenario = {
   name: 'events-record',
@@ -489,4 +500,4 @@ const limiterRedis: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, eventsRecord, eventsQuery, limiter, bufferIncrement, laxInc, strictInc, limiterRedis];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, bufferIncrement, laxInc, strictInc, limiterRedis];

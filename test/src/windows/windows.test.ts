@@ -208,6 +208,23 @@ describe('hopping windows: API behaviour', () => {
     assert.equal(await b.value(), 4);
   });
 
+  test('engine.window(id, shape) with a fresh shape object each call: the same window, and the shape still decides', async () => {
+    const w = engine.window('per-call', { size: 4, unit: 'second' });
+    for (let i = 0; i < 99; i++) engine.window('per-call', { size: 4, unit: 'second' }).observe();
+    assert.equal(engine.window('per-call', { size: 4, unit: 'second' }), w, 'the same handle comes back');
+    assert.equal(await w.value(), 99);
+    // A different shape right after is a different set; bad options after good ones are still refused.
+    const other = engine.window('per-call', { size: 4, unit: 'minute' });
+    assert.notEqual(other, w);
+    other.observe();
+    assert.equal(await w.value(), 99);
+    assert.equal(await other.value(), 1);
+    assert.throws(() => engine.window('per-call', { size: 4, unit: 'minute', unitMs: 1000 } as never), TypeError);
+    assert.throws(() => engine.window('per-call', { size: 4.5, unit: 'minute' }), RangeError);
+    assert.throws(() => engine.window('per-call', null as never), TypeError);
+    assert.equal(engine.window('per-call', { size: 4, unit: 'minute' }), other, 'a refused call does not disturb the next');
+  });
+
   test('by-id and handle observations land in the same window', async () => {
     const set = engine.windows({ size: 10, unit: 'second' });
     const h = set.window('mixed');
