@@ -22,7 +22,7 @@ import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { decode, encode } from '../../common/codec.js';
-import { ErrorCode, TallyworksError } from '../../common/errors.js';
+import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Storage, StorageOp } from './storage.js';
 
 const FORMAT = 'tallyworks.file-storage';
@@ -72,9 +72,9 @@ export class FileStorage implements Storage {
   private queue: Promise<void> = Promise.resolve();
 
   constructor(path: string) {
-    if (typeof path !== 'string' || path.length === 0) {
-      throw new TallyworksError(ErrorCode.INVALID_ARGUMENT, `argument "path" must be a non-empty file path; got ${String(path)}`);
-    }
+    // Described by the shared helper: `String(path)` itself throws for a value such as { toString: 0 }.
+    if (typeof path !== 'string') throw argumentTypeError('path', 'a non-empty file path', path);
+    if (path.length === 0) throw argumentRangeError('path', 'a non-empty file path', path);
     this.path = path;
   }
 

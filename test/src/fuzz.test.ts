@@ -64,6 +64,10 @@ const nasty: unknown[] = [
   () => 1,
   new Date(Number.NaN),
   new Date(-8.64e15),
+  // Objects that cannot become a string: an error message built with String(value) throws instead.
+  { toString: 0 },
+  [{ toString: 0 }],
+  Object.create(null),
 ];
 const value = fc.oneof(fc.constantFrom(...nasty), fc.anything({ withBigInt: true, withDate: true }), fc.integer(), fc.double(), fc.string({ unit: 'binary' }));
 const key = fc.oneof(fc.constantFrom(...nasty), fc.string({ unit: 'binary', maxLength: 300 }));

@@ -104,3 +104,15 @@ describe('defect 13: export and persist let the event loop turn', () => {
     }
   });
 });
+
+describe('FileStorage path argument', () => {
+  test('a path that is no string, even one that cannot become a string, is refused with a typed error', () => {
+    for (const bad of [{ toString: 0 }, [{ toString: 0 }], Object.create(null), 42, undefined]) {
+      assert.throws(
+        () => new FileStorage(bad as never),
+        (err: unknown) => err instanceof TypeError && (err as { code?: string }).code === 'TW_INVALID_ARGUMENT' && /argument "path"/.test((err as Error).message),
+      );
+    }
+    assert.throws(() => new FileStorage(''), (err: unknown) => err instanceof RangeError && (err as { code?: string }).code === 'TW_INVALID_ARGUMENT');
+  });
+});
