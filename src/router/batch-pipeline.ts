@@ -166,8 +166,7 @@ export class BatchPipeline {
     }
     const start = Date.now();
     const deadline = start + this.config.stallTimeoutMs;
-    // Spin on the applied sequence alone, and try to send only when it moved: a lighter loop leaves more
-    // of the core to the shard thread (on a machine whose two cores are one core's two hardware threads).
+    // Spin on the applied sequence alone, and try to send only when it moved (nothing else can free room).
     let seen = Number.NaN; // the first turn always tries
     for (let spins = 1; ; spins++) {
       const applied = this.memory.appliedSeq();
