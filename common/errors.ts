@@ -41,6 +41,8 @@ export const ErrorCode = {
   INCOMPATIBLE: 'TW_INCOMPATIBLE',
   /** A limiter refused (only from the `…OrThrow` terminals; otherwise a refusal is a value). */
   LIMITED: 'TW_LIMITED',
+  /** A decision record stayed locked by a live thread for longer than the decision may wait; nothing was decided. */
+  RECORD_BUSY: 'TW_RECORD_BUSY',
   /** A reservation was committed or cancelled twice, or was never granted. */
   RESERVATION: 'TW_RESERVATION',
   /** A storage backend failed, or holds data that cannot be read. */

@@ -70,6 +70,14 @@
  *  word's bits with Atomics.exchange(word, 0) before it reads the totals, so an add it misses sets the bit
  *  again for the next flush
  *
+ *  sliding-window decision record (kind KIND_SLIDE; see common/records/sliding.ts): deciders on any thread
+ *  write it under its owner lock, the shard never does, so the journal is not involved
+ *  i32[2o] owner lock: even = free (a version, so readers use it as a seqlock), odd = 2·owner + 1 held
+ *  i32[2o+2] version the holder will publish · i32[2o+3] stamp (which allocation this is: handles check it)
+ *  f64[o+2] last used, ms · f64[o+3] suppression factor cached · f64[o+4] until when (ms)
+ *  then one section per window, from f64[o+5]: head group index (-Infinity: empty) · total · declined ·
+ *  G group counts (group g at g mod G) · with suppression, G declined counts
+ *
  *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
  *  (a counter op writes f64[c] new value — NaN when it would leave the safe-integer range — f64[c+1] old)
  * ```
@@ -111,6 +119,8 @@ export const KIND_NONE = 0;
 export const KIND_HOP = 1;
 export const KIND_CAL = 2;
 export const KIND_CNT = 3;
+/** A sliding-window decision record: written by deciders on the calling threads, never by the shard. */
+export const KIND_SLIDE = 4;
 
 /** Hopping-window record fields, as Float64 offsets from the record's word offset. */
 export const HOP_UNIT_MS = 1;
@@ -169,6 +179,23 @@ export const CNTF_REMOTE_AT = 5;
 export const CNTF_TARGET = 6;
 /** Words a counter record occupies. */
 export const CNT_RECORD_WORDS = 7;
+
+/**
+ * Sliding-window decision record fields (kind KIND_SLIDE). Int32 offsets from 2·o: the owner lock word
+ * (i32[2o], common/records/owner-lock.ts) and the kind, then these; Float64 offsets from o.
+ */
+export const SL_VERSION = 2;
+export const SL_STAMP = 3;
+export const SLF_LAST_USED = 2;
+export const SLF_SF = 3;
+export const SLF_SF_UNTIL = 4;
+/** Where the first window's section starts (Float64 offset from o). */
+export const SLF_WINDOWS = 5;
+/** Window section fields, as Float64 offsets from the section's start. */
+export const SLW_HEAD = 0;
+export const SLW_TOTAL = 1;
+export const SLW_DECLINED = 2;
+export const SLW_GROUPS = 3;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

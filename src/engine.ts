@@ -18,6 +18,9 @@ import { type EngineOptions, resolveOptions, type ResolvedOptions } from './opti
 import { EventStore } from './events/store.js';
 import type { EventStoreOptions } from './events/store-options.js';
 import { Router } from './router/router.js';
+import { DeciderRegistry } from './limits/deciders.js';
+import { type LimiterContext, RateLimiter, RateLimits } from './limits/rate-limiter.js';
+import type { RateLimiterOptions, RateLimitsOptions } from './limits/rate-options.js';
 import { Window, WindowSet } from './windows/window.js';
 import { resolveWindowOptions, type WindowOptions } from './windows/window-options.js';
 
@@ -60,6 +63,8 @@ export class Engine implements AsyncDisposable {
   private lastWindows: { size: unknown; unit: unknown; unitMs: unknown; set: WindowSet } | undefined;
   private readonly stores: EventStore[] = [];
   private readonly buffers = new Map<string, StatBuffer>();
+  private readonly limiters: Array<RateLimiter | RateLimits> = [];
+  private limiterContext: LimiterContext | undefined;
   private closing: Promise<void> | undefined;
   /** Calendar event counts with the engine's default store options (tiny_counter parity). */
   readonly events: EventStore;
@@ -112,6 +117,30 @@ export class Engine implements AsyncDisposable {
     const buffer = new StatBuffer(options, this.clock);
     this.buffers.set(buffer.name, buffer);
     return buffer;
+  }
+
+  /**
+   * A sliding-window rate limiter (one window; a rate per call): `local.absolute.inc(key, rate, n)` and
+   * `local.suppressed.inc(key, rate, n)` decide synchronously on the calling thread.
+   */
+  rateLimiter(options: RateLimiterOptions = {}): RateLimiter {
+    if (this.closing !== undefined) throw closedError('engine');
+    const limiter = new RateLimiter(this.limiterContextOf(), options);
+    this.limiters.push(limiter);
+    return limiter;
+  }
+
+  /** Several named sliding windows per key with fixed limits (e.g. 10 a second and 1000 an hour), decided all-or-nothing. */
+  rateLimits(options: RateLimitsOptions): RateLimits {
+    if (this.closing !== undefined) throw closedError('engine');
+    const limits = new RateLimits(this.limiterContextOf(), options);
+    this.limiters.push(limits);
+    return limits;
+  }
+
+  private limiterContextOf(): LimiterContext {
+    this.limiterContext ??= { router: this.router, registry: new DeciderRegistry(), clock: this.clock, isClosed: () => this.closing !== undefined };
+    return this.limiterContext;
   }
 
   /** The set of hopping windows of this shape; the same object for the same shape. */
@@ -169,6 +198,7 @@ export class Engine implements AsyncDisposable {
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
+        for (const limiter of this.limiters) limiter.stop();
         // Buffers deliver first: their handlers may still use the engine.
         const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));
         // Stores persist next: reading their counters needs the shards.

@@ -1,0 +1,362 @@
+/**
+ * The sliding-window decision record kind (trypema's window accounting, in shared memory): one record per
+ * key holds one section per window; a section is G groups of `groupMs` (G = windowMs / groupMs) with a
+ * running total, so a decision is a slide (groups that left the window go out of the total) and one
+ * compare. Deciders on any thread write it under its owner lock (./owner-lock.ts); the shard never does.
+ * See common/layout.ts (KIND_SLIDE) for the fields.
+ *
+ * Groups are aligned to multiples of `groupMs` since the Unix epoch: group g covers [g·groupMs,
+ * (g+1)·groupMs) and leaves the window when group g + G begins, so an event counts for between windowMs −
+ * groupMs and windowMs (the precision is one group). A clock set back adds to the newest group.
+ *
+ * Write order inside the lock, so that {@link SlidingShape.repair} can finish what a dead holder left: a
+ * slide zeroes the groups leaving before it moves the head (zeroing is idempotent), and a total is only
+ * ever the sum of its groups, so the repair recomputes it from them. An interrupted decision was never
+ * returned to anyone; the repair keeps its count if it was written (conservative: never more admitted).
+ *
+ * Imported by worker threads: imports nothing main-only.
+ */
+import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TOTAL } from '../layout.js';
+import { type Decider, lockRecord, type Repairer, unlockRecord } from './owner-lock.js';
+
+/** One window of a record: its length and its group width, ms (windowMs a multiple of groupMs). */
+export interface SlidingWindowSpec {
+  readonly windowMs: number;
+  readonly groupMs: number;
+}
+
+/** The most groups one window may have (keeps a record of one window under 64 KiB). */
+export const MAX_GROUPS = 4096;
+
+/** What a decision returns when the record is no longer the handle's (retired, reused): nothing was done. */
+export const STALE = -1;
+/** What {@link decideAbsolute} returns. */
+export const REFUSED = 0;
+export const ADMITTED = 1;
+/** What {@link decideSuppressed} returns. */
+export const SUPPRESSED_BELOW_SOFT = 0;
+export const SUPPRESSED_ADMITTED = 1;
+export const SUPPRESSED_DECLINED = 2;
+
+/**
+ * The geometry every record of one limiter shares, the current group of each window (recomputed only when
+ * the time leaves the current groups), and the figures of the last refused decision.
+ */
+export class SlidingShape implements Repairer {
+  readonly count: number;
+  readonly windowMs: Float64Array;
+  readonly groupMs: Float64Array;
+  readonly groups: Int32Array;
+  /** Float64 offset of each window's section from the record's offset. */
+  readonly base: Int32Array;
+  readonly suppressed: boolean;
+  /** Words one record occupies. */
+  readonly words: number;
+  /** Group index and position (g mod G) of each window at the time {@link at} last saw. */
+  readonly g: Float64Array;
+  readonly pos: Int32Array;
+  private from = Infinity;
+  private to = -Infinity;
+  /** Set by a refused decision: the window that refused (the one that frees last), and its figures. */
+  refused = -1;
+  retryAfterMs = 0;
+  remainingAfterWaiting = 0;
+  /** Set by a suppressed decision: the suppression factor it used. */
+  sf = 0;
+
+  constructor(windows: readonly SlidingWindowSpec[], suppressed: boolean) {
+    const k = windows.length;
+    if (k === 0 || (suppressed && k !== 1)) throw new RangeError(`a sliding record holds 1${suppressed ? '' : ' or more'} windows, not ${k}`);
+    this.count = k;
+    this.suppressed = suppressed;
+    this.windowMs = new Float64Array(k);
+    this.groupMs = new Float64Array(k);
+    this.groups = new Int32Array(k);
+    this.base = new Int32Array(k);
+    this.g = new Float64Array(k);
+    this.pos = new Int32Array(k);
+    let words = SLF_WINDOWS;
+    windows.forEach((w, i) => {
+      const groups = w.windowMs / w.groupMs;
+      if (!(Number.isInteger(groups) && groups >= 1 && groups <= MAX_GROUPS)) throw new RangeError(`window ${w.windowMs} ms in groups of ${w.groupMs} ms`);
+      this.windowMs[i] = w.windowMs;
+      this.groupMs[i] = w.groupMs;
+      this.groups[i] = groups;
+      this.base[i] = words;
+      words += SLW_GROUPS + groups * (suppressed ? 2 : 1);
+    });
+    this.words = words;
+  }
+
+  /** Brings the current groups to time `now` (cheap while `now` stays inside them). */
+  at(now: number): void {
+    if (now >= this.from && now < this.to) return;
+    let from = -Infinity;
+    let to = Infinity;
+    for (let k = 0; k < this.count; k++) {
+      const gm = this.groupMs[k]!;
+      const g = Math.floor(now / gm);
+      this.g[k] = g;
+      this.pos[k] = g % this.groups[k]!;
+      from = Math.max(from, g * gm);
+      to = Math.min(to, (g + 1) * gm);
+    }
+    this.from = from;
+    this.to = to;
+  }
+
+  /** Finishes what a holder that died inside the lock left: every total is the sum of its groups again. */
+  repair(f64: Float64Array, o: number): void {
+    for (let k = 0; k < this.count; k++) {
+      const s = o + this.base[k]!;
+      const G = this.groups[k]!;
+      let total = 0;
+      let declined = 0;
+      for (let j = 0; j < G; j++) total += f64[s + SLW_GROUPS + j]!;
+      if (this.suppressed) for (let j = 0; j < G; j++) declined += f64[s + SLW_GROUPS + G + j]!;
+      f64[s + SLW_TOTAL] = total;
+      f64[s + SLW_DECLINED] = declined;
+    }
+  }
+}
+
+/** Writes a fresh record (the caller owns it: no other thread knows its offset yet). */
+export function initSliding(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, stamp: number, now: number): void {
+  for (let w = o + 1; w < o + shape.words; w++) f64[w] = 0;
+  i32[2 * o + 1] = KIND_SLIDE;
+  i32[2 * o + SL_STAMP] = stamp;
+  f64[o + SLF_LAST_USED] = now;
+  f64[o + SLF_SF_UNTIL] = -Infinity;
+  for (let k = 0; k < shape.count; k++) f64[o + shape.base[k]! + SLW_HEAD] = -Infinity;
+  // The lock word keeps its version (a reused record's readers must see a change): make sure it is even.
+  const v = Atomics.load(i32, 2 * o);
+  if ((v & 1) !== 0) Atomics.store(i32, 2 * o, v + 1);
+}
+
+/** The stamp of the record at `o` (which allocation it is; a handle compares it under the lock). */
+export function stampOf(i32: Int32Array, o: number): number {
+  return i32[2 * o + SL_STAMP]!;
+}
+
+/** Moves window section `s` (G groups) to group `g`: the groups that left go out of the totals. */
+function slide(f64: Float64Array, s: number, G: number, g: number, suppressed: boolean): void {
+  const head = f64[s + SLW_HEAD]!;
+  if (g <= head) return;
+  const counts = s + SLW_GROUPS;
+  const declined = counts + G;
+  if (g - head >= G) {
+    for (let j = 0; j < G; j++) f64[counts + j] = 0;
+    if (suppressed) for (let j = 0; j < G; j++) f64[declined + j] = 0;
+    f64[s + SLW_TOTAL] = 0;
+    f64[s + SLW_DECLINED] = 0;
+  } else {
+    let p = (head + 1) % G;
+    for (let u = head + 1; u <= g; u++) {
+      f64[s + SLW_TOTAL] = f64[s + SLW_TOTAL]! - f64[counts + p]!;
+      f64[counts + p] = 0;
+      if (suppressed) {
+        f64[s + SLW_DECLINED] = f64[s + SLW_DECLINED]! - f64[declined + p]!;
+        f64[declined + p] = 0;
+      }
+      if (++p === G) p = 0;
+    }
+  }
+  f64[s + SLW_HEAD] = g;
+}
+
+/** The position a count of now goes to in window `k`: the current group, or the newest if the clock went back. */
+function addPosition(f64: Float64Array, s: number, shape: SlidingShape, k: number): number {
+  const head = f64[s + SLW_HEAD]!;
+  return head > shape.g[k]! ? head % shape.groups[k]! : shape.pos[k]!;
+}
+
+/**
+ * When window section `s` (after a slide) has room for `n` under `limit`: sets the shape's retryAfterMs
+ * (until the oldest groups that free enough have left) and remainingAfterWaiting (the room then, n
+ * included). `n` above `limit` never fits: Infinity, and the whole limit.
+ */
+function whenRoom(f64: Float64Array, s: number, shape: SlidingShape, k: number, limit: number, n: number, now: number): void {
+  const G = shape.groups[k]!;
+  const gm = shape.groupMs[k]!;
+  const head = f64[s + SLW_HEAD]!;
+  const total = f64[s + SLW_TOTAL]!;
+  let freed = 0;
+  if (n <= limit) {
+    for (let u = head - G + 1; u <= head; u++) {
+      freed += f64[s + SLW_GROUPS + (((u % G) + G) % G)]!;
+      if (total - freed + n <= limit) {
+        shape.retryAfterMs = Math.max(0, (u + G) * gm - now);
+        shape.remainingAfterWaiting = limit - (total - freed);
+        return;
+      }
+    }
+  }
+  shape.retryAfterMs = Infinity;
+  shape.remainingAfterWaiting = limit;
+}
+
+/**
+ * The absolute decision at time `now` (the shape brought to it with `at(now)`): `n` is admitted, and
+ * counted in every window, only if every window has room for it under its limit; otherwise nothing is
+ * counted and the shape names the window that frees last. Returns ADMITTED, REFUSED, or STALE when the
+ * record's stamp is not `stamp` (the handle's record was retired).
+ */
+export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, stamp: number, shape: SlidingShape, limits: Float64Array, n: number, now: number, d: Decider): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  if (i32[2 * o + SL_STAMP] !== stamp) {
+    unlockRecord(i32, o, version);
+    return STALE;
+  }
+  let refused = -1;
+  let retry = -1;
+  let remaining = 0;
+  for (let k = 0; k < shape.count; k++) {
+    const s = o + shape.base[k]!;
+    slide(f64, s, shape.groups[k]!, shape.g[k]!, false);
+    if (f64[s + SLW_TOTAL]! + n > limits[k]!) {
+      whenRoom(f64, s, shape, k, limits[k]!, n, now);
+      if (shape.retryAfterMs > retry) {
+        refused = k;
+        retry = shape.retryAfterMs;
+        remaining = shape.remainingAfterWaiting;
+      }
+    }
+  }
+  shape.retryAfterMs = retry;
+  shape.remainingAfterWaiting = remaining;
+  if (refused === -1) {
+    for (let k = 0; k < shape.count; k++) {
+      const s = o + shape.base[k]!;
+      const p = s + SLW_GROUPS + addPosition(f64, s, shape, k);
+      f64[p] = f64[p]! + n;
+      f64[s + SLW_TOTAL] = f64[s + SLW_TOTAL]! + n;
+    }
+  }
+  shape.refused = refused;
+  f64[o + SLF_LAST_USED] = now;
+  unlockRecord(i32, o, version);
+  return refused === -1 ? ADMITTED : REFUSED;
+}
+
+/** Events of window section `s` in groups that began less than a second before `now`. */
+function lastSecond(f64: Float64Array, s: number, G: number, gm: number, now: number): number {
+  const head = f64[s + SLW_HEAD]!;
+  let sum = 0;
+  for (let u = head, j = 0; j < G && now - u * gm < 1000; u--, j++) sum += f64[s + SLW_GROUPS + (((u % G) + G) % G)]!;
+  return sum;
+}
+
+/**
+ * The suppression factor with `n` more events forecast (counted once): 0 while the accepted events
+ * (total − declined) are below `soft`, else 1 − (soft / windowSeconds) / perceived rate, where the
+ * perceived rate is the larger of the window's average and its last second.
+ */
+export function suppressionFactorOf(total: number, declined: number, lastSecondCount: number, windowSeconds: number, soft: number, n: number): number {
+  if (total - declined < soft) return 0;
+  const perceived = Math.max((total + n) / windowSeconds, lastSecondCount + n);
+  const sf = 1 - soft / windowSeconds / perceived;
+  return sf < 0 ? 0 : sf > 1 ? 1 : sf;
+}
+
+/** The suppression factor of the record at `o` at `now`, as a reader sees it (call inside a seqlock read). */
+export function suppressionFactorAt(f64: Float64Array, o: number, shape: SlidingShape, windowSeconds: number, soft: number, now: number): number {
+  const s = o + shape.base[0]!;
+  if (f64[s + SLW_HEAD] === -Infinity) return 0;
+  const total = countInWindow(f64, o, shape, 0, now);
+  const declined = countInWindow(f64, o, shape, 0, now, true);
+  return suppressionFactorOf(total, declined, lastSecond(f64, s, shape.groups[0]!, shape.groupMs[0]!, now), windowSeconds, soft, 0);
+}
+
+/**
+ * The suppressed decision at `now` (one window; the shape brought to `now`): past the hard limit every call
+ * is declined (suppression factor 1, at once, not one cache period late); below the soft limit (n
+ * included) it is admitted (soft = rate × windowSeconds, hard = soft × hardLimitFactor); in between it is admitted with probability 1 − sf, where `draw` is a uniform
+ * number in [0, 1) drawn before the lock and sf is cached in the record for `cacheMs`. Every call counts
+ * in the total, a declined one also in the declined count. Returns SUPPRESSED_* (the shape's sf is set),
+ * or STALE when the record's stamp is not `stamp`.
+ */
+export function decideSuppressed(
+  i32: Int32Array,
+  f64: Float64Array,
+  o: number,
+  stamp: number,
+  shape: SlidingShape,
+  windowSeconds: number,
+  soft: number,
+  hard: number,
+  cacheMs: number,
+  n: number,
+  draw: number,
+  now: number,
+  d: Decider,
+): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  if (i32[2 * o + SL_STAMP] !== stamp) {
+    unlockRecord(i32, o, version);
+    return STALE;
+  }
+  const s = o + shape.base[0]!;
+  const G = shape.groups[0]!;
+  slide(f64, s, G, shape.g[0]!, true);
+  const total = f64[s + SLW_TOTAL]!;
+  let outcome: number;
+  let sf = 0;
+  if (total + n > hard) {
+    sf = 1;
+    outcome = SUPPRESSED_DECLINED;
+  } else if (total - f64[s + SLW_DECLINED]! + n <= soft) {
+    outcome = SUPPRESSED_BELOW_SOFT;
+  } else {
+    if (now < f64[o + SLF_SF_UNTIL]!) sf = f64[o + SLF_SF]!;
+    else {
+      sf = suppressionFactorOf(total, f64[s + SLW_DECLINED]!, lastSecond(f64, s, G, shape.groupMs[0]!, now), windowSeconds, soft, n);
+      f64[o + SLF_SF] = sf;
+      f64[o + SLF_SF_UNTIL] = now + cacheMs;
+    }
+    outcome = draw >= sf ? SUPPRESSED_ADMITTED : SUPPRESSED_DECLINED;
+  }
+  const p = addPosition(f64, s, shape, 0);
+  f64[s + SLW_GROUPS + p] = f64[s + SLW_GROUPS + p]! + n;
+  f64[s + SLW_TOTAL] = total + n;
+  if (outcome === SUPPRESSED_DECLINED) {
+    f64[s + SLW_GROUPS + G + p] = f64[s + SLW_GROUPS + G + p]! + n;
+    f64[s + SLW_DECLINED] = f64[s + SLW_DECLINED]! + n;
+  }
+  shape.sf = sf;
+  f64[o + SLF_LAST_USED] = now;
+  unlockRecord(i32, o, version);
+  return outcome;
+}
+
+/**
+ * Window `k`'s events at `now` as a reader sees them (no lock; call inside a seqlock read): the groups still
+ * in the window, whether or not a decision has slid it since. `declined` selects the declined counts.
+ */
+export function countInWindow(f64: Float64Array, o: number, shape: SlidingShape, k: number, now: number, declined = false): number {
+  const s = o + shape.base[k]!;
+  const G = shape.groups[k]!;
+  const head = f64[s + SLW_HEAD]!;
+  if (head === -Infinity) return 0;
+  const g = Math.max(Math.floor(now / shape.groupMs[k]!), head);
+  const from = s + SLW_GROUPS + (declined ? G : 0);
+  let sum = 0;
+  for (let u = head; u > g - G && u > head - G; u--) sum += f64[from + (((u % G) + G) % G)]!;
+  return sum;
+}
+
+/** When the record at `o` was last decided on, ms (a plain read: the sweep's hint, checked again under the lock). */
+export function lastUsedOf(f64: Float64Array, o: number): number {
+  return f64[o + SLF_LAST_USED]!;
+}
+
+/**
+ * Retires the record at `o` if nothing decided on it since `before` (ms), checked under its lock: its stamp
+ * becomes 0, so a handle another thread still holds finds it no longer its own. Returns true if retired.
+ */
+export function retireIfIdle(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, before: number, d: Decider): boolean {
+  const version = lockRecord(i32, f64, o, d, shape);
+  const idle = f64[o + SLF_LAST_USED]! < before;
+  if (idle) i32[2 * o + SL_STAMP] = 0;
+  unlockRecord(i32, o, version);
+  return idle;
+}

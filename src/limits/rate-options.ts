@@ -1,0 +1,145 @@
+/**
+ * Options of the sliding-window rate limiters (trypema's names and defaults; see docs in README):
+ * `engine.rateLimiter(options)` (one window, a rate per call) and `engine.rateLimits(options)` (several
+ * named windows with fixed limits, decided all-or-nothing).
+ */
+import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { MAX_GROUPS } from '../../common/records/sliding.js';
+
+export interface RateLimiterOptions {
+  /** Window length, whole seconds ≥ 1 (default 10). */
+  windowSeconds?: number;
+  /** Width of one accounting group, ms (default 100); the window must be a whole number of groups, at most 4096. */
+  groupMs?: number;
+  /** Suppressed strategy: the hard limit is rate × windowSeconds × hardLimitFactor (≥ 1, default 1). */
+  hardLimitFactor?: number;
+  /** Suppressed strategy: how long a key's suppression factor is reused, ms (default 100). */
+  suppressionFactorCacheMs?: number;
+  /** Keys no decision touched for this long are dropped and their memory reused, ms (default 600000). */
+  staleAfterMs?: number;
+  /** How often the cleanup looks for stale keys, ms (default 30000). */
+  cleanupIntervalMs?: number;
+  /** The longest a decision waits for another thread holding the key's record, ms (default 100). */
+  lockTimeoutMs?: number;
+  /** Suppressed strategy: a source of uniform numbers in [0, 1) (default Math.random; tests pass their own). */
+  random?: () => number;
+}
+
+export interface NamedWindow {
+  /** At most this many events in the window (a number ≥ 0). */
+  limit: number;
+  windowSeconds: number;
+  groupMs?: number;
+}
+
+export interface RateLimitsOptions {
+  /** The windows, by name, e.g. `{ perSecond: { limit: 10, windowSeconds: 1 }, perHour: { limit: 1000, windowSeconds: 3600, groupMs: 60000 } }`. */
+  windows: Record<string, NamedWindow>;
+  staleAfterMs?: number;
+  cleanupIntervalMs?: number;
+  lockTimeoutMs?: number;
+}
+
+export interface ResolvedWindow {
+  readonly name: string;
+  readonly limit: number;
+  readonly windowSeconds: number;
+  readonly windowMs: number;
+  readonly groupMs: number;
+}
+
+export interface ResolvedRateOptions {
+  readonly windows: readonly ResolvedWindow[];
+  readonly hardLimitFactor: number;
+  readonly suppressionFactorCacheMs: number;
+  readonly staleAfterMs: number;
+  readonly cleanupIntervalMs: number;
+  readonly lockTimeoutMs: number;
+  readonly random: () => number;
+}
+
+const MAX_MS = 2 ** 31 - 1;
+
+function objectOf(value: unknown, name: string, known: readonly string[]): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw argumentTypeError(name, 'an object', value);
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!known.includes(key)) throw argumentTypeError(`${name}.${key}`, `one of the known options (${known.join(', ')})`, o[key]);
+  }
+  return o;
+}
+
+function numberIn(o: Record<string, unknown>, name: string, path: string, rule: string, ok: (v: number) => boolean, fallback: number | undefined): number {
+  const value = o[name];
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value !== 'number') throw argumentTypeError(`${path}.${name}`, rule, value);
+  if (!ok(value)) throw argumentRangeError(`${path}.${name}`, rule, value);
+  return value;
+}
+
+const integerFrom = (min: number, max: number) => ({ rule: `an integer from ${min} to ${max}`, ok: (v: number) => Number.isInteger(v) && v >= min && v <= max });
+
+function window(o: Record<string, unknown>, path: string, name: string, limit: number): ResolvedWindow {
+  const seconds = integerFrom(1, 366 * 86_400);
+  const windowSeconds = numberIn(o, 'windowSeconds', path, seconds.rule, seconds.ok, 10);
+  const windowMs = windowSeconds * 1000;
+  const groupRule = `an integer number of ms ≥ 1 that divides the window (${windowMs} ms) into at most ${MAX_GROUPS} groups`;
+  const groupMs = numberIn(o, 'groupMs', path, groupRule, (v) => Number.isInteger(v) && v >= 1 && windowMs % v === 0 && windowMs / v <= MAX_GROUPS, 100);
+  return { name, limit, windowSeconds, windowMs, groupMs };
+}
+
+function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOptions, 'staleAfterMs' | 'cleanupIntervalMs' | 'lockTimeoutMs'> {
+  const ms = integerFrom(1, MAX_MS);
+  return {
+    staleAfterMs: numberIn(o, 'staleAfterMs', path, ms.rule, ms.ok, 600_000),
+    cleanupIntervalMs: numberIn(o, 'cleanupIntervalMs', path, ms.rule, ms.ok, 30_000),
+    lockTimeoutMs: numberIn(o, 'lockTimeoutMs', path, integerFrom(1, 60_000).rule, integerFrom(1, 60_000).ok, 100),
+  };
+}
+
+/** Validates `engine.rateLimiter(options)`; a bad option is a typed error naming it. */
+export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOptions {
+  const path = 'options';
+  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'random']);
+  const random = o.random ?? Math.random;
+  if (typeof random !== 'function') throw argumentTypeError('options.random', 'a function returning a number in [0, 1)', random);
+  return {
+    windows: [window(o, path, 'window', NaN)],
+    hardLimitFactor: numberIn(o, 'hardLimitFactor', path, 'a finite number ≥ 1', (v) => Number.isFinite(v) && v >= 1, 1),
+    suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, integerFrom(1, MAX_MS).rule, integerFrom(1, MAX_MS).ok, 100),
+    ...common(o, path),
+    random: random as () => number,
+  };
+}
+
+/** Validates `engine.rateLimits(options)`. */
+export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions {
+  const o = objectOf(options, 'options', ['windows', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs']);
+  const named = objectOf(o.windows, 'options.windows', Object.keys((o.windows as object | null) ?? {}));
+  const names = Object.keys(named);
+  if (names.length === 0 || names.length > 16) throw argumentRangeError('options.windows', 'from 1 to 16 named windows', o.windows);
+  const windows = names.map((name) => {
+    const path = `options.windows.${name}`;
+    const w = objectOf(named[name], path, ['limit', 'windowSeconds', 'groupMs']);
+    if (w.windowSeconds === undefined) throw argumentTypeError(`${path}.windowSeconds`, 'an integer from 1 to 31622400', undefined);
+    const limit = numberIn(w, 'limit', path, 'a finite number ≥ 0', (v) => Number.isFinite(v) && v >= 0, undefined);
+    return window(w, path, name, limit);
+  });
+  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, ...common(o, 'options'), random: Math.random };
+}
+
+/** Throws unless `rate` is events per second a limiter can take: a finite number > 0. */
+export function checkRate(rate: unknown): void {
+  if (!(typeof rate === 'number' && rate > 0 && rate < Infinity)) {
+    if (typeof rate !== 'number') throw argumentTypeError('rate', 'a finite number of events per second > 0', rate);
+    throw argumentRangeError('rate', 'a finite number of events per second > 0', rate);
+  }
+}
+
+/** Throws unless `n` is an increment a limiter can take: a safe integer ≥ 1. */
+export function checkIncrement(n: unknown): void {
+  if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 1)) {
+    if (typeof n !== 'number') throw argumentTypeError('n', 'a safe integer ≥ 1', n);
+    throw argumentRangeError('n', 'a safe integer ≥ 1', n);
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * The sliding-window decision records of one limiter, by key: where each key's record is (its shard's
+ * arena and offset, allocated here on the engine's thread so it outlives any shard thread), its stamp, a
+ * free list of retired records for reuse, and the sweep that retires keys idle longer than `staleAfterMs`.
+ */
+import type { ShardViews } from '../../common/layout.js';
+import type { Decider } from '../../common/records/owner-lock.js';
+import { initSliding, lastUsedOf, retireIfIdle, type SlidingShape } from '../../common/records/sliding.js';
+import type { Router } from '../router/router.js';
+import type { DeciderRegistry } from './deciders.js';
+
+/** One key's record. `views` is its shard's (the same object for the shard's life; its arrays may be rebuilt). */
+export interface SlidingEntry {
+  readonly views: ShardViews;
+  readonly lane: number;
+  readonly offset: number;
+  readonly stamp: number;
+}
+
+export class SlidingDirectory {
+  private readonly entries = new Map<string, SlidingEntry>();
+  /** Retired records' offsets, by shard: reused only for this limiter's records (same size, same kind). */
+  private readonly free: number[][];
+
+  constructor(
+    private readonly router: Router,
+    readonly shape: SlidingShape,
+    private readonly registry: DeciderRegistry,
+  ) {
+    this.free = router.lanes.map(() => []);
+  }
+
+  get(key: string): SlidingEntry | undefined {
+    return this.entries.get(key);
+  }
+
+  /** The record of `key` (a valid key), created at time `now` if new. Throws TW_CAPACITY when no room, creating nothing. */
+  getOrCreate(key: string, now: number): SlidingEntry {
+    const known = this.entries.get(key);
+    if (known !== undefined) return known;
+    const lane = this.router.laneFor(key);
+    const offset = this.free[lane.index]!.pop() ?? lane.memory.takeRecord(this.shape.words);
+    const views = lane.memory.viewsCovering(offset + this.shape.words);
+    const stamp = this.registry.stamp();
+    initSliding(views.i32, views.f64, offset, this.shape, stamp, now);
+    const entry: SlidingEntry = { views, lane: lane.index, offset, stamp };
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Retires every key no decision touched since `before` (ms); returns how many. */
+  sweep(before: number, d: Decider): number {
+    let retired = 0;
+    for (const [key, e] of this.entries) {
+      const { i32, f64 } = e.views;
+      if (lastUsedOf(f64, e.offset) >= before) continue;
+      if (!retireIfIdle(i32, f64, e.offset, this.shape, before, d)) continue;
+      this.entries.delete(key);
+      this.free[e.lane]!.push(e.offset);
+      retired++;
+    }
+    return retired;
+  }
+}
