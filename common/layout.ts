@@ -76,6 +76,7 @@
  *  i32[2o+2] version the holder will publish · i32[2o+3] stamp (which allocation this is: handles check it)
  *  f64[o+2] last used, ms · f64[o+3] suppression factor cached · f64[o+4] until when (ms)
  *  then one section per window, from f64[o+5]: head group index (-Infinity: empty) · total · declined ·
+ *  tail: the oldest group index holding a count (Infinity: none) ·
  *  G group counts (group g at g mod G) · with suppression, G declined counts
  *
  *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
@@ -195,7 +196,9 @@ export const SLF_WINDOWS = 5;
 export const SLW_HEAD = 0;
 export const SLW_TOTAL = 1;
 export const SLW_DECLINED = 2;
-export const SLW_GROUPS = 3;
+/** The oldest group index holding a count (Infinity: none), where a refusal's wait is counted from. */
+export const SLW_TAIL = 3;
+export const SLW_GROUPS = 4;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

@@ -13,7 +13,7 @@ import { LocalCounters } from './counters/local-counters.js';
 import { StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
 import { FlusherClient } from './flusher/flusher-client.js';
 import type { FlusherStats, ShardStats } from '../common/messages.js';
-import type { Clock } from './clock/clock.js';
+import { type Clock, SystemClock } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
 import { EventStore } from './events/store.js';
 import type { EventStoreOptions } from './events/store-options.js';
@@ -139,7 +139,9 @@ export class Engine implements AsyncDisposable {
   }
 
   private limiterContextOf(): LimiterContext {
-    this.limiterContext ??= { router: this.router, registry: new DeciderRegistry(), clock: this.clock, isClosed: () => this.closing !== undefined };
+    const clock = this.clock;
+    const now = clock instanceof SystemClock ? () => clock.nowRelaxed() : () => clock.now();
+    this.limiterContext ??= { router: this.router, registry: new DeciderRegistry(), clock, now, state: { closed: false } };
     return this.limiterContext;
   }
 
@@ -198,6 +200,7 @@ export class Engine implements AsyncDisposable {
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
+        if (this.limiterContext !== undefined) this.limiterContext.state.closed = true;
         for (const limiter of this.limiters) limiter.stop();
         // Buffers deliver first: their handlers may still use the engine.
         const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));

@@ -324,6 +324,56 @@ const limiter: Scenario = {
   },
 };
 
+/** rate-limiter-flexible's memory limiter, `limit` points an hour, awaited by `callers` concurrent loops. */
+function rateLimiterMemory(callers: number): Side {
+  return {
+    name: `rate-limiter-flexible RateLimiterMemory, ${callers} caller${callers === 1 ? '' : 's'} awaiting`,
+    async run(ctx, ops) {
+      const { RateLimiterMemory } = await import('rate-limiter-flexible');
+      const limit = limitFor(ctx, ops);
+      const rl = new RateLimiterMemory({ points: limit, duration: 3600 });
+      const allowed = new Map<string, number>();
+      const start = performance.now();
+      const lat = await concurrent(ctx, ops, callers, (k) =>
+        rl.consume(k).then(
+          () => allowed.set(k, (allowed.get(k) ?? 0) + 1),
+          () => undefined,
+        ),
+      );
+      const ms = performance.now() - start;
+      return { ops, ms, ...pct(lat), verified: verifyAllowed(ctx, ops, limit, allowed) };
+    },
+  };
+}
+
+/** A sliding hour in 60 groups of a minute, as long as the calendar limiter's window. */
+const SLIDING_HOUR = { windowSeconds: 3600, groupMs: 60_000 } as const;
+
+const slidingAbsolute: Scenario = {
+  name: 'sliding-absolute',
+  title: 'sliding-window rate limit decisions (absolute), synchronous on the calling thread',
+  redis: false,
+  defaultOps: 10_000_000,
+  peerShare: 0.1,
+  ours: {
+    name: 'rateLimiter().local.absolute.inc(key, rate)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const rate = limit / SLIDING_HOUR.windowSeconds;
+        const absolute = engine.rateLimiter(SLIDING_HOUR).local.absolute;
+        const allowed = new Float64Array(ctx.keys.length);
+        const start = performance.now();
+        await cycle(ctx, ops, (k, i) => {
+          if (absolute.inc(k, rate).allowed) allowed[i]!++;
+        });
+        const ms = performance.now() - start;
+        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
+      }),
+  },
+  peer: rateLimiterMemory(1),
+};
+
 const bufferIncrement: Scenario = {
   name: 'buffer-increment',
   title: 'stat buffer increment(key)',
@@ -500,4 +550,4 @@ const limiterRedis: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, bufferIncrement, laxInc, strictInc, limiterRedis];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, slidingAbsolute, bufferIncrement, laxInc, strictInc, limiterRedis];

@@ -16,7 +16,7 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TOTAL } from '../layout.js';
+import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TAIL, SLW_TOTAL } from '../layout.js';
 import { type Decider, lockRecord, type Repairer, unlockRecord } from './owner-lock.js';
 
 /** One window of a record: its length and its group width, ms (windowMs a multiple of groupMs). */
@@ -116,8 +116,20 @@ export class SlidingShape implements Repairer {
       if (this.suppressed) for (let j = 0; j < G; j++) declined += f64[s + SLW_GROUPS + G + j]!;
       f64[s + SLW_TOTAL] = total;
       f64[s + SLW_DECLINED] = declined;
+      const head = f64[s + SLW_HEAD]!;
+      f64[s + SLW_TAIL] = head === -Infinity ? Infinity : oldestHolding(f64, s, G, head - G + 1, head);
     }
   }
+}
+
+/** The oldest group index from `from` to `to` whose count is not 0, or Infinity. */
+function oldestHolding(f64: Float64Array, s: number, G: number, from: number, to: number): number {
+  let p = ((from % G) + G) % G;
+  for (let u = from; u <= to; u++) {
+    if (f64[s + SLW_GROUPS + p] !== 0) return u;
+    if (++p === G) p = 0;
+  }
+  return Infinity;
 }
 
 /** Writes a fresh record (the caller owns it: no other thread knows its offset yet). */
@@ -127,7 +139,10 @@ export function initSliding(i32: Int32Array, f64: Float64Array, o: number, shape
   i32[2 * o + SL_STAMP] = stamp;
   f64[o + SLF_LAST_USED] = now;
   f64[o + SLF_SF_UNTIL] = -Infinity;
-  for (let k = 0; k < shape.count; k++) f64[o + shape.base[k]! + SLW_HEAD] = -Infinity;
+  for (let k = 0; k < shape.count; k++) {
+    f64[o + shape.base[k]! + SLW_HEAD] = -Infinity;
+    f64[o + shape.base[k]! + SLW_TAIL] = Infinity;
+  }
   // The lock word keeps its version (a reused record's readers must see a change): make sure it is even.
   const v = Atomics.load(i32, 2 * o);
   if ((v & 1) !== 0) Atomics.store(i32, 2 * o, v + 1);
@@ -149,6 +164,7 @@ function slide(f64: Float64Array, s: number, G: number, g: number, suppressed: b
     if (suppressed) for (let j = 0; j < G; j++) f64[declined + j] = 0;
     f64[s + SLW_TOTAL] = 0;
     f64[s + SLW_DECLINED] = 0;
+    f64[s + SLW_TAIL] = Infinity;
   } else {
     let p = (head + 1) % G;
     for (let u = head + 1; u <= g; u++) {
@@ -160,13 +176,20 @@ function slide(f64: Float64Array, s: number, G: number, g: number, suppressed: b
       }
       if (++p === G) p = 0;
     }
+    // The oldest count left the window: the next one holding a count (only older than the old head).
+    const tail = f64[s + SLW_TAIL]!;
+    if (tail <= g - G) f64[s + SLW_TAIL] = oldestHolding(f64, s, G, Math.max(tail + 1, g - G + 1), head);
   }
   f64[s + SLW_HEAD] = g;
 }
 
-/** The position a count of now goes to in window `k`: the current group, or the newest if the clock went back. */
+/**
+ * The position a count of now goes to in window `k` (after a slide): the current group, or the newest if
+ * the clock went back; the tail moves to it if the window held nothing.
+ */
 function addPosition(f64: Float64Array, s: number, shape: SlidingShape, k: number): number {
   const head = f64[s + SLW_HEAD]!;
+  if (f64[s + SLW_TAIL]! > head) f64[s + SLW_TAIL] = head;
   return head > shape.g[k]! ? head % shape.groups[k]! : shape.pos[k]!;
 }
 
@@ -182,8 +205,12 @@ function whenRoom(f64: Float64Array, s: number, shape: SlidingShape, k: number, 
   const total = f64[s + SLW_TOTAL]!;
   let freed = 0;
   if (n <= limit) {
-    for (let u = head - G + 1; u <= head; u++) {
-      freed += f64[s + SLW_GROUPS + (((u % G) + G) % G)]!;
+    // Oldest group holding a count first.
+    const from = Math.max(f64[s + SLW_TAIL]!, head - G + 1);
+    let p = from % G;
+    for (let u = from; u <= head; u++) {
+      freed += f64[s + SLW_GROUPS + p]!;
+      if (++p === G) p = 0;
       if (total - freed + n <= limit) {
         shape.retryAfterMs = Math.max(0, (u + G) * gm - now);
         shape.remainingAfterWaiting = limit - (total - freed);
@@ -242,7 +269,11 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
 function lastSecond(f64: Float64Array, s: number, G: number, gm: number, now: number): number {
   const head = f64[s + SLW_HEAD]!;
   let sum = 0;
-  for (let u = head, j = 0; j < G && now - u * gm < 1000; u--, j++) sum += f64[s + SLW_GROUPS + (((u % G) + G) % G)]!;
+  let p = head % G;
+  for (let u = head, j = 0; j < G && now - u * gm < 1000; u--, j++) {
+    sum += f64[s + SLW_GROUPS + p]!;
+    if (--p < 0) p = G - 1;
+  }
   return sum;
 }
 
@@ -340,7 +371,11 @@ export function countInWindow(f64: Float64Array, o: number, shape: SlidingShape,
   const g = Math.max(Math.floor(now / shape.groupMs[k]!), head);
   const from = s + SLW_GROUPS + (declined ? G : 0);
   let sum = 0;
-  for (let u = head; u > g - G && u > head - G; u--) sum += f64[from + (((u % G) + G) % G)]!;
+  let p = head % G;
+  for (let u = head; u > g - G && u > head - G; u--) {
+    sum += f64[from + p]!;
+    if (--p < 0) p = G - 1;
+  }
   return sum;
 }
 

@@ -62,6 +62,21 @@ export class SystemClock implements Clock {
     return this.cell[0]!;
   }
 
+  private lastTouched = NaN;
+
+  /**
+   * `now()` for a caller that reads the clock millions of times a second (a limiter's decisions): it
+   * touches the ticker (an atomic add on a line the ticker thread reads) once per tick of the cell, and
+   * whenever the ticker sleeps, instead of on every read. The time read is the same.
+   */
+  nowRelaxed(): number {
+    const t = this.cell[0]!;
+    if (t === this.lastTouched && ticker !== undefined && Atomics.load(tickerControl, T_SLEEPING) === 0) return t;
+    const now = this.now();
+    this.lastTouched = now;
+    return now;
+  }
+
   touch(): void {
     if (ticker !== undefined) touchTicker(tickerControl, this.cell);
   }

@@ -20,12 +20,12 @@ import {
   SUPPRESSED_BELOW_SOFT,
   suppressionFactorAt,
 } from '../../common/records/sliding.js';
+import { readBegin, readValid } from '../../common/seqlock.js';
 import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
-import { MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
 import type { DeciderRegistry } from './deciders.js';
-import { checkIncrement, checkRate, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
+import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { type SlidingEntry, SlidingDirectory } from './sliding-directory.js';
 
 /** Admitted. The one object every admitted decision returns (nothing is allocated). */
@@ -64,7 +64,10 @@ export interface LimiterContext {
   readonly router: Router;
   readonly registry: DeciderRegistry;
   readonly clock: Clock;
-  readonly isClosed: () => boolean;
+  /** The clock's time for decisions (SystemClock.nowRelaxed where it can). */
+  readonly now: () => number;
+  /** Set when the engine closes. */
+  readonly state: { closed: boolean };
 }
 
 /** The key's record, created if new (the key validated first: bad input creates nothing). */
@@ -79,6 +82,9 @@ function staleRecord(key: string): TallyworksError {
   return protocolError(`rate limiter record of ${JSON.stringify(key)}`, 'a retired record still in the directory');
 }
 
+/** Seqlock read attempts before a reader concludes the record's holder does not let go. */
+const READ_SPINS = 1 << 16;
+
 /** Reads a value of `key`'s record consistently (0 for a key never decided on). */
 function readRecord(ctx: LimiterContext, dir: SlidingDirectory, key: string, read: (f64: Float64Array, o: number, now: number) => number): number {
   const e = dir.get(key);
@@ -86,10 +92,15 @@ function readRecord(ctx: LimiterContext, dir: SlidingDirectory, key: string, rea
     validateKey(key, 'key');
     return 0;
   }
-  const now = ctx.clock.now();
-  const value = ctx.router.lanes[e.lane]!.memory.readConsistent(e.offset, (v) => read(v.f64, e.offset, now));
-  if (value === MISSED) throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(key)} is held by a thread that does not let go; retry`);
-  return value;
+  const now = ctx.now();
+  const { i32, f64 } = e.views;
+  for (let i = 0; i < READ_SPINS; i++) {
+    const s = readBegin(i32, e.offset);
+    if (s === -1) continue;
+    const value = read(f64, e.offset, now);
+    if (readValid(i32, e.offset, s)) return value;
+  }
+  throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(key)} is held by a thread that does not let go; retry`);
 }
 
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */
@@ -116,7 +127,7 @@ class Cleanup {
 
   /** Retires every key idle longer than staleAfterMs now; returns how many. */
   run(): number {
-    const now = this.ctx.clock.now();
+    const now = this.ctx.now();
     this.next = now + this.options.cleanupIntervalMs;
     let retired = 0;
     for (const dir of this.dirs) retired += dir.sweep(now - this.options.staleAfterMs, this.decider);
@@ -147,14 +158,14 @@ export class LocalAbsolute {
 
   /** Decides, and counts `n` if admitted: at most `rate` per second on average over the window. */
   inc(key: string, rate: number, n = 1): RateDecision {
-    if (this.ctx.isClosed()) throw closedError('rate limiter');
+    if (this.ctx.state.closed) throw closedError('rate limiter');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const now = this.ctx.clock.now();
+    const now = this.ctx.now();
     const e = entryOf(this.directory, key, now);
     const shape = this.directory.shape;
     shape.at(now);
-    this.limits[0] = rate * this.windowSeconds;
+    this.limits[0] = limitOf(rate, this.windowSeconds);
     const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
     if (r === ADMITTED) return ALLOWED;
     if (r !== REFUSED) throw staleRecord(key);
@@ -188,16 +199,16 @@ export class LocalSuppressed {
   }
 
   inc(key: string, rate: number, n = 1): RateDecision {
-    if (this.ctx.isClosed()) throw closedError('rate limiter');
+    if (this.ctx.state.closed) throw closedError('rate limiter');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
     const draw = this.options.random();
     if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
-    const now = this.ctx.clock.now();
+    const now = this.ctx.now();
     const e = entryOf(this.directory, key, now);
     const shape = this.directory.shape;
     shape.at(now);
-    const soft = rate * this.windowSeconds;
+    const soft = limitOf(rate, this.windowSeconds);
     const o = this.options;
     const r = decideSuppressed(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.windowSeconds, soft, soft * o.hardLimitFactor, o.suppressionFactorCacheMs, n, draw, now, this.decider);
     if (r === SUPPRESSED_BELOW_SOFT) return ALLOWED;
@@ -209,7 +220,7 @@ export class LocalSuppressed {
   suppressionFactor(key: string, rate: number): number {
     checkRate(rate);
     const shape = this.directory.shape;
-    return readRecord(this.ctx, this.directory, key, (f64, o, now) => suppressionFactorAt(f64, o, shape, this.windowSeconds, rate * this.windowSeconds, now));
+    return readRecord(this.ctx, this.directory, key, (f64, o, now) => suppressionFactorAt(f64, o, shape, this.windowSeconds, limitOf(rate, this.windowSeconds), now));
   }
 
   /** Calls counted for `key` in the window now, admitted or declined (0 for a key never decided on). */
@@ -276,9 +287,9 @@ export class RateLimits {
 
   /** Counts `n` in every window if every window has room for it; otherwise counts nothing. */
   inc(key: string, n = 1): RateDecision {
-    if (this.ctx.isClosed()) throw closedError('rate limits');
+    if (this.ctx.state.closed) throw closedError('rate limits');
     if (n !== 1) checkIncrement(n);
-    const now = this.ctx.clock.now();
+    const now = this.ctx.now();
     const e = entryOf(this.directory, key, now);
     const shape = this.directory.shape;
     shape.at(now);

@@ -143,3 +143,13 @@ export function checkIncrement(n: unknown): void {
     throw argumentRangeError('n', 'a safe integer ≥ 1', n);
   }
 }
+
+/**
+ * rate × windowSeconds, the window's limit; snapped to the integer it misses by a rounding error
+ * (250 / 3600 × 3600 is 250.00000000000003), so a rate given as limit / window means that limit exactly.
+ */
+export function limitOf(rate: number, windowSeconds: number): number {
+  const limit = rate * windowSeconds;
+  const whole = Math.round(limit);
+  return Math.abs(limit - whole) <= 1e-9 * Math.max(1, whole) ? whole : limit;
+}

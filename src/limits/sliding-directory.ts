@@ -1,17 +1,17 @@
 /**
- * The sliding-window decision records of one limiter, by key: where each key's record is (its shard's
- * arena and offset, allocated here on the engine's thread so it outlives any shard thread), its stamp, a
+ * The sliding-window decision records of one limiter, by key: where each key's record is (a segment of
+ * its shard's decision memory, src/router/decision-arena.ts, and an offset), its stamp, a
  * free list of retired records for reuse, and the sweep that retires keys idle longer than `staleAfterMs`.
  */
-import type { ShardViews } from '../../common/layout.js';
 import type { Decider } from '../../common/records/owner-lock.js';
 import { initSliding, lastUsedOf, retireIfIdle, type SlidingShape } from '../../common/records/sliding.js';
+import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
 import type { Router } from '../router/router.js';
 import type { DeciderRegistry } from './deciders.js';
 
-/** One key's record. `views` is its shard's (the same object for the shard's life; its arrays may be rebuilt). */
+/** One key's record. */
 export interface SlidingEntry {
-  readonly views: ShardViews;
+  readonly views: DecisionSegment;
   readonly lane: number;
   readonly offset: number;
   readonly stamp: number;
@@ -20,7 +20,7 @@ export interface SlidingEntry {
 export class SlidingDirectory {
   private readonly entries = new Map<string, SlidingEntry>();
   /** Retired records' offsets, by shard: reused only for this limiter's records (same size, same kind). */
-  private readonly free: number[][];
+  private readonly free: DecisionPlace[][];
 
   constructor(
     private readonly router: Router,
@@ -39,8 +39,7 @@ export class SlidingDirectory {
     const known = this.entries.get(key);
     if (known !== undefined) return known;
     const lane = this.router.laneFor(key);
-    const offset = this.free[lane.index]!.pop() ?? lane.memory.takeRecord(this.shape.words);
-    const views = lane.memory.viewsCovering(offset + this.shape.words);
+    const { segment: views, offset } = this.free[lane.index]!.pop() ?? lane.decisions.take(this.shape.words);
     const stamp = this.registry.stamp();
     initSliding(views.i32, views.f64, offset, this.shape, stamp, now);
     const entry: SlidingEntry = { views, lane: lane.index, offset, stamp };
@@ -60,7 +59,7 @@ export class SlidingDirectory {
       if (lastUsedOf(f64, e.offset) >= before) continue;
       if (!retireIfIdle(i32, f64, e.offset, this.shape, before, d)) continue;
       this.entries.delete(key);
-      this.free[e.lane]!.push(e.offset);
+      this.free[e.lane]!.push({ segment: e.views, offset: e.offset });
       retired++;
     }
     return retired;

@@ -10,6 +10,7 @@ import type { ShardViews } from '../../common/layout.js';
 import type { CalConfig, RecordInit, RecordSpec, ShardStats } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
 import { BatchPipeline, type PipelineConfig } from './batch-pipeline.js';
+import { DecisionArena } from './decision-arena.js';
 import { MISSED, ShardMemory } from './shard-memory.js';
 import { ShardSupervisor } from './shard-supervisor.js';
 
@@ -21,6 +22,8 @@ export type LaneConfig = PipelineConfig & Pick<ResolvedOptions, 'maxRestarts' | 
 export class Lane {
   readonly index: number;
   readonly memory: ShardMemory;
+  /** Decision records' memory (./decision-arena.ts): written by deciders, never by the shard. */
+  readonly decisions: DecisionArena;
   /** The batch pipeline: record kinds append their ops to it directly (`lane.batches.append`). */
   readonly batches: BatchPipeline;
   private readonly supervisor: ShardSupervisor;
@@ -28,6 +31,7 @@ export class Lane {
   constructor(index: number, config: LaneConfig, timeCell: SharedArrayBuffer, touchClock?: () => void) {
     this.index = index;
     this.memory = new ShardMemory(index, config.maxShardMemoryBytes);
+    this.decisions = new DecisionArena(index, config.maxShardMemoryBytes);
     this.batches = new BatchPipeline(index, config, this.memory, timeCell, touchClock, (on) => this.supervisor.keepAlive(on));
     this.supervisor = new ShardSupervisor(index, config, this.memory, this.batches, timeCell);
   }

@@ -126,15 +126,6 @@ export class ShardMemory {
   }
 
   /**
-   * The views over the arena, rebuilt first if they end before word `end`: what deciders write decision
-   * records through (records never move, so views that cover a record stay valid for it).
-   */
-  viewsCovering(end: number): ShardViews {
-    if (end * WORD_BYTES > this.views.f64.byteLength) refreshArenaViews(this.views, this.arena);
-    return this.views;
-  }
-
-  /**
    * Runs `read` over the shard's memory until it ran while no writer held the seqlock of the record at
    * `offset` (see common/seqlock.ts), and returns its result; MISSED if a writer held it for the whole spin.
    */
