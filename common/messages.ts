@@ -261,6 +261,26 @@ export type BufferLinkToHost =
 /** The buffer → a worker thread's client. */
 export type BufferLinkToClient = { readonly t: 'synced'; readonly id: number } | { readonly t: 'close' };
 
+/** A worker thread's rate limiter link → the engine's thread (src/limits/link.ts). */
+export type RateLinkToHost =
+  /** Where is (or make) the record of `key` for this strategy. */
+  | { readonly t: 'resolve'; readonly id: number; readonly strategy: 'absolute' | 'suppressed'; readonly key: string }
+  /** The client closed its end. */
+  | { readonly t: 'bye' };
+
+/** The engine's thread → a worker thread's rate limiter link. */
+export type RateLinkToClient =
+  | {
+      readonly t: 'resolved';
+      readonly id: number;
+      /** The decision-memory segment the record is in (shared, not copied), its id (shard · 2^16 + index), and where in it. */
+      readonly segment: SharedArrayBuffer;
+      readonly segmentId: number;
+      readonly offset: number;
+      readonly stamp: number;
+    }
+  | { readonly t: 'failed'; readonly id: number; readonly error: WireError };
+
 /** A lax counter the flusher must know. */
 export interface LaxEntryInit {
   readonly shard: number;

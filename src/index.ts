@@ -17,6 +17,7 @@ export { LimitBuilder, LimitExceededError, type Decision, type Reservation, type
 export { Schedule } from './events/schedule.js';
 export { RateLimiter, RateLimits, LocalAbsolute, LocalSuppressed, type RateDecision, type Allowed, type Rejected, type Suppressed } from './limits/rate-limiter.js';
 export type { RateLimiterOptions, RateLimitsOptions, NamedWindow } from './limits/rate-options.js';
+export { connectRateLimiter, LinkedRateLimiter, type RateLimiterLink } from './limits/link.js';
 export type { EventsExport } from './events/snapshot.js';
 export type { Storage, StorageOp } from './storage/storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';

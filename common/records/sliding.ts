@@ -14,6 +14,9 @@
  * ever the sum of its groups, so the repair recomputes it from them. An interrupted decision was never
  * returned to anyone; the repair keeps its count if it was written (conservative: never more admitted).
  *
+ * Over 350 lines because it is one record kind: its geometry, slide, the two strategies' decisions, the
+ * reads and the repair, which must all agree on one write order.
+ *
  * Imported by worker threads: imports nothing main-only.
  */
 import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TAIL, SLW_TOTAL } from '../layout.js';

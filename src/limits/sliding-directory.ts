@@ -17,7 +17,20 @@ export interface SlidingEntry {
   readonly stamp: number;
 }
 
-export class SlidingDirectory {
+/**
+ * Where a provider finds its keys' records: the engine's directory on its own thread, a link's on a
+ * worker thread (./link.ts).
+ */
+export interface RecordSource {
+  readonly shape: SlidingShape;
+  get(key: string): SlidingEntry | undefined;
+  /** The record of a valid key, created if new. */
+  getOrCreate(key: string, now: number): SlidingEntry;
+  /** Drops what is known of `key` (its record was retired): the next getOrCreate finds or makes a new one. */
+  forget(key: string): void;
+}
+
+export class SlidingDirectory implements RecordSource {
   private readonly entries = new Map<string, SlidingEntry>();
   /** Retired records' offsets, by shard: reused only for this limiter's records (same size, same kind). */
   private readonly free: DecisionPlace[][];
@@ -46,6 +59,9 @@ export class SlidingDirectory {
     this.entries.set(key, entry);
     return entry;
   }
+
+  /** Nothing to drop here: this directory retires records itself (see sweep). */
+  forget(): void {}
 
   get size(): number {
     return this.entries.size;

@@ -1,0 +1,190 @@
+/**
+ * Rate limiter links: how an app's worker thread decides on the same decision records as the engine's
+ * thread. `limiter.link()` hands out a port, an owner id and the shared cells; `connectRateLimiter(link)`
+ * in the worker builds the same `local.absolute` / `local.suppressed` providers over them. A decision in
+ * the worker is as synchronous as on the engine's thread: only a key the worker has not met yet costs a
+ * round trip (the worker asks, blocks in Atomics.wait until the engine's thread answers, for at most
+ * `lockTimeoutMs` × 50), and that answer is the record's place, cached from then on.
+ *
+ * When a linked thread ends (its port closes, also when it is terminated mid-decision), its owner id is
+ * marked dead: a lock it held is taken over and the record repaired by the next decider that meets it
+ * (common/records/owner-lock.ts).
+ */
+import { MessageChannel, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
+import { argumentTypeError, ErrorCode, reviveError, TallyworksError, toWireError } from '../../common/errors.js';
+import type { RateLinkToClient as ToClient, RateLinkToHost as ToHost } from '../../common/messages.js';
+import { Decider } from '../../common/records/owner-lock.js';
+import { SlidingShape } from '../../common/records/sliding.js';
+import { validateKey } from '../keys.js';
+import type { DecisionSegment } from '../router/decision-arena.js';
+import { type DecisionContext, LocalAbsolute, LocalSuppressed } from './providers.js';
+import type { ResolvedRateOptions } from './rate-options.js';
+import type { RecordSource, SlidingDirectory, SlidingEntry } from './sliding-directory.js';
+
+/** Hand this to a worker thread (`new Worker(file, { workerData: link, transferList: [link.port] })`) and call `connectRateLimiter` there. */
+export interface RateLimiterLink {
+  readonly port: MessagePort;
+  /** The linked thread's owner id in the engine's owner table. */
+  readonly owner: number;
+  readonly owners: SharedArrayBuffer;
+  /** Bumped and notified by the engine's thread after each answer. */
+  readonly wake: SharedArrayBuffer;
+  /** The engine clock's time cell, and whether the worker reads it ('cell', a test clock) or Date.now() ('system'). */
+  readonly timeCell: SharedArrayBuffer;
+  readonly clock: 'cell' | 'system';
+  readonly windowSeconds: number;
+  readonly groupMs: number;
+  readonly hardLimitFactor: number;
+  readonly suppressionFactorCacheMs: number;
+  readonly lockTimeoutMs: number;
+}
+
+/** The engine's side of a limiter's links: answers where records are, and marks ended threads dead. */
+export class RateLinkHost {
+  private readonly ports = new Set<MessagePort>();
+
+  constructor(
+    private readonly directories: { readonly absolute: SlidingDirectory; readonly suppressed: SlidingDirectory },
+    private readonly now: () => number,
+    private readonly markDead: (owner: number) => void,
+  ) {}
+
+  open(owner: number, fields: Omit<RateLimiterLink, 'port' | 'owner' | 'wake'>): RateLimiterLink {
+    const { port1, port2 } = new MessageChannel();
+    const wake = new SharedArrayBuffer(4);
+    const cell = new Int32Array(wake);
+    this.ports.add(port1);
+    port1.on('message', (m: ToHost) => {
+      const reply = this.answer(m);
+      if (reply === undefined) return;
+      port1.postMessage(reply);
+      Atomics.add(cell, 0, 1);
+      Atomics.notify(cell, 0);
+    });
+    port1.on('close', () => {
+      this.ports.delete(port1);
+      this.markDead(owner);
+    });
+    port1.unref();
+    return { ...fields, port: port2, owner, wake };
+  }
+
+  private answer(m: ToHost): ToClient | undefined {
+    switch (m.t) {
+      case 'resolve':
+        try {
+          const e = this.directories[m.strategy].getOrCreate(validateKey(m.key, 'key'), this.now());
+          return { t: 'resolved', id: m.id, segment: e.views.buffer, segmentId: e.lane * 0x1_0000 + e.views.index, offset: e.offset, stamp: e.stamp };
+        } catch (err) {
+          return { t: 'failed', id: m.id, error: toWireError(err) };
+        }
+      case 'bye':
+        return undefined;
+      default:
+        throw argumentTypeError('message', 'a rate limiter link message', m satisfies never);
+    }
+  }
+
+  /** Ends every link (the engine closes). */
+  close(): void {
+    for (const port of this.ports) port.close();
+  }
+}
+
+/** A worker thread's directory: the records it has met, and the round trip for one it has not. */
+class LinkedDirectory implements RecordSource {
+  private readonly entries = new Map<string, SlidingEntry>();
+  private readonly segments = new Map<number, DecisionSegment>();
+  private readonly wake: Int32Array;
+  private nextId = 0;
+
+  constructor(
+    readonly shape: SlidingShape,
+    private readonly strategy: 'absolute' | 'suppressed',
+    private readonly link: RateLimiterLink,
+  ) {
+    this.wake = new Int32Array(link.wake);
+  }
+
+  get(key: string): SlidingEntry | undefined {
+    return this.entries.get(key);
+  }
+
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+
+  getOrCreate(key: string): SlidingEntry {
+    const known = this.entries.get(key);
+    if (known !== undefined) return known;
+    const id = ++this.nextId;
+    let seen = Atomics.load(this.wake, 0);
+    this.link.port.postMessage({ t: 'resolve', id, strategy: this.strategy, key } satisfies ToHost);
+    const waitMs = this.link.lockTimeoutMs * 50;
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      for (let m = receiveMessageOnPort(this.link.port); m !== undefined; m = receiveMessageOnPort(this.link.port)) {
+        const reply = m.message as ToClient;
+        if (reply.id !== id) continue; // an answer to a call that gave up waiting
+        if (reply.t === 'failed') throw reviveError(reply.error);
+        const entry: SlidingEntry = { views: this.segmentOf(reply.segmentId, reply.segment), lane: Math.floor(reply.segmentId / 0x1_0000), offset: reply.offset, stamp: reply.stamp };
+        this.entries.set(key, entry);
+        return entry;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new TallyworksError(ErrorCode.RECORD_BUSY, `the engine's thread did not say where the record of ${JSON.stringify(key)} is within ${waitMs} ms (is it blocked, or closed?); nothing was decided`);
+      }
+      Atomics.wait(this.wake, 0, seen, left);
+      seen = Atomics.load(this.wake, 0);
+    }
+  }
+
+  private segmentOf(id: number, buffer: SharedArrayBuffer): DecisionSegment {
+    let segment = this.segments.get(id);
+    if (segment === undefined) {
+      segment = { index: id % 0x1_0000, buffer, i32: new Int32Array(buffer), f64: new Float64Array(buffer) };
+      this.segments.set(id, segment);
+    }
+    return segment;
+  }
+}
+
+/** In a worker thread: a rate limiter deciding on the records of the limiter behind `link`. */
+export class LinkedRateLimiter {
+  readonly local: { readonly absolute: LocalAbsolute; readonly suppressed: LocalSuppressed };
+  private readonly state = { closed: false };
+
+  constructor(private readonly link: RateLimiterLink) {
+    const cell = new Float64Array(link.timeCell, 0, 1);
+    const ctx: DecisionContext = { now: link.clock === 'cell' ? () => cell[0]! : Date.now, state: this.state };
+    const decider = new Decider(link.owner, new Int32Array(link.owners), true, link.lockTimeoutMs);
+    const windows = [{ name: 'window', limit: NaN, windowSeconds: link.windowSeconds, windowMs: link.windowSeconds * 1000, groupMs: link.groupMs }];
+    const options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'> = {
+      windows,
+      hardLimitFactor: link.hardLimitFactor,
+      suppressionFactorCacheMs: link.suppressionFactorCacheMs,
+      random: Math.random,
+    };
+    const absolute = new LinkedDirectory(new SlidingShape(windows, false), 'absolute', link);
+    const suppressed = new LinkedDirectory(new SlidingShape(windows, true), 'suppressed', link);
+    this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, options), suppressed: new LocalSuppressed(ctx, suppressed, decider, options) });
+  }
+
+  /** Ends the link: decisions on this thread throw TW_CLOSED from now on. */
+  close(): void {
+    if (this.state.closed) return;
+    this.state.closed = true;
+    this.link.port.postMessage({ t: 'bye' } satisfies ToHost);
+    this.link.port.close();
+  }
+}
+
+/** In a worker thread: connects to the limiter behind `link` (from `limiter.link()` on the engine's thread). */
+export function connectRateLimiter(link: RateLimiterLink): LinkedRateLimiter {
+  if (typeof link !== 'object' || link === null || !(link.port instanceof MessagePort) || !(link.owners instanceof SharedArrayBuffer) || typeof link.owner !== 'number') {
+    throw argumentTypeError('link', 'a RateLimiterLink from limiter.link(), transferred with its port', link);
+  }
+  return new LinkedRateLimiter(link);
+}
+

@@ -1,0 +1,209 @@
+/**
+ * The sliding-window decision providers, on whichever thread decides (the engine's, or a linked worker's):
+ * `absolute` and `suppressed`, each over a {@link RecordSource}, with the decision values they return.
+ * Each decision is a few loads and stores on the key's decision record in shared memory
+ * (common/records/sliding.ts), under the record's owner lock, with no message and no promise; being over
+ * the limit is a value, never a thrown error.
+ */
+import { closedError, ErrorCode, protocolError, TallyworksError } from '../../common/errors.js';
+import type { Decider } from '../../common/records/owner-lock.js';
+import {
+  ADMITTED,
+  countInWindow,
+  decideAbsolute,
+  decideSuppressed,
+  type SlidingShape,
+  STALE,
+  SUPPRESSED_ADMITTED,
+  SUPPRESSED_BELOW_SOFT,
+  suppressionFactorAt,
+} from '../../common/records/sliding.js';
+import { readBegin, readValid } from '../../common/seqlock.js';
+import { validateKey } from '../keys.js';
+import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions } from './rate-options.js';
+import type { RecordSource, SlidingEntry } from './sliding-directory.js';
+
+/** Admitted. The one object every admitted decision returns (nothing is allocated). */
+export interface Allowed {
+  readonly kind: 'allowed';
+  readonly allowed: true;
+}
+
+/** Refused by the absolute strategy; nothing was counted. */
+export interface Rejected {
+  readonly kind: 'rejected';
+  readonly allowed: false;
+  /** The window that refused (for `rateLimits`, the one that frees last: its name is `window`). */
+  readonly windowSeconds: number;
+  /** After this many ms the same increment fits (Infinity when it is larger than the limit itself). */
+  readonly retryAfterMs: number;
+  /** Room in that window once retryAfterMs has passed (the increment included: ≥ n), if nothing else comes. */
+  readonly remainingAfterWaiting: number;
+  /** `rateLimits` only: the name of the window that refused. */
+  readonly window?: string;
+}
+
+/** The suppressed strategy past its soft limit: admitted with probability 1 − suppressionFactor. */
+export interface Suppressed {
+  readonly kind: 'suppressed';
+  readonly allowed: boolean;
+  readonly suppressionFactor: number;
+}
+
+export type RateDecision = Allowed | Rejected | Suppressed;
+
+export const ALLOWED: Allowed = Object.freeze({ kind: 'allowed', allowed: true });
+
+/** What a decider needs, on any thread: the time, and whether the engine (or the link) is closed. */
+export interface DecisionContext {
+  /** The clock's time for decisions (SystemClock.nowRelaxed where it can). */
+  readonly now: () => number;
+  /** Set when the engine closes. */
+  readonly state: { closed: boolean };
+}
+
+
+
+/** The key's record, created if new (the key validated first: bad input creates nothing). */
+export function entryOf(dir: RecordSource, key: string, now: number): SlidingEntry {
+  const e = dir.get(key);
+  if (e !== undefined) return e;
+  validateKey(key, 'key');
+  return dir.getOrCreate(key, now);
+}
+
+export function staleRecord(key: string): TallyworksError {
+  return protocolError(`rate limiter record of ${JSON.stringify(key)}`, 'a retired record still in the directory');
+}
+
+/** Seqlock read attempts before a reader concludes the record's holder does not let go. */
+const READ_SPINS = 1 << 16;
+
+/** Reads a value of `key`'s record consistently (0 for a key never decided on). */
+export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string, read: (f64: Float64Array, o: number, now: number) => number): number {
+  const e = dir.get(key);
+  if (e === undefined) {
+    validateKey(key, 'key');
+    return 0;
+  }
+  const now = ctx.now();
+  const { i32, f64 } = e.views;
+  for (let i = 0; i < READ_SPINS; i++) {
+    const s = readBegin(i32, e.offset);
+    if (s === -1) continue;
+    const value = read(f64, e.offset, now);
+    if (readValid(i32, e.offset, s)) return value;
+  }
+  throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(key)} is held by a thread that does not let go; retry`);
+}
+
+/** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
+export class LocalAbsolute {
+  private readonly limits = new Float64Array(1);
+  private readonly windowSeconds: number;
+  private readonly shape: SlidingShape;
+  /** The last rate and its limit (a caller mostly passes the same rate). */
+  private lastRate = NaN;
+
+  /** @internal */
+  constructor(
+    private readonly ctx: DecisionContext,
+    /** @internal */
+    readonly directory: RecordSource,
+    private readonly decider: Decider,
+    options: Pick<ResolvedRateOptions, 'windows'>,
+  ) {
+    this.windowSeconds = options.windows[0]!.windowSeconds;
+    this.shape = directory.shape;
+  }
+
+  /** Decides, and counts `n` if admitted: at most `rate` per second on average over the window. */
+  inc(key: string, rate: number, n = 1): RateDecision {
+    if (this.ctx.state.closed) throw closedError('rate limiter');
+    checkRate(rate);
+    if (n !== 1) checkIncrement(n);
+    const now = this.ctx.now();
+    const e = this.directory.get(key) ?? entryOf(this.directory, key, now);
+    const shape = this.shape;
+    shape.at(now);
+    if (rate !== this.lastRate) {
+      this.limits[0] = limitOf(rate, this.windowSeconds);
+      this.lastRate = rate;
+    }
+    let r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
+    if (r === STALE) r = this.again(key, n, now);
+    if (r === ADMITTED) return ALLOWED;
+    return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting };
+  }
+
+  /** The key's record was retired while a linked thread held its handle: decide once more on a new one. */
+  private again(key: string, n: number, now: number): number {
+    this.directory.forget(key);
+    const e = this.directory.getOrCreate(key, now);
+    const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, this.shape, this.limits, n, now, this.decider);
+    if (r === STALE) throw staleRecord(key);
+    return r;
+  }
+
+  /** Events counted for `key` in the window now (0 for a key never decided on). */
+  count(key: string): number {
+    const shape = this.directory.shape;
+    return readRecord(this.ctx, this.directory, key, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
+  }
+}
+
+/**
+ * The suppressed strategy (probabilistic degradation): admitted while below the soft limit (rate ×
+ * windowSeconds); above it admitted with probability 1 − suppressionFactor; past the hard limit (soft ×
+ * hardLimitFactor) never. Every call counts.
+ */
+export class LocalSuppressed {
+  private readonly windowSeconds: number;
+
+  /** @internal */
+  constructor(
+    private readonly ctx: DecisionContext,
+    /** @internal */
+    readonly directory: RecordSource,
+    private readonly decider: Decider,
+    private readonly options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'>,
+  ) {
+    this.windowSeconds = options.windows[0]!.windowSeconds;
+  }
+
+  inc(key: string, rate: number, n = 1): RateDecision {
+    if (this.ctx.state.closed) throw closedError('rate limiter');
+    checkRate(rate);
+    if (n !== 1) checkIncrement(n);
+    const draw = this.options.random();
+    if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
+    const now = this.ctx.now();
+    const shape = this.directory.shape;
+    shape.at(now);
+    const soft = limitOf(rate, this.windowSeconds);
+    const o = this.options;
+    let r = STALE;
+    for (let attempt = 0; r === STALE; attempt++) {
+      if (attempt === 2) throw staleRecord(key);
+      if (attempt === 1) this.directory.forget(key);
+      const e = entryOf(this.directory, key, now);
+      r = decideSuppressed(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.windowSeconds, soft, soft * o.hardLimitFactor, o.suppressionFactorCacheMs, n, draw, now, this.decider);
+    }
+    if (r === SUPPRESSED_BELOW_SOFT) return ALLOWED;
+    return { kind: 'suppressed', allowed: r === SUPPRESSED_ADMITTED, suppressionFactor: shape.sf };
+  }
+
+  /** The suppression factor of `key` now at `rate` (computed afresh, not the cached one; nothing counted). */
+  suppressionFactor(key: string, rate: number): number {
+    checkRate(rate);
+    const shape = this.directory.shape;
+    return readRecord(this.ctx, this.directory, key, (f64, o, now) => suppressionFactorAt(f64, o, shape, this.windowSeconds, limitOf(rate, this.windowSeconds), now));
+  }
+
+  /** Calls counted for `key` in the window now, admitted or declined (0 for a key never decided on). */
+  count(key: string): number {
+    const shape = this.directory.shape;
+    return readRecord(this.ctx, this.directory, key, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
+  }
+}
+
