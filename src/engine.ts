@@ -30,6 +30,8 @@ export interface EngineShardStats extends ShardStats {
   readonly restarts: number;
   /** Batches sent and not yet acknowledged. */
   readonly inflight: number;
+  /** Bytes of the shard's decision memory (rate limiters' records). */
+  readonly decisionBytes: number;
 }
 
 export interface EngineStats {

@@ -114,6 +114,10 @@ class LinkedDirectory implements RecordSource {
     this.entries.delete(key);
   }
 
+  get size(): number {
+    return this.entries.size;
+  }
+
   getOrCreate(key: string): SlidingEntry {
     const known = this.entries.get(key);
     if (known !== undefined) return known;

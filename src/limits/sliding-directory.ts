@@ -28,6 +28,8 @@ export interface RecordSource {
   getOrCreate(key: string, now: number): SlidingEntry;
   /** Drops what is known of `key` (its record was retired): the next getOrCreate finds or makes a new one. */
   forget(key: string): void;
+  /** Keys known. */
+  readonly size: number;
 }
 
 export class SlidingDirectory implements RecordSource {
