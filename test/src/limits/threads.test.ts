@@ -1,0 +1,94 @@
+/**
+ * Rate limiter decisions from app worker threads through `limiter.link()`: exact under truly parallel
+ * deciders, and a decider terminated at random moments (inside its lock or not) never leaves a record
+ * stuck and never lets more than the limit through.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { connectRateLimiter, createEngine, TallyworksError, TestClock } from '../../../src/index.js';
+import type { RateWorkerInput, RateWorkerOutput } from '../../fixtures/rate-worker.js';
+import { prng } from '../../helpers/prng.js';
+import { withCode } from '../../helpers/time.js';
+
+const workerScript = fileURLToPath(new URL('../../fixtures/rate-worker.js', import.meta.url));
+
+function start(input: RateWorkerInput): { worker: Worker; next: Promise<RateWorkerOutput> } {
+  const worker = new Worker(workerScript, { workerData: input, transferList: [input.link.port] });
+  const next = new Promise<RateWorkerOutput>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  return { worker, next };
+}
+
+describe('rate limiter links', () => {
+  test('two worker threads and the engine thread on the same 10k keys admit exactly the limit per key', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 2 });
+    try {
+      const limiter = engine.rateLimiter({ windowSeconds: 60, groupMs: 1000 });
+      const keys = Array.from({ length: 10_000 }, (_, i) => `user-${i}`);
+      const limit = 5;
+      const rate = limit / 60;
+      // The engine's thread decides first (one each), then two workers contend in parallel for the rest.
+      const mine = keys.map((k) => (limiter.local.absolute.inc(k, rate).allowed ? 1 : 0));
+      const workers = [0, 1].map(() => start({ link: limiter.link(), mode: 'contend', keys, rounds: 4, rate }));
+      const outputs = await Promise.all(workers.map((w) => w.next));
+      keys.forEach((k, i) => {
+        const admitted = mine[i]! + outputs.reduce((sum, o) => sum + (o.t === 'admitted' ? o.admitted[i]! : 0), 0);
+        assert.equal(admitted, limit, `admitted for ${k}`);
+        assert.equal(limiter.local.absolute.count(k), limit, `counted for ${k}`);
+      });
+      await Promise.all(workers.map((w) => w.worker.terminate()));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('a deciding worker terminated at random moments 150 times: no record stays stuck, never more than the limit', { timeout: 240_000 }, async (t) => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    try {
+      const limiter = engine.rateLimiter({ windowSeconds: 60, groupMs: 1000 });
+      const absolute = limiter.local.absolute;
+      const keys = Array.from({ length: 4 }, (_, i) => `hot-${i}`);
+      // The test clock stands still: nothing leaves the window, so a count above the limit would stay visible.
+      const limit = 1_000_000;
+      const rate = limit / 60;
+      const random = prng(150);
+      let worst = 0;
+      for (let trial = 0; trial < 150; trial++) {
+        const { worker, next } = start({ link: limiter.link(), mode: 'hammer', keys, rounds: 0, rate });
+        assert.equal((await next).t, 'ready');
+        await new Promise((resolve) => setTimeout(resolve, random() * 3));
+        const killed = performance.now();
+        await worker.terminate();
+        // Every key decides again: a lock the dead worker held is taken over once its death is known.
+        for (const key of keys) {
+          for (;;) {
+            try {
+              absolute.inc(key, rate);
+              break;
+            } catch (err) {
+              if (!(err instanceof TallyworksError && err.code === 'TW_RECORD_BUSY')) throw err;
+              if (performance.now() - killed > 10_000) throw new Error(`the record of ${key} stayed locked 10 s after its holder was killed`);
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+          }
+        }
+        worst = Math.max(worst, performance.now() - killed);
+        for (const key of keys) assert.ok(absolute.count(key) <= limit, `${key}: ${absolute.count(key)} counted over ${limit}`);
+      }
+      const takeovers = (absolute as unknown as { decider: { takeovers: number } }).decider.takeovers;
+      t.diagnostic(`150 kills: ${takeovers} locks taken over from a dead holder; slowest recovery ${worst.toFixed(1)} ms after terminate()`);
+      assert.ok(takeovers > 0, 'some kills landed inside a lock (else the test proves nothing)');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('connectRateLimiter refuses what is not a link', () => {
+    assert.throws(() => connectRateLimiter({} as never), withCode('TW_INVALID_ARGUMENT', 'link'));
+    assert.throws(() => connectRateLimiter(null as never), withCode('TW_INVALID_ARGUMENT', 'link'));
+  });
+});
