@@ -6,11 +6,14 @@
  * Over 350 lines because it is the catalogue of `tallyworks bench` scenarios: each is a few lines of setup,
  * a run and a verified total, and they share one table.
  */
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { Redis } from 'ioredis';
 import { partitionOf as partitionOfKey } from '../../common/redis.js';
 import { createEngine, type Engine, type EngineOptions, lt, type Window, type WindowSet } from '../../src/index.js';
 import { mapLoop } from '../machine.js';
 import type { BenchRedis } from '../redis.js';
+import type { RateWorkerInput, RateWorkerOutput } from './rate-worker.js';
 import { expectEqual, heapBytes, Latencies, share, yieldTurn } from './measure.js';
 
 export interface BenchContext {
@@ -374,6 +377,79 @@ const slidingAbsolute: Scenario = {
   peer: rateLimiterMemory(1),
 };
 
+const slidingSuppressed: Scenario = {
+  name: 'sliding-suppressed',
+  title: 'sliding-window rate limit decisions (suppressed, hardLimitFactor 1), synchronous',
+  redis: false,
+  defaultOps: 10_000_000,
+  peerShare: 0.1,
+  ours: {
+    name: 'rateLimiter().local.suppressed.inc(key, rate)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const rate = limit / SLIDING_HOUR.windowSeconds;
+        // With hardLimitFactor 1 every call past the soft limit is declined: the admitted totals are exact.
+        const suppressed = engine.rateLimiter({ ...SLIDING_HOUR, hardLimitFactor: 1 }).local.suppressed;
+        const allowed = new Float64Array(ctx.keys.length);
+        const start = performance.now();
+        await cycle(ctx, ops, (k, i) => {
+          if (suppressed.inc(k, rate).allowed) allowed[i]!++;
+        });
+        const ms = performance.now() - start;
+        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
+      }),
+  },
+  peer: rateLimiterMemory(1),
+};
+
+const rateWorker = fileURLToPath(new URL('./rate-worker.js', import.meta.url));
+
+function nextMessage(w: Worker): Promise<RateWorkerOutput> {
+  return new Promise((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+}
+
+const slidingThreads: Scenario = {
+  name: 'sliding-threads',
+  title: 'sliding-window decisions from two worker threads on the same keys (limiter.link())',
+  redis: false,
+  defaultOps: 10_000_000,
+  peerShare: 0.1,
+  ours: {
+    name: '2 worker threads × local.absolute.inc(key, rate)',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const rate = limit / SLIDING_HOUR.windowSeconds;
+        const limiter = engine.rateLimiter(SLIDING_HOUR);
+        const rounds = Math.max(1, Math.round(ops / ctx.keys.length / 2));
+        const keys = [...ctx.keys];
+        // Each worker meets every key in a first pass (a new key is one round trip), then the clock starts.
+        const workers = await Promise.all(
+          [0, 1].map(async () => {
+            const link = limiter.link();
+            const input: RateWorkerInput = { link, mode: 'contend', keys, rounds, rate };
+            const w = new Worker(rateWorker, { workerData: input, transferList: [link.port] });
+            await nextMessage(w);
+            return w;
+          }),
+        );
+        const start = performance.now();
+        const results = workers.map((w) => nextMessage(w));
+        for (const w of workers) w.postMessage('go');
+        const outputs = await Promise.all(results);
+        const ms = performance.now() - start;
+        await Promise.all(workers.map((w) => w.terminate()));
+        const allowed = new Map(keys.map((k, i) => [k, outputs.reduce((sum, o) => sum + (o.t === 'admitted' ? o.admitted[i]! : 0), 0)]));
+        return { ops: rounds * 2 * keys.length, ms, verified: verifyAllowed(ctx, (rounds + 1) * 2 * keys.length, limit, allowed) };
+      }),
+  },
+  peer: rateLimiterMemory(1),
+};
+
 const bufferIncrement: Scenario = {
   name: 'buffer-increment',
   title: 'stat buffer increment(key)',
@@ -550,4 +626,4 @@ const limiterRedis: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, slidingAbsolute, bufferIncrement, laxInc, strictInc, limiterRedis];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, laxInc, strictInc, limiterRedis];

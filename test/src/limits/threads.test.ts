@@ -8,11 +8,11 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { connectRateLimiter, createEngine, TallyworksError, TestClock } from '../../../src/index.js';
-import type { RateWorkerInput, RateWorkerOutput } from '../../fixtures/rate-worker.js';
+import type { RateWorkerInput, RateWorkerOutput } from '../../../bench/cli/rate-worker.js';
 import { prng } from '../../helpers/prng.js';
 import { withCode } from '../../helpers/time.js';
 
-const workerScript = fileURLToPath(new URL('../../fixtures/rate-worker.js', import.meta.url));
+const workerScript = fileURLToPath(new URL('../../../bench/cli/rate-worker.js', import.meta.url));
 
 function start(input: RateWorkerInput): { worker: Worker; next: Promise<RateWorkerOutput> } {
   const worker = new Worker(workerScript, { workerData: input, transferList: [input.link.port] });
@@ -34,7 +34,10 @@ describe('rate limiter links', () => {
       // The engine's thread decides first (one each), then two workers contend in parallel for the rest.
       const mine = keys.map((k) => (limiter.local.absolute.inc(k, rate).allowed ? 1 : 0));
       const workers = [0, 1].map(() => start({ link: limiter.link(), mode: 'contend', keys, rounds: 4, rate }));
-      const outputs = await Promise.all(workers.map((w) => w.next));
+      assert.deepEqual(await Promise.all(workers.map((w) => w.next)), [{ t: 'ready' }, { t: 'ready' }]);
+      const done = workers.map((w) => new Promise<RateWorkerOutput>((resolve) => w.worker.once('message', resolve)));
+      for (const w of workers) w.worker.postMessage('go'); // both run their rounds in parallel from here
+      const outputs = await Promise.all(done);
       keys.forEach((k, i) => {
         const admitted = mine[i]! + outputs.reduce((sum, o) => sum + (o.t === 'admitted' ? o.admitted[i]! : 0), 0);
         assert.equal(admitted, limit, `admitted for ${k}`);
