@@ -41,6 +41,8 @@ export const ErrorCode = {
   INCOMPATIBLE: 'TW_INCOMPATIBLE',
   /** A limiter refused (only from the `…OrThrow` terminals; otherwise a refusal is a value). */
   LIMITED: 'TW_LIMITED',
+  /** A synchronous read met data still being listed or loaded from storage; await the store or use the awaited read. */
+  NOT_READY: 'TW_NOT_READY',
   /** A decision record stayed locked by a live thread for longer than the decision may wait; nothing was decided. */
   RECORD_BUSY: 'TW_RECORD_BUSY',
   /** A reservation was committed or cancelled twice, or was never granted. */

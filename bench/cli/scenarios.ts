@@ -327,6 +327,55 @@ const limiter: Scenario = {
   },
 };
 
+/** Records 7 days of `(i % 7) + 1` events for key i, and returns the expected 7-day sum by key. */
+async function sevenDays(ctx: BenchContext, engine: Engine): Promise<Map<string, number>> {
+  ctx.keys.forEach((k, i) => {
+    for (let d = 0; d < 7; d++) engine.events.recordAgo(k, d * DAY, (i % 7) + 1);
+  });
+  await engine.flush();
+  return new Map(ctx.keys.map((k, i) => [k, 7 * ((i % 7) + 1)]));
+}
+
+const eventsQuerySync: Scenario = {
+  name: 'events-query-sync',
+  title: 'calendar 7-day sum, synchronous against awaited',
+  redis: false,
+  defaultOps: 2_000_000,
+  peerShare: 0.5,
+  ours: {
+    name: "events.sumSync(id, 'day', 7)",
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const want = await sevenDays(ctx, engine);
+        let wrong = 0;
+        const start = performance.now();
+        await cycle(ctx, ops, (k) => {
+          if (engine.events.sumSync(k, 'day', 7) !== want.get(k)) wrong++;
+        });
+        const ms = performance.now() - start;
+        expectEqual('wrong sums', wrong, 0);
+        return { ops, ms, verified: `${ops.toLocaleString('en-US')} sums exact` };
+      }),
+  },
+  peer: {
+    name: 'await query(id).lastDays(7).sum()',
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const want = await sevenDays(ctx, engine);
+        let wrong = 0;
+        const start = performance.now();
+        const keys = ctx.keys;
+        for (let i = 0, j = 0; i < ops; i++) {
+          if ((await engine.events.query(keys[j]!).lastDays(7).sum()) !== want.get(keys[j]!)) wrong++;
+          if (++j === keys.length) j = 0;
+        }
+        const ms = performance.now() - start;
+        expectEqual('wrong sums', wrong, 0);
+        return { ops, ms, verified: `${ops.toLocaleString('en-US')} sums exact` };
+      }),
+  },
+};
+
 /** rate-limiter-flexible's memory limiter, `limit` points an hour, awaited by `callers` concurrent loops. */
 function rateLimiterMemory(callers: number): Side {
   return {
@@ -626,4 +675,4 @@ const limiterRedis: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, laxInc, strictInc, limiterRedis];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, laxInc, strictInc, limiterRedis];

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
-import { CAL_MIN_MS, type CalUnitCode, inCalendarRange } from '../../common/calendar.js';
+import { CAL_MIN_MS, CalUnit, type CalUnitCode, type CalUnitName, inCalendarRange } from '../../common/calendar.js';
 import {
   argumentRangeError,
   argumentTypeError,
@@ -32,7 +32,7 @@ import { countsOf, type IntervalCounts } from './intervals.js';
 import { EventPersistence } from './persistence.js';
 import { type EventCounter, type EventReader, NOT_NOW } from './reader.js';
 import { LimitBuilder } from './limiter.js';
-import { DeltaQuery, EventQuery, RatioQuery } from './query.js';
+import { DeltaQuery, EventQuery, rangeOf, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
 import { type EventStoreOptions, resolveEventStoreOptions } from './store-options.js';
 import { timeSlicer } from './time-slicer.js';
@@ -286,6 +286,47 @@ export class EventStore implements EventReader {
     this.sumN = n;
     const value = c.lane.readConsistent(c.offset, this.sumReader);
     return value === MISSED ? NOT_NOW : value;
+  }
+
+  /**
+   * The events of `id` in the newest `n` units of `unit` (`sumSync(id, 'day', 7)` is
+   * `query(id).lastDays(7).sum()`), synchronously and without a builder: undefined for an id never
+   * recorded or a unit the store does not track. It sees every record issued before it: when the id's
+   * shard still holds ops of this thread, it sends them and spins until they are applied (at most
+   * `stallTimeoutMs`; TW_SHARD_STALLED while the shard thread is being replaced). Throws TW_NOT_READY while
+   * the store is still listing its storage or reloading the id (await `ready()`, or use the awaited query).
+   */
+  sumSync(id: string, unit: CalUnitName, n: number): number | undefined {
+    const c = this.counters.get(id);
+    const ring = typeof unit === 'string' && Object.hasOwn(CalUnit, unit) ? this.shape.ringOf(CalUnit[unit]) : -2;
+    if (ring >= 0 && c !== undefined && Number.isInteger(n) && n >= 1 && n <= this.shape.rings[ring]!.count && c.loading === undefined && this.persistence.listed && !this.closed && c.lane.isIdle()) {
+      // The common case: a known id, its shard idle. One consistent read, nothing else.
+      this.shape.seek(this.clock.now());
+      this.sumOffset = c.offset;
+      this.sumRingIndex = ring;
+      this.sumN = n;
+      const value = c.lane.readConsistent(c.offset, this.sumReader);
+      if (value !== MISSED) return value;
+    }
+    return this.sumSyncSlow(id, unit, n);
+  }
+
+  private sumSyncSlow(id: string, unit: CalUnitName, n: number): number | undefined {
+    if (this.closed) throw closedError('event store');
+    if (typeof unit !== 'string' || !Object.hasOwn(CalUnit, unit)) throw argumentTypeError('unit', `a unit (${Object.keys(CalUnit).join(', ')})`, unit);
+    const { ring, n: count } = rangeOf(this, unit, n);
+    if (!this.counters.has(id)) validateKey(id, 'id');
+    if (ring === -1) return undefined;
+    for (let attempt = 0; ; attempt++) {
+      const value = this.sumNow(id, ring, count);
+      if (value !== NOT_NOW) return value;
+      const c = this.counters.get(id);
+      if (!this.persistence.listed || c === undefined || c.loading !== undefined) {
+        throw new TallyworksError(ErrorCode.NOT_READY, `the store is still ${this.persistence.listed ? `reloading ${JSON.stringify(id)}` : 'listing its storage'}; await it, or use the awaited query`);
+      }
+      if (attempt === 2) throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(id)} stayed locked by its shard; use the awaited query`);
+      c.lane.batches.settleSync();
+    }
   }
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */

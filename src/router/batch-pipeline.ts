@@ -284,6 +284,26 @@ export class BatchPipeline {
     return !this.open.hasContent() && !seqAfter(this.lastSeq, this.memory.appliedSeq());
   }
 
+  /**
+   * The barrier of a synchronous read: sends the open batch and spins until the shard has applied
+   * everything sent, for at most `stallTimeoutMs`. A shard thread being replaced can only be attached on
+   * the event loop, which this call holds: then it throws TW_SHARD_STALLED at once (use the awaited read).
+   */
+  settleSync(): void {
+    this.check();
+    if (this.isIdle()) return;
+    if (this.sink?.restarting === true || this.sink?.replacing === true) {
+      throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} is being replaced: a synchronous read cannot wait for it here; yield to the event loop or use the awaited read`);
+    }
+    if (this.open.hasContent()) this.waitForRoom();
+    const deadline = Date.now() + this.config.stallTimeoutMs;
+    for (let spins = 1; seqAfter(this.lastSeq, this.memory.appliedSeq()); spins++) {
+      if ((spins & 0x3ff) === 0 && Date.now() > deadline) {
+        throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} applied no batch for ${this.config.stallTimeoutMs} ms while a synchronous read waited`);
+      }
+    }
+  }
+
   /** Sends the open batch and resolves once the shard has applied everything sent so far. */
   async drain(): Promise<void> {
     for (;;) {
