@@ -74,6 +74,15 @@ export function lockRecord(i32: Int32Array, f64: Float64Array, o: number, d: Dec
   return lockSlow(i32, f64, o, d, repairer);
 }
 
+/** Takes the lock of the record at `o` only if it is free now; -1 if it is held (nothing is waited for). */
+export function tryLockRecord(i32: Int32Array, o: number, d: Decider): number {
+  const at = 2 * o;
+  const v = Atomics.load(i32, at);
+  if ((v & 1) !== 0 || Atomics.compareExchange(i32, at, v, d.held) !== v) return -1;
+  i32[at + LOCK_VERSION] = v;
+  return v + 2;
+}
+
 /** Publishes the change and frees the lock. */
 export function unlockRecord(i32: Int32Array, o: number, version: number): void {
   Atomics.store(i32, 2 * o, version);
@@ -113,7 +122,7 @@ function lockSlow(i32: Int32Array, f64: Float64Array, o: number, d: Decider, rep
     else if (now > deadline) {
       throw new TallyworksError(
         ErrorCode.RECORD_BUSY,
-        `a decision record stayed locked by thread owner ${owner} (alive) for ${d.timeoutMs} ms; nothing was decided or recorded, retry`,
+        `a decision record stayed locked for ${d.timeoutMs} ms by thread owner ${owner}, not known to have ended (a thread that ended is known once the engine's thread has seen it go); nothing was decided or recorded, retry`,
       );
     }
     if (d.mayWait) Atomics.wait(i32, at, w, WAIT_MS);

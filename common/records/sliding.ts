@@ -20,7 +20,7 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TAIL, SLW_TOTAL } from '../layout.js';
-import { type Decider, lockRecord, type Repairer, unlockRecord } from './owner-lock.js';
+import { type Decider, lockRecord, type Repairer, tryLockRecord, unlockRecord } from './owner-lock.js';
 
 /** One window of a record: its length and its group width, ms (windowMs a multiple of groupMs). */
 export interface SlidingWindowSpec {
@@ -136,19 +136,20 @@ function oldestHolding(f64: Float64Array, s: number, G: number, from: number, to
 }
 
 /** Writes a fresh record (the caller owns it: no other thread knows its offset yet). */
-export function initSliding(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, stamp: number, now: number): void {
-  for (let w = o + 1; w < o + shape.words; w++) f64[w] = 0;
+export function initSliding(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, stamp: number, now: number, d: Decider): void {
+  // Under the lock: a reused record may still be locked for a moment by a thread whose handle names its
+  // old allocation (it finds the stamp changed and lets go). The version word is the lock's; it stays.
+  const version = lockRecord(i32, f64, o, d, shape);
   i32[2 * o + 1] = KIND_SLIDE;
   i32[2 * o + SL_STAMP] = stamp;
+  for (let w = o + SLF_LAST_USED; w < o + shape.words; w++) f64[w] = 0;
   f64[o + SLF_LAST_USED] = now;
   f64[o + SLF_SF_UNTIL] = -Infinity;
   for (let k = 0; k < shape.count; k++) {
     f64[o + shape.base[k]! + SLW_HEAD] = -Infinity;
     f64[o + shape.base[k]! + SLW_TAIL] = Infinity;
   }
-  // The lock word keeps its version (a reused record's readers must see a change): make sure it is even.
-  const v = Atomics.load(i32, 2 * o);
-  if ((v & 1) !== 0) Atomics.store(i32, 2 * o, v + 1);
+  unlockRecord(i32, o, version);
 }
 
 /** The stamp of the record at `o` (which allocation it is; a handle compares it under the lock). */
@@ -243,7 +244,8 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
   for (let k = 0; k < shape.count; k++) {
     const s = o + shape.base[k]!;
     slide(f64, s, shape.groups[k]!, shape.g[k]!, false);
-    if (f64[s + SLW_TOTAL]! + n > limits[k]!) {
+    const after = f64[s + SLW_TOTAL]! + n;
+    if (after > limits[k]! || after > Number.MAX_SAFE_INTEGER) {
       whenRoom(f64, s, shape, k, limits[k]!, n, now);
       if (shape.retryAfterMs > retry) {
         refused = k;
@@ -282,11 +284,11 @@ function lastSecond(f64: Float64Array, s: number, G: number, gm: number, now: nu
 
 /**
  * The suppression factor with `n` more events forecast (counted once): 0 while the accepted events
- * (total − declined) are below `soft`, else 1 − (soft / windowSeconds) / perceived rate, where the
+ * (total − declined) and `n` stay below `soft`, else 1 − (soft / windowSeconds) / perceived rate, where the
  * perceived rate is the larger of the window's average and its last second.
  */
 export function suppressionFactorOf(total: number, declined: number, lastSecondCount: number, windowSeconds: number, soft: number, n: number): number {
-  if (total - declined < soft) return 0;
+  if (total - declined + n < soft) return 0;
   const perceived = Math.max((total + n) / windowSeconds, lastSecondCount + n);
   const sf = 1 - soft / windowSeconds / perceived;
   return sf < 0 ? 0 : sf > 1 ? 1 : sf;
@@ -335,6 +337,13 @@ export function decideSuppressed(
   const total = f64[s + SLW_TOTAL]!;
   let outcome: number;
   let sf = 0;
+  if (total + n > Number.MAX_SAFE_INTEGER) {
+    // Counting it would make the totals inexact: declined, and not counted.
+    shape.sf = 1;
+    f64[o + SLF_LAST_USED] = now;
+    unlockRecord(i32, o, version);
+    return SUPPRESSED_DECLINED;
+  }
   if (total + n > hard) {
     sf = 1;
     outcome = SUPPRESSED_DECLINED;
@@ -391,8 +400,10 @@ export function lastUsedOf(f64: Float64Array, o: number): number {
  * Retires the record at `o` if nothing decided on it since `before` (ms), checked under its lock: its stamp
  * becomes 0, so a handle another thread still holds finds it no longer its own. Returns true if retired.
  */
-export function retireIfIdle(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, before: number, d: Decider): boolean {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function retireIfIdle(i32: Int32Array, f64: Float64Array, o: number, before: number, d: Decider): boolean {
+  // A record locked now is in use (or its holder just died and the next decider repairs it): not idle.
+  const version = tryLockRecord(i32, o, d);
+  if (version === -1) return false;
   const idle = f64[o + SLF_LAST_USED]! < before;
   if (idle) i32[2 * o + SL_STAMP] = 0;
   unlockRecord(i32, o, version);

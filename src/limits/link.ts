@@ -11,10 +11,10 @@
  * (common/records/owner-lock.ts).
  */
 import { MessageChannel, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
-import { argumentTypeError, ErrorCode, reviveError, TallyworksError, toWireError } from '../../common/errors.js';
+import { argumentTypeError, closedError, ErrorCode, reviveError, TallyworksError, toWireError } from '../../common/errors.js';
 import type { RateLinkToClient as ToClient, RateLinkToHost as ToHost } from '../../common/messages.js';
 import { Decider } from '../../common/records/owner-lock.js';
-import { SlidingShape } from '../../common/records/sliding.js';
+import { SlidingShape, stampOf } from '../../common/records/sliding.js';
 import { validateKey } from '../keys.js';
 import type { DecisionSegment } from '../router/decision-arena.js';
 import { type DecisionContext, LocalAbsolute, LocalSuppressed } from './providers.js';
@@ -27,7 +27,7 @@ export interface RateLimiterLink {
   /** The linked thread's owner id in the engine's owner table. */
   readonly owner: number;
   readonly owners: SharedArrayBuffer;
-  /** Bumped and notified by the engine's thread after each answer. */
+  /** Int32 [0] bumped and notified by the engine's thread after each answer; [1] set once the engine closed. */
   readonly wake: SharedArrayBuffer;
   /** The engine clock's time cell, and whether the worker reads it ('cell', a test clock) or Date.now() ('system'). */
   readonly timeCell: SharedArrayBuffer;
@@ -39,9 +39,13 @@ export interface RateLimiterLink {
   readonly lockTimeoutMs: number;
 }
 
+/** Handles a linked thread keeps before it first looks for retired ones. */
+const PRUNE_MIN = 4096;
+
 /** The engine's side of a limiter's links: answers where records are, and marks ended threads dead. */
 export class RateLinkHost {
-  private readonly ports = new Set<MessagePort>();
+  private readonly ports = new Map<MessagePort, Int32Array>();
+  private closing = false;
 
   constructor(
     private readonly directories: { readonly absolute: SlidingDirectory; readonly suppressed: SlidingDirectory },
@@ -51,9 +55,9 @@ export class RateLinkHost {
 
   open(owner: number, fields: Omit<RateLimiterLink, 'port' | 'owner' | 'wake'>): RateLimiterLink {
     const { port1, port2 } = new MessageChannel();
-    const wake = new SharedArrayBuffer(4);
+    const wake = new SharedArrayBuffer(8);
     const cell = new Int32Array(wake);
-    this.ports.add(port1);
+    this.ports.set(port1, cell);
     port1.on('message', (m: ToHost) => {
       const reply = this.answer(m);
       if (reply === undefined) return;
@@ -63,7 +67,9 @@ export class RateLinkHost {
     });
     port1.on('close', () => {
       this.ports.delete(port1);
-      this.markDead(owner);
+      // The thread ended (or closed its link): a lock it still held is taken over. Not when the engine
+      // closed the port itself: then the thread may still be deciding, and is told to stop instead.
+      if (!this.closing) this.markDead(owner);
     });
     port1.unref();
     return { ...fields, port: port2, owner, wake };
@@ -85,9 +91,15 @@ export class RateLinkHost {
     }
   }
 
-  /** Ends every link (the engine closes). */
+  /** Ends every link (the engine closes): linked threads' decisions throw TW_CLOSED from their next one. */
   close(): void {
-    for (const port of this.ports) port.close();
+    this.closing = true;
+    for (const [port, cell] of this.ports) {
+      Atomics.store(cell, 1, 1);
+      Atomics.add(cell, 0, 1);
+      Atomics.notify(cell, 0);
+      port.close();
+    }
   }
 }
 
@@ -97,6 +109,8 @@ class LinkedDirectory implements RecordSource {
   private readonly segments = new Map<number, DecisionSegment>();
   private readonly wake: Int32Array;
   private nextId = 0;
+  /** The size at which retired handles are dropped (see getOrCreate). */
+  private pruneAt = PRUNE_MIN;
 
   constructor(
     readonly shape: SlidingShape,
@@ -121,6 +135,8 @@ class LinkedDirectory implements RecordSource {
   getOrCreate(key: string): SlidingEntry {
     const known = this.entries.get(key);
     if (known !== undefined) return known;
+    if (Atomics.load(this.wake, 1) !== 0) throw closedError('engine');
+    if (this.entries.size >= this.pruneAt) this.prune();
     const id = ++this.nextId;
     let seen = Atomics.load(this.wake, 0);
     this.link.port.postMessage({ t: 'resolve', id, strategy: this.strategy, key } satisfies ToHost);
@@ -144,6 +160,12 @@ class LinkedDirectory implements RecordSource {
     }
   }
 
+  /** Drops the handles of records the engine's cleanup has retired, so that the map holds live keys only. */
+  private prune(): void {
+    for (const [key, e] of this.entries) if (stampOf(e.views.i32, e.offset) !== e.stamp) this.entries.delete(key);
+    this.pruneAt = Math.max(PRUNE_MIN, 2 * this.entries.size);
+  }
+
   private segmentOf(id: number, buffer: SharedArrayBuffer): DecisionSegment {
     let segment = this.segments.get(id);
     if (segment === undefined) {
@@ -157,11 +179,14 @@ class LinkedDirectory implements RecordSource {
 /** In a worker thread: a rate limiter deciding on the records of the limiter behind `link`. */
 export class LinkedRateLimiter {
   readonly local: { readonly absolute: LocalAbsolute; readonly suppressed: LocalSuppressed };
-  private readonly state = { closed: false };
+  private ended = false;
 
   constructor(private readonly link: RateLimiterLink) {
     const cell = new Float64Array(link.timeCell, 0, 1);
-    const ctx: DecisionContext = { now: link.clock === 'cell' ? () => cell[0]! : Date.now, state: this.state };
+    const flags = new Int32Array(link.wake);
+    const state = { closed: false };
+    Object.defineProperty(state, 'closed', { get: () => this.ended || flags[1] !== 0 });
+    const ctx: DecisionContext = { now: link.clock === 'cell' ? () => cell[0]! : Date.now, state };
     const decider = new Decider(link.owner, new Int32Array(link.owners), true, link.lockTimeoutMs);
     const windows = [{ name: 'window', limit: NaN, windowSeconds: link.windowSeconds, windowMs: link.windowSeconds * 1000, groupMs: link.groupMs }];
     const options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'> = {
@@ -175,10 +200,10 @@ export class LinkedRateLimiter {
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, options), suppressed: new LocalSuppressed(ctx, suppressed, decider, options) });
   }
 
-  /** Ends the link: decisions on this thread throw TW_CLOSED from now on. */
+  /** Ends the link: decisions on this thread throw TW_CLOSED from now on (as they do once the engine closed). */
   close(): void {
-    if (this.state.closed) return;
-    this.state.closed = true;
+    if (this.ended) return;
+    this.ended = true;
     this.link.port.postMessage({ t: 'bye' } satisfies ToHost);
     this.link.port.close();
   }

@@ -15,6 +15,7 @@ import {
   type SlidingShape,
   STALE,
   SUPPRESSED_ADMITTED,
+  stampOf,
   SUPPRESSED_BELOW_SOFT,
   suppressionFactorAt,
 } from '../../common/records/sliding.js';
@@ -81,18 +82,24 @@ const READ_SPINS = 1 << 16;
 
 /** Reads a value of `key`'s record consistently (0 for a key never decided on). */
 export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string, read: (f64: Float64Array, o: number, now: number) => number): number {
-  const e = dir.get(key);
+  if (ctx.state.closed) throw closedError('rate limiter');
+  let e = dir.get(key);
   if (e === undefined) {
     validateKey(key, 'key');
     return 0;
   }
   const now = ctx.now();
-  const { i32, f64 } = e.views;
   for (let i = 0; i < READ_SPINS; i++) {
+    const { i32, f64 } = e.views;
     const s = readBegin(i32, e.offset);
     if (s === -1) continue;
     const value = read(f64, e.offset, now);
-    if (readValid(i32, e.offset, s)) return value;
+    const stamp = stampOf(i32, e.offset);
+    if (!readValid(i32, e.offset, s)) continue;
+    if (stamp === e.stamp) return value;
+    // A linked thread's handle on a record the cleanup retired: the key's record now, if any.
+    dir.forget(key);
+    e = dir.getOrCreate(key, now);
   }
   throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(key)} is held by a thread that does not let go; retry`);
 }

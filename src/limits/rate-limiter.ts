@@ -35,7 +35,6 @@ class Cleanup {
     private readonly ctx: LimiterContext,
     private readonly options: ResolvedRateOptions,
     private readonly dirs: readonly SlidingDirectory[],
-    private readonly decider: Decider,
   ) {
     this.next = ctx.clock.now() + options.cleanupIntervalMs;
     if (ctx.clock.watch !== undefined) {
@@ -52,7 +51,7 @@ class Cleanup {
     const now = this.ctx.now();
     this.next = now + this.options.cleanupIntervalMs;
     let retired = 0;
-    for (const dir of this.dirs) retired += dir.sweep(now - this.options.staleAfterMs, this.decider);
+    for (const dir of this.dirs) retired += dir.sweep(now - this.options.staleAfterMs);
     return retired;
   }
 
@@ -82,10 +81,10 @@ export class RateLimiter {
     this.windowSeconds = w.windowSeconds;
     this.groupMs = w.groupMs;
     const decider = ctx.registry.mainDecider(o.lockTimeoutMs);
-    const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry);
-    const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry);
+    const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
+    const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
-    this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], decider);
+    this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.now, (owner) => ctx.registry.markDead(owner));
     this.linkFields = {
       owners: ctx.registry.owners.buffer as SharedArrayBuffer,
@@ -110,6 +109,7 @@ export class RateLimiter {
 
   /** Drops every key idle longer than staleAfterMs now (the cleanup also runs every cleanupIntervalMs); returns how many. */
   cleanup(): number {
+    if (this.ctx.state.closed) throw closedError('rate limiter');
     return this.cleanupRun.run();
   }
 
@@ -139,8 +139,8 @@ export class RateLimits {
     this.seconds = o.windows.map((w) => w.windowSeconds);
     this.limits = Float64Array.from(o.windows, (w) => w.limit);
     this.decider = ctx.registry.mainDecider(o.lockTimeoutMs);
-    this.directory = new SlidingDirectory(ctx.router, new SlidingShape(o.windows, false), ctx.registry);
-    this.cleanupRun = new Cleanup(ctx, o, [this.directory], this.decider);
+    this.directory = new SlidingDirectory(ctx.router, new SlidingShape(o.windows, false), ctx.registry, this.decider);
+    this.cleanupRun = new Cleanup(ctx, o, [this.directory]);
   }
 
   /** Counts `n` in every window if every window has room for it; otherwise counts nothing. */
@@ -167,6 +167,7 @@ export class RateLimits {
   }
 
   cleanup(): number {
+    if (this.ctx.state.closed) throw closedError('rate limits');
     return this.cleanupRun.run();
   }
 

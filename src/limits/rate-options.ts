@@ -15,13 +15,19 @@ export interface RateLimiterOptions {
   hardLimitFactor?: number;
   /** Suppressed strategy: how long a key's suppression factor is reused, ms (default 100). */
   suppressionFactorCacheMs?: number;
-  /** Keys no decision touched for this long are dropped and their memory reused, ms (default 600000). */
+  /**
+   * Keys no decision touched for this long are dropped and their memory reused, ms (default 600000). A key
+   * dropped while events of it are still inside its window starts again from 0.
+   */
   staleAfterMs?: number;
   /** How often the cleanup looks for stale keys, ms (default 30000). */
   cleanupIntervalMs?: number;
   /** The longest a decision waits for another thread holding the key's record, ms (default 100). */
   lockTimeoutMs?: number;
-  /** Suppressed strategy: a source of uniform numbers in [0, 1) (default Math.random; tests pass their own). */
+  /**
+   * Suppressed strategy: a source of uniform numbers in [0, 1) (default Math.random; tests pass their own).
+   * A linked worker thread uses Math.random (a function cannot cross threads).
+   */
   random?: () => number;
 }
 
@@ -70,7 +76,7 @@ function objectOf(value: unknown, name: string, known: readonly string[]): Recor
 }
 
 function numberIn(o: Record<string, unknown>, name: string, path: string, rule: string, ok: (v: number) => boolean, fallback: number | undefined): number {
-  const value = o[name];
+  const value = Object.hasOwn(o, name) ? o[name] : undefined;
   if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== 'number') throw argumentTypeError(`${path}.${name}`, rule, value);
   if (!ok(value)) throw argumentRangeError(`${path}.${name}`, rule, value);
@@ -101,7 +107,7 @@ function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOpti
 export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOptions {
   const path = 'options';
   const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'random']);
-  const random = o.random ?? Math.random;
+  const random = Object.hasOwn(o, 'random') && o.random !== undefined ? o.random : Math.random;
   if (typeof random !== 'function') throw argumentTypeError('options.random', 'a function returning a number in [0, 1)', random);
   return {
     windows: [window(o, path, 'window', NaN)],
@@ -115,13 +121,14 @@ export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOp
 /** Validates `engine.rateLimits(options)`. */
 export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions {
   const o = objectOf(options, 'options', ['windows', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs']);
-  const named = objectOf(o.windows, 'options.windows', Object.keys((o.windows as object | null) ?? {}));
+  const windowsOption = Object.hasOwn(o, 'windows') ? o.windows : undefined;
+  const named = objectOf(windowsOption, 'options.windows', Object.keys((windowsOption as object | null) ?? {}));
   const names = Object.keys(named);
-  if (names.length === 0 || names.length > 16) throw argumentRangeError('options.windows', 'from 1 to 16 named windows', o.windows);
+  if (names.length === 0 || names.length > 16) throw argumentRangeError('options.windows', 'from 1 to 16 named windows', windowsOption);
   const windows = names.map((name) => {
     const path = `options.windows.${name}`;
     const w = objectOf(named[name], path, ['limit', 'windowSeconds', 'groupMs']);
-    if (w.windowSeconds === undefined) throw argumentTypeError(`${path}.windowSeconds`, 'an integer from 1 to 31622400', undefined);
+    if (!Object.hasOwn(w, 'windowSeconds')) throw argumentTypeError(`${path}.windowSeconds`, 'an integer from 1 to 31622400', undefined);
     const limit = numberIn(w, 'limit', path, 'a finite number ≥ 0', (v) => Number.isFinite(v) && v >= 0, undefined);
     return window(w, path, name, limit);
   });

@@ -41,6 +41,8 @@ export class SlidingDirectory implements RecordSource {
     private readonly router: Router,
     readonly shape: SlidingShape,
     private readonly registry: DeciderRegistry,
+    /** The engine thread's decider (it initialises and retires records under their locks). */
+    private readonly decider: Decider,
   ) {
     this.free = router.lanes.map(() => []);
   }
@@ -56,7 +58,7 @@ export class SlidingDirectory implements RecordSource {
     const lane = this.router.laneFor(key);
     const { segment: views, offset } = this.free[lane.index]!.pop() ?? lane.decisions.take(this.shape.words);
     const stamp = this.registry.stamp();
-    initSliding(views.i32, views.f64, offset, this.shape, stamp, now);
+    initSliding(views.i32, views.f64, offset, this.shape, stamp, now, this.decider);
     const entry: SlidingEntry = { views, lane: lane.index, offset, stamp };
     this.entries.set(key, entry);
     return entry;
@@ -69,13 +71,13 @@ export class SlidingDirectory implements RecordSource {
     return this.entries.size;
   }
 
-  /** Retires every key no decision touched since `before` (ms); returns how many. */
-  sweep(before: number, d: Decider): number {
+  /** Retires every key no decision touched since `before` (ms) and not locked now; returns how many. */
+  sweep(before: number): number {
     let retired = 0;
     for (const [key, e] of this.entries) {
       const { i32, f64 } = e.views;
       if (lastUsedOf(f64, e.offset) >= before) continue;
-      if (!retireIfIdle(i32, f64, e.offset, this.shape, before, d)) continue;
+      if (!retireIfIdle(i32, f64, e.offset, before, this.decider)) continue;
       this.entries.delete(key);
       this.free[e.lane]!.push({ segment: e.views, offset: e.offset });
       retired++;

@@ -190,6 +190,49 @@ describe('local suppressed', () => {
     }));
 });
 
+describe('edges', () => {
+  test('suppressed: a large increment just under the soft limit is forecast, not admitted for certain', () =>
+    withClock((engine) => {
+      const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 1000, random: () => 0.5 }).local.suppressed;
+      for (let i = 0; i < 9; i++) suppressed.inc('n', 1);
+      const d = suppressed.inc('n', 1, 1000);
+      assert.equal(d.kind, 'suppressed');
+      if (d.kind === 'suppressed') assert.ok(Math.abs(d.suppressionFactor - (1 - 1 / 1009)) < 1e-9, `sf ${d.suppressionFactor}`);
+      assert.equal(d.allowed, false);
+    }));
+
+  test('totals stay exact: nothing that would take a window past 2^53 is counted', () =>
+    withClock((engine) => {
+      const absolute = engine.rateLimiter({ windowSeconds: 1 }).local.absolute;
+      const big = Number.MAX_SAFE_INTEGER - 5;
+      assert.equal(absolute.inc('k', 1e300, big).allowed, true);
+      assert.equal(absolute.inc('k', 1e300, 10).allowed, false);
+      assert.equal(absolute.inc('k', 1e300, 5).allowed, true);
+      assert.equal(absolute.count('k'), Number.MAX_SAFE_INTEGER);
+      const suppressed = engine.rateLimiter({ windowSeconds: 1 }).local.suppressed;
+      suppressed.inc('s', 1e300, big);
+      assert.equal(suppressed.inc('s', 1e300, 10).allowed, false);
+      assert.equal(suppressed.count('s'), big);
+    }));
+
+  test('options: null random is refused like any other null; inherited properties are not options', () =>
+    withClock((engine) => {
+      assert.throws(() => engine.rateLimiter({ random: null } as never), withCode('TW_INVALID_ARGUMENT', 'options.random'));
+      const inherited = Object.create({ windowSeconds: 0 }) as object;
+      assert.equal(engine.rateLimiter(inherited).windowSeconds, 10);
+    }));
+
+  test('reads and cleanup after close throw TW_CLOSED', async () => {
+    const engine = await createEngine({ clock: new TestClock() });
+    const limiter = engine.rateLimiter();
+    limiter.local.absolute.inc('k', 1);
+    await engine.close();
+    assert.throws(() => limiter.local.absolute.count('k'), withCode('TW_CLOSED'));
+    assert.throws(() => limiter.local.suppressed.suppressionFactor('k', 1), withCode('TW_CLOSED'));
+    assert.throws(() => limiter.cleanup(), withCode('TW_CLOSED'));
+  });
+});
+
 describe('several windows at once', () => {
   test('10 a second and 15 an hour: all-or-nothing, and the refusal names the window that frees last', () =>
     withClock((engine, clock) => {

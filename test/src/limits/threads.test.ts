@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { connectRateLimiter, createEngine, TallyworksError, TestClock } from '../../../src/index.js';
 import type { RateWorkerInput, RateWorkerOutput } from '../../../bench/cli/rate-worker.js';
+import { SLF_WINDOWS, SLW_TOTAL } from '../../../common/layout.js';
 import { prng } from '../../helpers/prng.js';
 import { withCode } from '../../helpers/time.js';
 
@@ -85,6 +86,53 @@ describe('rate limiter links', () => {
       const takeovers = (absolute as unknown as { decider: { takeovers: number } }).decider.takeovers;
       t.diagnostic(`150 kills: ${takeovers} locks taken over from a dead holder; slowest recovery ${worst.toFixed(1)} ms after terminate()`);
       assert.ok(takeovers > 0, 'some kills landed inside a lock (else the test proves nothing)');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('the engine closing while linked workers decide: they get TW_CLOSED, and no decision is lost or doubled', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    const limiter = engine.rateLimiter({ windowSeconds: 60 });
+    const keys = ['a', 'b'];
+    const rate = 1e12;
+    const workers = [0, 1, 2].map(() => start({ link: limiter.link(), mode: 'until-closed', keys, rounds: 0, rate }));
+    for (const w of workers) assert.equal((await w.next).t, 'ready');
+    const stopped = workers.map((w) => new Promise<RateWorkerOutput>((resolve) => w.worker.once('message', resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Read the counts while the workers are still deciding; close; then every worker stops on TW_CLOSED.
+    const closing = engine.close();
+    const outputs = await Promise.all(stopped);
+    await closing;
+    for (const o of outputs) assert.deepEqual(o.t === 'stopped' && o.code, 'TW_CLOSED');
+    const admitted = keys.map((_, i) => outputs.reduce((sum, o) => sum + (o.t === 'stopped' ? o.admitted[i]! : 0), 0));
+    // Counted = admitted per key: had closing marked the workers dead, they would take each other's locks.
+    // (count() throws once closed: the window's total straight from the record.)
+    const counted = keys.map((k) => {
+      const e = limiter.local.absolute.directory.get(k)!;
+      return e.views.f64[e.offset + SLF_WINDOWS + SLW_TOTAL]!;
+    });
+    assert.deepEqual(counted, admitted);
+    await Promise.all(workers.map((w) => w.worker.terminate()));
+  });
+
+  test('the timed cleanup meeting a lock a terminated worker still holds skips it instead of throwing', async () => {
+    const clock = new TestClock();
+    const engine = await createEngine({ clock, shards: 1 });
+    try {
+      const limiter = engine.rateLimiter({ windowSeconds: 1, staleAfterMs: 1, cleanupIntervalMs: 1 });
+      const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+      for (let trial = 0; trial < 20; trial++) {
+        const { worker, next } = start({ link: limiter.link(), mode: 'hammer', keys, rounds: 0, rate: 1e9 });
+        await next;
+        const dying = worker.terminate();
+        // The clock moves (and the cleanup runs on its moves) before the engine has seen the worker end.
+        for (let i = 0; i < 5; i++) clock.advance(10);
+        await dying;
+        await new Promise((resolve) => setImmediate(resolve));
+        clock.advance(10);
+        assert.ok(limiter.cleanup() >= 0);
+      }
     } finally {
       await engine.close();
     }
