@@ -73,7 +73,7 @@
  *  sliding-window decision record (kind KIND_SLIDE; see common/records/sliding.ts): deciders on any thread
  *  write it under its owner lock, the shard never does, so the journal is not involved
  *  i32[2o] owner lock: even = free (a version, so readers use it as a seqlock), odd = 2·owner + 1 held
- *  i32[2o+2] version the holder will publish · i32[2o+3] stamp (which allocation this is: handles check it)
+ *  i32[2o+2] version the lock was taken at (the holder publishes it + 2) · i32[2o+3] stamp (which allocation this is: handles check it)
  *  f64[o+2] last used, ms · f64[o+3] suppression factor cached · f64[o+4] until when (ms)
  *  then one section per window, from f64[o+5]: head group index (-Infinity: empty) · total · declined ·
  *  tail: the oldest group index holding a count (Infinity: none) ·

@@ -263,8 +263,8 @@ export type BufferLinkToClient = { readonly t: 'synced'; readonly id: number } |
 
 /** A worker thread's rate limiter link → the engine's thread (src/limits/link.ts). */
 export type RateLinkToHost =
-  /** Where is (or make) the record of `key` for this strategy. */
-  | { readonly t: 'resolve'; readonly id: number; readonly strategy: 'absolute' | 'suppressed'; readonly key: string }
+  /** Where is the record of `key` for this strategy (made if new when `create`). */
+  | { readonly t: 'resolve'; readonly id: number; readonly strategy: 'absolute' | 'suppressed'; readonly key: string; readonly create: boolean }
   /** The client closed its end. */
   | { readonly t: 'bye' };
 
@@ -279,6 +279,8 @@ export type RateLinkToClient =
       readonly offset: number;
       readonly stamp: number;
     }
+  /** The key has no record (a `resolve` without `create`). */
+  | { readonly t: 'absent'; readonly id: number }
   | { readonly t: 'failed'; readonly id: number; readonly error: WireError };
 
 /** A lax counter the flusher must know. */

@@ -23,7 +23,10 @@ export interface EngineOptions {
   maxInFlight?: number;
   /** How long a producer waits for a shard that applies nothing before it throws. Default 10000. */
   stallTimeoutMs?: number;
-  /** The most memory one shard's records may take. Default 2 GiB. 1 MiB–4 GiB. */
+  /**
+   * The most memory one shard's records may take: its record arena, and separately its decision memory
+   * (rate limiters' records). Default 2 GiB each. 1 MiB–4 GiB.
+   */
   maxShardMemoryBytes?: number;
   /** Consecutive deaths of a shard thread without progress before the shard is given up. Default 5. 0–100. */
   maxRestarts?: number;

@@ -8,8 +8,8 @@
  *
  * Deciders are the only writers of these records (the shard never writes them), so a thread that dies
  * inside its critical section is the one hazard: its lock stays held. Every decider thread has an owner
- * id in a shared table; when the engine learns a thread is gone (its port closed, its worker exited) it
- * marks the id dead, and the next decider that meets the lock takes it over with one compare-exchange
+ * id in a shared table; when the engine's thread learns a linked thread is gone (its link's port closed,
+ * seen on the engine thread's event loop) it marks the id dead, and the next decider that meets the lock takes it over with one compare-exchange
  * (only one can win it), repairs the record (the record kind knows how: recompute its totals from its
  * groups) and publishes a version past any a reader may hold. A live holder is waited for: spinning, then
  * `Atomics.wait` with a short timeout where the thread may block (worker threads), never past
@@ -81,6 +81,12 @@ export function tryLockRecord(i32: Int32Array, o: number, d: Decider): number {
   if ((v & 1) !== 0 || Atomics.compareExchange(i32, at, v, d.held) !== v) return -1;
   i32[at + LOCK_VERSION] = v;
   return v + 2;
+}
+
+/** True when the record at `o` is held by an owner known to have ended. */
+export function holderDead(i32: Int32Array, o: number, d: Decider): boolean {
+  const w = Atomics.load(i32, 2 * o);
+  return (w & 1) !== 0 && Atomics.load(d.owners, (w - 1) / 2) === OWNER_DEAD;
 }
 
 /** Publishes the change and frees the lock. */

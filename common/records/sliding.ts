@@ -20,7 +20,7 @@
  * Imported by worker threads: imports nothing main-only.
  */
 import { KIND_SLIDE, SL_STAMP, SLF_LAST_USED, SLF_SF, SLF_SF_UNTIL, SLF_WINDOWS, SLW_DECLINED, SLW_GROUPS, SLW_HEAD, SLW_TAIL, SLW_TOTAL } from '../layout.js';
-import { type Decider, lockRecord, type Repairer, tryLockRecord, unlockRecord } from './owner-lock.js';
+import { type Decider, holderDead, lockRecord, type Repairer, tryLockRecord, unlockRecord } from './owner-lock.js';
 
 /** One window of a record: its length and its group width, ms (windowMs a multiple of groupMs). */
 export interface SlidingWindowSpec {
@@ -28,7 +28,7 @@ export interface SlidingWindowSpec {
   readonly groupMs: number;
 }
 
-/** The most groups one window may have (keeps a record of one window under 64 KiB). */
+/** The most groups one window may have (a record of one window is then at most about 64 KiB). */
 export const MAX_GROUPS = 4096;
 
 /** What a decision returns when the record is no longer the handle's (retired, reused): nothing was done. */
@@ -400,10 +400,13 @@ export function lastUsedOf(f64: Float64Array, o: number): number {
  * Retires the record at `o` if nothing decided on it since `before` (ms), checked under its lock: its stamp
  * becomes 0, so a handle another thread still holds finds it no longer its own. Returns true if retired.
  */
-export function retireIfIdle(i32: Int32Array, f64: Float64Array, o: number, before: number, d: Decider): boolean {
-  // A record locked now is in use (or its holder just died and the next decider repairs it): not idle.
-  const version = tryLockRecord(i32, o, d);
-  if (version === -1) return false;
+export function retireIfIdle(i32: Int32Array, f64: Float64Array, o: number, shape: SlidingShape, before: number, d: Decider): boolean {
+  // A record locked now is in use, unless its holder is known dead: then it is taken over and repaired.
+  let version = tryLockRecord(i32, o, d);
+  if (version === -1) {
+    if (!holderDead(i32, o, d)) return false;
+    version = lockRecord(i32, f64, o, d, shape);
+  }
   const idle = f64[o + SLF_LAST_USED]! < before;
   if (idle) i32[2 * o + SL_STAMP] = 0;
   unlockRecord(i32, o, version);

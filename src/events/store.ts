@@ -293,8 +293,9 @@ export class EventStore implements EventReader {
    * `query(id).lastDays(7).sum()`), synchronously and without a builder: undefined for an id never
    * recorded or a unit the store does not track. It sees every record issued before it: when the id's
    * shard still holds ops of this thread, it sends them and spins until they are applied (at most
-   * `stallTimeoutMs`; TW_SHARD_STALLED while the shard thread is being replaced). Throws TW_NOT_READY while
-   * the store is still listing its storage or reloading the id (await `ready()`, or use the awaited query).
+   * `stallTimeoutMs` for the send and the apply; TW_SHARD_STALLED while the shard thread is being
+   * replaced). Throws TW_NOT_READY while the store is still listing its storage (await `ready()`) or
+   * reloading the id from it (the first such call starts the reload; the awaited query waits for it).
    */
   sumSync(id: string, unit: CalUnitName, n: number): number | undefined {
     const c = this.counters.get(id);
@@ -320,9 +321,10 @@ export class EventStore implements EventReader {
     for (let attempt = 0; ; attempt++) {
       const value = this.sumNow(id, ring, count);
       if (value !== NOT_NOW) return value;
-      const c = this.counters.get(id);
+      // A stored id not in memory yet: start its reload now, so that a later call finds it.
+      const c = this.persistence.listed ? this.counter(id, false) : undefined;
       if (!this.persistence.listed || c === undefined || c.loading !== undefined) {
-        throw new TallyworksError(ErrorCode.NOT_READY, `the store is still ${this.persistence.listed ? `reloading ${JSON.stringify(id)}` : 'listing its storage'}; await it, or use the awaited query`);
+        throw new TallyworksError(ErrorCode.NOT_READY, `the store is still ${this.persistence.listed ? `reloading ${JSON.stringify(id)} (started)` : 'listing its storage'}; await the awaited query once, or ready()`);
       }
       if (attempt === 2) throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(id)} stayed locked by its shard; use the awaited query`);
       c.lane.batches.settleSync();

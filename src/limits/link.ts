@@ -79,7 +79,10 @@ export class RateLinkHost {
     switch (m.t) {
       case 'resolve':
         try {
-          const e = this.directories[m.strategy].getOrCreate(validateKey(m.key, 'key'), this.now());
+          const dir = this.directories[m.strategy];
+          const key = validateKey(m.key, 'key');
+          if (!m.create && dir.get(key) === undefined) return { t: 'absent', id: m.id };
+          const e = dir.getOrCreate(key, this.now());
           return { t: 'resolved', id: m.id, segment: e.views.buffer, segmentId: e.lane * 0x1_0000 + e.views.index, offset: e.offset, stamp: e.stamp };
         } catch (err) {
           return { t: 'failed', id: m.id, error: toWireError(err) };
@@ -87,7 +90,9 @@ export class RateLinkHost {
       case 'bye':
         return undefined;
       default:
-        throw argumentTypeError('message', 'a rate limiter link message', m satisfies never);
+        // Not from a LinkedRateLimiter: say so, without taking the engine's thread down.
+        process.emitWarning(`tallyworks: a rate limiter link received an unknown message (${JSON.stringify((m satisfies never as { t?: unknown }).t)}); ignored`);
+        return undefined;
     }
   }
 
@@ -108,7 +113,6 @@ class LinkedDirectory implements RecordSource {
   private readonly entries = new Map<string, SlidingEntry>();
   private readonly segments = new Map<number, DecisionSegment>();
   private readonly wake: Int32Array;
-  private nextId = 0;
   /** The size at which retired handles are dropped (see getOrCreate). */
   private pruneAt = PRUNE_MIN;
 
@@ -116,6 +120,8 @@ class LinkedDirectory implements RecordSource {
     readonly shape: SlidingShape,
     private readonly strategy: 'absolute' | 'suppressed',
     private readonly link: RateLimiterLink,
+    /** Request numbers, shared by every directory on the link's port (a late answer must match no other request). */
+    private readonly requests: { next: number },
   ) {
     this.wake = new Int32Array(link.wake);
   }
@@ -133,13 +139,20 @@ class LinkedDirectory implements RecordSource {
   }
 
   getOrCreate(key: string): SlidingEntry {
-    const known = this.entries.get(key);
-    if (known !== undefined) return known;
+    return this.entries.get(key) ?? this.ask(key, true)!;
+  }
+
+  find(key: string): SlidingEntry | undefined {
+    return this.entries.get(key) ?? this.ask(key, false);
+  }
+
+  /** Asks the engine's thread where the record of `key` is (made if new when `create`), and waits for the answer. */
+  private ask(key: string, create: boolean): SlidingEntry | undefined {
     if (Atomics.load(this.wake, 1) !== 0) throw closedError('engine');
     if (this.entries.size >= this.pruneAt) this.prune();
-    const id = ++this.nextId;
+    const id = ++this.requests.next;
     let seen = Atomics.load(this.wake, 0);
-    this.link.port.postMessage({ t: 'resolve', id, strategy: this.strategy, key } satisfies ToHost);
+    this.link.port.postMessage({ t: 'resolve', id, strategy: this.strategy, key, create } satisfies ToHost);
     const waitMs = this.link.lockTimeoutMs * 50;
     const deadline = performance.now() + waitMs;
     for (;;) {
@@ -147,6 +160,7 @@ class LinkedDirectory implements RecordSource {
         const reply = m.message as ToClient;
         if (reply.id !== id) continue; // an answer to a call that gave up waiting
         if (reply.t === 'failed') throw reviveError(reply.error);
+        if (reply.t === 'absent') return undefined;
         const entry: SlidingEntry = { views: this.segmentOf(reply.segmentId, reply.segment), lane: Math.floor(reply.segmentId / 0x1_0000), offset: reply.offset, stamp: reply.stamp };
         this.entries.set(key, entry);
         return entry;
@@ -195,8 +209,9 @@ export class LinkedRateLimiter {
       suppressionFactorCacheMs: link.suppressionFactorCacheMs,
       random: Math.random,
     };
-    const absolute = new LinkedDirectory(new SlidingShape(windows, false), 'absolute', link);
-    const suppressed = new LinkedDirectory(new SlidingShape(windows, true), 'suppressed', link);
+    const requests = { next: 0 };
+    const absolute = new LinkedDirectory(new SlidingShape(windows, false), 'absolute', link, requests);
+    const suppressed = new LinkedDirectory(new SlidingShape(windows, true), 'suppressed', link, requests);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, options), suppressed: new LocalSuppressed(ctx, suppressed, decider, options) });
   }
 

@@ -5,8 +5,8 @@
  * (common/records/sliding.ts), under the record's owner lock, with no message and no promise; being over
  * the limit is a value, never a thrown error.
  */
-import { closedError, ErrorCode, protocolError, TallyworksError } from '../../common/errors.js';
-import type { Decider } from '../../common/records/owner-lock.js';
+import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
+import { type Decider, lockRecord, unlockRecord } from '../../common/records/owner-lock.js';
 import {
   ADMITTED,
   countInWindow,
@@ -38,7 +38,10 @@ export interface Rejected {
   readonly windowSeconds: number;
   /** After this many ms the same increment fits (Infinity when it is larger than the limit itself). */
   readonly retryAfterMs: number;
-  /** Room in that window once retryAfterMs has passed (the increment included: ≥ n), if nothing else comes. */
+  /**
+   * Room in that window once retryAfterMs has passed, if nothing else comes (≥ n, the increment fits
+   * then; the whole limit when the increment is larger than the limit). One definition for every strategy.
+   */
   readonly remainingAfterWaiting: number;
   /** `rateLimits` only: the name of the window that refused. */
   readonly window?: string;
@@ -73,35 +76,48 @@ export function entryOf(dir: RecordSource, key: string, now: number): SlidingEnt
   return dir.getOrCreate(key, now);
 }
 
+/** How many times a decision looks for a key's record again after finding its handle retired. */
+const STALE_RETRIES = 16;
+
 export function staleRecord(key: string): TallyworksError {
-  return protocolError(`rate limiter record of ${JSON.stringify(key)}`, 'a retired record still in the directory');
+  return new TallyworksError(
+    ErrorCode.RECORD_BUSY,
+    `the record of ${JSON.stringify(key)} was retired ${STALE_RETRIES} times between being found and being decided on (is staleAfterMs shorter than the time between decisions?); nothing was decided`,
+  );
 }
 
-/** Seqlock read attempts before a reader concludes the record's holder does not let go. */
-const READ_SPINS = 1 << 16;
+/** Seqlock read attempts before a reader takes the record's lock instead (a holder that does not let go). */
+const READ_SPINS = 1 << 12;
 
-/** Reads a value of `key`'s record consistently (0 for a key never decided on). */
-export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string, read: (f64: Float64Array, o: number, now: number) => number): number {
+/** Reads a value of `key`'s record consistently (0 for a key no decision has touched). */
+export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string, decider: Decider, read: (f64: Float64Array, o: number, now: number) => number): number {
   if (ctx.state.closed) throw closedError('rate limiter');
-  let e = dir.get(key);
-  if (e === undefined) {
-    validateKey(key, 'key');
-    return 0;
-  }
   const now = ctx.now();
-  for (let i = 0; i < READ_SPINS; i++) {
+  for (let attempt = 0; attempt < STALE_RETRIES; attempt++) {
+    const e = dir.get(key) ?? (validateKey(key, 'key'), dir.find(key));
+    if (e === undefined) return 0;
     const { i32, f64 } = e.views;
-    const s = readBegin(i32, e.offset);
-    if (s === -1) continue;
-    const value = read(f64, e.offset, now);
-    const stamp = stampOf(i32, e.offset);
-    if (!readValid(i32, e.offset, s)) continue;
+    let value = 0;
+    let stamp = 0;
+    let read_ = false;
+    for (let i = 0; i < READ_SPINS && !read_; i++) {
+      const s = readBegin(i32, e.offset);
+      if (s === -1) continue;
+      value = read(f64, e.offset, now);
+      stamp = stampOf(i32, e.offset);
+      read_ = readValid(i32, e.offset, s);
+    }
+    if (!read_) {
+      // A holder that does not let go: wait for it like a decision does (a dead one's lock is taken over).
+      const version = lockRecord(i32, f64, e.offset, decider, dir.shape);
+      value = read(f64, e.offset, now);
+      stamp = stampOf(i32, e.offset);
+      unlockRecord(i32, e.offset, version);
+    }
     if (stamp === e.stamp) return value;
-    // A linked thread's handle on a record the cleanup retired: the key's record now, if any.
-    dir.forget(key);
-    e = dir.getOrCreate(key, now);
+    dir.forget(key); // a linked thread's handle on a record the cleanup retired: look again
   }
-  throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(key)} is held by a thread that does not let go; retry`);
+  throw staleRecord(key);
 }
 
 /** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
@@ -143,19 +159,21 @@ export class LocalAbsolute {
     return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting };
   }
 
-  /** The key's record was retired while a linked thread held its handle: decide once more on a new one. */
+  /** The key's record was retired while a linked thread held its handle: decide again on its record now. */
   private again(key: string, n: number, now: number): number {
-    this.directory.forget(key);
-    const e = this.directory.getOrCreate(key, now);
-    const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, this.shape, this.limits, n, now, this.decider);
-    if (r === STALE) throw staleRecord(key);
-    return r;
+    for (let attempt = 0; attempt < STALE_RETRIES; attempt++) {
+      this.directory.forget(key);
+      const e = this.directory.getOrCreate(key, now);
+      const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, this.shape, this.limits, n, now, this.decider);
+      if (r !== STALE) return r;
+    }
+    throw staleRecord(key);
   }
 
   /** Events counted for `key` in the window now (0 for a key never decided on). */
   count(key: string): number {
     const shape = this.directory.shape;
-    return readRecord(this.ctx, this.directory, key, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
+    return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
   }
 }
 
@@ -191,8 +209,8 @@ export class LocalSuppressed {
     const o = this.options;
     let r = STALE;
     for (let attempt = 0; r === STALE; attempt++) {
-      if (attempt === 2) throw staleRecord(key);
-      if (attempt === 1) this.directory.forget(key);
+      if (attempt === STALE_RETRIES) throw staleRecord(key);
+      if (attempt > 0) this.directory.forget(key);
       const e = entryOf(this.directory, key, now);
       r = decideSuppressed(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.windowSeconds, soft, soft * o.hardLimitFactor, o.suppressionFactorCacheMs, n, draw, now, this.decider);
     }
@@ -204,13 +222,13 @@ export class LocalSuppressed {
   suppressionFactor(key: string, rate: number): number {
     checkRate(rate);
     const shape = this.directory.shape;
-    return readRecord(this.ctx, this.directory, key, (f64, o, now) => suppressionFactorAt(f64, o, shape, this.windowSeconds, limitOf(rate, this.windowSeconds), now));
+    return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => suppressionFactorAt(f64, o, shape, this.windowSeconds, limitOf(rate, this.windowSeconds), now));
   }
 
   /** Calls counted for `key` in the window now, admitted or declined (0 for a key never decided on). */
   count(key: string): number {
     const shape = this.directory.shape;
-    return readRecord(this.ctx, this.directory, key, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
+    return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
   }
 }
 

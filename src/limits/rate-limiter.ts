@@ -163,7 +163,7 @@ export class RateLimits {
     const k = this.windows.indexOf(window);
     if (k === -1) throw argumentRangeError('window', `one of the windows (${this.windows.join(', ')})`, window);
     const shape = this.directory.shape;
-    return readRecord(this.ctx, this.directory, key, (f64, o, now) => countInWindow(f64, o, shape, k, now));
+    return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => countInWindow(f64, o, shape, k, now));
   }
 
   cleanup(): number {

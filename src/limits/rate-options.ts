@@ -9,7 +9,10 @@ import { MAX_GROUPS } from '../../common/records/sliding.js';
 export interface RateLimiterOptions {
   /** Window length, whole seconds ≥ 1 (default 10). */
   windowSeconds?: number;
-  /** Width of one accounting group, ms (default 100); the window must be a whole number of groups, at most 4096. */
+  /**
+   * Width of one accounting group, ms: the window must be a whole number of groups, at most 4096. Default
+   * 100 up to a 60 s window, then windowSeconds × 10 (100 groups).
+   */
   groupMs?: number;
   /** Suppressed strategy: the hard limit is rate × windowSeconds × hardLimitFactor (≥ 1, default 1). */
   hardLimitFactor?: number;
@@ -90,7 +93,9 @@ function window(o: Record<string, unknown>, path: string, name: string, limit: n
   const windowSeconds = numberIn(o, 'windowSeconds', path, seconds.rule, seconds.ok, 10);
   const windowMs = windowSeconds * 1000;
   const groupRule = `an integer number of ms ≥ 1 that divides the window (${windowMs} ms) into at most ${MAX_GROUPS} groups`;
-  const groupMs = numberIn(o, 'groupMs', path, groupRule, (v) => Number.isInteger(v) && v >= 1 && windowMs % v === 0 && windowMs / v <= MAX_GROUPS, 100);
+  // The default: trypema's 100 ms up to a minute's window (600 groups), then 100 groups of windowMs / 100.
+  const fallback = windowSeconds <= 60 ? 100 : windowSeconds * 10;
+  const groupMs = numberIn(o, 'groupMs', path, groupRule, (v) => Number.isInteger(v) && v >= 1 && windowMs % v === 0 && windowMs / v <= MAX_GROUPS, fallback);
   return { name, limit, windowSeconds, windowMs, groupMs };
 }
 

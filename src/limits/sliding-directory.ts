@@ -24,6 +24,8 @@ export interface SlidingEntry {
 export interface RecordSource {
   readonly shape: SlidingShape;
   get(key: string): SlidingEntry | undefined;
+  /** The record of a valid key if one exists anywhere (a linked thread asks the engine's), without creating one. */
+  find(key: string): SlidingEntry | undefined;
   /** The record of a valid key, created if new. */
   getOrCreate(key: string, now: number): SlidingEntry;
   /** Drops what is known of `key` (its record was retired): the next getOrCreate finds or makes a new one. */
@@ -51,14 +53,24 @@ export class SlidingDirectory implements RecordSource {
     return this.entries.get(key);
   }
 
+  find(key: string): SlidingEntry | undefined {
+    return this.entries.get(key);
+  }
+
   /** The record of `key` (a valid key), created at time `now` if new. Throws TW_CAPACITY when no room, creating nothing. */
   getOrCreate(key: string, now: number): SlidingEntry {
     const known = this.entries.get(key);
     if (known !== undefined) return known;
     const lane = this.router.laneFor(key);
-    const { segment: views, offset } = this.free[lane.index]!.pop() ?? lane.decisions.take(this.shape.words);
+    const place = this.free[lane.index]!.pop() ?? lane.decisions.take(this.shape.words);
+    const { segment: views, offset } = place;
     const stamp = this.registry.stamp();
-    initSliding(views.i32, views.f64, offset, this.shape, stamp, now, this.decider);
+    try {
+      initSliding(views.i32, views.f64, offset, this.shape, stamp, now, this.decider);
+    } catch (err) {
+      this.free[lane.index]!.push(place); // not made: the words stay for the next record
+      throw err;
+    }
     const entry: SlidingEntry = { views, lane: lane.index, offset, stamp };
     this.entries.set(key, entry);
     return entry;
@@ -77,7 +89,7 @@ export class SlidingDirectory implements RecordSource {
     for (const [key, e] of this.entries) {
       const { i32, f64 } = e.views;
       if (lastUsedOf(f64, e.offset) >= before) continue;
-      if (!retireIfIdle(i32, f64, e.offset, before, this.decider)) continue;
+      if (!retireIfIdle(i32, f64, e.offset, this.shape, before, this.decider)) continue;
       this.entries.delete(key);
       this.free[e.lane]!.push({ segment: e.views, offset: e.offset });
       retired++;

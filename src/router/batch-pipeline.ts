@@ -286,7 +286,7 @@ export class BatchPipeline {
 
   /**
    * The barrier of a synchronous read: sends the open batch and spins until the shard has applied
-   * everything sent, for at most `stallTimeoutMs`. A shard thread being replaced can only be attached on
+   * everything sent, for at most about `stallTimeoutMs` in all (sending may itself wait up to that for room). A shard thread being replaced can only be attached on
    * the event loop, which this call holds: then it throws TW_SHARD_STALLED at once (use the awaited read).
    */
   settleSync(): void {
@@ -295,8 +295,8 @@ export class BatchPipeline {
     if (this.sink?.restarting === true || this.sink?.replacing === true) {
       throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} is being replaced: a synchronous read cannot wait for it here; yield to the event loop or use the awaited read`);
     }
-    if (this.open.hasContent()) this.waitForRoom();
     const deadline = Date.now() + this.config.stallTimeoutMs;
+    if (this.open.hasContent()) this.waitForRoom();
     for (let spins = 1; seqAfter(this.lastSeq, this.memory.appliedSeq()); spins++) {
       if ((spins & 0x3ff) === 0 && Date.now() > deadline) {
         throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} applied no batch for ${this.config.stallTimeoutMs} ms while a synchronous read waited`);

@@ -4,7 +4,7 @@
  * on the engine's thread, so they outlive any shard thread, like the arena.
  *
  * Fixed-length buffers in segments instead of the growable arena, because V8 (Node 20) runs the decision
- * code ~3.5× slower through views of a growable SharedArrayBuffer (4.4 vs 14.3 M decisions/s in one run of
+ * code ~3.3× slower through views of a growable SharedArrayBuffer (4.4 vs 14.3 M decisions/s in one run of
  * the same loop): a segment never grows, so its views are made once and never rebuilt.
  */
 import { ErrorCode, TallyworksError } from '../../common/errors.js';

@@ -90,4 +90,31 @@ describe('sumSync', () => {
       await engine.close();
     }
   });
+
+  test('an id still in storage: TW_NOT_READY, and the call starts its reload, so a later call answers', async () => {
+    const clock = new TestClock();
+    const storage = new MemoryStorage();
+    const first = await createEngine({ clock });
+    const before = first.eventStore({ storage });
+    before.record('stored', 3);
+    await first.close();
+    const engine = await createEngine({ clock });
+    try {
+      const store = engine.eventStore({ storage });
+      await store.ready();
+      assert.throws(() => store.sumSync('stored', 'day', 1), withCode('TW_NOT_READY', 'reloading'));
+      for (let i = 0; i < 1000; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        try {
+          assert.equal(store.sumSync('stored', 'day', 1), 3);
+          return;
+        } catch (err) {
+          if (!withCode('TW_NOT_READY')(err)) throw err;
+        }
+      }
+      assert.fail('the reload the first call started never finished');
+    } finally {
+      await engine.close();
+    }
+  });
 });

@@ -72,7 +72,7 @@ describe('local absolute', () => {
       assert.equal(admitted, 250);
     }));
 
-  test('1000 interleaved callers on a limit of 100 admit exactly 100, across window slides', () =>
+  test('1000 callers of one turn on a limit of 100 admit exactly 100 (decisions are synchronous: no await between check and count)', () =>
     withClock(async (engine, clock) => {
       const absolute = engine.rateLimiter({ windowSeconds: 1, groupMs: 100 }).local.absolute;
       const results = await Promise.all(Array.from({ length: 1000 }, async () => {
