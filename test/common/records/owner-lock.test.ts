@@ -1,8 +1,9 @@
 /**
  * The owner lock of decision records, driven on one thread: a free lock is one compare-exchange, a dead
- * holder's lock is taken over exactly once and the record repaired, a live holder is waited for only up to
- * the timeout, readers see every change through the version, and the sliding record's repair puts its
- * totals back to the sum of its groups.
+ * holder's lock is taken over and the record repaired (after which it is an ordinary record again), a
+ * live holder is waited for only up to the timeout, readers see every change through the version, and the
+ * sliding record's repair puts its totals back to the sum of its groups. (Races between takers run in
+ * test/src/limits/threads.test.ts, with real threads.)
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
