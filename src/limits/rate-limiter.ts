@@ -4,7 +4,7 @@
  * `local.suppressed.inc(key, rate, n)` (./providers.ts), and `engine.rateLimits({ windows })` decides
  * several named windows of a key all-or-nothing. Both retire keys idle longer than `staleAfterMs`.
  */
-import { argumentRangeError, closedError } from '../../common/errors.js';
+import { argumentRangeError, closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Decider } from '../../common/records/owner-lock.js';
 import { ADMITTED, countInWindow, decideAbsolute, REFUSED, SlidingShape } from '../../common/records/sliding.js';
 import { type Clock, SystemClock } from '../clock/clock.js';
@@ -39,10 +39,19 @@ class Cleanup {
     this.next = ctx.clock.now() + options.cleanupIntervalMs;
     if (ctx.clock.watch !== undefined) {
       this.unwatch = ctx.clock.watch(() => {
-        if (ctx.clock.now() >= this.next) this.run();
+        if (ctx.clock.now() >= this.next) this.timed();
       });
     } else {
-      this.timer = setInterval(() => this.run(), options.cleanupIntervalMs).unref();
+      this.timer = setInterval(() => this.timed(), options.cleanupIntervalMs).unref();
+    }
+  }
+
+  /** A timed run: a record it could not take (TW_RECORD_BUSY) is left for the next run, never thrown from a timer. */
+  private timed(): void {
+    try {
+      this.run();
+    } catch (err) {
+      if (!(err instanceof TallyworksError && err.code === ErrorCode.RECORD_BUSY)) throw err;
     }
   }
 
