@@ -141,9 +141,11 @@ export class Engine implements AsyncDisposable {
   }
 
   private limiterContextOf(): LimiterContext {
-    const clock = this.clock;
-    const now = clock instanceof SystemClock ? () => clock.nowRelaxed() : () => clock.now();
-    this.limiterContext ??= { router: this.router, registry: new DeciderRegistry(), clock, now, state: { closed: false } };
+    if (this.limiterContext === undefined) {
+      const clock = this.clock;
+      const now = clock instanceof SystemClock ? () => clock.nowRelaxed() : () => clock.now();
+      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, now, state: { closed: false } };
+    }
     return this.limiterContext;
   }
 

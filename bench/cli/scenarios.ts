@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Redis } from 'ioredis';
 import { partitionOf as partitionOfKey } from '../../common/redis.js';
-import { createEngine, type Engine, type EngineOptions, lt, type Window, type WindowSet } from '../../src/index.js';
+import { createEngine, type Engine, type EngineOptions, lt, type RateLimiterOptions, type Window, type WindowSet } from '../../src/index.js';
 import { mapLoop } from '../machine.js';
 import type { BenchRedis } from '../redis.js';
 import type { RateWorkerInput, RateWorkerOutput } from './rate-worker.js';
@@ -305,26 +305,7 @@ const limiter: Scenario = {
         return { ops, ms, ...pct(lat), bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: verifyAllowed(ctx, ops, limit, allowed) };
       }),
   },
-  peer: {
-    name: 'rate-limiter-flexible RateLimiterMemory',
-    async run(ctx, ops) {
-      const { RateLimiterMemory } = await import('rate-limiter-flexible');
-      const limit = limitFor(ctx, ops);
-      const before = heapBytes();
-      const rl = new RateLimiterMemory({ points: limit, duration: 3600 });
-      const allowed = new Map<string, number>();
-      const start = performance.now();
-      const lat = await concurrent(ctx, ops, LIMITER_CALLERS, (k) =>
-        rl.consume(k).then(
-          () => allowed.set(k, (allowed.get(k) ?? 0) + 1),
-          () => undefined,
-        ),
-      );
-      const ms = performance.now() - start;
-      const bytes = heapBytes() - before;
-      return { ops, ms, ...pct(lat), bytesPerKey: bytes / ctx.keys.length, verified: verifyAllowed(ctx, ops, limit, allowed) };
-    },
-  },
+  peer: rateLimiterMemory(LIMITER_CALLERS),
 };
 
 /** Records 7 days of `(i % 7) + 1` events for key i, and returns the expected 7-day sum by key. */
@@ -383,6 +364,7 @@ function rateLimiterMemory(callers: number): Side {
     async run(ctx, ops) {
       const { RateLimiterMemory } = await import('rate-limiter-flexible');
       const limit = limitFor(ctx, ops);
+      const before = heapBytes();
       const rl = new RateLimiterMemory({ points: limit, duration: 3600 });
       const allowed = new Map<string, number>();
       const start = performance.now();
@@ -393,7 +375,8 @@ function rateLimiterMemory(callers: number): Side {
         ),
       );
       const ms = performance.now() - start;
-      return { ops, ms, ...pct(lat), verified: verifyAllowed(ctx, ops, limit, allowed) };
+      const bytes = heapBytes() - before;
+      return { ops, ms, ...pct(lat), bytesPerKey: bytes / ctx.keys.length, verified: verifyAllowed(ctx, ops, limit, allowed) };
     },
   };
 }
@@ -401,28 +384,33 @@ function rateLimiterMemory(callers: number): Side {
 /** A sliding hour in 60 groups of a minute, as long as the calendar limiter's window. */
 const SLIDING_HOUR = { windowSeconds: 3600, groupMs: 60_000 } as const;
 
+/** A sliding-limiter side: `strategy` of a limiter with `options` decides every op; admitted counts verified per key. */
+function slidingSide(name: string, options: RateLimiterOptions, strategy: 'absolute' | 'suppressed'): Side {
+  return {
+    name,
+    run: (ctx, ops) =>
+      withEngine(ctx, {}, async (engine) => {
+        const limit = limitFor(ctx, ops);
+        const rate = limit / SLIDING_HOUR.windowSeconds;
+        const provider = engine.rateLimiter(options).local[strategy];
+        const allowed = new Float64Array(ctx.keys.length);
+        const start = performance.now();
+        await cycle(ctx, ops, (k, i) => {
+          if (provider.inc(k, rate).allowed) allowed[i]!++;
+        });
+        const ms = performance.now() - start;
+        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
+      }),
+  };
+}
+
 const slidingAbsolute: Scenario = {
   name: 'sliding-absolute',
   title: 'sliding-window rate limit decisions (absolute), synchronous on the calling thread',
   redis: false,
   defaultOps: 10_000_000,
   peerShare: 0.1,
-  ours: {
-    name: 'rateLimiter().local.absolute.inc(key, rate)',
-    run: (ctx, ops) =>
-      withEngine(ctx, {}, async (engine) => {
-        const limit = limitFor(ctx, ops);
-        const rate = limit / SLIDING_HOUR.windowSeconds;
-        const absolute = engine.rateLimiter(SLIDING_HOUR).local.absolute;
-        const allowed = new Float64Array(ctx.keys.length);
-        const start = performance.now();
-        await cycle(ctx, ops, (k, i) => {
-          if (absolute.inc(k, rate).allowed) allowed[i]!++;
-        });
-        const ms = performance.now() - start;
-        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
-      }),
-  },
+  ours: slidingSide('rateLimiter().local.absolute.inc(key, rate)', SLIDING_HOUR, 'absolute'),
   peer: rateLimiterMemory(1),
 };
 
@@ -432,23 +420,8 @@ const slidingSuppressed: Scenario = {
   redis: false,
   defaultOps: 10_000_000,
   peerShare: 0.1,
-  ours: {
-    name: 'rateLimiter().local.suppressed.inc(key, rate)',
-    run: (ctx, ops) =>
-      withEngine(ctx, {}, async (engine) => {
-        const limit = limitFor(ctx, ops);
-        const rate = limit / SLIDING_HOUR.windowSeconds;
-        // With hardLimitFactor 1 every call past the soft limit is declined: the admitted totals are exact.
-        const suppressed = engine.rateLimiter({ ...SLIDING_HOUR, hardLimitFactor: 1 }).local.suppressed;
-        const allowed = new Float64Array(ctx.keys.length);
-        const start = performance.now();
-        await cycle(ctx, ops, (k, i) => {
-          if (suppressed.inc(k, rate).allowed) allowed[i]!++;
-        });
-        const ms = performance.now() - start;
-        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
-      }),
-  },
+  // With hardLimitFactor 1 every call past the soft limit is declined: the admitted totals are exact.
+  ours: slidingSide('rateLimiter().local.suppressed.inc(key, rate)', { ...SLIDING_HOUR, hardLimitFactor: 1 }, 'suppressed'),
   peer: rateLimiterMemory(1),
 };
 

@@ -280,6 +280,11 @@ export class EventStore implements EventReader {
     const c = this.counters.get(id);
     if (c === undefined) return this.persistence.stored.has(id) ? NOT_NOW : undefined;
     if (c.loading !== undefined || !c.lane.isIdle()) return NOT_NOW;
+    return this.readSum(c, r, n);
+  }
+
+  /** The sum of the newest `n` buckets of ring `r` of a loaded counter now, or NOT_NOW if its record stayed locked. */
+  private readSum(c: EventCounter, r: number, n: number): number | typeof NOT_NOW {
     this.shape.seek(this.clock.now());
     this.sumOffset = c.offset;
     this.sumRingIndex = r;
@@ -302,12 +307,8 @@ export class EventStore implements EventReader {
     const ring = typeof unit === 'string' && Object.hasOwn(CalUnit, unit) ? this.shape.ringOf(CalUnit[unit]) : -2;
     if (ring >= 0 && c !== undefined && Number.isInteger(n) && n >= 1 && n <= this.shape.rings[ring]!.count && c.loading === undefined && this.persistence.listed && !this.closed && c.lane.isIdle()) {
       // The common case: a known id, its shard idle. One consistent read, nothing else.
-      this.shape.seek(this.clock.now());
-      this.sumOffset = c.offset;
-      this.sumRingIndex = ring;
-      this.sumN = n;
-      const value = c.lane.readConsistent(c.offset, this.sumReader);
-      if (value !== MISSED) return value;
+      const value = this.readSum(c, ring, n);
+      if (value !== NOT_NOW) return value;
     }
     return this.sumSyncSlow(id, unit, n);
   }

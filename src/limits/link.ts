@@ -196,10 +196,10 @@ export class LinkedRateLimiter {
   private ended = false;
 
   constructor(private readonly link: RateLimiterLink) {
+    const ended = (): boolean => this.ended;
     const cell = new Float64Array(link.timeCell, 0, 1);
     const flags = new Int32Array(link.wake);
-    const state = { closed: false };
-    Object.defineProperty(state, 'closed', { get: () => this.ended || flags[1] !== 0 });
+    const state = { get closed(): boolean { return ended() || flags[1] !== 0; } };
     const ctx: DecisionContext = { now: link.clock === 'cell' ? () => cell[0]! : Date.now, state };
     const decider = new Decider(link.owner, new Int32Array(link.owners), true, link.lockTimeoutMs);
     const windows = [{ name: 'window', limit: NaN, windowSeconds: link.windowSeconds, windowMs: link.windowSeconds * 1000, groupMs: link.groupMs }];

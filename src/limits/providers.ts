@@ -62,8 +62,8 @@ export const ALLOWED: Allowed = Object.freeze({ kind: 'allowed', allowed: true }
 export interface DecisionContext {
   /** The clock's time for decisions (SystemClock.nowRelaxed where it can). */
   readonly now: () => number;
-  /** Set when the engine closes. */
-  readonly state: { closed: boolean };
+  /** True once the engine (or the link) closed. */
+  readonly state: { readonly closed: boolean };
 }
 
 
@@ -99,15 +99,15 @@ export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string,
     const { i32, f64 } = e.views;
     let value = 0;
     let stamp = 0;
-    let read_ = false;
-    for (let i = 0; i < READ_SPINS && !read_; i++) {
+    let consistent = false;
+    for (let i = 0; i < READ_SPINS && !consistent; i++) {
       const s = readBegin(i32, e.offset);
       if (s === -1) continue;
       value = read(f64, e.offset, now);
       stamp = stampOf(i32, e.offset);
-      read_ = readValid(i32, e.offset, s);
+      consistent = readValid(i32, e.offset, s);
     }
-    if (!read_) {
+    if (!consistent) {
       // A holder that does not let go: wait for it like a decision does (a dead one's lock is taken over).
       const version = lockRecord(i32, f64, e.offset, decider, dir.shape);
       value = read(f64, e.offset, now);

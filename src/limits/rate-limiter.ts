@@ -23,6 +23,8 @@ export interface LimiterContext extends DecisionContext {
   readonly router: Router;
   readonly registry: DeciderRegistry;
   readonly clock: Clock;
+  /** Set when the engine closes. */
+  readonly state: { closed: boolean };
 }
 
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */

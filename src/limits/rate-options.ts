@@ -87,6 +87,8 @@ function numberIn(o: Record<string, unknown>, name: string, path: string, rule: 
 }
 
 const integerFrom = (min: number, max: number) => ({ rule: `an integer from ${min} to ${max}`, ok: (v: number) => Number.isInteger(v) && v >= min && v <= max });
+const ANY_MS = integerFrom(1, MAX_MS);
+const LOCK_MS = integerFrom(1, 60_000);
 
 function window(o: Record<string, unknown>, path: string, name: string, limit: number): ResolvedWindow {
   const seconds = integerFrom(1, 366 * 86_400);
@@ -100,11 +102,10 @@ function window(o: Record<string, unknown>, path: string, name: string, limit: n
 }
 
 function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOptions, 'staleAfterMs' | 'cleanupIntervalMs' | 'lockTimeoutMs'> {
-  const ms = integerFrom(1, MAX_MS);
   return {
-    staleAfterMs: numberIn(o, 'staleAfterMs', path, ms.rule, ms.ok, 600_000),
-    cleanupIntervalMs: numberIn(o, 'cleanupIntervalMs', path, ms.rule, ms.ok, 30_000),
-    lockTimeoutMs: numberIn(o, 'lockTimeoutMs', path, integerFrom(1, 60_000).rule, integerFrom(1, 60_000).ok, 100),
+    staleAfterMs: numberIn(o, 'staleAfterMs', path, ANY_MS.rule, ANY_MS.ok, 600_000),
+    cleanupIntervalMs: numberIn(o, 'cleanupIntervalMs', path, ANY_MS.rule, ANY_MS.ok, 30_000),
+    lockTimeoutMs: numberIn(o, 'lockTimeoutMs', path, LOCK_MS.rule, LOCK_MS.ok, 100),
   };
 }
 
@@ -117,7 +118,7 @@ export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOp
   return {
     windows: [window(o, path, 'window', NaN)],
     hardLimitFactor: numberIn(o, 'hardLimitFactor', path, 'a finite number ≥ 1', (v) => Number.isFinite(v) && v >= 1, 1),
-    suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, integerFrom(1, MAX_MS).rule, integerFrom(1, MAX_MS).ok, 100),
+    suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, ANY_MS.rule, ANY_MS.ok, 100),
     ...common(o, path),
     random: random as () => number,
   };

@@ -5,22 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { createEngine, type Engine, MemoryStorage, TestClock } from '../../../src/index.js';
+import { createEngine, MemoryStorage, TestClock } from '../../../src/index.js';
+import { withTestEngine } from '../../helpers/engines.js';
 import { DAY, HOUR, withCode } from '../../helpers/time.js';
 
-async function withEngine(body: (engine: Engine, clock: TestClock) => Promise<void>): Promise<void> {
-  const clock = new TestClock();
-  const engine = await createEngine({ clock, shards: 2 });
-  try {
-    await body(engine, clock);
-  } finally {
-    await engine.close();
-  }
-}
 
 describe('sumSync', () => {
   test('agrees with the awaited query for every id, unit and length', () =>
-    withEngine(async (engine) => {
+    withTestEngine(async (engine) => {
       const events = engine.events;
       for (let i = 0; i < 50; i++) for (let d = 0; d < 10; d++) events.recordAgo(`id${i}`, d * DAY + (i % 5) * HOUR, (i % 7) + d);
       await engine.flush();
@@ -33,7 +25,7 @@ describe('sumSync', () => {
     }));
 
   test('sees records issued just before it, in the same turn (it sends them and waits for the shard)', () =>
-    withEngine(async (engine) => {
+    withTestEngine(async (engine) => {
       const events = engine.events;
       for (let i = 1; i <= 1000; i++) {
         events.record('hot');
@@ -44,7 +36,7 @@ describe('sumSync', () => {
     }));
 
   test('moves with the clock like the query: yesterday leaves lastDays(1) at midnight', () =>
-    withEngine(async (engine, clock) => {
+    withTestEngine(async (engine, clock) => {
       engine.events.record('k', 5);
       assert.equal(engine.events.sumSync('k', 'day', 1), 5);
       clock.advance(DAY);

@@ -4,19 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { createEngine, type Engine, type RateDecision, TestClock } from '../../../src/index.js';
+import { createEngine, type RateDecision, TestClock } from '../../../src/index.js';
 import { prng } from '../../helpers/prng.js';
+import { withTestEngine } from '../../helpers/engines.js';
 import { withCode } from '../../helpers/time.js';
 
-async function withClock(body: (engine: Engine, clock: TestClock) => void | Promise<void>): Promise<void> {
-  const clock = new TestClock();
-  const engine = await createEngine({ clock, shards: 2 });
-  try {
-    await body(engine, clock);
-  } finally {
-    await engine.close();
-  }
-}
 
 function rejected(d: RateDecision): Extract<RateDecision, { kind: 'rejected' }> {
   assert.equal(d.kind, 'rejected', `expected a rejection, got ${JSON.stringify(d)}`);
@@ -25,7 +17,7 @@ function rejected(d: RateDecision): Extract<RateDecision, { kind: 'rejected' }> 
 
 describe('local absolute', () => {
   test('scenario 1: window 10 s, rate 5: 50 admitted, the 51st rejected until the window has passed', () =>
-    withClock((engine, clock) => {
+    withTestEngine((engine, clock) => {
       const absolute = engine.rateLimiter({ windowSeconds: 10 }).local.absolute;
       const t0 = clock.now();
       for (let i = 0; i < 50; i++) {
@@ -50,7 +42,7 @@ describe('local absolute', () => {
     }));
 
   test('scenario 2 (FIX): limit 50, total 49, inc 10 is rejected; the increment size is part of the check', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const absolute = engine.rateLimiter({ windowSeconds: 10 }).local.absolute;
       for (let i = 0; i < 49; i++) absolute.inc('k', 5);
       const r = rejected(absolute.inc('k', 5, 10));
@@ -64,7 +56,7 @@ describe('local absolute', () => {
     }));
 
   test('a rate given as limit / window means that limit exactly (no rounding error lets one more through or one fewer)', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const absolute = engine.rateLimiter({ windowSeconds: 3600, groupMs: 60_000 }).local.absolute;
       const rate = 250 / 3600;
       let admitted = 0;
@@ -73,7 +65,7 @@ describe('local absolute', () => {
     }));
 
   test('1000 callers of one turn on a limit of 100 admit exactly 100 (decisions are synchronous: no await between check and count)', () =>
-    withClock(async (engine, clock) => {
+    withTestEngine(async (engine, clock) => {
       const absolute = engine.rateLimiter({ windowSeconds: 1, groupMs: 100 }).local.absolute;
       const results = await Promise.all(Array.from({ length: 1000 }, async () => {
         await Promise.resolve();
@@ -85,7 +77,7 @@ describe('local absolute', () => {
     }));
 
   test('a clock set back adds to the newest group and never reopens the window', () =>
-    withClock((engine, clock) => {
+    withTestEngine((engine, clock) => {
       const absolute = engine.rateLimiter({ windowSeconds: 1, groupMs: 100 }).local.absolute;
       for (let i = 0; i < 3; i++) absolute.inc('k', 3);
       clock.advance(-5000);
@@ -94,7 +86,7 @@ describe('local absolute', () => {
     }));
 
   test('a randomized run agrees with a model that keeps every event', () =>
-    withClock((engine, clock) => {
+    withTestEngine((engine, clock) => {
       const absolute = engine.rateLimiter({ windowSeconds: 2, groupMs: 250 }).local.absolute;
       const random = prng(7);
       const events: Array<{ t: number; n: number }> = [];
@@ -118,7 +110,7 @@ describe('local absolute', () => {
 
 describe('local suppressed', () => {
   test('scenario 3: hardLimitFactor 2, window 10 s, rate 1: allowed below soft, suppressed above, all declined from 20', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 2, random: prng(3) }).local.suppressed;
       for (let i = 0; i < 10; i++) assert.deepEqual(suppressed.inc('s', 1), { kind: 'allowed', allowed: true }, `call ${i + 1}`);
       let calls = 10;
@@ -136,7 +128,7 @@ describe('local suppressed', () => {
     }));
 
   test('scenario 4: the suppression factor from the average and the last second', () =>
-    withClock((engine, clock) => {
+    withTestEngine((engine, clock) => {
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 10, random: prng(4) }).local.suppressed;
       const t0 = clock.now();
       for (let i = 0; i < 10; i++) suppressed.inc('a', 1);
@@ -154,7 +146,7 @@ describe('local suppressed', () => {
     }));
 
   test('scenario 5 (FIX): with hardLimitFactor 1, past the soft limit no call is reported allowed', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 1, random: () => 0 }).local.suppressed;
       for (let i = 0; i < 10; i++) assert.equal(suppressed.inc('h', 1).kind, 'allowed');
       for (let i = 0; i < 50; i++) {
@@ -165,7 +157,7 @@ describe('local suppressed', () => {
     }));
 
   test('the hard limit is enforced at once, not one cache period late, and the increment is part of it', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 2, suppressionFactorCacheMs: 60_000, random: () => 0.999 }).local.suppressed;
       for (let i = 0; i < 19; i++) assert.equal(suppressed.inc('c', 1).allowed, true);
       // 19 + 2 would pass the hard limit (20): declined at once, though the cached factor says admit.
@@ -176,7 +168,7 @@ describe('local suppressed', () => {
     }));
 
   test('admitted with probability 1 − sf: a draw below sf declines, at or above it admits', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       let draw = 0;
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 100, random: () => draw }).local.suppressed;
       for (let i = 0; i < 10; i++) suppressed.inc('p', 1);
@@ -192,7 +184,7 @@ describe('local suppressed', () => {
 
 describe('edges', () => {
   test('suppressed: a large increment just under the soft limit is forecast, not admitted for certain', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const suppressed = engine.rateLimiter({ windowSeconds: 10, hardLimitFactor: 1000, random: () => 0.5 }).local.suppressed;
       for (let i = 0; i < 9; i++) suppressed.inc('n', 1);
       const d = suppressed.inc('n', 1, 1000);
@@ -202,7 +194,7 @@ describe('edges', () => {
     }));
 
   test('totals stay exact: nothing that would take a window past 2^53 is counted', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       const absolute = engine.rateLimiter({ windowSeconds: 1 }).local.absolute;
       const big = Number.MAX_SAFE_INTEGER - 5;
       assert.equal(absolute.inc('k', 1e300, big).allowed, true);
@@ -216,7 +208,7 @@ describe('edges', () => {
     }));
 
   test('options: null random is refused like any other null; inherited properties are not options', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       assert.throws(() => engine.rateLimiter({ random: null } as never), withCode('TW_INVALID_ARGUMENT', 'options.random'));
       const inherited = Object.create({ windowSeconds: 0 }) as object;
       assert.equal(engine.rateLimiter(inherited).windowSeconds, 10);
@@ -235,7 +227,7 @@ describe('edges', () => {
 
 describe('several windows at once', () => {
   test('10 a second and 15 an hour: all-or-nothing, and the refusal names the window that frees last', () =>
-    withClock((engine, clock) => {
+    withTestEngine((engine, clock) => {
       const limits = engine.rateLimits({ windows: { perSecond: { limit: 10, windowSeconds: 1 }, perHour: { limit: 15, windowSeconds: 3600, groupMs: 60_000 } } });
       assert.deepEqual(limits.windows, ['perSecond', 'perHour']);
       let admitted = 0;
@@ -260,7 +252,7 @@ describe('several windows at once', () => {
 
 describe('cleanup', () => {
   test('scenario 7 (local): staleAfterMs 1000 every 500 ms: a key idle 2 s is gone, and its memory is reused', () =>
-    withClock(async (engine, clock) => {
+    withTestEngine(async (engine, clock) => {
       const limiter = engine.rateLimiter({ windowSeconds: 1, staleAfterMs: 1000, cleanupIntervalMs: 500 });
       const absolute = limiter.local.absolute;
       absolute.inc('idle', 1);
@@ -289,7 +281,7 @@ describe('cleanup', () => {
 
 describe('bad input', () => {
   test('options, rate, n and keys are typed errors naming them, and a bad call creates nothing', () =>
-    withClock((engine) => {
+    withTestEngine((engine) => {
       assert.throws(() => engine.rateLimiter({ windowSeconds: 0 }), withCode('TW_INVALID_ARGUMENT', 'options.windowSeconds'));
       assert.throws(() => engine.rateLimiter({ windowSeconds: 10, groupMs: 3 }), withCode('TW_INVALID_ARGUMENT', 'options.groupMs'));
       assert.throws(() => engine.rateLimiter({ windowSeconds: 100, groupMs: 1 }), withCode('TW_INVALID_ARGUMENT', 'options.groupMs'));
