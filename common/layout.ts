@@ -42,7 +42,7 @@
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
  *  i32[2o+5] finest-unit index of the latest count (CAL_EMPTY_HEAD: none)
- *  f64[o+3] latest count · f64[o+4] reservations: second of the oldest × 2^20 + count (see below)
+ *  f64[o+3] latest count · f64[o+4] spare (0)
  *  i32[2o+10+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
  *  u32[2o+10+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
  *  the latest count holds the events of the latest finest unit, not yet added to the rings: an event in that
@@ -50,8 +50,6 @@
  *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
  *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
- *  reservations expire: once the oldest outstanding one is older than the store's reservationTtlMs,
- *  they count as none (the next reservation, commit or cancel of the id writes that down)
  *
  *  counter record (kind KIND_CNT, CNT_RECORD_WORDS words): strict and lax counters
  *  i32[2o] seqlock — held by the flusher (the shard's one write, the total, is a single aligned store)
@@ -79,8 +77,14 @@
  *  tail: the oldest group index holding a count (Infinity: none) ·
  *  G group counts (group g at g mod G) · with suppression, G declined counts
  *
- *  decision cells (router-allocated, 2 words each): f64[c] outcome, f64[c+1] retry-after ms
- *  (a counter op writes f64[c] new value — NaN when it would leave the safe-integer range — f64[c+1] old)
+ *  fixed-window decision record (kind KIND_FIXED; see common/records/fixed-window.ts): a calendar limit's
+ *  count of one id over the newest n units of one ring, written under its owner lock like KIND_SLIDE
+ *  i32[2o] owner lock · i32[2o+2] version the lock was taken at
+ *  f64[o+2] head unit index · f64[o+3] total of the n buckets · f64[o+4] holds (reservations)
+ *  f64[o+5] when the oldest outstanding hold was taken, ms · f64[o+6 .. o+6+n) buckets (unit k at k mod n)
+ *
+ *  result cells (router-allocated, 2 words each): a counter op writes f64[c] its new value (NaN when it
+ *  would leave the safe-integer range) and f64[c+1] the old one
  * ```
  *
  * The arena grows in place (`SharedArrayBuffer.prototype.grow`, the documented growth protocol): the
@@ -122,6 +126,8 @@ export const KIND_CAL = 2;
 export const KIND_CNT = 3;
 /** A sliding-window decision record: written by deciders on the calling threads, never by the shard. */
 export const KIND_SLIDE = 4;
+/** A calendar limit's decision record (fixed calendar windows): written by deciders, never by the shard. */
+export const KIND_FIXED = 5;
 
 /** Hopping-window record fields, as Float64 offsets from the record's word offset. */
 export const HOP_UNIT_MS = 1;
@@ -147,13 +153,6 @@ export const CAL_LATEST_K = 5;
 export const CAL_RINGS = 10;
 /** Calendar record fields, as Float64 offsets from o. */
 export const CALF_LATEST = 3;
-/**
- * Outstanding reservations and when the oldest was taken, in one Float64 so that one journaled write
- * changes both: `second * RESERVATION_SCALE + count` (second: of the oldest reservation, since the Unix
- * epoch; count < RESERVATION_SCALE).
- */
-export const CALF_RESERVATIONS = 4;
-export const RESERVATION_SCALE = 2 ** 20;
 /** Head of a ring that holds nothing yet. */
 export const CAL_EMPTY_HEAD = -(2 ** 31);
 /** The largest count a narrow (Uint32) bucket holds. */
@@ -199,6 +198,13 @@ export const SLW_DECLINED = 2;
 /** The oldest group index holding a count (Infinity: none), where a refusal's wait is counted from. */
 export const SLW_TAIL = 3;
 export const SLW_GROUPS = 4;
+
+/** Fixed-window decision record fields (kind KIND_FIXED), as Float64 offsets from o. */
+export const FXF_HEAD = 2;
+export const FXF_TOTAL = 3;
+export const FXF_HOLDS = 4;
+export const FXF_HOLDS_SINCE = 5;
+export const FXF_BUCKETS = 6;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

@@ -35,34 +35,8 @@ export interface CalConfig {
   readonly timeZone: string;
   /** [unit code (common/calendar.ts CalUnit), bucket count], finest unit first. */
   readonly rings: ReadonlyArray<readonly [unit: number, count: number]>;
-  /** How long a reservation counts against `atMost` limits unless committed or cancelled. */
+  /** How long a reservation counts against `atMost` limits unless committed or cancelled (main thread only). */
   readonly reservationTtlMs: number;
-}
-
-/** Constraint kinds a shard evaluates for a decision (see {@link DecideOp}). */
-export const Check = {
-  /** count over the ring's newest `n` buckets + outstanding reservations < limit */
-  AT_MOST: 1,
-  /** count over the ring's newest `n` buckets ≥ limit */
-  AT_LEAST: 2,
-  /** never seen, or the newest event is at least `limit` ms old (bucket precision) */
-  COOLDOWN: 3,
-} as const;
-
-/** What a decision does when every check passes. */
-export const Action = { NONE: 0, RECORD: 1, RESERVE: 2 } as const;
-
-/**
- * A limiter decision, taken by the shard that owns the record so that concurrent callers are serialised
- * with every record: checks are [kind, ring, n, limit] quadruples; the outcome goes to a decision cell.
- */
-export interface DecideOp {
-  readonly type: 'decide';
-  readonly offset: number;
-  readonly cell: number;
-  readonly t: number;
-  readonly action: number;
-  readonly checks: readonly number[];
 }
 
 /** Bucket values to add (`merge`) or to write over a record (`import`), aligned by absolute unit index. */
@@ -110,7 +84,7 @@ export function compare(cmp: number, value: number, x: number): boolean {
 
 /**
  * A counter op on an in-process counter (embedded mode), run by the owning shard in order with the adds
- * around it. It writes [new, old] to decision cell `cell`: new is NaN when the result would leave the
+ * around it. It writes [new, old] to result cell `cell`: new is NaN when the result would leave the
  * safe-integer range (nothing is written then), and equals old when the comparison fails.
  */
 export interface CounterOp {
@@ -123,17 +97,6 @@ export interface CounterOp {
   readonly n: number;
 }
 
-/**
- * A reservation ends: `commit` records 1 at `t`, `cancel` only releases it. Names the time the reservation
- * was granted (`reservedAt`, ms): one taken before the record's reservations expired releases nothing.
- */
-export interface EndReservationOp {
-  readonly type: 'commit' | 'cancel';
-  readonly offset: number;
-  readonly t: number;
-  readonly reservedAt: number;
-}
-
 /** The record is let go (compact): its kind is cleared so that the router can reuse its words. */
 export interface ReleaseRecordOp {
   readonly type: 'release';
@@ -141,7 +104,7 @@ export interface ReleaseRecordOp {
 }
 
 /** Ops that are not a plain add: they sit in the op columns as offset −1 − (index in `ctrl`). */
-export type CtrlOp = DecideOp | LoadOp | CounterOp | EndReservationOp | ReleaseRecordOp;
+export type CtrlOp = LoadOp | CounterOp | ReleaseRecordOp;
 
 /** A record to create, by kind (its key names it in errors and tests). */
 export type RecordSpec =

@@ -311,13 +311,6 @@ export class ShardCore implements Journal, RecordMemory {
     if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);
     const shape = this.calShape(o);
     switch (op.type) {
-      case 'decide':
-        this.calendar.decide(o, shape, op);
-        return;
-      case 'commit':
-      case 'cancel':
-        this.calendar.endReservation(o, shape, op);
-        return;
       case 'merge':
       case 'import':
         this.calendar.load(o, shape, op);

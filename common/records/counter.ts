@@ -1,7 +1,7 @@
 /**
  * The counter record kind: a shard-held counter (embedded mode's strict and lax counters, and the shard
  * side of a lax counter flushed to Redis). Its init, its add (a lax increment) and its conditional op (an
- * embedded strict inc / set / del that answers through a decision cell). See common/layout.ts for the
+ * embedded strict inc / set / del that answers through a result cell). See common/layout.ts for the
  * fields; the flusher reads and commits the Redis-side fields (workers/flusher-records.ts).
  *
  * Imported by worker threads: imports nothing main-only.
@@ -34,7 +34,7 @@ export function laxIndexOf(views: ShardViews, o: number): number {
 }
 
 /**
- * An in-process counter op. It writes [new, old] to the decision cell before the journaled write of the
+ * An in-process counter op. It writes [new, old] to the result cell before the journaled write of the
  * total, so a resumed op whose write was done finds its result already in the cell (and is not run again).
  */
 export function counterOp(views: ShardViews, journal: Journal, op: CounterOp, shard: number): void {

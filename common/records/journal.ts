@@ -26,7 +26,7 @@ export interface Journal {
   unlock(o: number): void;
   /**
    * True when the op's next write is one a thread that died had already made (it will be skipped): an
-   * algorithm whose side results (a decision cell) were computed from memory before that write must not
+   * algorithm whose side results (a result cell) were computed from memory before that write must not
    * compute them again from memory after it.
    */
   resuming(): boolean;

@@ -2,7 +2,7 @@
  * Counters held in shard memory: one counter record per key (common/layout.ts), owned by the key's shard.
  *
  * Two uses. Embedded (no Redis): the records are the counters, and this class is their backend — ops run
- * in the owning shard, in order with the adds around them, and return [new, old] through decision cells.
+ * in the owning shard, in order with the adds around them, and return [new, old] through result cells.
  * With Redis: the records are lax counters' buffers — the shard adds every local delta to the record's
  * total, and the flusher delivers total − committed to Redis and writes back the Redis value it saw.
  */

@@ -1,16 +1,25 @@
 /**
- * The multi-constraint limiter (tiny_counter parity, with decisions as values).
+ * The multi-constraint limiter (tiny_counter parity, with decisions as values), decided on the calling
+ * thread with no message to any shard.
  *
- * `store.limit()` starts an immutable builder; every constraint must pass. Constraints on the id being
- * decided (`atMost`, `atLeast`, `cooldown` without an id, or naming that id) are decided by the shard that
- * owns the id, in order with every record of it, so concurrent callers can never overshoot a limit.
- * Constraints on other ids (`within`, or an explicit other id) and schedules are checked on the calling
- * thread first; when one fails nothing is sent and nothing is recorded.
+ * `store.limit()` starts an immutable builder; every constraint must pass. `atMost` constraints decide on
+ * the store's limit gates (./gates.ts: fixed-window decision records in shared memory, kept in step with
+ * every write of the id), so a decision is a lock, a compare and an add, and the admitted event goes to
+ * the id's calendar record through the ordinary batched append: queries, export and persistence see it
+ * once. `atLeast`, `cooldown` and `within` read the calendar records (a synchronous read once the shard has
+ * applied what this thread sent), schedules read the clock. Event stores live on the engine's thread, so
+ * decisions there are serialised: concurrent callers can never overshoot a limit.
+ *
+ * The synchronous terminals (`checkSync`, `checkAndRecordSync`, `allowedSync`, `usageSync`) return the
+ * decision; the Promise terminals resolve at once from the same path, and wait (for the storage listing,
+ * an id's reload, or a shard being replaced) only where the synchronous ones throw TW_NOT_READY or
+ * TW_SHARD_STALLED.
  */
-import { OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE } from '../../common/records/calendar/read.js';
-import { argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
-import { Action, Check } from '../../common/messages.js';
+import { closedError, argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
+import { seenAge, sumRing } from '../../common/records/calendar/read.js';
+import { countFixed, decideFixed, holdFixed, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
 import { validateKey } from '../keys.js';
+import type { Gate, GateWindow } from './gates.js';
 import { Schedule, describeMs } from './schedule.js';
 import { windowOf } from './query.js';
 import type { EventReader } from './reader.js';
@@ -53,10 +62,13 @@ export class LimitExceededError extends TallyworksError {
 registerErrorClass(LimitExceededError);
 
 type Constraint =
-  | { readonly kind: 'count'; readonly check: number; readonly id: string | undefined; readonly ring: number; readonly n: number; readonly limit: number; readonly label: string }
+  | { readonly kind: 'atMost'; readonly id: string | undefined; readonly window: GateWindow; readonly limit: number; readonly label: string }
+  | { readonly kind: 'atLeast'; readonly id: string | undefined; readonly ring: number; readonly n: number; readonly limit: number; readonly label: string }
   | { readonly kind: 'cooldown'; readonly id: string | undefined; readonly ms: number; readonly label: string }
   | { readonly kind: 'within'; readonly id: string; readonly ms: number; readonly label: string }
   | { readonly kind: 'schedule'; readonly schedule: Schedule; readonly inside: boolean; readonly label: string };
+
+type AtMost = Extract<Constraint, { kind: 'atMost' }>;
 
 const ALLOWED: Decision = Object.freeze({ allowed: true, constraint: undefined, retryAfterMs: undefined });
 
@@ -74,21 +86,32 @@ function checkMs(n: unknown): number {
   return n;
 }
 
-/** Shard checks for one constraint on the decided id: [kind, ring, n, limit]. */
-function shardCheck(c: Constraint): number[] {
-  if (c.kind === 'count') return [c.check, c.ring, c.n, c.limit];
-  if (c.kind === 'cooldown') return [Check.COOLDOWN, 0, 0, c.ms];
-  throw new TypeError(`not a shard check: ${c.kind}`);
+/** What a decision does when every constraint passes. */
+const NONE = 0;
+const RECORD = 1;
+const RESERVE = 2;
+type Action = typeof NONE | typeof RECORD | typeof RESERVE;
+
+/** Errors after which an awaited terminal waits (for the storage, a reload, a shard) and tries again. */
+function waitable(err: unknown): boolean {
+  return err instanceof TallyworksError && (err.code === ErrorCode.NOT_READY || err.code === ErrorCode.SHARD_STALLED || err.code === ErrorCode.RECORD_BUSY);
 }
+
+/** How many times an awaited terminal waits and tries again before it gives the error to the caller. */
+const AWAITED_TRIES = 8;
 
 export class LimitBuilder {
   private readonly store: EventReader;
   private readonly constraints: readonly Constraint[];
+  /** The one constraint, when it is an `atMost` on the decided id: the fast path. */
+  private readonly single: AtMost | undefined;
 
   /** @internal use `store.limit()` */
   constructor(store: EventReader, constraints: readonly Constraint[]) {
     this.store = store;
     this.constraints = constraints;
+    const only = constraints.length === 1 ? constraints[0]! : undefined;
+    this.single = only?.kind === 'atMost' && only.id === undefined ? only : undefined;
   }
 
   private with(c: Constraint): LimitBuilder {
@@ -101,7 +124,9 @@ export class LimitBuilder {
     const n = checkLimit('limit', limit);
     const w = windowOf(this.store, window);
     const label = `${kind}(${id === undefined ? '' : `${id as string}, `}${n}, ${w.label})`;
-    return this.with({ kind: 'count', check: kind === 'atMost' ? Check.AT_MOST : Check.AT_LEAST, id: id as string | undefined, ring: w.range.ring, n: w.range.n, limit: n, label });
+    const target = id as string | undefined;
+    if (kind === 'atMost') return this.with({ kind, id: target, window: this.store.gates.windowOf(w.range.ring, w.range.n), limit: n, label });
+    return this.with({ kind, id: target, ring: w.range.ring, n: w.range.n, limit: n, label });
   }
 
   /** Passes while the count in `window` plus outstanding reservations is below `limit`. */
@@ -147,16 +172,72 @@ export class LimitBuilder {
     return this.with({ kind: 'schedule', schedule, inside: false, label: `outsideOf(${schedule.label})` });
   }
 
-  // ── terminals ────────────────────────────────────────────────────────────────────────────────────
+  // ── synchronous terminals ────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Every constraint's verdict for `id` now; never records. Throws TW_NOT_READY while the store lists
+   * its storage or reloads an id it reads (the awaited `check` waits instead), TW_CLOSED once closed.
+   */
+  checkSync(id: string): Decision {
+    return this.decide(id, NONE, undefined);
+  }
+
+  /** Records 1 for `id` only if every constraint passes, atomically; throws like {@link checkSync}. */
+  checkAndRecordSync(id: string): Decision {
+    const single = this.single;
+    if (single !== undefined) {
+      // The common case, a known id with its gate: one locked decision and one append, nothing allocated.
+      const store = this.store;
+      const c = store.counters.get(id);
+      const g = c?.gates?.[single.window.index];
+      if (g !== undefined && !store.isClosed) {
+        const t = store.decisionNow();
+        const shape = store.shape;
+        shape.seek(t);
+        const w = single.window;
+        const { i32, f64 } = g.segment;
+        if (!decideFixed(i32, f64, g.offset, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit, store.gates.decider)) {
+          return refused(single.label, retryFixed(f64, g.offset, w.shape, t, shape.reservationTtlMs, single.limit, w.startOf));
+        }
+        store.addEvents(c!, 1, t, t, w.index);
+        if (!c!.dirty) store.markDirty(c!);
+        return ALLOWED;
+      }
+    }
+    return this.decide(id, RECORD, undefined);
+  }
+
+  /** `checkSync(id).allowed`. */
+  allowedSync(id: string): boolean {
+    return this.checkSync(id).allowed;
+  }
+
+  /** Count, limit and what remains of the first `atMost` constraint on `id`; throws like {@link checkSync}. */
+  usageSync(id: string): Usage {
+    const c = this.constraints.find((x): x is AtMost => x.kind === 'atMost' && (x.id === undefined || x.id === id));
+    if (c === undefined) throw argumentTypeError('limit', 'a limiter with an atMost constraint on this id for usage()', undefined);
+    const store = this.store;
+    if (store.isClosed) throw closedError('event store');
+    if (!store.counters.has(id)) validateKey(id, 'id');
+    const g = store.gateFor(id, c.window);
+    if (g === undefined) return { count: 0, reserved: 0, limit: c.limit, remaining: c.limit };
+    const t = store.decisionNow();
+    store.shape.seek(t);
+    const count = countFixed(g.segment.i32, g.segment.f64, g.offset, c.window.shape, store.shape.ks[c.window.ring]!, store.gates.decider);
+    const reserved = store.holdsOf(g, t);
+    return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved) };
+  }
+
+  // ── awaited terminals (resolved at once from the same path) ─────────────────────────────────────
 
   /** Every constraint's verdict for `id` now; never records. */
   check(id: string): Promise<Decision> {
-    return this.store.admit(() => this.decide(id, Action.NONE));
+    return this.awaited(id, () => this.checkSync(id));
   }
 
   /** Records 1 for `id` only if every constraint passes; atomic against concurrent callers. */
   checkAndRecord(id: string): Promise<Decision> {
-    return this.store.admit(() => this.decide(id, Action.RECORD));
+    return this.awaited(id, () => this.checkAndRecordSync(id));
   }
 
   /** Like checkAndRecord, but a refusal throws {@link LimitExceededError} (code TW_LIMITED). */
@@ -171,85 +252,142 @@ export class LimitBuilder {
     return (await this.check(id)).allowed;
   }
 
-  /** Holds one unit of every `atMost` on `id` until `commit()` (records 1) or `cancel()`. */
-  async reserve(id: string): Promise<Reservation> {
-    const granted = { t: 0 };
-    const d = await this.store.admit(() => this.decide(id, Action.RESERVE, granted));
-    let ended = !d.allowed;
-    const end = async (type: 'commit' | 'cancel'): Promise<void> => {
-      if (ended) {
-        throw new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`);
-      }
-      ended = true;
-      await this.store.admit(() => this.store.endReservation(id, type, granted.t));
-    };
-    return { ...d, commit: () => end('commit'), cancel: () => end('cancel') };
+  /**
+   * Holds one unit of every `atMost` on `id` until `commit()` (records 1) or `cancel()`; a hold not ended
+   * within the store's `reservationTtlMs` expires (it stops counting).
+   */
+  reserve(id: string): Promise<Reservation> {
+    return this.awaited(id, () => this.reserveSync(id));
   }
 
   /** Count, limit and what remains of the first `atMost` constraint on `id`. */
-  async usage(id: string): Promise<Usage> {
-    validateKey(id, 'id');
-    const c = this.constraints.find((x) => x.kind === 'count' && x.check === Check.AT_MOST && (x.id === undefined || x.id === id));
-    if (c === undefined || c.kind !== 'count') throw argumentTypeError('limit', 'a limiter with an atMost constraint on this id for usage()', undefined);
-    const u = await this.store.admit(() => this.store.usageOf(id, c.ring, c.n));
-    const count = u?.count ?? 0;
-    const reserved = u?.reserved ?? 0;
-    return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved) };
+  usage(id: string): Promise<Usage> {
+    return this.awaited(id, () => this.usageSync(id));
   }
 
-  /** Decides for `id`; `granted.t` receives the time the shard decided at (a reservation's start). */
-  private async decide(id: string, action: number, granted?: { t: number }): Promise<Decision> {
-    validateKey(id, 'id');
-    const store = this.store;
-    const own: Constraint[] = [];
-    for (const c of this.constraints) {
-      if ((c.kind === 'count' || c.kind === 'cooldown') && (c.id === undefined || c.id === id)) {
-        own.push(c);
-        continue;
+  private reserveSync(id: string): Reservation {
+    const held: Gate[] = [];
+    const d = this.decide(id, RESERVE, held);
+    const heldAt = this.store.decisionNow();
+    let ended = !d.allowed;
+    const end = (commit: boolean): Promise<void> => {
+      const store = this.store;
+      if (ended) {
+        return Promise.reject(new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`));
       }
-      const d = await this.evaluateElsewhere(c);
-      if (!d.allowed) return d;
-    }
-    const checks = own.flatMap(shardCheck);
-    const counter = await store.loadedCounter(id);
-    if (counter === undefined || action === Action.NONE) {
-      // Read-only, or an id never recorded: decided here (an unknown id has no events and no reservations).
-      const failed = counter === undefined ? emptyFailure(own) : await store.evaluateOwn(counter, checks);
-      if (failed.index !== -1) return refused(own[failed.index]!.label, failed.retryAfterMs);
-      if (action === Action.NONE) return ALLOWED;
-    }
-    const [outcome, retry, t] = await store.decideInShard(id, checks, action);
-    if (granted !== undefined) granted.t = t;
-    if (outcome === OUTCOME_ALLOWED) return ALLOWED;
-    return refused(own[outcome - OUTCOME_REFUSED_BASE]!.label, retry);
+      if (store.isClosed) return Promise.reject(closedError('event store'));
+      ended = true;
+      const t = store.decisionNow();
+      const c = store.counters.get(id);
+      for (const g of held) {
+        // A gate retired since (a merge or import of the id) took its holds with it.
+        if (c?.gates?.[g.window.index] === g) releaseFixed(g.segment.i32, g.segment.f64, g.offset, g.window.shape, t, store.shape.reservationTtlMs, heldAt, store.gates.decider);
+      }
+      if (commit) {
+        const counter = store.counterWith(id, []);
+        store.addEvents(counter, 1, t);
+        store.markDirty(counter);
+      }
+      return Promise.resolve();
+    };
+    return { ...d, commit: () => end(true), cancel: () => end(false) };
   }
 
-  /** Constraints decided on the calling thread: schedules, and counts of other ids. */
-  private async evaluateElsewhere(c: Constraint): Promise<Decision> {
+  /**
+   * Runs a synchronous terminal for a Promise one: its value at once, or, when it could not answer yet
+   * (storage listing, a reload, a shard being replaced), after waiting for what it needs.
+   */
+  private awaited<T>(id: string, run: () => T): Promise<T> {
+    try {
+      return Promise.resolve(run());
+    } catch (err) {
+      if (!waitable(err)) return Promise.reject(err);
+    }
+    const ids = [id, ...this.constraints.flatMap((c) => ('id' in c && c.id !== undefined ? [c.id] : []))];
+    return this.store.admit(async () => {
+      for (let attempt = 1; ; attempt++) {
+        await this.store.settle(ids);
+        try {
+          return run();
+        } catch (err) {
+          if (!waitable(err) || attempt === AWAITED_TRIES) throw err;
+        }
+      }
+    });
+  }
+
+  /**
+   * Decides for `id` at the decision time: every constraint in order, the first refusal returned; when all
+   * pass, records 1 (RECORD) or takes a hold on every `atMost` gate of the id, listed in `held` (RESERVE).
+   * Nothing is written before every constraint passed (a gate made to decide is only a seeded copy).
+   */
+  private decide(id: string, action: Action, held: Gate[] | undefined): Decision {
     const store = this.store;
-    const now = store.clock.now();
+    if (store.isClosed) throw closedError('event store');
+    if (!store.counters.has(id)) validateKey(id, 'id');
+    const t = store.decisionNow();
+    for (const c of this.constraints) {
+      const d = this.evaluate(c, id, t);
+      if (d !== ALLOWED) return d;
+    }
+    if (action === NONE) return ALLOWED;
+    const windows = this.constraints.flatMap((c) => (c.kind === 'atMost' && (c.id === undefined || c.id === id) ? [c.window] : []));
+    const counter = store.counterWith(id, windows);
+    if (action === RECORD) {
+      store.addEvents(counter, 1, t);
+      store.markDirty(counter);
+      return ALLOWED;
+    }
+    const ttl = store.shape.reservationTtlMs;
+    for (const w of windows) {
+      const g = counter.gates?.[w.index];
+      if (g === undefined || held!.includes(g)) continue; // a counter reloading from storage has none yet
+      holdFixed(g.segment.i32, g.segment.f64, g.offset, w.shape, t, ttl, store.gates.decider);
+      held!.push(g);
+    }
+    return ALLOWED;
+  }
+
+  /** One constraint's verdict for `id` at `t` (a known id's gates are made and seeded on the way). */
+  private evaluate(c: Constraint, id: string, t: number): Decision {
+    const store = this.store;
+    const shape = store.shape;
     switch (c.kind) {
       case 'schedule':
-        if (c.schedule.contains(now, store.shape.calendar) === c.inside) return ALLOWED;
-        return refused(c.label, c.schedule.msUntil(now, c.inside, store.shape.calendar));
+        if (c.schedule.contains(t, shape.calendar) === c.inside) return ALLOWED;
+        return refused(c.label, c.schedule.msUntil(t, c.inside, shape.calendar));
+      case 'atMost': {
+        const g = store.gateFor(c.id ?? id, c.window);
+        if (g === undefined) return c.limit > 0 ? ALLOWED : refused(c.label, undefined);
+        shape.seek(t);
+        const w = c.window;
+        const { i32, f64 } = g.segment;
+        if (loadFixed(i32, f64, g.offset, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, store.gates.decider) < c.limit) return ALLOWED;
+        return refused(c.label, retryFixed(f64, g.offset, w.shape, t, shape.reservationTtlMs, c.limit, w.startOf));
+      }
+      case 'atLeast': {
+        const counter = store.counterNow(c.id ?? id);
+        const count = counter === undefined ? 0 : store.readNow(counter, (v, now) => {
+          shape.seek(now);
+          return sumRing(v, counter.offset, shape, c.ring, shape.ks[c.ring]!, c.n);
+        });
+        return count >= c.limit ? ALLOWED : refused(c.label, undefined);
+      }
+      case 'cooldown':
       case 'within': {
-        const age = await store.seenAgeOf(c.id, false);
-        return age !== undefined && age <= c.ms ? ALLOWED : refused(c.label, undefined);
+        const counter = store.counterNow(c.id ?? id);
+        const age = counter === undefined ? undefined : store.readNow(counter, (v, now) => {
+          shape.seek(now);
+          return seenAge(v, counter.offset, shape, now, false);
+        });
+        if (c.kind === 'within') return age !== undefined && age <= c.ms ? ALLOWED : refused(c.label, undefined);
+        return age === undefined || age >= c.ms ? ALLOWED : refused(c.label, c.ms - age);
       }
-      default: {
-        const counter = await store.loadedCounter(c.id!);
-        const failed = counter === undefined ? emptyFailure([c]) : await store.evaluateOwn(counter, shardCheck(c));
-        return failed.index === -1 ? ALLOWED : refused(c.label, failed.retryAfterMs);
-      }
+      default:
+        throw new TypeError(`unknown constraint ${(c satisfies never as Constraint).kind}`);
     }
   }
 }
 
 /** A limiter window: a unit, or [count, unit]. */
 export type WindowArg = 'second' | 'minute' | 'hour' | 'day' | 'week' | 'month' | 'year' | readonly [number, 'second' | 'minute' | 'hour' | 'day' | 'week' | 'month' | 'year'];
-
-/** The first constraint an id with no events and no reservations fails, if any. */
-function emptyFailure(constraints: readonly Constraint[]): { index: number; retryAfterMs: number | undefined } {
-  const index = constraints.findIndex((c) => c.kind === 'count' && (c.check === Check.AT_MOST ? c.limit <= 0 : c.limit > 0));
-  return { index, retryAfterMs: undefined };
-}

@@ -32,6 +32,8 @@ export interface PersistenceHost {
   eachRings(ids: readonly string[], take: (id: string, rings: number[][], nowMs: number) => void): Promise<number>;
   /** The op that merges a one-id export into `c`'s record (throws when this store cannot take it). */
   mergeOp(c: EventCounter, exp: EventsExport): LoadOp;
+  /** Retires the counter's limit gates before it goes; false (keep the counter) while one holds a live reservation. */
+  letGo(c: EventCounter): boolean;
 }
 
 export class EventPersistence {
@@ -176,6 +178,7 @@ export class EventPersistence {
     const releases: Array<Promise<void>> = [];
     for (const c of [...this.host.counters.values()]) {
       if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
+      if (!this.host.letGo(c)) continue; // a reservation is held on it
       this.host.counters.delete(c.id);
       this.stored.add(c.id);
       releases.push(c.lane.releaseRecord(c.offset, this.host.recordWords));

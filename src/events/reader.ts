@@ -5,6 +5,8 @@
 import type { CalShape } from '../../common/records/calendar/shape.js';
 import type { Clock } from '../clock/clock.js';
 import type { Lane } from '../router/lane.js';
+import type { ShardViews } from '../../common/layout.js';
+import type { CounterGates, Gate, Gates, GateWindow } from './gates.js';
 import type { IntervalCounts } from './intervals.js';
 
 /** What {@link EventReader.sumNow} returns when the caller must take the asynchronous path. */
@@ -20,6 +22,8 @@ export interface EventCounter {
   dirty: boolean;
   /** Set while the id's persisted counts are being merged back in after compact(). */
   loading: Promise<void> | undefined;
+  /** The id's limit gates, by window index (./gates.ts); undefined until a limit decides on the id. */
+  gates: CounterGates | undefined;
 }
 
 export interface EventReader {
@@ -33,16 +37,30 @@ export interface EventReader {
   sumNow(id: string, r: number, n: number): number | undefined | typeof NOT_NOW;
   /** Ring `r`'s newest `n` buckets, newest first (undefined: unknown id). */
   bucketsOf(id: string, r: number, n: number): Promise<number[] | undefined>;
-  /** The count over ring `r`'s newest `n` buckets and the reservations outstanding. */
-  usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined>;
   /** Age of the newest (or oldest) event, bucket precision (undefined: never seen). */
   seenAgeOf(id: string, oldest: boolean): Promise<number | undefined>;
   /** The id's counter once the storage is listed and the id's stored counts are loaded (undefined: unknown id). */
   loadedCounter(id: string): Promise<EventCounter | undefined>;
-  /** Evaluates checks against the counter from this thread: the first failing one, or index −1. */
-  evaluateOwn(c: EventCounter, checks: readonly number[]): Promise<{ index: number; retryAfterMs: number | undefined }>;
-  /** A decision taken by the id's shard, atomic with its other ops: [outcome, retry-after ms, time]. */
-  decideInShard(id: string, checks: readonly number[], action: number): Promise<[outcome: number, retryAfterMs: number, t: number]>;
-  /** Ends a reservation granted at `reservedAt`: commit records the event, cancel only releases it. */
-  endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void>;
+  /** Counters in memory, by id. */
+  readonly counters: ReadonlyMap<string, EventCounter>;
+  readonly gates: Gates;
+  readonly isClosed: boolean;
+  /** The clock's time for decisions. */
+  decisionNow(): number;
+  /** The gate of window `w` for `id` (made and seeded when new; undefined for an unknown id). */
+  gateFor(id: string, w: GateWindow): Gate | undefined;
+  /** The counter of a valid id for a decision that writes, created if new (with empty gates for `windows`). */
+  counterWith(id: string, windows: readonly GateWindow[]): EventCounter;
+  /** Outstanding holds of a gate at `t`. */
+  holdsOf(g: Gate, t: number): number;
+  /** The counter of `id` for a synchronous read (undefined: unknown; TW_NOT_READY while it loads). */
+  counterNow(id: string): EventCounter | undefined;
+  /** A synchronous read of the counter's record once its shard applied what this thread sent. */
+  readNow<T>(c: EventCounter, read: (views: ShardViews, now: number) => T): T;
+  /** Appends `n` events at `t` to the counter and adds them to its gates (but the one of window index `skip`). */
+  addEvents(c: EventCounter, n: number, t: number, now?: number, skip?: number): void;
+  /** Waits until the ids' counters are loaded and their shards applied what this thread sent. */
+  settle(ids: readonly string[]): Promise<void>;
+  /** Marks the counter recorded since the last persist. */
+  markDirty(c: EventCounter): void;
 }

@@ -11,7 +11,9 @@
  * export / import / merge, which read and write many counters at once.
  */
 import { randomUUID } from 'node:crypto';
-import { calReserved, evaluateChecks, OUTCOME_ALLOWED, readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
+import { readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
+import type { Decider } from '../../common/records/owner-lock.js';
+import { holdsAt } from '../../common/records/fixed-window.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, CalUnit, type CalUnitCode, type CalUnitName, inCalendarRange } from '../../common/calendar.js';
 import {
@@ -23,7 +25,7 @@ import {
   TallyworksError,
 } from '../../common/errors.js';
 import { KIND_CAL, type ShardViews } from '../../common/layout.js';
-import { Action, type CalConfig, type LoadOp } from '../../common/messages.js';
+import type { CalConfig, LoadOp } from '../../common/messages.js';
 import type { Clock } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
 import { type Lane, MISSED } from '../router/lane.js';
@@ -32,6 +34,7 @@ import { countsOf, type IntervalCounts } from './intervals.js';
 import { EventPersistence } from './persistence.js';
 import { type EventCounter, type EventReader, NOT_NOW } from './reader.js';
 import { LimitBuilder } from './limiter.js';
+import { type Gate, Gates, type GateWindow } from './gates.js';
 import { DeltaQuery, EventQuery, rangeOf, RatioQuery } from './query.js';
 import { type EventsExport, EXPORT_FORMAT, EXPORT_VERSION, loadOp, mapRings, validateExport } from './snapshot.js';
 import { type EventStoreOptions, resolveEventStoreOptions } from './store-options.js';
@@ -64,14 +67,21 @@ export class EventStore implements EventReader {
   /** Operations admitted before close() began; close() waits for them before its final persist. */
   private readonly inflight = new Set<Promise<unknown>>();
 
+  /** @internal The limit gates (./gates.ts). */
+  readonly gates: Gates;
+  /** @internal The clock's time for decisions (SystemClock.nowRelaxed where it can). */
+  readonly decisionNow: () => number;
+
   /** @internal use `engine.events` or `engine.eventStore()` */
-  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock) {
+  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock, decider: Decider, decisionNow: () => number) {
     const o = resolveEventStoreOptions(options, defaultZone);
     this.rings = o.rings;
     this.timeZone = o.timeZone;
     this.intervals = Object.freeze(countsOf(this.rings));
     this.config = { id: configId, timeZone: this.timeZone, rings: this.rings, reservationTtlMs: o.reservationTtlMs };
     this.shape = new CalShape(this.config);
+    this.gates = new Gates(this.shape, decider);
+    this.decisionNow = decisionNow;
     this.router = router;
     this.clock = clock;
     this.sourceId = o.sourceId;
@@ -104,7 +114,8 @@ export class EventStore implements EventReader {
     if (this.closed) throw closedError('event store');
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.batches.append(c.offset, n);
+    if (c.gates === undefined) c.lane.batches.append(c.offset, n);
+    else this.addEvents(c, n, this.decisionNow());
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -118,7 +129,7 @@ export class EventStore implements EventReader {
     if (t > now) throw codedRangeError(ErrorCode.FUTURE_EVENT, 'when', `not later than now (${new Date(now).toISOString()})`, new Date(t).toISOString());
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    c.lane.batches.appendAt(c.offset, n, t);
+    this.addEvents(c, n, t, now);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -147,7 +158,7 @@ export class EventStore implements EventReader {
       this.registered.add(lane);
     }
     const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
-    c = { id, lane, offset, dirty: false, loading: undefined };
+    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -201,8 +212,130 @@ export class EventStore implements EventReader {
   /** Records `n` for `id` on behalf of an admitted operation (which close() waits for). */
   private write(id: string, n: number): void {
     const c = this.counter(id, true)!;
-    c.lane.batches.append(c.offset, n);
+    this.addEvents(c, n, this.decisionNow());
     if (!c.dirty) this.persistence.markDirty(c);
+  }
+
+  /**
+   * @internal Appends `n` events at `t` (now: `now`) to the counter's record and adds them to its gates
+   * (but the one of window index `skip`), both stamped with the same time, so the limit and the calendar
+   * agree on the unit.
+   */
+  addEvents(c: EventCounter, n: number, t: number, now = t, skip = -1): void {
+    c.lane.batches.appendAt(c.offset, n, t);
+    if (c.gates !== undefined) {
+      this.shape.seek(now);
+      this.gates.add(c.gates, t, now, n, skip);
+    }
+  }
+
+  /** @internal Waits until the ids' counters are loaded and their shards applied what this thread sent. */
+  async settle(ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const c = await this.loadedCounter(id);
+      if (c !== undefined) await c.lane.drain();
+    }
+  }
+
+  /** @internal Marks the counter recorded since the last persist. */
+  markDirty(c: EventCounter): void {
+    if (!c.dirty) this.persistence.markDirty(c);
+  }
+
+  /** @internal Retires the counter's gates before compaction lets it go; false while one holds a live reservation. */
+  letGo(c: EventCounter): boolean {
+    if (c.gates === undefined) return true;
+    const t = this.decisionNow();
+    for (const g of c.gates) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
+    this.gates.retire(c.gates);
+    c.gates = undefined;
+    return true;
+  }
+
+  /** @internal Whether close() began. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * @internal The gate of window `w` for `id`, made (and seeded from the id's calendar record) when the id
+   * has none; undefined for an id never recorded. Throws TW_NOT_READY while the store lists its storage or
+   * reloads the id (the first call starts the reload), and what {@link readNow} throws when the seed must
+   * wait for the shard.
+   */
+  gateFor(id: string, w: GateWindow): Gate | undefined {
+    const known = this.counters.get(id)?.gates?.[w.index];
+    if (known !== undefined) return known;
+    const c = this.counterNow(id);
+    if (c === undefined) return undefined;
+    const t = this.decisionNow();
+    this.shape.seek(t);
+    const k = this.shape.ks[w.ring]!;
+    const seed = new Array<number>(w.n);
+    this.readNow(c, (v, now) => {
+      this.shape.seek(now);
+      readRing(v, c.offset, this.shape, w.ring, Math.max(k, this.shape.ks[w.ring]!), w.n, seed);
+    });
+    c.gates ??= [];
+    return this.gates.make(c.gates, c.lane, w, k, seed);
+  }
+
+  /**
+   * @internal The counter of a valid `id` for a decision that writes, created if new; a new one gets empty
+   * gates for `windows` (a known id has them from the decision's reads).
+   */
+  counterWith(id: string, windows: readonly GateWindow[]): EventCounter {
+    const known = this.counters.get(id);
+    if (known !== undefined) return known;
+    const c = this.counter(id, true)!;
+    if (c.loading === undefined && windows.length > 0) {
+      this.shape.seek(this.decisionNow());
+      c.gates = [];
+      for (const w of windows) if (c.gates[w.index] === undefined) this.gates.make(c.gates, c.lane, w, this.shape.ks[w.ring]!, undefined);
+    }
+    return c;
+  }
+
+  /** @internal Outstanding holds of a gate now. */
+  holdsOf(g: Gate, t: number): number {
+    return holdsAt(g.segment.f64, g.offset, t, this.shape.reservationTtlMs);
+  }
+
+  /**
+   * @internal Reads the counter's record synchronously once its shard has applied every op this thread
+   * sent (sending them and spinning for at most `stallTimeoutMs` when it has not: TW_SHARD_STALLED while
+   * the shard thread is being replaced, which needs the event loop). TW_RECORD_BUSY when the shard kept
+   * the record locked through three tries.
+   */
+  readNow<T>(c: EventCounter, read: (views: ShardViews, now: number) => T): T {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (!c.lane.isIdle()) c.lane.batches.settleSync();
+      const now = this.clock.now();
+      const value = c.lane.readConsistent(c.offset, (v) => read(v, now));
+      if (value !== MISSED) return value;
+    }
+    throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(c.id)} stayed locked by its shard; use the awaited call`);
+  }
+
+  /**
+   * @internal The counter of `id` for a synchronous read: undefined for an id never recorded; TW_NOT_READY
+   * while the store lists its storage or reloads the id (the first such call starts the reload).
+   */
+  counterNow(id: string): EventCounter | undefined {
+    const c = this.counters.get(id);
+    if (c !== undefined && c.loading === undefined) return c;
+    this.requireListed(id);
+    if (c === undefined && !this.persistence.stored.has(id)) return undefined;
+    this.counter(id, false);
+    throw this.notReady(id);
+  }
+
+  private requireListed(id: string): void {
+    if (!this.persistence.listed) throw this.notReady(id);
+  }
+
+  private notReady(id: string): TallyworksError {
+    return new TallyworksError(ErrorCode.NOT_READY, `the store is still ${this.persistence.listed ? `reloading ${JSON.stringify(id)} (started)` : 'listing its storage'}; await the awaited call once, or ready()`);
   }
 
   /**
@@ -237,19 +370,6 @@ export class EventStore implements EventReader {
       this.shape.seek(now);
       readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, n, out);
       return out;
-    });
-  }
-
-  /**
-   * @internal Events in the newest `n` buckets of ring `r` of `id`, and its outstanding reservations, read
-   * together; undefined for an id never recorded or reserved.
-   */
-  async usageOf(id: string, r: number, n: number): Promise<{ count: number; reserved: number } | undefined> {
-    const c = await this.loadedCounter(id);
-    if (c === undefined) return undefined;
-    return c.lane.readSettled(c.offset, this.clock, (v, now) => {
-      this.shape.seek(now);
-      return { count: sumRing(v, c.offset, this.shape, r, this.shape.ks[r]!, n), reserved: calReserved(v, c.offset, this.shape, now) };
     });
   }
 
@@ -319,17 +439,12 @@ export class EventStore implements EventReader {
     const { ring, n: count } = rangeOf(this, unit, n);
     if (!this.counters.has(id)) validateKey(id, 'id');
     if (ring === -1) return undefined;
-    for (let attempt = 0; ; attempt++) {
-      const value = this.sumNow(id, ring, count);
-      if (value !== NOT_NOW) return value;
-      // A stored id not in memory yet: start its reload now, so that a later call finds it.
-      const c = this.persistence.listed ? this.counter(id, false) : undefined;
-      if (!this.persistence.listed || c === undefined || c.loading !== undefined) {
-        throw new TallyworksError(ErrorCode.NOT_READY, `the store is still ${this.persistence.listed ? `reloading ${JSON.stringify(id)} (started)` : 'listing its storage'}; await the awaited query once, or ready()`);
-      }
-      if (attempt === 2) throw new TallyworksError(ErrorCode.RECORD_BUSY, `the record of ${JSON.stringify(id)} stayed locked by its shard; use the awaited query`);
-      c.lane.batches.settleSync();
-    }
+    const c = this.counterNow(id);
+    if (c === undefined) return undefined;
+    return this.readNow(c, (v, now) => {
+      this.shape.seek(now);
+      return sumRing(v, c.offset, this.shape, ring, this.shape.ks[ring]!, count);
+    });
   }
 
   /** @internal The id's counter once its storage reload is done; undefined when unknown. */
@@ -338,43 +453,6 @@ export class EventStore implements EventReader {
     const c = this.counter(id, false);
     if (c?.loading !== undefined) await c.loading;
     return c;
-  }
-
-  /** @internal Evaluates shard checks on this thread (read-only): the failing index, or -1. */
-  async evaluateOwn(c: EventCounter, checks: readonly number[]): Promise<{ index: number; retryAfterMs: number | undefined }> {
-    const retry = new Float64Array(1);
-    const index = await c.lane.readSettled(c.offset, this.clock, (v, now) => {
-      this.shape.seek(now);
-      return evaluateChecks(v, c.offset, this.shape, now, checks, retry);
-    });
-    return { index, retryAfterMs: retry[0] };
-  }
-
-  /**
-   * @internal Sends a decision to the shard owning `id` (creating the id) and waits for its outcome:
-   * [outcome, retry-after ms]. The shard decides in order with every record of the id.
-   */
-  async decideInShard(id: string, checks: readonly number[], action: number): Promise<[outcome: number, retryAfterMs: number, t: number]> {
-    const c = this.counter(id, true)!;
-    if (c.loading !== undefined) await c.loading;
-    const lane = c.lane;
-    const cell = lane.allocCell();
-    lane.resetCell(cell);
-    const t = this.clock.now();
-    lane.batches.appendCtrl({ type: 'decide', offset: c.offset, cell, t, action, checks });
-    await lane.drain();
-    const result = lane.readCell(cell);
-    lane.freeCell(cell);
-    if (result[0] === OUTCOME_ALLOWED && action === Action.RECORD && !c.dirty) this.persistence.markDirty(c);
-    return [result[0], result[1], t];
-  }
-
-  /** @internal Ends a granted reservation: `commit` records 1, `cancel` only releases it. */
-  async endReservation(id: string, type: 'commit' | 'cancel', reservedAt: number): Promise<void> {
-    const c = this.counter(id, true)!;
-    c.lane.batches.appendCtrl({ type, offset: c.offset, t: this.clock.now(), reservedAt });
-    if (type === 'commit' && !c.dirty) this.persistence.markDirty(c);
-    await c.lane.drain();
   }
 
   // ── export, import, merge ────────────────────────────────────────────────────────────────────────
@@ -476,6 +554,9 @@ export class EventStore implements EventReader {
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const c = await this.loadedCounter(id) ?? this.counter(id, true)!;
+      // The limit gates of the id no longer hold its events: the next decision seeds new ones.
+      if (c.gates !== undefined) this.gates.retire(c.gates);
+      c.gates = undefined;
       c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);

@@ -1,6 +1,6 @@
 /**
  * A lane: the router's side of one shard, in three parts — its memory (./shard-memory.ts: arena,
- * allocator, free lists, decision cells, lax indexes, consistent reads), its batch pipeline
+ * allocator, free lists, result cells, lax indexes, consistent reads), its batch pipeline
  * (./batch-pipeline.ts: the open batch, backpressure, waiters, drains, the end-of-turn send) and the
  * supervision of its thread (./shard-supervisor.ts: attach, restart, replay). This class wires them
  * together and is what the record kinds' front ends (windows, events, counters) talk to.

@@ -1,7 +1,7 @@
 /**
  * A shard's memory as the router holds it: the header, the arena and the dirty bitmap (allocated here, on
  * the calling thread, so they outlive a shard thread that dies), the arena's allocator with its free lists
- * (released records, decision cells), the lax indexes, and consistent reads of records (seqlock).
+ * (released records, result cells), the lax indexes, and consistent reads of records (seqlock).
  * See common/layout.ts for what lives where.
  */
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
@@ -18,15 +18,16 @@ import {
   type ShardViews,
   WORD_BYTES,
 } from '../../common/layout.js';
-import { OUTCOME_UNDECIDED } from '../../common/records/calendar/read.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 
 /** Initial arena size; it grows by doubling up to `maxShardMemoryBytes`. */
 const INITIAL_ARENA_BYTES = 1 << 20;
 /** Seqlock read attempts before a reader concludes the writer died mid-write and yields. */
 const READ_SPINS = 1 << 16;
-/** Decision cells allocated at a time. */
+/** Result cells allocated at a time. */
 const CELL_BLOCK = 1024;
+/** What a result cell holds until the shard writes it. */
+const CELL_UNWRITTEN = -1;
 
 /** What {@link ShardMemory.readConsistent} returns when a writer held the record for the whole spin. */
 export const MISSED: unique symbol = Symbol('missed');
@@ -100,10 +101,10 @@ export class ShardMemory {
     return index;
   }
 
-  /** A decision cell (Float64 index) for one decision; give it back with freeCell once read. */
+  /** A result cell (Float64 index) for one counter op; give it back with freeCell once read. */
   allocCell(): number {
     if (this.freeCells.length === 0) {
-      const base = this.allocate(CELL_BLOCK * CELL_WORDS, 'block of decision cells');
+      const base = this.allocate(CELL_BLOCK * CELL_WORDS, 'block of result cells');
       for (let c = CELL_BLOCK - 1; c >= 0; c--) this.freeCells.push(base + c * CELL_WORDS);
     }
     return this.freeCells.pop()!;
@@ -113,16 +114,16 @@ export class ShardMemory {
     this.freeCells.push(cell);
   }
 
-  /** Reads a decision cell the shard has written: [outcome, retry-after ms]. */
+  /** Reads a result cell the shard has written: [new value, old value]. */
   readCell(cell: number): [number, number] {
     this.refreshViews();
     return [this.views.f64[cell]!, this.views.f64[cell + 1]!];
   }
 
-  /** Marks a decision cell undecided before its decision is sent. */
+  /** Marks a result cell unwritten before its op is sent. */
   resetCell(cell: number): void {
     this.refreshViews();
-    this.views.f64[cell] = OUTCOME_UNDECIDED;
+    this.views.f64[cell] = CELL_UNWRITTEN;
   }
 
   /**

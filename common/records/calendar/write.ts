@@ -1,6 +1,5 @@
 /**
- * Writing a calendar record: init, record an event, the limiter's atomic decide / commit / cancel, and
- * merge / import of exported buckets. Every change goes through a {@link Journal}: on a shard thread that
+ * Writing a calendar record: init, record an event, and merge / import of exported buckets. Every change goes through a {@link Journal}: on a shard thread that
  * makes each write undoable and skippable (workers/shard-core.ts), in property tests it writes straight
  * through. See ./read.ts for what readers see and common/layout.ts for the fields.
  *
@@ -19,14 +18,12 @@ import {
   CAL_RINGS,
   CAL_WIDE,
   CALF_LATEST,
-  CALF_RESERVATIONS,
   calBucketBase,
   NARROW_MAX,
   type ShardViews,
 } from '../../layout.js';
-import { Action, type DecideOp, type EndReservationOp, type LoadOp } from '../../messages.js';
+import type { LoadOp } from '../../messages.js';
 import type { Journal, RecordMemory } from '../journal.js';
-import { evaluateChecks, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE, reservationHeld, reservationsAfter } from './read.js';
 import type { CalShape } from './shape.js';
 
 /** Writes a fresh (or reused) record: every ring empty, every bucket 0. */
@@ -37,15 +34,13 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   i32[2 * o + CAL_WIDE] = 0;
   i32[2 * o + CAL_LATEST_K] = CAL_EMPTY_HEAD;
   views.f64[o + CALF_LATEST] = 0;
-  views.f64[o + CALF_RESERVATIONS] = 0;
+  views.f64[o + CALF_LATEST + 1] = 0; // spare
   for (let r = 0; r < R; r++) i32[2 * o + CAL_RINGS + r] = CAL_EMPTY_HEAD;
   const base = calBucketBase(o, R);
   u32.fill(0, base, base + shape.buckets);
 }
 
 export class CalendarWriter {
-  private readonly retry = new Float64Array(1);
-
   constructor(
     private readonly memory: RecordMemory,
     private readonly journal: Journal,
@@ -88,41 +83,6 @@ export class CalendarWriter {
     this.journal.write(o + CALF_LATEST, delta);
     this.journal.write(-1 - (2 * o + CAL_LATEST_K), kf);
     this.journal.unlock(o);
-  }
-
-  /**
-   * The limiter's atomic decision: evaluates the checks at `op.t` and, when they pass, records the event
-   * (RECORD) or takes a reservation (RESERVE). Outcome and retry-after go to the decision cell. A resumed
-   * decision whose first write was done had passed: it is not decided again. A reservation past the most a
-   * record counts is refused like a full window (it cannot be held).
-   */
-  decide(o: number, shape: CalShape, op: DecideOp): void {
-    const f64 = this.views.f64;
-    const reservations = op.action === Action.RESERVE ? reservationsAfter(this.views, o, shape, op.t, 1) : 0;
-    if (!this.journal.resuming()) {
-      shape.seek(op.t);
-      if (reservations === undefined) this.retry[0] = Number.NaN;
-      const failed = reservations === undefined ? 0 : evaluateChecks(this.views, o, shape, op.t, op.checks, this.retry);
-      if (failed !== -1) {
-        f64[op.cell] = OUTCOME_REFUSED_BASE + failed;
-        f64[op.cell + 1] = this.retry[0]!;
-        return;
-      }
-    }
-    f64[op.cell] = OUTCOME_ALLOWED;
-    f64[op.cell + 1] = 0;
-    if (op.action === Action.RECORD) this.add(o, shape, op.t, 1);
-    else if (op.action === Action.RESERVE) this.journal.write(o + CALF_RESERVATIONS, reservations!);
-  }
-
-  /**
-   * Commits (records the event) or cancels a reservation. One write for count and time together, so a
-   * replay after a death redoes or skips it whole. A reservation that had expired releases nothing: its
-   * place was given up already.
-   */
-  endReservation(o: number, shape: CalShape, op: EndReservationOp): void {
-    if (reservationHeld(this.views, o, shape, op.t, op.reservedAt)) this.journal.write(o + CALF_RESERVATIONS, reservationsAfter(this.views, o, shape, op.t, -1)!);
-    if (op.type === 'commit') this.add(o, shape, op.t, 1);
   }
 
   /**

@@ -9,8 +9,8 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { CalUnit } from '../../../common/calendar.js';
 import { allocWords, ARENA_FIRST_WORD, H_USED_WORDS, HEADER_BYTES, refreshArenaViews, shardViews } from '../../../common/layout.js';
-import { Action, Check, type CalConfig } from '../../../common/messages.js';
-import { OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE, readRing, sumRing } from '../../../common/records/calendar/read.js';
+import type { CalConfig } from '../../../common/messages.js';
+import { readRing, sumRing } from '../../../common/records/calendar/read.js';
 import { CalShape } from '../../../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../../../common/records/calendar/write.js';
 import { DirectJournal, type RecordMemory } from '../../../common/records/journal.js';
@@ -78,29 +78,6 @@ test('property: every ring reads the naive model of the events, whatever their o
     ),
     { numRuns: 300 },
   );
-});
-
-test('decide records only while the checks pass, and a reservation counts against atMost until it ends', () => {
-  const shape = new CalShape(config);
-  const { views, o, cell, writer } = record(shape);
-  const atMost3PerMinute = [Check.AT_MOST, 0, 1, 3];
-  const outcomes: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    writer.decide(o, shape, { type: 'decide', offset: o, cell, t: T0, action: Action.RECORD, checks: atMost3PerMinute });
-    outcomes.push(views.f64[cell]!);
-  }
-  assert.deepEqual(outcomes, [OUTCOME_ALLOWED, OUTCOME_ALLOWED, OUTCOME_ALLOWED, OUTCOME_REFUSED_BASE, OUTCOME_REFUSED_BASE]);
-  shape.seek(T0);
-  assert.equal(sumRing(views, o, shape, 0, shape.ks[0]!, 1), 3);
-
-  const next = T0 + 60_000;
-  writer.decide(o, shape, { type: 'decide', offset: o, cell, t: next, action: Action.RESERVE, checks: [Check.AT_MOST, 0, 1, 1] });
-  assert.equal(views.f64[cell], OUTCOME_ALLOWED, 'a reservation in a fresh minute');
-  writer.decide(o, shape, { type: 'decide', offset: o, cell, t: next, action: Action.RECORD, checks: [Check.AT_MOST, 0, 1, 1] });
-  assert.equal(views.f64[cell], OUTCOME_REFUSED_BASE, 'the reservation holds the only place');
-  writer.endReservation(o, shape, { type: 'commit', offset: o, t: next, reservedAt: next });
-  shape.seek(next);
-  assert.equal(sumRing(views, o, shape, 0, shape.ks[0]!, 1), 1, 'the commit recorded the event');
 });
 
 test('merge adds and import writes exported buckets by absolute unit index', () => {

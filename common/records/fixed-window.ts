@@ -1,0 +1,195 @@
+/**
+ * The fixed-window decision record kind: what a calendar limit (`atMost(limit, window)` of an event
+ * store) decides on. One record holds one id's counts over the newest `n` units of one calendar ring
+ * (bucket of unit k at k mod n), their running total, and the id's outstanding reservations (holds), so a
+ * decision is a move to the current unit (buckets that left the window go out of the total), one compare
+ * and one add. Deciders write it under its owner lock (./owner-lock.ts); the shard never does, so the
+ * journal is not involved. The same events still reach the id's calendar record through the batched
+ * append: this record is the decision's copy, kept in step by every write of the id (src/events/gates.ts).
+ * See common/layout.ts (KIND_FIXED) for the fields.
+ *
+ * Windows are calendar units (the store's zone): `atMost(10, 'hour')` counts since hh:00, `[2, 'hour']` the
+ * current and the previous hour. A clock set back adds to the newest unit.
+ *
+ * Holds expire together: once the oldest outstanding one is `ttlMs` old, they count as none (what the
+ * store's `reservationTtlMs` promises); a release of a hold older than the oldest outstanding one releases
+ * nothing (its place was given up when it expired).
+ *
+ * Write order inside the lock, so that {@link FixedWindowShape.repair} can finish what a dead holder left:
+ * a move zeroes the buckets leaving before it moves the head, and the total is only ever the sum of the
+ * buckets, so the repair recomputes it from them.
+ *
+ * Imported by worker threads: imports nothing main-only.
+ */
+import { mod } from '../calendar.js';
+import { FXF_BUCKETS, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
+import { type Decider, lockRecord, type Repairer, unlockRecord } from './owner-lock.js';
+
+/** The geometry of one window's records: `n` buckets. */
+export class FixedWindowShape implements Repairer {
+  /** Words one record occupies. */
+  readonly words: number;
+
+  constructor(readonly n: number) {
+    this.words = FXF_BUCKETS + n;
+  }
+
+  repair(f64: Float64Array, o: number): void {
+    let total = 0;
+    for (let i = 0; i < this.n; i++) total += f64[o + FXF_BUCKETS + i]!;
+    f64[o + FXF_TOTAL] = total;
+  }
+}
+
+/**
+ * Writes a fresh (or reused) record at unit `k`: empty, or holding `newestFirst[i]` for unit k − i (the
+ * id's calendar buckets when it already has events).
+ */
+export function initFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, newestFirst: ArrayLike<number> | undefined, d: Decider): void {
+  const version = lockRecord(i32, f64, o, d, shape);
+  i32[2 * o + 1] = KIND_FIXED;
+  for (let w = o + FXF_HEAD; w < o + shape.words; w++) f64[w] = 0;
+  let total = 0;
+  if (newestFirst !== undefined) {
+    for (let i = 0; i < shape.n; i++) {
+      const v = newestFirst[i]!;
+      f64[o + FXF_BUCKETS + mod(k - i, shape.n)] = v;
+      total += v;
+    }
+  }
+  f64[o + FXF_TOTAL] = total;
+  f64[o + FXF_HEAD] = k;
+  unlockRecord(i32, o, version);
+}
+
+/** Under the lock: moves the record to unit `k` (never back) and returns its head. */
+function moveTo(f64: Float64Array, o: number, n: number, k: number): number {
+  const head = f64[o + FXF_HEAD]!;
+  if (k <= head) return head;
+  const b = o + FXF_BUCKETS;
+  if (k - head >= n) {
+    for (let i = 0; i < n; i++) f64[b + i] = 0;
+    f64[o + FXF_TOTAL] = 0;
+  } else {
+    let total = f64[o + FXF_TOTAL]!;
+    for (let j = head + 1; j <= k; j++) {
+      const p = b + mod(j, n);
+      total -= f64[p]!;
+      f64[p] = 0;
+    }
+    f64[o + FXF_TOTAL] = total;
+  }
+  f64[o + FXF_HEAD] = k;
+  return k;
+}
+
+/** The record's outstanding holds at `t` (0 once the oldest is `ttlMs` old). */
+export function holdsAt(f64: Float64Array, o: number, t: number, ttlMs: number): number {
+  const holds = f64[o + FXF_HOLDS]!;
+  return holds === 0 || t - f64[o + FXF_HOLDS_SINCE]! >= ttlMs ? 0 : holds;
+}
+
+/**
+ * The limit decision at unit `k`, time `t`: true (and 1 counted in unit k) while total + holds < limit,
+ * else false with nothing changed. One lock hold.
+ */
+export function decideFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, limit: number, d: Decider): boolean {
+  const version = lockRecord(i32, f64, o, d, shape);
+  const head = moveTo(f64, o, shape.n, k);
+  const total = f64[o + FXF_TOTAL]!;
+  const admitted = total + holdsAt(f64, o, t, ttlMs) < limit;
+  if (admitted) {
+    const p = o + FXF_BUCKETS + mod(head, shape.n);
+    f64[p] = f64[p]! + 1;
+    f64[o + FXF_TOTAL] = total + 1;
+  }
+  unlockRecord(i32, o, version);
+  return admitted;
+}
+
+/** Total + holds at unit `k`, time `t` (the record moved to k). */
+export function loadFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, d: Decider): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  moveTo(f64, o, shape.n, k);
+  const value = f64[o + FXF_TOTAL]! + holdsAt(f64, o, t, ttlMs);
+  unlockRecord(i32, o, version);
+  return value;
+}
+
+/** The total alone at unit `k` (the record moved to k): the events in the window. */
+export function countFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, d: Decider): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  moveTo(f64, o, shape.n, k);
+  const value = f64[o + FXF_TOTAL]!;
+  unlockRecord(i32, o, version);
+  return value;
+}
+
+/**
+ * Adds `delta` events of unit `kEvent` after moving the record to unit `k`: counted when kEvent is inside
+ * the window (an event older than the window is not the limit's), into the newest bucket when kEvent is
+ * later than the head (a clock set back).
+ */
+export function addFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, kEvent: number, delta: number, d: Decider): void {
+  const version = lockRecord(i32, f64, o, d, shape);
+  const head = moveTo(f64, o, shape.n, k);
+  const at = Math.min(kEvent, head);
+  if (head - at < shape.n) {
+    const p = o + FXF_BUCKETS + mod(at, shape.n);
+    f64[p] = f64[p]! + delta;
+    f64[o + FXF_TOTAL] = f64[o + FXF_TOTAL]! + delta;
+  }
+  unlockRecord(i32, o, version);
+}
+
+/** Takes one hold at `t` (expired holds are dropped first; the first hold starts their clock). */
+export function holdFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, t: number, ttlMs: number, d: Decider): void {
+  const version = lockRecord(i32, f64, o, d, shape);
+  const holds = holdsAt(f64, o, t, ttlMs);
+  if (holds === 0) f64[o + FXF_HOLDS_SINCE] = t;
+  f64[o + FXF_HOLDS] = holds + 1;
+  unlockRecord(i32, o, version);
+}
+
+/** Releases the hold taken at `heldAt`, if it is still outstanding at `t`; returns whether it was. */
+export function releaseFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, t: number, ttlMs: number, heldAt: number, d: Decider): boolean {
+  const version = lockRecord(i32, f64, o, d, shape);
+  const holds = holdsAt(f64, o, t, ttlMs);
+  const held = holds > 0 && heldAt >= f64[o + FXF_HOLDS_SINCE]!;
+  if (held) f64[o + FXF_HOLDS] = holds - 1;
+  unlockRecord(i32, o, version);
+  return held;
+}
+
+/**
+ * When a refused decision at time `t` (record at unit `k`, holds as of t) may pass, in ms from `t`: the
+ * earlier of enough of the oldest buckets leaving the window with the holds still held, and the holds
+ * expiring with enough buckets gone for the events alone. NaN for a limit of 0 (nothing ever passes).
+ * `startOf(k)` is the first instant of unit k. Read on the deciding thread, right after the decision.
+ */
+export function retryFixed(f64: Float64Array, o: number, shape: FixedWindowShape, t: number, ttlMs: number, limit: number, startOf: (k: number) => number): number {
+  const total = f64[o + FXF_TOTAL]!;
+  const holds = holdsAt(f64, o, t, ttlMs);
+  if (limit <= 0) return Number.NaN;
+  const held = leaveMs(f64, o, shape, total + holds - limit + 1, t, startOf);
+  if (holds === 0) return held;
+  const expiry = Math.max(0, f64[o + FXF_HOLDS_SINCE]! + ttlMs - t);
+  const alone = total < limit ? 0 : leaveMs(f64, o, shape, total - limit + 1, t, startOf);
+  const released = Number.isNaN(alone) ? Number.NaN : Math.max(expiry, alone);
+  return Number.isNaN(held) ? released : Number.isNaN(released) ? held : Math.min(held, released);
+}
+
+/** Ms from `t` until the oldest buckets that hold `need` events have left the window (NaN: they never do). */
+function leaveMs(f64: Float64Array, o: number, shape: FixedWindowShape, need: number, t: number, startOf: (k: number) => number): number {
+  if (need <= 0) return 0;
+  const n = shape.n;
+  const head = f64[o + FXF_HEAD]!;
+  let dropped = 0;
+  for (let i = n - 1; i >= 0; i--) {
+    const k = head - i;
+    dropped += f64[o + FXF_BUCKETS + mod(k, n)]!;
+    // The bucket of unit k leaves the window when unit k + n begins.
+    if (dropped >= need) return Math.max(0, startOf(k + n) - t);
+  }
+  return Number.NaN;
+}

@@ -1,0 +1,118 @@
+/**
+ * An event store's limit gates: the fixed-window decision records (common/records/fixed-window.ts) its
+ * `atMost` limits decide on, one per id and window, in the decision memory of the id's shard
+ * (src/router/decision-arena.ts), so they outlive shard restarts. A gate is made when a limit first
+ * decides on the id, seeded from the id's calendar record; from then on every write of the id through
+ * the store (record, recordAt, a decided or committed event) adds to its gates as well as to the
+ * batched append, so both hold the same events. A merge, an import or a compaction of the id retires its
+ * gates (the next decision seeds new ones from the calendar record).
+ *
+ * Event stores live on the engine's thread, so its decider is the only writer of their gates; the owner
+ * lock still orders every write (the record kind's rule), and readers may use it as a seqlock.
+ */
+import type { CalUnitCode } from '../../common/calendar.js';
+import type { CalShape } from '../../common/records/calendar/shape.js';
+import { addFixed, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
+import type { Decider } from '../../common/records/owner-lock.js';
+import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
+import type { Lane } from '../router/lane.js';
+
+/** One window the store's limits decide on: the newest `n` units of ring `ring`. */
+export interface GateWindow {
+  /** Its place in every counter's `gates`. */
+  readonly index: number;
+  readonly ring: number;
+  readonly unit: CalUnitCode;
+  readonly n: number;
+  readonly shape: FixedWindowShape;
+  /** The first instant of unit k (for retry-after estimates). */
+  readonly startOf: (k: number) => number;
+}
+
+/** One id's record for one window. */
+export interface Gate {
+  readonly segment: DecisionSegment;
+  readonly offset: number;
+  readonly window: GateWindow;
+  readonly lane: Lane;
+}
+
+/** What a counter carries of its gates (see EventCounter.gates). */
+export type CounterGates = Array<Gate | undefined>;
+
+export class Gates {
+  private readonly windows = new Map<string, GateWindow>();
+  private readonly list: GateWindow[] = [];
+  /** Retired records' places, by lane and size. */
+  private readonly free = new Map<Lane, Map<number, DecisionPlace[]>>();
+
+  constructor(
+    private readonly shape: CalShape,
+    /** The engine thread's decider. */
+    readonly decider: Decider,
+  ) {}
+
+  /** The window of `n` units of ring `ring` (one object per window). */
+  windowOf(ring: number, n: number): GateWindow {
+    const key = `${ring}:${n}`;
+    let w = this.windows.get(key);
+    if (w === undefined) {
+      const unit = this.shape.rings[ring]!.unit;
+      const calendar = this.shape.calendar;
+      w = { index: this.list.length, ring, unit, n, shape: new FixedWindowShape(n), startOf: (k) => calendar.start(unit, k) };
+      this.windows.set(key, w);
+      this.list.push(w);
+    }
+    return w;
+  }
+
+  /**
+   * Makes the gate of window `w` for a counter in `lane` at unit `k`, holding `newestFirst` (the id's
+   * calendar buckets, newest first; undefined for none). Throws TW_CAPACITY (making nothing) past the
+   * shard's memory budget.
+   */
+  make(gates: CounterGates, lane: Lane, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
+    const place = this.freeList(lane, w.shape.words).pop() ?? lane.decisions.take(w.shape.words);
+    const { segment, offset } = place;
+    try {
+      initFixed(segment.i32, segment.f64, offset, w.shape, k, newestFirst, this.decider);
+    } catch (err) {
+      this.freeList(lane, w.shape.words).push(place);
+      throw err;
+    }
+    const gate: Gate = { segment, offset, window: w, lane };
+    gates[w.index] = gate;
+    return gate;
+  }
+
+  /**
+   * Adds `delta` events at time `t` to every gate of a counter; `now` is the store's time (shape seeked to
+   * it). An event older than a gate's window does not count in it. The gate of window index `skip` is left
+   * alone (a decision already counted the event in it).
+   */
+  add(gates: CounterGates, t: number, now: number, delta: number, skip = -1): void {
+    const shape = this.shape;
+    for (let i = 0; i < gates.length; i++) {
+      const g = gates[i];
+      if (g === undefined || i === skip) continue;
+      const w = g.window;
+      const k = shape.ks[w.ring]!;
+      const kEvent = t === now ? k : shape.calendar.index(w.unit, t);
+      addFixed(g.segment.i32, g.segment.f64, g.offset, w.shape, k, kEvent, delta, this.decider);
+    }
+  }
+
+  /** Gives a counter's gates back for reuse (the next decision on the id seeds new ones). */
+  retire(gates: CounterGates): void {
+    for (const g of gates) if (g !== undefined) this.freeList(g.lane, g.window.shape.words).push({ segment: g.segment, offset: g.offset });
+    gates.length = 0;
+  }
+
+  private freeList(lane: Lane, words: number): DecisionPlace[] {
+    let byWords = this.free.get(lane);
+    if (byWords === undefined) this.free.set(lane, (byWords = new Map()));
+    let list = byWords.get(words);
+    if (list === undefined) byWords.set(words, (list = []));
+    return list;
+  }
+}
