@@ -78,10 +78,9 @@
  *  G group counts (group g at g mod G) · with suppression, G declined counts
  *
  *  fixed-window decision record (kind KIND_FIXED; see common/records/fixed-window.ts): a calendar limit's
- *  count of one id over the newest n units of one ring, written under its owner lock like KIND_SLIDE
- *  i32[2o] owner lock · i32[2o+2] version the lock was taken at
- *  f64[o+2] head unit index · f64[o+3] total of the n buckets · f64[o+4] holds (reservations)
- *  f64[o+5] when the oldest outstanding hold was taken, ms · f64[o+6 .. o+6+n) buckets (unit k at k mod n)
+ *  count of one id over the newest n units of one ring; only the engine's thread writes or reads it
+ *  f64[o] kind · f64[o+1] head unit index · f64[o+2] total of the n buckets · f64[o+3] holds (reservations)
+ *  f64[o+4] when the oldest outstanding hold was taken, ms · f64[o+5 .. o+5+n) buckets (unit k at k mod n)
  *
  *  result cells (router-allocated, 2 words each): a counter op writes f64[c] its new value (NaN when it
  *  would leave the safe-integer range) and f64[c+1] the old one
@@ -200,11 +199,12 @@ export const SLW_TAIL = 3;
 export const SLW_GROUPS = 4;
 
 /** Fixed-window decision record fields (kind KIND_FIXED), as Float64 offsets from o. */
-export const FXF_HEAD = 2;
-export const FXF_TOTAL = 3;
-export const FXF_HOLDS = 4;
-export const FXF_HOLDS_SINCE = 5;
-export const FXF_BUCKETS = 6;
+export const FXF_KIND = 0;
+export const FXF_HEAD = 1;
+export const FXF_TOTAL = 2;
+export const FXF_HOLDS = 3;
+export const FXF_HOLDS_SINCE = 4;
+export const FXF_BUCKETS = 5;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

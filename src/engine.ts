@@ -53,9 +53,6 @@ interface RedisParts {
 export const internals = Symbol('tallyworks.internals');
 
 /** An in-process counting engine. Create with {@link createEngine}; close with `close()` or `await using`. */
-/** How long an event store's decision waits for its gate's lock (only the engine's thread takes it). */
-const GATE_LOCK_TIMEOUT_MS = 100;
-
 export class Engine implements AsyncDisposable {
   /** The clock every window of this engine reads. */
   readonly clock: Clock;
@@ -103,9 +100,7 @@ export class Engine implements AsyncDisposable {
    */
   eventStore(options: EventStoreOptions = {}): EventStore {
     if (this.closing !== undefined) throw closedError('engine');
-    const ctx = this.limiterContextOf();
-    // The engine's thread is the only writer of an event store's gates: the lock is never waited for long.
-    const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock, ctx.registry.mainDecider(GATE_LOCK_TIMEOUT_MS), ctx.now);
+    const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock, this.limiterContextOf().now);
     this.stores.push(store);
     return store;
   }

@@ -3,8 +3,7 @@
  * store) decides on. One record holds one id's counts over the newest `n` units of one calendar ring
  * (bucket of unit k at k mod n), their running total, and the id's outstanding reservations (holds), so a
  * decision is a move to the current unit (buckets that left the window go out of the total), one compare
- * and one add. Deciders write it under its owner lock (./owner-lock.ts); the shard never does, so the
- * journal is not involved. The same events still reach the id's calendar record through the batched
+ * and one add. The shard never writes it, so the journal is not involved. The same events still reach the id's calendar record through the batched
  * append: this record is the decision's copy, kept in step by every write of the id (src/events/gates.ts).
  * See common/layout.ts (KIND_FIXED) for the fields.
  *
@@ -15,29 +14,32 @@
  * store's `reservationTtlMs` promises); a release of a hold older than the oldest outstanding one releases
  * nothing (its place was given up when it expired).
  *
- * Write order inside the lock, so that {@link FixedWindowShape.repair} can finish what a dead holder left:
- * a move zeroes the buckets leaving before it moves the head, and the total is only ever the sum of the
- * buckets, so the repair recomputes it from them.
+ * One writer: event stores live on the engine's thread, which is the only thread that decides on, writes
+ * or reads these records, so they need no lock (measured: the owner lock of ./owner-lock.ts cost about a
+ * sixth of a decision). A kind decided from several threads (./sliding.ts) takes that lock; so would this
+ * one if event stores were ever linked to worker threads. Its thread dying ends the process, so no
+ * repair is needed either.
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { mod } from '../calendar.js';
-import { FXF_BUCKETS, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
-import { type Decider, lockRecord, type Repairer, unlockRecord } from './owner-lock.js';
+import { FXF_BUCKETS, FXF_KIND, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
+
+/**
+ * Position of unit k's bucket among n. Unit indexes inside the calendar's range fit an Int32, so this is an
+ * integer remainder (a Float64 one is a library call, and this is on every decision's path).
+ */
+function pos(k: number, n: number): number {
+  const r = (k | 0) % n;
+  return r < 0 ? r + n : r;
+}
 
 /** The geometry of one window's records: `n` buckets. */
-export class FixedWindowShape implements Repairer {
+export class FixedWindowShape {
   /** Words one record occupies. */
   readonly words: number;
 
   constructor(readonly n: number) {
     this.words = FXF_BUCKETS + n;
-  }
-
-  repair(f64: Float64Array, o: number): void {
-    let total = 0;
-    for (let i = 0; i < this.n; i++) total += f64[o + FXF_BUCKETS + i]!;
-    f64[o + FXF_TOTAL] = total;
   }
 }
 
@@ -45,24 +47,22 @@ export class FixedWindowShape implements Repairer {
  * Writes a fresh (or reused) record at unit `k`: empty, or holding `newestFirst[i]` for unit k − i (the
  * id's calendar buckets when it already has events).
  */
-export function initFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, newestFirst: ArrayLike<number> | undefined, d: Decider): void {
-  const version = lockRecord(i32, f64, o, d, shape);
-  i32[2 * o + 1] = KIND_FIXED;
+export function initFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number, newestFirst: ArrayLike<number> | undefined): void {
+  f64[o + FXF_KIND] = KIND_FIXED;
   for (let w = o + FXF_HEAD; w < o + shape.words; w++) f64[w] = 0;
   let total = 0;
   if (newestFirst !== undefined) {
     for (let i = 0; i < shape.n; i++) {
       const v = newestFirst[i]!;
-      f64[o + FXF_BUCKETS + mod(k - i, shape.n)] = v;
+      f64[o + FXF_BUCKETS + pos(k - i, shape.n)] = v;
       total += v;
     }
   }
   f64[o + FXF_TOTAL] = total;
   f64[o + FXF_HEAD] = k;
-  unlockRecord(i32, o, version);
 }
 
-/** Under the lock: moves the record to unit `k` (never back) and returns its head. */
+/** Moves the record to unit `k` (never back) and returns its head. */
 function moveTo(f64: Float64Array, o: number, n: number, k: number): number {
   const head = f64[o + FXF_HEAD]!;
   if (k <= head) return head;
@@ -73,7 +73,7 @@ function moveTo(f64: Float64Array, o: number, n: number, k: number): number {
   } else {
     let total = f64[o + FXF_TOTAL]!;
     for (let j = head + 1; j <= k; j++) {
-      const p = b + mod(j, n);
+      const p = b + pos(j, n);
       total -= f64[p]!;
       f64[p] = 0;
     }
@@ -91,37 +91,32 @@ export function holdsAt(f64: Float64Array, o: number, t: number, ttlMs: number):
 
 /**
  * The limit decision at unit `k`, time `t`: true (and 1 counted in unit k) while total + holds < limit,
- * else false with nothing changed. One lock hold.
+ * else false with nothing changed.
  */
-export function decideFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, limit: number, d: Decider): boolean {
-  const version = lockRecord(i32, f64, o, d, shape);
-  const head = moveTo(f64, o, shape.n, k);
+export function decideFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, limit: number): boolean {
+  // The common case inline (same unit, no holds): this is every decision's path.
+  let head = f64[o + FXF_HEAD]!;
+  if (k > head) head = moveTo(f64, o, shape.n, k);
   const total = f64[o + FXF_TOTAL]!;
-  const admitted = total + holdsAt(f64, o, t, ttlMs) < limit;
-  if (admitted) {
-    const p = o + FXF_BUCKETS + mod(head, shape.n);
-    f64[p] = f64[p]! + 1;
-    f64[o + FXF_TOTAL] = total + 1;
-  }
-  unlockRecord(i32, o, version);
-  return admitted;
+  const holds = f64[o + FXF_HOLDS]!;
+  if (total + (holds === 0 ? 0 : holdsAt(f64, o, t, ttlMs)) >= limit) return false;
+  const p = o + FXF_BUCKETS + (shape.n === 1 ? 0 : pos(head, shape.n));
+  f64[p] = f64[p]! + 1;
+  f64[o + FXF_TOTAL] = total + 1;
+  return true;
 }
 
 /** Total + holds at unit `k`, time `t` (the record moved to k). */
-export function loadFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, d: Decider): number {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function loadFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number): number {
   moveTo(f64, o, shape.n, k);
   const value = f64[o + FXF_TOTAL]! + holdsAt(f64, o, t, ttlMs);
-  unlockRecord(i32, o, version);
   return value;
 }
 
 /** The total alone at unit `k` (the record moved to k): the events in the window. */
-export function countFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, d: Decider): number {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function countFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number): number {
   moveTo(f64, o, shape.n, k);
   const value = f64[o + FXF_TOTAL]!;
-  unlockRecord(i32, o, version);
   return value;
 }
 
@@ -130,34 +125,28 @@ export function countFixed(i32: Int32Array, f64: Float64Array, o: number, shape:
  * the window (an event older than the window is not the limit's), into the newest bucket when kEvent is
  * later than the head (a clock set back).
  */
-export function addFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, k: number, kEvent: number, delta: number, d: Decider): void {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function addFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number, kEvent: number, delta: number): void {
   const head = moveTo(f64, o, shape.n, k);
   const at = Math.min(kEvent, head);
   if (head - at < shape.n) {
-    const p = o + FXF_BUCKETS + mod(at, shape.n);
+    const p = o + FXF_BUCKETS + pos(at, shape.n);
     f64[p] = f64[p]! + delta;
     f64[o + FXF_TOTAL] = f64[o + FXF_TOTAL]! + delta;
   }
-  unlockRecord(i32, o, version);
 }
 
 /** Takes one hold at `t` (expired holds are dropped first; the first hold starts their clock). */
-export function holdFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, t: number, ttlMs: number, d: Decider): void {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function holdFixed(f64: Float64Array, o: number, t: number, ttlMs: number): void {
   const holds = holdsAt(f64, o, t, ttlMs);
   if (holds === 0) f64[o + FXF_HOLDS_SINCE] = t;
   f64[o + FXF_HOLDS] = holds + 1;
-  unlockRecord(i32, o, version);
 }
 
 /** Releases the hold taken at `heldAt`, if it is still outstanding at `t`; returns whether it was. */
-export function releaseFixed(i32: Int32Array, f64: Float64Array, o: number, shape: FixedWindowShape, t: number, ttlMs: number, heldAt: number, d: Decider): boolean {
-  const version = lockRecord(i32, f64, o, d, shape);
+export function releaseFixed(f64: Float64Array, o: number, t: number, ttlMs: number, heldAt: number): boolean {
   const holds = holdsAt(f64, o, t, ttlMs);
   const held = holds > 0 && heldAt >= f64[o + FXF_HOLDS_SINCE]!;
   if (held) f64[o + FXF_HOLDS] = holds - 1;
-  unlockRecord(i32, o, version);
   return held;
 }
 
@@ -187,7 +176,7 @@ function leaveMs(f64: Float64Array, o: number, shape: FixedWindowShape, need: nu
   let dropped = 0;
   for (let i = n - 1; i >= 0; i--) {
     const k = head - i;
-    dropped += f64[o + FXF_BUCKETS + mod(k, n)]!;
+    dropped += f64[o + FXF_BUCKETS + pos(k, n)]!;
     // The bucket of unit k leaves the window when unit k + n begins.
     if (dropped >= need) return Math.max(0, startOf(k + n) - t);
   }

@@ -7,15 +7,15 @@
  * batched append, so both hold the same events. A merge, an import or a compaction of the id retires its
  * gates (the next decision seeds new ones from the calendar record).
  *
- * Event stores live on the engine's thread, so its decider is the only writer of their gates; the owner
- * lock still orders every write (the record kind's rule), and readers may use it as a seqlock.
+ * Event stores live on the engine's thread, the only thread that writes or reads their gates (so they
+ * take no lock: see the record kind).
  */
 import type { CalUnitCode } from '../../common/calendar.js';
 import type { CalShape } from '../../common/records/calendar/shape.js';
 import { addFixed, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
-import type { Decider } from '../../common/records/owner-lock.js';
 import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
 import type { Lane } from '../router/lane.js';
+import type { EventCounter } from './reader.js';
 
 /** One window the store's limits decide on: the newest `n` units of ring `ring`. */
 export interface GateWindow {
@@ -31,10 +31,13 @@ export interface GateWindow {
 
 /** One id's record for one window. */
 export interface Gate {
+  /** Its segment's Float64 view, copied out (one hop less for a decision). */
+  readonly f64: Float64Array;
   readonly segment: DecisionSegment;
   readonly offset: number;
   readonly window: GateWindow;
-  readonly lane: Lane;
+  /** The id's counter (the event a decision admits is appended to its record). */
+  readonly counter: EventCounter;
 }
 
 /** What a counter carries of its gates (see EventCounter.gates). */
@@ -46,11 +49,7 @@ export class Gates {
   /** Retired records' places, by lane and size. */
   private readonly free = new Map<Lane, Map<number, DecisionPlace[]>>();
 
-  constructor(
-    private readonly shape: CalShape,
-    /** The engine thread's decider. */
-    readonly decider: Decider,
-  ) {}
+  constructor(private readonly shape: CalShape) {}
 
   /** The window of `n` units of ring `ring` (one object per window). */
   windowOf(ring: number, n: number): GateWindow {
@@ -59,7 +58,17 @@ export class Gates {
     if (w === undefined) {
       const unit = this.shape.rings[ring]!.unit;
       const calendar = this.shape.calendar;
-      w = { index: this.list.length, ring, unit, n, shape: new FixedWindowShape(n), startOf: (k) => calendar.start(unit, k) };
+      let lastK = Number.NaN;
+      let lastStart = 0;
+      // Refusals of one window ask for the same unit's start again and again: one entry of cache.
+      const startOf = (k: number): number => {
+        if (k !== lastK) {
+          lastStart = calendar.start(unit, k);
+          lastK = k;
+        }
+        return lastStart;
+      };
+      w = { index: this.list.length, ring, unit, n, shape: new FixedWindowShape(n), startOf };
       this.windows.set(key, w);
       this.list.push(w);
     }
@@ -67,21 +76,28 @@ export class Gates {
   }
 
   /**
-   * Makes the gate of window `w` for a counter in `lane` at unit `k`, holding `newestFirst` (the id's
+   * Makes the gate of window `w` for counter `c` at unit `k`, holding `newestFirst` (the id's
    * calendar buckets, newest first; undefined for none). Throws TW_CAPACITY (making nothing) past the
    * shard's memory budget.
    */
-  make(gates: CounterGates, lane: Lane, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
-    const place = this.freeList(lane, w.shape.words).pop() ?? lane.decisions.take(w.shape.words);
+  make(c: EventCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
+    const place = this.freeList(c.lane, w.shape.words).pop() ?? c.lane.decisions.take(w.shape.words);
     const { segment, offset } = place;
     try {
-      initFixed(segment.i32, segment.f64, offset, w.shape, k, newestFirst, this.decider);
+      initFixed(segment.f64, offset, w.shape, k, newestFirst);
     } catch (err) {
-      this.freeList(lane, w.shape.words).push(place);
+      this.freeList(c.lane, w.shape.words).push(place);
       throw err;
     }
-    const gate: Gate = { segment, offset, window: w, lane };
-    gates[w.index] = gate;
+    const gate: Gate = { f64: segment.f64, segment, offset, window: w, counter: c };
+    c.gates ??= [];
+    c.gates[w.index] = gate;
+    c.gateCount++;
+    if (c.fastWindow === undefined) {
+      c.fastWindow = w;
+      c.fastF64 = segment.f64;
+      c.fastOffset = offset;
+    }
     return gate;
   }
 
@@ -98,14 +114,21 @@ export class Gates {
       const w = g.window;
       const k = shape.ks[w.ring]!;
       const kEvent = t === now ? k : shape.calendar.index(w.unit, t);
-      addFixed(g.segment.i32, g.segment.f64, g.offset, w.shape, k, kEvent, delta, this.decider);
+      addFixed(g.f64, g.offset, w.shape, k, kEvent, delta);
     }
   }
 
   /** Gives a counter's gates back for reuse (the next decision on the id seeds new ones). */
-  retire(gates: CounterGates): void {
-    for (const g of gates) if (g !== undefined) this.freeList(g.lane, g.window.shape.words).push({ segment: g.segment, offset: g.offset });
-    gates.length = 0;
+  retire(c: EventCounter): void {
+    if (c.gates === undefined) return;
+    for (const g of c.gates) {
+      if (g === undefined) continue;
+      this.freeList(c.lane, g.window.shape.words).push({ segment: g.segment, offset: g.offset });
+    }
+    c.gates = undefined;
+    c.gateCount = 0;
+    c.fastWindow = undefined;
+    c.fastF64 = undefined;
   }
 
   private freeList(lane: Lane, words: number): DecisionPlace[] {

@@ -73,8 +73,11 @@ type AtMost = Extract<Constraint, { kind: 'atMost' }>;
 const ALLOWED: Decision = Object.freeze({ allowed: true, constraint: undefined, retryAfterMs: undefined });
 
 function refused(label: string, retryAfterMs: number | undefined): Decision {
-  return { allowed: false, constraint: label, retryAfterMs: retryAfterMs === undefined || Number.isNaN(retryAfterMs) ? undefined : retryAfterMs };
+  return Object.freeze({ allowed: false, constraint: label, retryAfterMs: retryAfterMs === undefined || Number.isNaN(retryAfterMs) ? undefined : retryAfterMs });
 }
+
+/** What an awaited terminal returns when allowed: one promise, shared (nothing allocated). */
+const ALLOWED_NOW: Promise<Decision> = Promise.resolve(ALLOWED);
 
 function checkLimit(argument: string, n: unknown): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw argumentRangeError(argument, 'a safe integer ≥ 0', n);
@@ -112,6 +115,17 @@ export class LimitBuilder {
     this.constraints = constraints;
     const only = constraints.length === 1 ? constraints[0]! : undefined;
     this.single = only?.kind === 'atMost' && only.id === undefined ? only : undefined;
+  }
+
+  /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
+  private lastRefusal: Decision = refused('', undefined);
+
+  /** A frozen refusal by `label` with `retryAfterMs` (NaN: unknown). */
+  private refusal(label: string, retryAfterMs: number): Decision {
+    const last = this.lastRefusal;
+    const retry = Number.isNaN(retryAfterMs) ? undefined : retryAfterMs;
+    if (last.constraint === label && last.retryAfterMs === retry) return last;
+    return (this.lastRefusal = Object.freeze({ allowed: false, constraint: label, retryAfterMs: retry }));
   }
 
   private with(c: Constraint): LimitBuilder {
@@ -188,20 +202,27 @@ export class LimitBuilder {
     if (single !== undefined) {
       // The common case, a known id with its gate: one locked decision and one append, nothing allocated.
       const store = this.store;
+      const w = single.window;
       const c = store.counters.get(id);
-      const g = c?.gates?.[single.window.index];
-      if (g !== undefined && !store.isClosed) {
-        const t = store.decisionNow();
-        const shape = store.shape;
-        shape.seek(t);
-        const w = single.window;
-        const { i32, f64 } = g.segment;
-        if (!decideFixed(i32, f64, g.offset, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit, store.gates.decider)) {
-          return refused(single.label, retryFixed(f64, g.offset, w.shape, t, shape.reservationTtlMs, single.limit, w.startOf));
+      if (c !== undefined && !store.isClosed) {
+        let f64 = c.fastF64;
+        let o = c.fastOffset;
+        if (c.fastWindow !== w) {
+          const g = c.gates?.[w.index];
+          f64 = g?.f64;
+          o = g?.offset ?? 0;
         }
-        store.addEvents(c!, 1, t, t, w.index);
-        if (!c!.dirty) store.markDirty(c!);
-        return ALLOWED;
+        if (f64 !== undefined) {
+          c.lane.batches.check(); // a pipeline that takes no more ops throws before anything is counted
+          const t = store.decisionNow();
+          const shape = store.shape;
+          shape.seek(t);
+          if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
+            return this.refusal(single.label, retryFixed(f64, o, w.shape, t, shape.reservationTtlMs, single.limit, w.startOf));
+          }
+          store.addDecided(c, t, w.index);
+          return ALLOWED;
+        }
       }
     }
     return this.decide(id, RECORD, undefined);
@@ -223,7 +244,7 @@ export class LimitBuilder {
     if (g === undefined) return { count: 0, reserved: 0, limit: c.limit, remaining: c.limit };
     const t = store.decisionNow();
     store.shape.seek(t);
-    const count = countFixed(g.segment.i32, g.segment.f64, g.offset, c.window.shape, store.shape.ks[c.window.ring]!, store.gates.decider);
+    const count = countFixed(g.f64, g.offset, c.window.shape, store.shape.ks[c.window.ring]!);
     const reserved = store.holdsOf(g, t);
     return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved) };
   }
@@ -237,7 +258,13 @@ export class LimitBuilder {
 
   /** Records 1 for `id` only if every constraint passes; atomic against concurrent callers. */
   checkAndRecord(id: string): Promise<Decision> {
-    return this.awaited(id, () => this.checkAndRecordSync(id));
+    let d: Decision;
+    try {
+      d = this.checkAndRecordSync(id);
+    } catch (err) {
+      return this.afterWait(err, id, () => this.checkAndRecordSync(id));
+    }
+    return d === ALLOWED ? ALLOWED_NOW : Promise.resolve(d);
   }
 
   /** Like checkAndRecord, but a refusal throws {@link LimitExceededError} (code TW_LIMITED). */
@@ -281,7 +308,7 @@ export class LimitBuilder {
       const c = store.counters.get(id);
       for (const g of held) {
         // A gate retired since (a merge or import of the id) took its holds with it.
-        if (c?.gates?.[g.window.index] === g) releaseFixed(g.segment.i32, g.segment.f64, g.offset, g.window.shape, t, store.shape.reservationTtlMs, heldAt, store.gates.decider);
+        if (c?.gates?.[g.window.index] === g) releaseFixed(g.f64, g.offset, t, store.shape.reservationTtlMs, heldAt);
       }
       if (commit) {
         const counter = store.counterWith(id, []);
@@ -301,16 +328,21 @@ export class LimitBuilder {
     try {
       return Promise.resolve(run());
     } catch (err) {
-      if (!waitable(err)) return Promise.reject(err);
+      return this.afterWait(err, id, run);
     }
+  }
+
+  /** After `err` from a synchronous terminal: rejects, or waits for what it needs and runs it again. */
+  private afterWait<T>(err: unknown, id: string, run: () => T): Promise<T> {
+    if (!waitable(err)) return Promise.reject(err);
     const ids = [id, ...this.constraints.flatMap((c) => ('id' in c && c.id !== undefined ? [c.id] : []))];
     return this.store.admit(async () => {
       for (let attempt = 1; ; attempt++) {
         await this.store.settle(ids);
         try {
           return run();
-        } catch (err) {
-          if (!waitable(err) || attempt === AWAITED_TRIES) throw err;
+        } catch (e) {
+          if (!waitable(e) || attempt === AWAITED_TRIES) throw e;
         }
       }
     });
@@ -334,15 +366,14 @@ export class LimitBuilder {
     const windows = this.constraints.flatMap((c) => (c.kind === 'atMost' && (c.id === undefined || c.id === id) ? [c.window] : []));
     const counter = store.counterWith(id, windows);
     if (action === RECORD) {
-      store.addEvents(counter, 1, t);
-      store.markDirty(counter);
+      store.addDecided(counter, t, -1);
       return ALLOWED;
     }
     const ttl = store.shape.reservationTtlMs;
     for (const w of windows) {
       const g = counter.gates?.[w.index];
       if (g === undefined || held!.includes(g)) continue; // a counter reloading from storage has none yet
-      holdFixed(g.segment.i32, g.segment.f64, g.offset, w.shape, t, ttl, store.gates.decider);
+      holdFixed(g.f64, g.offset, t, ttl);
       held!.push(g);
     }
     return ALLOWED;
@@ -361,8 +392,8 @@ export class LimitBuilder {
         if (g === undefined) return c.limit > 0 ? ALLOWED : refused(c.label, undefined);
         shape.seek(t);
         const w = c.window;
-        const { i32, f64 } = g.segment;
-        if (loadFixed(i32, f64, g.offset, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, store.gates.decider) < c.limit) return ALLOWED;
+        const f64 = g.f64;
+        if (loadFixed(f64, g.offset, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs) < c.limit) return ALLOWED;
         return refused(c.label, retryFixed(f64, g.offset, w.shape, t, shape.reservationTtlMs, c.limit, w.startOf));
       }
       case 'atLeast': {

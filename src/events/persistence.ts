@@ -63,6 +63,8 @@ export class EventPersistence {
         this.persist().catch(onPersistError);
       }, autoPersistMs).unref();
     }
+    // Without storage there is nothing to list: synchronous reads and decisions work from the start.
+    this.listed = storage === undefined;
     this.listing = storage === undefined ? Promise.resolve() : this.listStored(storage);
     this.listing.then(
       () => (this.listed = true),

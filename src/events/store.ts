@@ -12,7 +12,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
-import type { Decider } from '../../common/records/owner-lock.js';
 import { holdsAt } from '../../common/records/fixed-window.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, CalUnit, type CalUnitCode, type CalUnitName, inCalendarRange } from '../../common/calendar.js';
@@ -69,18 +68,21 @@ export class EventStore implements EventReader {
 
   /** @internal The limit gates (./gates.ts). */
   readonly gates: Gates;
+  /** True when the finest ring's unit nests in every other ring's (see addDecided). */
+  private readonly coalesceByUnit: boolean;
   /** @internal The clock's time for decisions (SystemClock.nowRelaxed where it can). */
   readonly decisionNow: () => number;
 
   /** @internal use `engine.events` or `engine.eventStore()` */
-  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock, decider: Decider, decisionNow: () => number) {
+  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock, decisionNow: () => number) {
     const o = resolveEventStoreOptions(options, defaultZone);
     this.rings = o.rings;
     this.timeZone = o.timeZone;
     this.intervals = Object.freeze(countsOf(this.rings));
     this.config = { id: configId, timeZone: this.timeZone, rings: this.rings, reservationTtlMs: o.reservationTtlMs };
     this.shape = new CalShape(this.config);
-    this.gates = new Gates(this.shape, decider);
+    this.gates = new Gates(this.shape);
+    this.coalesceByUnit = this.shape.rings[0]!.unit <= CalUnit.day;
     this.decisionNow = decisionNow;
     this.router = router;
     this.clock = clock;
@@ -158,7 +160,7 @@ export class EventStore implements EventReader {
       this.registered.add(lane);
     }
     const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
-    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined };
+    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined, gateCount: 0, fastWindow: undefined, fastF64: undefined, fastOffset: 0, unsent: 0, unsentAt: 0, unsentUnit: 0 };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -223,10 +225,38 @@ export class EventStore implements EventReader {
    */
   addEvents(c: EventCounter, n: number, t: number, now = t, skip = -1): void {
     c.lane.batches.appendAt(c.offset, n, t);
-    if (c.gates !== undefined) {
+    if (c.gates !== undefined && (skip === -1 || c.gateCount > 1)) {
       this.shape.seek(now);
       this.gates.add(c.gates, t, now, n, skip);
     }
+  }
+
+  /**
+   * @internal Counts one event a limit admitted at `t` (the decision's time): added to the counter's gates
+   * but the one of window index `skip` (the decision counted it there), and to its record through the
+   * pipeline's deferred adds, so that the id's admitted events of one finest unit (a minute by default)
+   * travel as one op until anything reads or the turn ends. Throws (counting nothing) when the pipeline
+   * takes no more ops.
+   */
+  addDecided(c: EventCounter, t: number, skip: number): void {
+    const shape = this.shape;
+    shape.seek(t);
+    // Any instant of one finest unit lands in the same bucket of every ring, when that unit nests in all of
+    // them (up to a day; a week does not nest in a month): then the unit's index is the coalescing key.
+    const unit = this.coalesceByUnit ? shape.ks[0]! : t;
+    if (c.unsent === 0) {
+      c.lane.batches.defer(c);
+      c.unsentAt = t;
+      c.unsentUnit = unit;
+    } else if (c.unsentUnit !== unit) {
+      c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
+      c.unsent = 0;
+      c.unsentAt = t;
+      c.unsentUnit = unit;
+    }
+    c.unsent++;
+    if (c.gateCount > (skip === -1 ? 0 : 1)) this.gates.add(c.gates!, t, t, 1, skip);
+    if (!c.dirty) this.persistence.markDirty(c);
   }
 
   /** @internal Waits until the ids' counters are loaded and their shards applied what this thread sent. */
@@ -247,8 +277,7 @@ export class EventStore implements EventReader {
     if (c.gates === undefined) return true;
     const t = this.decisionNow();
     for (const g of c.gates) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
-    this.gates.retire(c.gates);
-    c.gates = undefined;
+    this.gates.retire(c);
     return true;
   }
 
@@ -276,8 +305,7 @@ export class EventStore implements EventReader {
       this.shape.seek(now);
       readRing(v, c.offset, this.shape, w.ring, Math.max(k, this.shape.ks[w.ring]!), w.n, seed);
     });
-    c.gates ??= [];
-    return this.gates.make(c.gates, c.lane, w, k, seed);
+    return this.gates.make(c, w, k, seed);
   }
 
   /**
@@ -290,15 +318,14 @@ export class EventStore implements EventReader {
     const c = this.counter(id, true)!;
     if (c.loading === undefined && windows.length > 0) {
       this.shape.seek(this.decisionNow());
-      c.gates = [];
-      for (const w of windows) if (c.gates[w.index] === undefined) this.gates.make(c.gates, c.lane, w, this.shape.ks[w.ring]!, undefined);
+      for (const w of windows) if (c.gates?.[w.index] === undefined) this.gates.make(c, w, this.shape.ks[w.ring]!, undefined);
     }
     return c;
   }
 
   /** @internal Outstanding holds of a gate now. */
   holdsOf(g: Gate, t: number): number {
-    return holdsAt(g.segment.f64, g.offset, t, this.shape.reservationTtlMs);
+    return holdsAt(g.f64, g.offset, t, this.shape.reservationTtlMs);
   }
 
   /**
@@ -555,8 +582,7 @@ export class EventStore implements EventReader {
     for (const id of ids) {
       const c = await this.loadedCounter(id) ?? this.counter(id, true)!;
       // The limit gates of the id no longer hold its events: the next decision seeds new ones.
-      if (c.gates !== undefined) this.gates.retire(c.gates);
-      c.gates = undefined;
+      this.gates.retire(c);
       c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);
       lanes.add(c.lane);

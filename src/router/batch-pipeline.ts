@@ -40,6 +40,16 @@ export interface BatchSink {
 /** How long a producer spins on a full window before it queues into the restart backlog instead. */
 const BACKLOG_AFTER_SPIN_MS = 2;
 
+/**
+ * Adds held out of the batch (see {@link BatchPipeline.defer}): `unsent` events at `unsentAt` for the
+ * record at `offset` (an event counter whose limit decisions admitted them).
+ */
+export interface DeferredAdd {
+  readonly offset: number;
+  unsent: number;
+  unsentAt: number;
+}
+
 interface Waiter {
   readonly seq: number;
   readonly resolve: () => void;
@@ -53,6 +63,7 @@ export class BatchPipeline {
   private readonly free: Batch[] = [];
   private readonly inflight: Batch[] = [];
   private readonly waiters: Waiter[] = [];
+  private readonly deferred: DeferredAdd[] = [];
   private lastSeq = 0;
   private failure: TallyworksError | undefined;
   private sealed = false;
@@ -85,9 +96,47 @@ export class BatchPipeline {
   /** The first op of a batch: refresh the clock, and send the batch at the end of this turn. */
   private firstOp(): void {
     this.touchClock?.();
+    this.scheduleEndOfTurn();
+  }
+
+  private scheduleEndOfTurn(): void {
     if (this.endOfTurnScheduled) return;
     this.endOfTurnScheduled = true;
     setImmediate(this.endOfTurnCallback).unref();
+  }
+
+  /**
+   * Holds `d`'s adds out of the batch until anything reads, drains or sends (at the latest at the end of
+   * this turn): the caller adds to `d.unsent` while the time stays `d.unsentAt`, so the events of one id in
+   * one ms go out as one op. Call it when `d.unsent` goes from 0 to some. Throws like an append when the
+   * pipeline takes no more ops.
+   */
+  defer(d: DeferredAdd): void {
+    this.check();
+    this.deferred.push(d);
+    this.scheduleEndOfTurn();
+  }
+
+  /** Appends the deferred adds to the open batch (a throw while making room leaves the rest deferred). */
+  private takeDeferred(): void {
+    const list = this.deferred;
+    if (list.length === 0) return;
+    if (this.failure !== undefined || this.sealed) {
+      // Lost with the open batch they would have joined (fail() reported it).
+      for (const d of list) d.unsent = 0;
+      list.length = 0;
+      return;
+    }
+    let i = 0;
+    try {
+      for (; i < list.length; i++) {
+        const d = list[i]!;
+        if (d.unsent !== 0) this.appendAt(d.offset, d.unsent, d.unsentAt);
+        d.unsent = 0;
+      }
+    } finally {
+      list.splice(0, i);
+    }
   }
 
   // ── hot path ──────────────────────────────────────────────────────────────────────────────────────
@@ -209,6 +258,7 @@ export class BatchPipeline {
    * batches and fill it in a few turns.
    */
   endOfTurn(): void {
+    this.takeDeferred();
     if (this.sink?.restarting === true && this.open.n < this.open.capacity && this.open.ctrl.length === 0) return;
     this.trySend();
   }
@@ -279,8 +329,12 @@ export class BatchPipeline {
     return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
   }
 
-  /** True when nothing is open and the shard has applied everything sent: reads need no round trip. */
+  /**
+   * True when nothing is open and the shard has applied everything sent: reads need no round trip.
+   * Deferred adds go into the open batch first (so a read that finds the pipeline busy settles them too).
+   */
   isIdle(): boolean {
+    this.takeDeferred();
     return !this.open.hasContent() && !seqAfter(this.lastSeq, this.memory.appliedSeq());
   }
 
@@ -308,6 +362,7 @@ export class BatchPipeline {
   async drain(): Promise<void> {
     for (;;) {
       if (this.failure !== undefined) throw this.failure;
+      this.takeDeferred();
       if (this.open.hasContent() && !this.trySend()) {
         await this.waitApplied(this.inflight[0]!.seq);
         continue;

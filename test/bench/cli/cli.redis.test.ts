@@ -53,7 +53,7 @@ function assertWellFormedSvg(text: string): void {
   assert.doesNotMatch(stripped, /[<>]/, 'text content is escaped');
 }
 
-const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'lax-inc', 'strict-inc', 'limiter-redis'];
+const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'lax-inc', 'strict-inc', 'limiter-redis'];
 
 describe('tallyworks bench', () => {
   let redis: RedisServer;

@@ -1,0 +1,219 @@
+/**
+ * Calendar limits decided on the calling thread (issue: decisions on the caller's thread, deliverable 2):
+ * the synchronous terminals, the Promise ones resolving from the same path, exactness, the decision's copy
+ * of the id's events (its gate) kept in step with every write of the id (record, recordAt, merge, import,
+ * compaction and reload, a shard restart), each admitted event reaching the calendar record exactly once,
+ * and reservations as holds that expire. All on the test clock.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { createEngine, ErrorCode, MemoryStorage, TestClock } from '../../../src/index.js';
+import { internals } from '../../../src/engine.js';
+import { withTestEngine } from '../../helpers/engines.js';
+import { DAY, MINUTE, SECOND, utc, withCode } from '../../helpers/time.js';
+
+describe('calendar limits: synchronous terminals', () => {
+  test('checkAndRecordSync admits exactly the limit and records each admitted event once; checkSync and allowedSync never record', () =>
+    withTestEngine(async (engine) => {
+      const store = engine.events;
+      const limiter = store.limit().atMost(3, 'hour');
+      const decisions = Array.from({ length: 5 }, () => limiter.checkAndRecordSync('api'));
+      assert.deepEqual(decisions.map((d) => d.allowed), [true, true, true, false, false]);
+      assert.equal(decisions[3]!.constraint, 'atMost(3, 1 hour)');
+      assert.ok(Object.isFrozen(decisions[0]) && Object.isFrozen(decisions[3]), 'decisions are immutable values');
+      assert.equal(limiter.checkSync('api').allowed, false);
+      assert.equal(limiter.allowedSync('api'), false);
+      assert.equal(limiter.allowedSync('other'), true);
+      assert.equal(store.has('other'), false, 'a check creates nothing');
+      // Read at once, with no await: the synchronous sum sees the three admitted events, once.
+      assert.equal(store.sumSync('api', 'hour', 1), 3);
+      assert.equal(await store.query('api').lastHours(1).sum(), 3);
+      assert.deepEqual(limiter.usageSync('api'), { count: 3, reserved: 0, limit: 3, remaining: 0 });
+    }));
+
+  test('the Promise terminals resolve at once with the same decisions', () =>
+    withTestEngine(async (engine) => {
+      const limiter = engine.events.limit().atMost(2, 'minute');
+      const pending = [limiter.checkAndRecord('p'), limiter.checkAndRecord('p'), limiter.checkAndRecord('p')];
+      // Decided before any await: the third call already sees the first two.
+      assert.equal(limiter.checkAndRecordSync('p').allowed, false);
+      assert.deepEqual((await Promise.all(pending)).map((d) => d.allowed), [true, true, false]);
+      assert.deepEqual(await limiter.usage('p'), limiter.usageSync('p'));
+      assert.equal(await limiter.allowed('p'), false);
+    }));
+
+  test('1000 concurrent checkAndRecord on a limit of 100 admit exactly 100; queries, export and dirty export see 100', () =>
+    withTestEngine(async (engine) => {
+      const store = engine.events;
+      const limiter = store.limit().atMost(100, 'day');
+      const results = await Promise.all(Array.from({ length: 1000 }, () => limiter.checkAndRecord('burst')));
+      assert.equal(results.filter((d) => d.allowed).length, 100);
+      assert.equal(await store.query('burst').lastDays(1).sum(), 100);
+      const exp = await store.export();
+      assert.equal(exp.counters['burst']!.flat().reduce((a, b) => a + b, 0) / Object.keys(store.intervals).length, 100, 'every ring holds the 100 once');
+      assert.deepEqual(store.dirtyIds(), ['burst']);
+    }));
+
+  test('a refusal says when a retry may pass: the calendar unit ends', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:59:30Z'));
+      const limiter = engine.events.limit().atMost(2, 'hour');
+      limiter.checkAndRecordSync('edge');
+      limiter.checkAndRecordSync('edge');
+      const refused = limiter.checkAndRecordSync('edge');
+      assert.equal(refused.allowed, false);
+      assert.equal(refused.retryAfterMs, 30 * SECOND);
+      clock.set(utc('2024-06-17T11:00:00Z'));
+      assert.equal(limiter.checkAndRecordSync('edge').allowed, true, 'a new hour: the count starts again');
+      assert.equal(engine.events.sumSync('edge', 'hour', 2), 3);
+    }));
+
+  test('a window of several units slides by whole units; two atMost windows decide all-or-nothing', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:00:00Z'));
+      const limiter = engine.events.limit().atMost(3, [2, 'hour']).atMost(2, 'minute');
+      const allowed = (): boolean[] => Array.from({ length: 3 }, () => limiter.checkAndRecordSync('w').allowed);
+      assert.deepEqual(allowed(), [true, true, false], 'the minute refuses the third');
+      clock.advance(MINUTE);
+      assert.deepEqual(allowed(), [true, false, false], 'the two hours refuse the fourth');
+      assert.deepEqual(limiter.usageSync('w'), { count: 3, reserved: 0, limit: 3, remaining: 0 });
+      clock.set(utc('2024-06-17T11:30:00Z'));
+      assert.equal(limiter.checkAndRecordSync('w').allowed, false, '10:00 and 11:00 are both in the window');
+      clock.set(utc('2024-06-17T12:00:00Z'));
+      assert.deepEqual(allowed(), [true, true, false], 'the 10:00 events left the window');
+      assert.equal(engine.events.sumSync('w', 'hour', 3), 5, 'a refusal by one window recorded nothing');
+    }));
+
+  test('bad ids are typed errors that create nothing; a closed store refuses with TW_CLOSED', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    const limiter = engine.events.limit().atMost(1, 'hour');
+    for (const bad of [123, '', 'a:b', undefined]) {
+      assert.throws(() => limiter.checkAndRecordSync(bad as string), withCode(ErrorCode.INVALID_KEY));
+      await assert.rejects(limiter.checkAndRecord(bad as string), withCode(ErrorCode.INVALID_KEY));
+    }
+    assert.equal(engine.events.size, 0);
+    assert.throws(() => engine.events.limit().atLeast(1, 'day').usageSync('x'), withCode(ErrorCode.INVALID_ARGUMENT, 'atMost'));
+    await engine.close();
+    assert.throws(() => limiter.checkAndRecordSync('late'), withCode(ErrorCode.CLOSED));
+    await assert.rejects(limiter.check('late'), withCode(ErrorCode.CLOSED));
+  });
+});
+
+describe("calendar limits: the decision's copy stays in step with every write of the id", () => {
+  test('events recorded before the first decision seed it; record and recordAt after it count in it', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:30:00Z'));
+      const store = engine.events;
+      store.record('seed', 7);
+      const limiter = store.limit().atMost(10, 'hour');
+      assert.equal(limiter.checkAndRecordSync('seed').allowed, true, '7 recorded before: the 8th');
+      store.record('seed', 1); // 9
+      store.recordAt('seed', utc('2024-06-17T10:05:00Z')); // 10, inside the hour
+      store.recordAt('seed', utc('2024-06-17T09:59:00Z'), 50); // the hour before: not the limit's
+      assert.equal(limiter.checkAndRecordSync('seed').allowed, false);
+      assert.deepEqual(limiter.usageSync('seed'), { count: 10, reserved: 0, limit: 10, remaining: 0 });
+      assert.equal(await store.query('seed').lastHours(1).sum(), 10);
+      assert.equal(await store.query('seed').lastHours(2).sum(), 60);
+    }));
+
+  test('an import overwrites and a merge adds: the next decision sees the new counts', () =>
+    withTestEngine(async (engine) => {
+      const store = engine.events;
+      const limiter = store.limit().atMost(5, 'day');
+      for (let i = 0; i < 5; i++) limiter.checkAndRecordSync('m');
+      assert.equal(limiter.allowedSync('m'), false);
+      const other = engine.eventStore();
+      other.record('m', 2);
+      await store.import(await other.export());
+      assert.deepEqual(limiter.usageSync('m'), { count: 2, reserved: 0, limit: 5, remaining: 3 });
+      await store.merge(await other.export());
+      assert.equal(limiter.usageSync('m').count, 4);
+      assert.deepEqual([limiter.checkAndRecordSync('m').allowed, limiter.checkAndRecordSync('m').allowed], [true, false]);
+      assert.equal(await store.query('m').lastDays(1).sum(), 5);
+    }));
+
+  test('compaction lets the id go; a synchronous decision on it says TW_NOT_READY and starts the reload, the awaited one waits for it', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    try {
+      const store = engine.eventStore({ storage: new MemoryStorage() });
+      const limiter = store.limit().atMost(4, 'day');
+      assert.throws(() => limiter.checkAndRecordSync('c'), withCode(ErrorCode.NOT_READY), 'the storage is still being listed');
+      await store.ready();
+      for (let i = 0; i < 3; i++) limiter.checkAndRecordSync('c');
+      await store.compact();
+      assert.equal(store.size, 0);
+      assert.throws(() => limiter.checkAndRecordSync('c'), withCode(ErrorCode.NOT_READY));
+      assert.equal((await limiter.checkAndRecord('c')).allowed, true, 'the stored 3 seed the decision: the 4th');
+      assert.equal((await limiter.checkAndRecord('c')).allowed, false);
+      assert.equal(await store.query('c').lastDays(1).sum(), 4);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('a shard thread killed and replaced: decisions stay exact and every admitted event is recorded once', async () => {
+    const clock = new TestClock();
+    const engine = await createEngine({ clock, shards: 1 });
+    try {
+      const store = engine.events;
+      const limiter = store.limit().atMost(50, 'hour');
+      const ids = Array.from({ length: 20 }, (_, i) => `k${i}`);
+      let admitted = 0;
+      for (let round = 0; round < 120; round++) {
+        for (const id of ids) if (limiter.checkAndRecordSync(id).allowed) admitted++;
+        if (round % 40 === 20) await engine[internals].router.lanes[0]!.killThreadForTest();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(admitted, 50 * ids.length);
+      await engine.flush();
+      for (const id of ids) assert.equal(store.sumSync(id, 'hour', 1), 50, id);
+      assert.ok((await engine.stats()).shards[0]!.restarts >= 2);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('admitted events land in the buckets recorded ones do, for any finest ring (coalesced per unit or per ms)', () =>
+    withTestEngine(async (engine, clock) => {
+      for (const intervals of [{ weeks: 4, months: 3 }, { minutes: 5, hours: 3, days: 2 }, { seconds: 90, minutes: 3 }]) {
+        const decided = engine.eventStore({ intervals });
+        const recorded = engine.eventStore({ intervals });
+        const limiter = decided.limit().atMost(1000, 'months' in intervals ? 'week' : 'minute');
+        // Across a month boundary (Tue 30 July .. Fri 2 August 2024), minutes, seconds and milliseconds.
+        for (const t of ['2024-07-30T12:00:00Z', '2024-08-02T12:00:00Z', '2024-08-02T12:00:00.400Z', '2024-08-02T12:00:59.999Z', '2024-08-02T12:01:00Z']) {
+          clock.set(utc(t));
+          assert.equal(limiter.checkAndRecordSync('x').allowed, true);
+          recorded.record('x');
+        }
+        const a = await decided.export();
+        const b = await recorded.export();
+        assert.deepEqual(a.counters, b.counters, JSON.stringify(intervals));
+      }
+    }));
+});
+
+describe('calendar limits: reservations are holds that expire', () => {
+  test('a hold counts against the limit until committed, cancelled or expired', () =>
+    withTestEngine(async (engine, clock) => {
+      const store = engine.eventStore({ reservationTtlMs: 2 * MINUTE });
+      const limiter = store.limit().atMost(2, 'day');
+      const a = await limiter.reserve('r');
+      const b = await limiter.reserve('r');
+      assert.equal((await limiter.reserve('r')).allowed, false, 'two holds fill the day');
+      assert.equal(limiter.checkAndRecordSync('r').allowed, false);
+      assert.deepEqual(limiter.usageSync('r'), { count: 0, reserved: 2, limit: 2, remaining: 0 });
+      await a.commit();
+      assert.deepEqual(limiter.usageSync('r'), { count: 1, reserved: 1, limit: 2, remaining: 0 });
+      await b.cancel();
+      await assert.rejects(b.cancel(), withCode(ErrorCode.RESERVATION));
+      assert.equal(limiter.checkAndRecordSync('r').allowed, true);
+      assert.equal(store.sumSync('r', 'day', 1), 2);
+      clock.advance(DAY);
+      const forgotten = await limiter.reserve('r');
+      assert.equal(forgotten.allowed, true);
+      assert.equal(limiter.usageSync('r').reserved, 1);
+      clock.advance(2 * MINUTE);
+      assert.equal(limiter.usageSync('r').reserved, 0, 'expired');
+      assert.deepEqual([limiter.checkAndRecordSync('r').allowed, limiter.checkAndRecordSync('r').allowed, limiter.checkAndRecordSync('r').allowed], [true, true, false]);
+    }));
+});
