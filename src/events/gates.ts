@@ -15,7 +15,6 @@ import type { CalShape } from '../../common/records/calendar/shape.js';
 import { addFixed, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
 import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
 import type { Lane } from '../router/lane.js';
-import type { EventCounter } from './reader.js';
 
 /** One window the store's limits decide on: the newest `n` units of ring `ring`. */
 export interface GateWindow {
@@ -36,12 +35,26 @@ export interface Gate {
   readonly segment: DecisionSegment;
   readonly offset: number;
   readonly window: GateWindow;
-  /** The id's counter (the event a decision admits is appended to its record). */
-  readonly counter: EventCounter;
 }
 
-/** What a counter carries of its gates (see EventCounter.gates). */
+/** What a counter carries of its gates (see GatedCounter.gates). */
 export type CounterGates = Array<Gate | undefined>;
+
+/** The fields of an event counter (./reader.ts GatedCounter) its gates live in. */
+export interface GatedCounter {
+  readonly id: string;
+  readonly lane: Lane;
+  /** Its gates by window index; undefined until a limit decides on the id. */
+  gates: CounterGates | undefined;
+  gateCount: number;
+  /**
+   * Its first gate's window and place, inline: a decision on that window reads the counter and the record
+   * and nothing else (one hop less than through `gates`).
+   */
+  fastWindow: GateWindow | undefined;
+  fastF64: Float64Array | undefined;
+  fastOffset: number;
+}
 
 export class Gates {
   private readonly windows = new Map<string, GateWindow>();
@@ -80,7 +93,7 @@ export class Gates {
    * calendar buckets, newest first; undefined for none). Throws TW_CAPACITY (making nothing) past the
    * shard's memory budget.
    */
-  make(c: EventCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
+  make(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
     const place = this.freeList(c.lane, w.shape.words).pop() ?? c.lane.decisions.take(w.shape.words);
     const { segment, offset } = place;
     try {
@@ -89,7 +102,7 @@ export class Gates {
       this.freeList(c.lane, w.shape.words).push(place);
       throw err;
     }
-    const gate: Gate = { f64: segment.f64, segment, offset, window: w, counter: c };
+    const gate: Gate = { f64: segment.f64, segment, offset, window: w };
     c.gates ??= [];
     c.gates[w.index] = gate;
     c.gateCount++;
@@ -119,7 +132,7 @@ export class Gates {
   }
 
   /** Gives a counter's gates back for reuse (the next decision on the id seeds new ones). */
-  retire(c: EventCounter): void {
+  retire(c: GatedCounter): void {
     if (c.gates === undefined) return;
     for (const g of c.gates) {
       if (g === undefined) continue;

@@ -14,6 +14,10 @@
  * decision; the Promise terminals resolve at once from the same path, and wait (for the storage listing,
  * an id's reload, or a shard being replaced) only where the synchronous ones throw TW_NOT_READY or
  * TW_SHARD_STALLED.
+ *
+ * Over 350 lines because it is the limiter's one decision path with its two faces: the builder (each
+ * constraint validated once), the fast path of the common case, the general decision, reservations, and
+ * the synchronous and awaited terminals over them.
  */
 import { closedError, argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { seenAge, sumRing } from '../../common/records/calendar/read.js';
@@ -119,12 +123,15 @@ export class LimitBuilder {
 
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
   private lastRefusal: Decision = refused('', undefined);
+  /** The last refusal as a resolved promise, made when an awaited terminal first returns it. */
+  private lastRefusalNow: Promise<Decision> | undefined;
 
   /** A frozen refusal by `label` with `retryAfterMs` (NaN: unknown). */
   private refusal(label: string, retryAfterMs: number): Decision {
     const last = this.lastRefusal;
     const retry = Number.isNaN(retryAfterMs) ? undefined : retryAfterMs;
     if (last.constraint === label && last.retryAfterMs === retry) return last;
+    this.lastRefusalNow = undefined;
     return (this.lastRefusal = Object.freeze({ allowed: false, constraint: label, retryAfterMs: retry }));
   }
 
@@ -264,7 +271,9 @@ export class LimitBuilder {
     } catch (err) {
       return this.afterWait(err, id, () => this.checkAndRecordSync(id));
     }
-    return d === ALLOWED ? ALLOWED_NOW : Promise.resolve(d);
+    if (d === ALLOWED) return ALLOWED_NOW;
+    if (d !== this.lastRefusal) return Promise.resolve(d);
+    return (this.lastRefusalNow ??= Promise.resolve(d));
   }
 
   /** Like checkAndRecord, but a refusal throws {@link LimitExceededError} (code TW_LIMITED). */

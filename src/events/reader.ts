@@ -6,14 +6,14 @@ import type { CalShape } from '../../common/records/calendar/shape.js';
 import type { Clock } from '../clock/clock.js';
 import type { Lane } from '../router/lane.js';
 import type { ShardViews } from '../../common/layout.js';
-import type { CounterGates, Gate, Gates, GateWindow } from './gates.js';
+import type { Gate, GatedCounter, Gates, GateWindow } from './gates.js';
 import type { IntervalCounts } from './intervals.js';
 
 /** What {@link EventReader.sumNow} returns when the caller must take the asynchronous path. */
 export const NOT_NOW: unique symbol = Symbol('not-now');
 
-/** One id's counter: where its record lives. */
-export interface EventCounter {
+/** One id's counter: where its record lives, and its limit gates (./gates.ts). */
+export interface EventCounter extends GatedCounter {
   readonly id: string;
   readonly lane: Lane;
   /** The record's arena offset. */
@@ -22,17 +22,6 @@ export interface EventCounter {
   dirty: boolean;
   /** Set while the id's persisted counts are being merged back in after compact(). */
   loading: Promise<void> | undefined;
-  /** The id's limit gates, by window index (./gates.ts); undefined until a limit decides on the id. */
-  gates: CounterGates | undefined;
-  /** How many gates it has. */
-  gateCount: number;
-  /**
-   * Its first gate's window and place, inline: a decision on that window reads the counter and the record
-   * and nothing else (measured: a hop less is worth about a tenth of a decision at 10k ids).
-   */
-  fastWindow: GateWindow | undefined;
-  fastF64: Float64Array | undefined;
-  fastOffset: number;
   /**
    * Events limits admitted not yet in a batch (the pipeline's deferred adds), all in the store's finest
    * unit `unsentUnit`, sent as one op stamped `unsentAt` (the first one's time: the same buckets in every ring).

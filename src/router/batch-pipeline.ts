@@ -17,6 +17,13 @@
  * If the shard applies nothing for `stallTimeoutMs` (it died while the producer held the thread, so it
  * could not be replaced), the call throws ShardStalledError and records nothing. The main thread never
  * calls Atomics.wait.
+ *
+ * Deferred adds. A producer that adds to one record many times in a row (a limit admitting an id's events)
+ * can hold them out of the batch and hand the pipeline the holder ({@link BatchPipeline.defer}): they go
+ * in as one op before anything reads (isIdle, settleSync), drains or sends.
+ *
+ * Over 350 lines because it is the one place batches are opened, sent, waited for and replayed: the hot
+ * path, backpressure, the end of turn, the barriers of synchronous and awaited reads share its state.
  */
 import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
 import { seqAfter } from '../../common/layout.js';
