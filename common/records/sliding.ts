@@ -211,7 +211,7 @@ function whenRoom(f64: Float64Array, s: number, shape: SlidingShape, k: number, 
   if (n <= limit) {
     // Oldest group holding a count first.
     const from = Math.max(f64[s + SLW_TAIL]!, head - G + 1);
-    let p = from % G;
+    let p = from - Math.floor(from / G) * G; // not `%`: a Float64 remainder is a library call
     for (let u = from; u <= head; u++) {
       freed += f64[s + SLW_GROUPS + p]!;
       if (++p === G) p = 0;

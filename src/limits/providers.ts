@@ -122,6 +122,9 @@ export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string,
 
 /** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
 export class LocalAbsolute {
+  /** The last rejection returned, reused while its figures repeat. */
+  private lastRejected: Rejected | undefined;
+
   private readonly limits = new Float64Array(1);
   private readonly windowSeconds: number;
   private readonly shape: SlidingShape;
@@ -156,7 +159,10 @@ export class LocalAbsolute {
     let r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
     if (r === STALE) r = this.again(key, n, now);
     if (r === ADMITTED) return ALLOWED;
-    return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting };
+    // A burst of refusals within one ms has the same figures: one frozen value for all of them.
+    const last = this.lastRejected;
+    if (last !== undefined && last.retryAfterMs === shape.retryAfterMs && last.remainingAfterWaiting === shape.remainingAfterWaiting) return last;
+    return (this.lastRejected = Object.freeze({ kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting }));
   }
 
   /** The key's record was retired while a linked thread held its handle: decide again on its record now. */
