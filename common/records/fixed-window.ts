@@ -160,6 +160,8 @@ export function retryFixed(f64: Float64Array, o: number, shape: FixedWindowShape
   const total = f64[o + FXF_TOTAL]!;
   const holds = holdsAt(f64, o, t, ttlMs);
   if (limit <= 0) return Number.NaN;
+  // One unit and no holds (the common refusal): its events all leave when the next unit begins.
+  if (holds === 0 && shape.n === 1) return Math.max(0, startOf(f64[o + FXF_HEAD]! + 1) - t);
   const held = leaveMs(f64, o, shape, total + holds - limit + 1, t, startOf);
   if (holds === 0) return held;
   const expiry = Math.max(0, f64[o + FXF_HOLDS_SINCE]! + ttlMs - t);
