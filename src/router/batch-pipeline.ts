@@ -124,26 +124,32 @@ export class BatchPipeline {
     this.scheduleEndOfTurn();
   }
 
-  /** Appends the deferred adds to the open batch (a throw while making room leaves the rest deferred). */
-  private takeDeferred(): void {
+  /**
+   * Appends the deferred adds to the open batch while it has room, sending it when full, never waiting
+   * (so it may run anywhere: a read's check, the end of a turn); true when none remain deferred.
+   */
+  private takeDeferred(): boolean {
     const list = this.deferred;
-    if (list.length === 0) return;
+    if (list.length === 0) return true;
     if (this.failure !== undefined || this.sealed) {
-      // Lost with the open batch they would have joined (fail() reported it).
-      for (const d of list) d.unsent = 0;
-      list.length = 0;
-      return;
+      this.dropDeferred();
+      return true;
     }
     let i = 0;
-    try {
-      for (; i < list.length; i++) {
-        const d = list[i]!;
-        if (d.unsent !== 0) this.appendAt(d.offset, d.unsent, d.unsentAt);
-        d.unsent = 0;
-      }
-    } finally {
-      list.splice(0, i);
+    for (; i < list.length; i++) {
+      if (this.open.n >= this.open.capacity && !this.trySend()) break; // no room until the shard applies more
+      const d = list[i]!;
+      if (d.unsent !== 0) this.appendAt(d.offset, d.unsent, d.unsentAt);
+      d.unsent = 0;
     }
+    list.splice(0, i);
+    return list.length === 0;
+  }
+
+  /** The pipeline takes no more ops: deferred adds are lost with the open batch they would have joined. */
+  private dropDeferred(): void {
+    for (const d of this.deferred) d.unsent = 0;
+    this.deferred.length = 0;
   }
 
   // ── hot path ──────────────────────────────────────────────────────────────────────────────────────
@@ -302,6 +308,7 @@ export class BatchPipeline {
   fail(err: TallyworksError): void {
     this.failure = err;
     this.open = SEALED_BATCH;
+    this.dropDeferred();
     for (const w of this.waiters.splice(0)) w.reject(err);
   }
 
@@ -341,8 +348,7 @@ export class BatchPipeline {
    * Deferred adds go into the open batch first (so a read that finds the pipeline busy settles them too).
    */
   isIdle(): boolean {
-    this.takeDeferred();
-    return !this.open.hasContent() && !seqAfter(this.lastSeq, this.memory.appliedSeq());
+    return this.takeDeferred() && !this.open.hasContent() && !seqAfter(this.lastSeq, this.memory.appliedSeq());
   }
 
   /**
@@ -357,7 +363,11 @@ export class BatchPipeline {
       throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} is being replaced: a synchronous read cannot wait for it here; yield to the event loop or use the awaited read`);
     }
     const deadline = Date.now() + this.config.stallTimeoutMs;
-    if (this.open.hasContent()) this.waitForRoom();
+    // Send the open batch (waiting for room, at most stallTimeoutMs), and the deferred adds behind it.
+    while (this.open.hasContent()) {
+      this.waitForRoom();
+      this.takeDeferred();
+    }
     for (let spins = 1; seqAfter(this.lastSeq, this.memory.appliedSeq()); spins++) {
       if ((spins & 0x3ff) === 0 && Date.now() > deadline) {
         throw new TallyworksError(ErrorCode.SHARD_STALLED, `shard ${this.shard} applied no batch for ${this.config.stallTimeoutMs} ms while a synchronous read waited`);
@@ -374,7 +384,10 @@ export class BatchPipeline {
         await this.waitApplied(this.inflight[0]!.seq);
         continue;
       }
-      if (!seqAfter(this.lastSeq, this.memory.appliedSeq())) return;
+      if (!seqAfter(this.lastSeq, this.memory.appliedSeq())) {
+        if (this.deferred.length === 0) return;
+        continue; // room again: the rest of the deferred adds go in
+      }
       await this.waitApplied(this.lastSeq);
     }
   }
@@ -386,6 +399,7 @@ export class BatchPipeline {
     } finally {
       this.sealed = true;
       if (this.failure === undefined) this.open = SEALED_BATCH;
+      this.dropDeferred();
       for (const w of this.waiters.splice(0)) w.reject(closedError('engine'));
     }
   }

@@ -192,6 +192,38 @@ describe("calendar limits: the decision's copy stays in step with every write of
     }));
 });
 
+describe('calendar limits: admitted events held as deferred adds', () => {
+  test('with tiny batches and one batch in flight, thousands of held adds all reach their records, through reads, turns and close', async () => {
+    const clock = new TestClock();
+    const storage = new MemoryStorage();
+    const engine = await createEngine({ clock, shards: 2, batchSize: 16, maxInFlight: 1 });
+    const store = engine.eventStore({ storage });
+    await store.ready();
+    const limiter = store.limit().atMost(3, 'hour');
+    const ids = Array.from({ length: 3000 }, (_, i) => `d${i}`);
+    for (const id of ids) limiter.checkAndRecordSync(id);
+    // A synchronous read now: every held add of that shard goes out first, in batches of 16.
+    assert.equal(store.sumSync(ids[2999]!, 'hour', 1), 1);
+    for (const id of ids) limiter.checkAndRecordSync(id);
+    await new Promise((resolve) => setImmediate(resolve)); // the end of a turn sends what has room
+    for (const id of ids) limiter.checkAndRecordSync(id);
+    assert.equal(limiter.checkAndRecordSync(ids[0]!).allowed, false);
+    const exp = await store.export();
+    assert.equal(Object.values(exp.counters).filter((rings) => rings[0]!.reduce((a, b) => a + b, 0) === 3).length, ids.length, 'every id holds its 3 admitted events once');
+    // Held adds made just before close() reach the final persist.
+    for (const id of ids.slice(0, 50)) limiter.checkAndRecordSync(`late-${id}`);
+    await engine.close();
+    const again = await createEngine({ clock, shards: 1 });
+    try {
+      const reloaded = again.eventStore({ storage });
+      for (const id of ids.slice(0, 50)) assert.equal(await reloaded.query(`late-${id}`).lastHours(1).sum(), 1, id);
+      assert.equal(await reloaded.query(ids[1500]!).lastHours(1).sum(), 3);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
 describe('calendar limits: reservations are holds that expire', () => {
   test('a hold counts against the limit until committed, cancelled or expired', () =>
     withTestEngine(async (engine, clock) => {
