@@ -13,7 +13,7 @@ import { LocalCounters } from './counters/local-counters.js';
 import { StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
 import { FlusherClient } from './flusher/flusher-client.js';
 import type { FlusherStats, ShardStats } from '../common/messages.js';
-import { type Clock, SystemClock } from './clock/clock.js';
+import { type Clock, DecisionTime } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
 import { EventStore } from './events/store.js';
 import type { EventStoreOptions } from './events/store-options.js';
@@ -100,7 +100,7 @@ export class Engine implements AsyncDisposable {
    */
   eventStore(options: EventStoreOptions = {}): EventStore {
     if (this.closing !== undefined) throw closedError('engine');
-    const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock, this.limiterContextOf().now);
+    const store = new EventStore(options, this.options.timeZone, this.stores.length + 1, this.router, this.clock, this.limiterContextOf().time);
     this.stores.push(store);
     return store;
   }
@@ -143,8 +143,7 @@ export class Engine implements AsyncDisposable {
   private limiterContextOf(): LimiterContext {
     if (this.limiterContext === undefined) {
       const clock = this.clock;
-      const now = clock instanceof SystemClock ? () => clock.nowRelaxed() : () => clock.now();
-      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, now, state: { closed: false } };
+      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, time: new DecisionTime(clock), state: { closed: false } };
     }
     return this.limiterContext;
   }

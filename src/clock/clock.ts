@@ -75,6 +75,12 @@ export class SystemClock implements Clock {
   nowRelaxed(): number {
     const t = this.cell[0]!;
     if (t === this.lastTouched && ticker !== undefined) return t;
+    // `+`: both returns stay raw doubles, so an inlined fast path boxes nothing (it allocated per read).
+    return +this.touchedNow();
+  }
+
+  /** nowRelaxed's slow path, apart so that the fast one stays small enough to inline. */
+  private touchedNow(): number {
     const now = this.now();
     this.lastTouched = now;
     return now;
@@ -108,6 +114,28 @@ export class SystemClock implements Clock {
     Atomics.store(tickerControl, T_WAKE, 1);
     Atomics.notify(tickerControl, T_WAKE);
     await current.exited;
+  }
+}
+
+/**
+ * A time source read on every decision. An object with a method, not a closure: a call to a closure kept in
+ * a field was not inlined, and each of its results was boxed (one allocation per decision, measured).
+ */
+export interface TimeSource {
+  now(): number;
+}
+
+/** The engine clock's time for decisions: SystemClock.nowRelaxed where it can, the clock's now() otherwise. */
+export class DecisionTime implements TimeSource {
+  private readonly system: SystemClock | undefined;
+
+  constructor(private readonly clock: Clock) {
+    this.system = clock instanceof SystemClock ? clock : undefined;
+  }
+
+  now(): number {
+    const s = this.system;
+    return s !== undefined ? s.nowRelaxed() : this.clock.now();
   }
 }
 

@@ -25,7 +25,7 @@ import {
 } from '../../common/errors.js';
 import { KIND_CAL, type ShardViews } from '../../common/layout.js';
 import type { CalConfig, LoadOp } from '../../common/messages.js';
-import type { Clock } from '../clock/clock.js';
+import type { Clock, TimeSource } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
 import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
@@ -70,11 +70,10 @@ export class EventStore implements EventReader {
   readonly gates: Gates;
   /** True when the finest ring's unit nests in every other ring's (see addDecided). */
   private readonly coalesceByUnit: boolean;
-  /** @internal The clock's time for decisions (SystemClock.nowRelaxed where it can). */
-  readonly decisionNow: () => number;
+  private readonly time: TimeSource;
 
   /** @internal use `engine.events` or `engine.eventStore()` */
-  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock, decisionNow: () => number) {
+  constructor(options: EventStoreOptions, defaultZone: string, configId: number, router: Router, clock: Clock, time: TimeSource) {
     const o = resolveEventStoreOptions(options, defaultZone);
     this.rings = o.rings;
     this.timeZone = o.timeZone;
@@ -83,7 +82,7 @@ export class EventStore implements EventReader {
     this.shape = new CalShape(this.config);
     this.gates = new Gates(this.shape);
     this.coalesceByUnit = this.shape.rings[0]!.unit <= CalUnit.day;
-    this.decisionNow = decisionNow;
+    this.time = time;
     this.router = router;
     this.clock = clock;
     this.sourceId = o.sourceId;
@@ -265,6 +264,11 @@ export class EventStore implements EventReader {
       const c = await this.loadedCounter(id);
       if (c !== undefined) await c.lane.drain();
     }
+  }
+
+  /** @internal The clock's time for decisions (SystemClock.nowRelaxed where it can). */
+  decisionNow(): number {
+    return this.time.now();
   }
 
   /** @internal Marks the counter recorded since the last persist. */

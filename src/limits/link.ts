@@ -10,6 +10,7 @@
  * marked dead: a lock it held is taken over and the record repaired by the next decider that meets it
  * (common/records/owner-lock.ts).
  */
+import type { TimeSource } from '../clock/clock.js';
 import { MessageChannel, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { argumentTypeError, closedError, ErrorCode, reviveError, TallyworksError, toWireError } from '../../common/errors.js';
 import type { RateLinkToClient as ToClient, RateLinkToHost as ToHost } from '../../common/messages.js';
@@ -42,6 +43,18 @@ export interface RateLimiterLink {
 /** Handles a linked thread keeps before it first looks for retired ones. */
 const PRUNE_MIN = 4096;
 
+/** A test clock's time, read from its cell. */
+class CellTime implements TimeSource {
+  constructor(private readonly cell: Float64Array) {}
+
+  now(): number {
+    return this.cell[0]!;
+  }
+}
+
+/** The wall clock (a worker thread has no ticker of its own). */
+const WALL_TIME: TimeSource = { now: () => Date.now() };
+
 /** The engine's side of a limiter's links: answers where records are, and marks ended threads dead. */
 export class RateLinkHost {
   private readonly ports = new Map<MessagePort, Int32Array>();
@@ -49,7 +62,7 @@ export class RateLinkHost {
 
   constructor(
     private readonly directories: { readonly absolute: SlidingDirectory; readonly suppressed: SlidingDirectory },
-    private readonly now: () => number,
+    private readonly time: TimeSource,
     private readonly markDead: (owner: number) => void,
   ) {}
 
@@ -82,7 +95,7 @@ export class RateLinkHost {
           const dir = this.directories[m.strategy];
           const key = validateKey(m.key, 'key');
           if (!m.create && dir.get(key) === undefined) return { t: 'absent', id: m.id };
-          const e = dir.getOrCreate(key, this.now());
+          const e = dir.getOrCreate(key, this.time.now());
           return { t: 'resolved', id: m.id, segment: e.views.buffer, segmentId: e.lane * 0x1_0000 + e.views.index, offset: e.offset, stamp: e.stamp };
         } catch (err) {
           return { t: 'failed', id: m.id, error: toWireError(err) };
@@ -200,7 +213,7 @@ export class LinkedRateLimiter {
     const cell = new Float64Array(link.timeCell, 0, 1);
     const flags = new Int32Array(link.wake);
     const state = { get closed(): boolean { return ended() || flags[1] !== 0; } };
-    const ctx: DecisionContext = { now: link.clock === 'cell' ? () => cell[0]! : Date.now, state };
+    const ctx: DecisionContext = { time: link.clock === 'cell' ? new CellTime(cell) : WALL_TIME, state };
     const decider = new Decider(link.owner, new Int32Array(link.owners), true, link.lockTimeoutMs);
     const windows = [{ name: 'window', limit: NaN, windowSeconds: link.windowSeconds, windowMs: link.windowSeconds * 1000, groupMs: link.groupMs }];
     const options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'> = {

@@ -5,6 +5,7 @@
  * (common/records/sliding.ts), under the record's owner lock, with no message and no promise; being over
  * the limit is a value, never a thrown error.
  */
+import type { TimeSource } from '../clock/clock.js';
 import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import { type Decider, lockRecord, unlockRecord } from '../../common/records/owner-lock.js';
 import {
@@ -61,7 +62,7 @@ export const ALLOWED: Allowed = Object.freeze({ kind: 'allowed', allowed: true }
 /** What a decider needs, on any thread: the time, and whether the engine (or the link) is closed. */
 export interface DecisionContext {
   /** The clock's time for decisions (SystemClock.nowRelaxed where it can). */
-  readonly now: () => number;
+  readonly time: TimeSource;
   /** True once the engine (or the link) closed. */
   readonly state: { readonly closed: boolean };
 }
@@ -92,7 +93,7 @@ const READ_SPINS = 1 << 12;
 /** Reads a value of `key`'s record consistently (0 for a key no decision has touched). */
 export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string, decider: Decider, read: (f64: Float64Array, o: number, now: number) => number): number {
   if (ctx.state.closed) throw closedError('rate limiter');
-  const now = ctx.now();
+  const now = ctx.time.now();
   for (let attempt = 0; attempt < STALE_RETRIES; attempt++) {
     const e = dir.get(key) ?? (validateKey(key, 'key'), dir.find(key));
     if (e === undefined) return 0;
@@ -148,7 +149,7 @@ export class LocalAbsolute {
     if (this.ctx.state.closed) throw closedError('rate limiter');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const now = this.ctx.now();
+    const now = this.ctx.time.now();
     const e = this.directory.get(key) ?? entryOf(this.directory, key, now);
     const shape = this.shape;
     shape.at(now);
@@ -208,7 +209,7 @@ export class LocalSuppressed {
     if (n !== 1) checkIncrement(n);
     const draw = this.options.random();
     if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
-    const now = this.ctx.now();
+    const now = this.ctx.time.now();
     const shape = this.directory.shape;
     shape.at(now);
     const soft = limitOf(rate, this.windowSeconds);

@@ -59,7 +59,7 @@ class Cleanup {
 
   /** Retires every key idle longer than staleAfterMs now; returns how many. */
   run(): number {
-    const now = this.ctx.now();
+    const now = this.ctx.time.now();
     this.next = now + this.options.cleanupIntervalMs;
     let retired = 0;
     for (const dir of this.dirs) retired += dir.sweep(now - this.options.staleAfterMs);
@@ -96,7 +96,7 @@ export class RateLimiter {
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
     this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed]);
-    this.links = new RateLinkHost({ absolute, suppressed }, ctx.now, (owner) => ctx.registry.markDead(owner));
+    this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));
     this.linkFields = {
       owners: ctx.registry.owners.buffer as SharedArrayBuffer,
       timeCell: ctx.clock.timeCell,
@@ -158,7 +158,7 @@ export class RateLimits {
   inc(key: string, n = 1): RateDecision {
     if (this.ctx.state.closed) throw closedError('rate limits');
     if (n !== 1) checkIncrement(n);
-    const now = this.ctx.now();
+    const now = this.ctx.time.now();
     const e = entryOf(this.directory, key, now);
     const shape = this.directory.shape;
     shape.at(now);
