@@ -80,7 +80,8 @@
  *  fixed-window decision record (kind KIND_FIXED; see common/records/fixed-window.ts): a calendar limit's
  *  count of one id over the newest n units of one ring; only the engine's thread writes or reads it
  *  f64[o] kind · f64[o+1] head unit index · f64[o+2] total of the n buckets · f64[o+3] holds (reservations)
- *  f64[o+4] when the oldest outstanding hold was taken, ms · f64[o+5 .. o+5+n) buckets (unit k at k mod n)
+ *  f64[o+4] when the holds' generation began (its earliest hold), ms · f64[o+5] the newest hold, ms
+ *  f64[o+6 .. o+6+n) buckets (unit k at k mod n)
  *
  *  result cells (router-allocated, 2 words each): a counter op writes f64[c] its new value (NaN when it
  *  would leave the safe-integer range) and f64[c+1] the old one
@@ -204,7 +205,8 @@ export const FXF_HEAD = 1;
 export const FXF_TOTAL = 2;
 export const FXF_HOLDS = 3;
 export const FXF_HOLDS_SINCE = 4;
-export const FXF_BUCKETS = 5;
+export const FXF_HOLDS_LAST = 5;
+export const FXF_BUCKETS = 6;
 
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;

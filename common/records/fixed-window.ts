@@ -10,9 +10,10 @@
  * Windows are calendar units (the store's zone): `atMost(10, 'hour')` counts since hh:00, `[2, 'hour']` the
  * current and the previous hour. A clock set back adds to the newest unit.
  *
- * Holds expire together: once the oldest outstanding one is `ttlMs` old, they count as none (what the
- * store's `reservationTtlMs` promises); a release of a hold older than the oldest outstanding one releases
- * nothing (its place was given up when it expired).
+ * Holds expire together: once the newest outstanding one is `ttlMs` old, they count as none, so no hold
+ * stops counting before its own `ttlMs` (the store's `reservationTtlMs`). Holds taken from the first one
+ * after none were live on are one generation; a release of a hold from an earlier generation (taken before
+ * it began) releases nothing: its place was given up when it expired.
  *
  * One writer: event stores live on the engine's thread, which is the only thread that decides on, writes
  * or reads these records, so they need no lock (measured: the owner lock of ./owner-lock.ts cost about a
@@ -22,7 +23,7 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { FXF_BUCKETS, FXF_KIND, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
+import { FXF_BUCKETS, FXF_KIND, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_LAST, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
 
 /**
  * Position of unit k's bucket among n. Unit indexes inside the calendar's range fit an Int32, so this is an
@@ -83,10 +84,10 @@ function moveTo(f64: Float64Array, o: number, n: number, k: number): number {
   return k;
 }
 
-/** The record's outstanding holds at `t` (0 once the oldest is `ttlMs` old). */
+/** The record's outstanding holds at `t` (0 once the newest is `ttlMs` old). */
 export function holdsAt(f64: Float64Array, o: number, t: number, ttlMs: number): number {
   const holds = f64[o + FXF_HOLDS]!;
-  return holds === 0 || t - f64[o + FXF_HOLDS_SINCE]! >= ttlMs ? 0 : holds;
+  return holds === 0 || t - f64[o + FXF_HOLDS_LAST]! >= ttlMs ? 0 : holds;
 }
 
 /**
@@ -135,10 +136,17 @@ export function addFixed(f64: Float64Array, o: number, shape: FixedWindowShape, 
   }
 }
 
-/** Takes one hold at `t` (expired holds are dropped first; the first hold starts their clock). */
+/** Takes one hold at `t` (expired holds are dropped first: the first live one begins a generation). */
 export function holdFixed(f64: Float64Array, o: number, t: number, ttlMs: number): void {
   const holds = holdsAt(f64, o, t, ttlMs);
-  if (holds === 0) f64[o + FXF_HOLDS_SINCE] = t;
+  if (holds === 0) {
+    f64[o + FXF_HOLDS_SINCE] = t;
+    f64[o + FXF_HOLDS_LAST] = t;
+  } else {
+    // A clock set back: the generation begins no later than its earliest hold.
+    f64[o + FXF_HOLDS_SINCE] = Math.min(f64[o + FXF_HOLDS_SINCE]!, t);
+    f64[o + FXF_HOLDS_LAST] = Math.max(f64[o + FXF_HOLDS_LAST]!, t);
+  }
   f64[o + FXF_HOLDS] = holds + 1;
 }
 
@@ -149,6 +157,9 @@ export function releaseFixed(f64: Float64Array, o: number, t: number, ttlMs: num
   if (held) f64[o + FXF_HOLDS] = holds - 1;
   return held;
 }
+
+/** Words of a record's head (kind, unit, total, holds): what a retired gate hands its holds on in. */
+export const FIXED_HEAD_WORDS = FXF_BUCKETS;
 
 /**
  * When a refused decision at time `t` (record at unit `k`, holds as of t) may pass, in ms from `t`: the
@@ -164,7 +175,7 @@ export function retryFixed(f64: Float64Array, o: number, shape: FixedWindowShape
   if (holds === 0 && shape.n === 1) return Math.max(0, startOf(f64[o + FXF_HEAD]! + 1) - t);
   const held = leaveMs(f64, o, shape, total + holds - limit + 1, t, startOf);
   if (holds === 0) return held;
-  const expiry = Math.max(0, f64[o + FXF_HOLDS_SINCE]! + ttlMs - t);
+  const expiry = Math.max(0, f64[o + FXF_HOLDS_LAST]! + ttlMs - t);
   const alone = total < limit ? 0 : leaveMs(f64, o, shape, total - limit + 1, t, startOf);
   const released = Number.isNaN(alone) ? Number.NaN : Math.max(expiry, alone);
   return Number.isNaN(held) ? released : Number.isNaN(released) ? held : Math.min(held, released);

@@ -12,7 +12,8 @@
  */
 import type { CalUnitCode } from '../../common/calendar.js';
 import type { CalShape } from '../../common/records/calendar/shape.js';
-import { addFixed, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
+import { addFixed, FIXED_HEAD_WORDS, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
+import { FXF_HOLDS } from '../../common/layout.js';
 import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
 import type { Lane } from '../router/lane.js';
 
@@ -54,6 +55,8 @@ export interface GatedCounter {
   fastWindow: GateWindow | undefined;
   fastF64: Float64Array | undefined;
   fastOffset: number;
+  /** Holds of retired gates by window index, handed on to the next gate of that window (see Gates.retire). */
+  carried: Array<Float64Array | undefined> | undefined;
 }
 
 export class Gates {
@@ -88,19 +91,28 @@ export class Gates {
     return w;
   }
 
+  /** Words for a gate of window `w` in `lane`. Throws TW_CAPACITY (taking nothing) past the shard's memory budget. */
+  take(lane: Lane, w: GateWindow): DecisionPlace {
+    return this.freeList(lane, w.shape.words).pop() ?? lane.decisions.take(w.shape.words);
+  }
+
+  /** Gives back words taken for a gate that was not made. */
+  giveBack(lane: Lane, w: GateWindow, place: DecisionPlace): void {
+    this.freeList(lane, w.shape.words).push(place);
+  }
+
   /**
-   * Makes the gate of window `w` for counter `c` at unit `k`, holding `newestFirst` (the id's
-   * calendar buckets, newest first; undefined for none). Throws TW_CAPACITY (making nothing) past the
-   * shard's memory budget.
+   * Makes the gate of window `w` for counter `c` at unit `k`, holding `newestFirst` (the id's calendar
+   * buckets, newest first; undefined for none), in `place` (taken with {@link take}). Holds the id's gate
+   * of this window had when it was retired come back with it.
    */
-  make(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
-    const place = this.freeList(c.lane, w.shape.words).pop() ?? c.lane.decisions.take(w.shape.words);
+  makeAt(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined, place: DecisionPlace): Gate {
     const { segment, offset } = place;
-    try {
-      initFixed(segment.f64, offset, w.shape, k, newestFirst);
-    } catch (err) {
-      this.freeList(c.lane, w.shape.words).push(place);
-      throw err;
+    initFixed(segment.f64, offset, w.shape, k, newestFirst);
+    const carried = c.carried?.[w.index];
+    if (carried !== undefined) {
+      for (let i = FXF_HOLDS; i < FIXED_HEAD_WORDS; i++) segment.f64[offset + i] = carried[i]!;
+      c.carried![w.index] = undefined;
     }
     const gate: Gate = { f64: segment.f64, segment, offset, window: w };
     c.gates ??= [];
@@ -112,6 +124,22 @@ export class Gates {
       c.fastOffset = offset;
     }
     return gate;
+  }
+
+  /** {@link take} and {@link makeAt}. */
+  make(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
+    return this.makeAt(c, w, k, newestFirst, this.take(c.lane, w));
+  }
+
+  /**
+   * Where the holds of a counter's window are now: its gate's record, or, while the gate is retired (a
+   * merge or import), the head words it handed them on in. Undefined when it has neither.
+   */
+  holdsOf(c: GatedCounter, w: GateWindow): { readonly f64: Float64Array; readonly offset: number } | undefined {
+    const g = c.gates?.[w.index];
+    if (g !== undefined) return g;
+    const carried = c.carried?.[w.index];
+    return carried === undefined ? undefined : { f64: carried, offset: 0 };
   }
 
   /**
@@ -131,11 +159,19 @@ export class Gates {
     }
   }
 
-  /** Gives a counter's gates back for reuse (the next decision on the id seeds new ones). */
+  /**
+   * Gives a counter's gates back for reuse (the next decision on the id seeds new ones). Their holds are
+   * handed on (in a copy of the record's head words) to the gates made next, so that reservations outlive
+   * a merge or an import of the id.
+   */
   retire(c: GatedCounter): void {
     if (c.gates === undefined) return;
     for (const g of c.gates) {
       if (g === undefined) continue;
+      if (g.f64[g.offset + FXF_HOLDS]! > 0) {
+        c.carried ??= [];
+        c.carried[g.window.index] = g.f64.slice(g.offset, g.offset + FIXED_HEAD_WORDS);
+      }
       this.freeList(c.lane, g.window.shape.words).push({ segment: g.segment, offset: g.offset });
     }
     c.gates = undefined;

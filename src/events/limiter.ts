@@ -23,7 +23,7 @@ import { closedError, argumentRangeError, argumentTypeError, ErrorCode, register
 import { seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { countFixed, decideFixed, holdFixed, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
 import { validateKey } from '../keys.js';
-import type { Gate, GateWindow } from './gates.js';
+import type { GateWindow } from './gates.js';
 import { Schedule, describeMs } from './schedule.js';
 import { windowOf } from './query.js';
 import type { EventReader } from './reader.js';
@@ -121,6 +121,8 @@ export class LimitBuilder {
     this.single = only?.kind === 'atMost' && only.id === undefined ? only : undefined;
   }
 
+  /** The time the last general decision was taken at (a reservation's, for its release). */
+  private decidedAt = 0;
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
   private lastRefusal: Decision = refused('', undefined);
   /** The last refusal as a resolved promise, made when an awaited terminal first returns it. */
@@ -220,10 +222,10 @@ export class LimitBuilder {
           o = g?.offset ?? 0;
         }
         if (f64 !== undefined) {
-          c.lane.batches.check(); // a pipeline that takes no more ops throws before anything is counted
           const t = store.decisionNow();
+          // Whatever can throw comes before anything is counted (an earlier unit's held events go out).
+          store.readyToAdd(c, t);
           const shape = store.shape;
-          shape.seek(t);
           if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
             return this.refusal(single.label, retryFixed(f64, o, w.shape, t, shape.reservationTtlMs, single.limit, w.startOf));
           }
@@ -302,9 +304,9 @@ export class LimitBuilder {
   }
 
   private reserveSync(id: string): Reservation {
-    const held: Gate[] = [];
+    const held: GateWindow[] = [];
     const d = this.decide(id, RESERVE, held);
-    const heldAt = this.store.decisionNow();
+    const heldAt = this.decidedAt;
     let ended = !d.allowed;
     const end = (commit: boolean): Promise<void> => {
       const store = this.store;
@@ -312,17 +314,23 @@ export class LimitBuilder {
         return Promise.reject(new TallyworksError(ErrorCode.RESERVATION, d.allowed ? `the reservation of ${JSON.stringify(id)} was already committed or cancelled` : `the reservation of ${JSON.stringify(id)} was refused (${d.constraint})`));
       }
       if (store.isClosed) return Promise.reject(closedError('event store'));
-      ended = true;
       const t = store.decisionNow();
-      const c = store.counters.get(id);
-      for (const g of held) {
-        // A gate retired since (a merge or import of the id) took its holds with it.
-        if (c?.gates?.[g.window.index] === g) releaseFixed(g.f64, g.offset, t, store.shape.reservationTtlMs, heldAt);
+      try {
+        if (commit) {
+          // First: an append that throws leaves the reservation held, to commit again.
+          const counter = store.counterWith(id, []);
+          store.addEvents(counter, 1, t);
+          store.markDirty(counter);
+        }
+      } catch (err) {
+        return Promise.reject(err);
       }
-      if (commit) {
-        const counter = store.counterWith(id, []);
-        store.addEvents(counter, 1, t);
-        store.markDirty(counter);
+      ended = true;
+      const c = store.counters.get(id);
+      for (const w of held) {
+        // On the id's gate of that window, or where a merge or import handed its holds on.
+        const h = c === undefined ? undefined : store.gates.holdsOf(c, w);
+        if (h !== undefined) releaseFixed(h.f64, h.offset, t, store.shape.reservationTtlMs, heldAt);
       }
       return Promise.resolve();
     };
@@ -362,11 +370,12 @@ export class LimitBuilder {
    * pass, records 1 (RECORD) or takes a hold on every `atMost` gate of the id, listed in `held` (RESERVE).
    * Nothing is written before every constraint passed (a gate made to decide is only a seeded copy).
    */
-  private decide(id: string, action: Action, held: Gate[] | undefined): Decision {
+  private decide(id: string, action: Action, held: GateWindow[] | undefined): Decision {
     const store = this.store;
     if (store.isClosed) throw closedError('event store');
     if (!store.counters.has(id)) validateKey(id, 'id');
     const t = store.decisionNow();
+    this.decidedAt = t;
     for (const c of this.constraints) {
       const d = this.evaluate(c, id, t);
       if (d !== ALLOWED) return d;
@@ -375,15 +384,16 @@ export class LimitBuilder {
     const windows = this.constraints.flatMap((c) => (c.kind === 'atMost' && (c.id === undefined || c.id === id) ? [c.window] : []));
     const counter = store.counterWith(id, windows);
     if (action === RECORD) {
+      store.readyToAdd(counter, t);
       store.addDecided(counter, t, -1);
       return ALLOWED;
     }
     const ttl = store.shape.reservationTtlMs;
     for (const w of windows) {
       const g = counter.gates?.[w.index];
-      if (g === undefined || held!.includes(g)) continue; // a counter reloading from storage has none yet
+      if (g === undefined || held!.includes(w)) continue; // a counter reloading from storage has none yet
       holdFixed(g.f64, g.offset, t, ttl);
-      held!.push(g);
+      held!.push(w);
     }
     return ALLOWED;
   }

@@ -269,7 +269,10 @@ export class DeltaQuery extends Selector<DeltaRange> {
 export function windowOf(store: EventReader, window: unknown): { unit: CalUnitName; range: RangeSpec; label: string } {
   let count: unknown = 1;
   let unit: unknown = window;
-  if (Array.isArray(window)) [count, unit] = window;
+  if (Array.isArray(window)) {
+    if (window.length !== 2) throw argumentTypeError('window', 'a unit or [count, unit]', window);
+    [count, unit] = window;
+  }
   if (typeof unit !== 'string' || !Object.hasOwn(CalUnit, unit)) {
     throw argumentTypeError('window', `a unit (${Object.keys(CalUnit).join(', ')}) or [count, unit]`, window);
   }

@@ -62,6 +62,8 @@ export interface EventReader {
   counterNow(id: string): EventCounter | undefined;
   /** A synchronous read of the counter's record once its shard applied what this thread sent. */
   readNow<T>(c: EventCounter, read: (views: ShardViews, now: number) => T): T;
+  /** Before a decision counts anything at `t`: sends held events of an earlier unit, checks the pipeline (may throw). */
+  readyToAdd(c: EventCounter, t: number): void;
   /** Counts one event a limit admitted at `t`: to the counter's gates but window index `skip`, and to its record coalesced with the id's other admitted events of that ms. */
   addDecided(c: EventCounter, t: number, skip: number): void;
   /** Appends `n` events at `t` to the counter and adds them to its gates (but the one of window index `skip`). */

@@ -11,7 +11,7 @@
  * export / import / merge, which read and write many counters at once.
  */
 import { randomUUID } from 'node:crypto';
-import { readRing, seenAge, sumRing } from '../../common/records/calendar/read.js';
+import { readRing, ringNow, seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { holdsAt } from '../../common/records/fixed-window.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, CalUnit, type CalUnitCode, type CalUnitName, inCalendarRange } from '../../common/calendar.js';
@@ -27,6 +27,7 @@ import { KIND_CAL, type ShardViews } from '../../common/layout.js';
 import type { CalConfig, LoadOp } from '../../common/messages.js';
 import type { Clock, TimeSource } from '../clock/clock.js';
 import { validateKey } from '../keys.js';
+import type { DecisionPlace } from '../router/decision-arena.js';
 import { type Lane, MISSED } from '../router/lane.js';
 import type { Router } from '../router/router.js';
 import { countsOf, type IntervalCounts } from './intervals.js';
@@ -159,7 +160,7 @@ export class EventStore implements EventReader {
       this.registered.add(lane);
     }
     const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
-    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined, gateCount: 0, fastWindow: undefined, fastF64: undefined, fastOffset: 0, unsent: 0, unsentAt: 0, unsentUnit: 0 };
+    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined, gateCount: 0, fastWindow: undefined, fastF64: undefined, fastOffset: 0, unsent: 0, unsentAt: 0, unsentUnit: 0, carried: undefined };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -231,27 +232,33 @@ export class EventStore implements EventReader {
   }
 
   /**
-   * @internal Counts one event a limit admitted at `t` (the decision's time): added to the counter's gates
-   * but the one of window index `skip` (the decision counted it there), and to its record through the
-   * pipeline's deferred adds, so that the id's admitted events of one finest unit (a minute by default)
-   * travel as one op until anything reads or the turn ends. Throws (counting nothing) when the pipeline
-   * takes no more ops.
+   * @internal Before a decision counts anything for `c` at `t` (the decision's time): sends the id's held
+   * events of an earlier finest unit, and checks that the pipeline takes ops. Throws what an append
+   * throws; nothing is counted then. {@link addDecided} follows it, with no other write between.
    */
-  addDecided(c: EventCounter, t: number, skip: number): void {
+  readyToAdd(c: EventCounter, t: number): void {
     const shape = this.shape;
     shape.seek(t);
-    // Any instant of one finest unit lands in the same bucket of every ring, when that unit nests in all of
-    // them (up to a day; a week does not nest in a month): then the unit's index is the coalescing key.
-    const unit = this.coalesceByUnit ? shape.ks[0]! : t;
+    if (c.unsent !== 0 && c.unsentUnit !== (this.coalesceByUnit ? shape.ks[0]! : t)) {
+      c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
+      c.unsent = 0;
+    }
+    if (c.unsent === 0) c.lane.batches.check();
+  }
+
+  /**
+   * @internal Counts one event a limit admitted at `t`, after {@link readyToAdd}(c, t) (so it throws
+   * nothing): added to the counter's gates but the one of window index `skip` (the decision counted it
+   * there), and to its record through the pipeline's deferred adds, so that the id's admitted events of one
+   * finest unit (a minute by default) travel as one op until anything reads or the turn ends.
+   */
+  addDecided(c: EventCounter, t: number, skip: number): void {
     if (c.unsent === 0) {
       c.lane.batches.defer(c);
       c.unsentAt = t;
-      c.unsentUnit = unit;
-    } else if (c.unsentUnit !== unit) {
-      c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
-      c.unsent = 0;
-      c.unsentAt = t;
-      c.unsentUnit = unit;
+      // Any instant of one finest unit lands in the same bucket of every ring, when that unit nests in all
+      // of them (up to a day; a week does not nest in a month): then the unit's index is the coalescing key.
+      c.unsentUnit = this.coalesceByUnit ? this.shape.ks[0]! : t;
     }
     c.unsent++;
     if (c.gateCount > (skip === -1 ? 0 : 1)) this.gates.add(c.gates!, t, t, 1, skip);
@@ -278,9 +285,9 @@ export class EventStore implements EventReader {
 
   /** @internal Retires the counter's gates before compaction lets it go; false while one holds a live reservation. */
   letGo(c: EventCounter): boolean {
-    if (c.gates === undefined) return true;
     const t = this.decisionNow();
-    for (const g of c.gates) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
+    for (const g of c.gates ?? []) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
+    for (const h of c.carried ?? []) if (h !== undefined && holdsAt(h, 0, t, this.shape.reservationTtlMs) > 0) return false;
     this.gates.retire(c);
     return true;
   }
@@ -303,13 +310,15 @@ export class EventStore implements EventReader {
     if (c === undefined) return undefined;
     const t = this.decisionNow();
     this.shape.seek(t);
-    const k = this.shape.ks[w.ring]!;
     const seed = new Array<number>(w.n);
+    // Seeded at the ring's own now: the newest unit it holds when the clock was set back since.
+    let head = this.shape.ks[w.ring]!;
     this.readNow(c, (v, now) => {
       this.shape.seek(now);
-      readRing(v, c.offset, this.shape, w.ring, Math.max(k, this.shape.ks[w.ring]!), w.n, seed);
+      head = ringNow(v, c.offset, this.shape, w.ring, Math.max(head, this.shape.ks[w.ring]!));
+      readRing(v, c.offset, this.shape, w.ring, head, w.n, seed);
     });
-    return this.gates.make(c, w, k, seed);
+    return this.gates.make(c, w, head, seed);
   }
 
   /**
@@ -319,11 +328,20 @@ export class EventStore implements EventReader {
   counterWith(id: string, windows: readonly GateWindow[]): EventCounter {
     const known = this.counters.get(id);
     if (known !== undefined) return known;
-    const c = this.counter(id, true)!;
-    if (c.loading === undefined && windows.length > 0) {
-      this.shape.seek(this.decisionNow());
-      for (const w of windows) if (c.gates?.[w.index] === undefined) this.gates.make(c, w, this.shape.ks[w.ring]!, undefined);
+    if (windows.length === 0 || this.persistence.stored.has(id)) return this.counter(id, true)!; // a reload: no gates yet
+    // Every gate's words first: TW_CAPACITY then leaves nothing behind, no counter and no gate.
+    const lane = this.router.laneFor(id);
+    const unique = [...new Set(windows)];
+    const places: DecisionPlace[] = [];
+    try {
+      for (const w of unique) places.push(this.gates.take(lane, w));
+    } catch (err) {
+      places.forEach((p, i) => this.gates.giveBack(lane, unique[i]!, p));
+      throw err;
     }
+    const c = this.counter(id, true)!;
+    this.shape.seek(this.decisionNow());
+    unique.forEach((w, i) => this.gates.makeAt(c, w, this.shape.ks[w.ring]!, undefined, places[i]!));
     return c;
   }
 
@@ -353,9 +371,9 @@ export class EventStore implements EventReader {
    * while the store lists its storage or reloads the id (the first such call starts the reload).
    */
   counterNow(id: string): EventCounter | undefined {
+    this.requireListed(id);
     const c = this.counters.get(id);
     if (c !== undefined && c.loading === undefined) return c;
-    this.requireListed(id);
     if (c === undefined && !this.persistence.stored.has(id)) return undefined;
     this.counter(id, false);
     throw this.notReady(id);
@@ -585,7 +603,12 @@ export class EventStore implements EventReader {
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const c = await this.loadedCounter(id) ?? this.counter(id, true)!;
-      // The limit gates of the id no longer hold its events: the next decision seeds new ones.
+      // Admitted events still held go first (an import overwrites them, like any event before it); the
+      // id's gates no longer hold its events: the next decision seeds new ones (holds are handed on).
+      if (c.unsent !== 0) {
+        c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
+        c.unsent = 0;
+      }
       this.gates.retire(c);
       c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));
       if (!c.dirty) this.persistence.markDirty(c);

@@ -61,6 +61,11 @@ class RingView {
 /** One reusable view per thread: readers are synchronous, so one at a time. */
 const view = new RingView();
 
+/** The unit ring `r` reads as now at unit index `kNow`: kNow, or the newest unit it holds if later (a clock set back). */
+export function ringNow(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number): number {
+  return view.at(views, o, shape, r, kNow).now;
+}
+
 /** The newest `n` buckets of ring `r` at unit index `kNow`, newest first, into `out` (length n). */
 export function readRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): void {
   const v = view.at(views, o, shape, r, kNow);

@@ -2,8 +2,8 @@
  * The fixed-window decision record kind (common/records/fixed-window.ts) against a naive model: a list of
  * events by unit index and a list of holds. For any sequence of decisions, adds (in the window, before it,
  * after a clock set back), holds and releases at any times, every decision, count and total agrees with
- * the model, and a refusal's retry-after is the start of the first unit in which the same decision would
- * pass. Units are 1000 ms here, unit k starting at k · 1000.
+ * the model, and a refusal's retry-after is the first instant at which the same decision would pass (a
+ * unit's start, or the holds' expiry, ttl after the newest hold). Units are 1000 ms here, unit k starting at k · 1000.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -25,7 +25,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('add' as const), dk: fc.integer({ min: 0, max: 2 }), back: fc.integer({ min: -1, max: 6 }), delta: fc.integer({ min: 1, max: 3 }) }),
   fc.record({ kind: fc.constant('hold' as const) }),
   fc.record({ kind: fc.constant('release' as const), which: fc.nat(5) }),
-  fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 4000 }) }),
+  fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: -1500, max: 4000 }) }), // < 0: a clock set back
 );
 
 test('property: decisions, counts and retry-after agree with a naive model of events and holds', () => {
@@ -41,20 +41,27 @@ test('property: decisions, counts and retry-after agree with a naive model of ev
       const events: Array<[number, number]> = seed.length === 0 ? [] : Array.from({ length: n }, (_, i) => [k - i, seed[i] ?? 0] as [number, number]);
       let head = k;
       let holds = 0;
-      let since = 0;
+      let since = 0; // the generation's earliest hold
+      let last = 0; // its newest: the holds expire ttl after it
       const taken: number[] = [];
       const inWindow = (h: number): number => events.reduce((sum, [u, c]) => (u > h - n && u <= h ? sum + c : sum), 0);
-      const liveHolds = (at: number): number => (holds === 0 || at - since >= ttl ? 0 : holds);
+      const liveHolds = (at: number): number => (holds === 0 || at - last >= ttl ? 0 : holds);
       for (const step of ops) {
         if (step.kind === 'wait') {
-          t += step.ms;
+          t = Math.max(100 * UNIT, t + step.ms);
           k = Math.floor(t / UNIT);
           continue;
         }
         if (step.kind === 'hold') {
           holdFixed(f64, o, t, ttl);
           const h = liveHolds(t);
-          if (h === 0) since = t;
+          if (h === 0) {
+            since = t;
+            last = t;
+          } else {
+            since = Math.min(since, t);
+            last = Math.max(last, t);
+          }
           holds = h + 1;
           taken.push(t);
           continue;
@@ -89,9 +96,9 @@ test('property: decisions, counts and retry-after agree with a naive model of ev
           // unit starts, holds only at their expiry, so those are the candidates.
           const live = liveHolds(t);
           const candidates = Array.from({ length: n }, (_, i) => startOf(head + 1 + i));
-          if (live > 0) candidates.push(since + ttl);
+          if (live > 0) candidates.push(last + ttl);
           candidates.sort((a, b) => a - b);
-          const best = candidates.find((at2) => inWindow(Math.max(head, Math.floor(at2 / UNIT))) + (at2 - since >= ttl ? 0 : live) < step.limit);
+          const best = candidates.find((at2) => inWindow(Math.max(head, Math.floor(at2 / UNIT))) + (at2 - last >= ttl ? 0 : live) < step.limit);
           const retry = retryFixed(f64, o, shape, t, ttl, step.limit, startOf);
           if (best === undefined) assert.ok(Number.isNaN(retry) && step.limit === 0, `no retry can pass, got ${retry}`);
           else assert.equal(retry, Math.max(0, best - t), `retry after at unit ${head}, t ${t}`);

@@ -249,3 +249,132 @@ describe('calendar limits: reservations are holds that expire', () => {
       assert.deepEqual([limiter.checkAndRecordSync('r').allowed, limiter.checkAndRecordSync('r').allowed, limiter.checkAndRecordSync('r').allowed], [true, true, false]);
     }));
 });
+
+// ── defects a hostile probe found (each fixed; the probe's recipe in each test) ───────────────────────
+
+describe('calendar limits: probe regressions', () => {
+  test('an admitted event held while a shard restarts with its batch full never throws from the end of a turn', async () => {
+    const clock = new TestClock();
+    const engine = await createEngine({ clock, shards: 1, batchSize: 16, maxInFlight: 1, restartBacklogBatches: 1, stallTimeoutMs: 3000 });
+    try {
+      const store = engine.events;
+      const lane = engine[internals].router.lanes[0]!;
+      const supervisor = (lane as unknown as { supervisor: { restarting: boolean } }).supervisor;
+      const limiter = store.limit().atMost(100, 'hour');
+      limiter.checkAndRecordSync('x');
+      await engine.flush();
+      void lane.killThreadForTest();
+      await new Promise<void>((resolve) => {
+        const tick = (): void => {
+          if (!supervisor.restarting) {
+            setImmediate(tick);
+            return;
+          }
+          limiter.checkAndRecordSync('x'); // held
+          for (let n = 0; n < 32; n++) store.record(`y${n % 5}`); // fills the open batch and the backlog
+          resolve();
+        };
+        setImmediate(tick);
+      });
+      await engine.flush(); // an uncaught throw from the end of a turn would end the test process first
+      assert.equal(await store.query('x').lastHours(1).sum(), 2);
+      assert.equal(limiter.usageSync('x').count, 2);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('decisions wait for the storage listing even on an id recorded before it ended; the stored events count', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 2 });
+    try {
+      const storage = new MemoryStorage();
+      const first = engine.eventStore({ storage });
+      first.record('x', 50);
+      await first.persist();
+      const store = engine.eventStore({ storage });
+      store.record('x', 0); // known before the listing finished
+      const limiter = store.limit().atMost(100, 'hour');
+      assert.throws(() => limiter.checkAndRecordSync('x'), withCode(ErrorCode.NOT_READY));
+      assert.throws(() => store.sumSync('x', 'hour', 1), withCode(ErrorCode.NOT_READY));
+      const results = await Promise.all(Array.from({ length: 1000 }, () => limiter.checkAndRecord('x')));
+      assert.equal(results.filter((d) => d.allowed).length, 50);
+      assert.equal(await store.query('x').lastHours(1).sum(), 100);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('a gate seeded while the clock is set back keeps the newest unit: the limit holds when the clock returns', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:30:00Z'));
+      const store = engine.events;
+      store.record('x', 3);
+      const limiter = store.limit().atMost(3, 'hour');
+      clock.set(utc('2024-06-17T09:30:00Z'));
+      assert.equal(limiter.checkSync('x').allowed, false);
+      clock.set(utc('2024-06-17T10:40:00Z'));
+      assert.equal(limiter.checkAndRecordSync('x').allowed, false);
+      assert.equal(store.sumSync('x', 'hour', 1), 3);
+    }));
+
+  test('holds expire ttl after the newest one, and a cancel after the clock was set back releases its hold', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:30:00Z'));
+      const store = engine.eventStore({ reservationTtlMs: MINUTE });
+      const limiter = store.limit().atMost(2, 'hour');
+      const h1 = await limiter.reserve('x');
+      clock.advance(50 * SECOND);
+      const h2 = await limiter.reserve('x');
+      await h1.cancel();
+      clock.advance(11 * SECOND); // h2 is 11 s old: still held
+      assert.equal(limiter.usageSync('x').reserved, 1);
+      assert.deepEqual([limiter.checkAndRecordSync('x').allowed, limiter.checkAndRecordSync('x').allowed], [true, false]);
+      await h2.commit();
+      assert.equal(store.sumSync('x', 'hour', 1), 2);
+
+      clock.set(utc('2024-06-17T11:30:00Z'));
+      const a = await limiter.reserve('z');
+      clock.set(utc('2024-06-17T11:29:59Z'));
+      const b = await limiter.reserve('z');
+      await b.cancel();
+      assert.equal(limiter.usageSync('z').reserved, 1, 'the cancel released its own hold');
+      await a.cancel();
+      assert.equal(limiter.usageSync('z').reserved, 0);
+    }));
+
+  test('a merge or an import keeps the holds of the id; an import overwrites an event admitted just before it', () =>
+    withTestEngine(async (engine) => {
+      const store = engine.events;
+      const limiter = store.limit().atMost(1, 'hour');
+      const held = await limiter.reserve('x');
+      const empty = engine.eventStore();
+      empty.record('other');
+      await store.merge(await empty.export());
+      assert.equal(limiter.usageSync('x').reserved, 1);
+      assert.equal(limiter.checkAndRecordSync('x').allowed, false, 'the hold still fills the hour');
+      await held.commit();
+      assert.deepEqual(limiter.usageSync('x'), { count: 1, reserved: 0, limit: 1, remaining: 0 });
+
+      assert.equal(limiter.checkAndRecordSync('d').allowed, true);
+      const zero = engine.eventStore();
+      zero.record('d', 0);
+      await store.import(await zero.export());
+      assert.equal(await store.query('d').lastHours(1).sum(), 0, 'the import overwrote the admitted event');
+      assert.equal(limiter.usageSync('d').count, 0);
+    }));
+
+  test('a decision that runs out of decision memory leaves no counter and no gate; a window is a unit or [count, unit]', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1, maxShardMemoryBytes: 1 << 20 });
+    try {
+      const store = engine.eventStore({ intervals: { seconds: 100000, minutes: 60 } });
+      const limiter = store.limit().atMost(5, 'minute').atMost(5, [100000, 'second']).atMost(5, [99999, 'second']);
+      assert.throws(() => limiter.checkAndRecordSync('x'), withCode(ErrorCode.CAPACITY));
+      assert.equal(store.has('x'), false);
+      const small = store.limit().atMost(2, 'minute');
+      assert.deepEqual([small.checkAndRecordSync('x').allowed, small.checkAndRecordSync('x').allowed, small.checkAndRecordSync('x').allowed], [true, true, false]);
+      assert.throws(() => store.limit().atMost(5, [2, 'hour', 'x'] as unknown as [number, 'hour']), withCode(ErrorCode.INVALID_ARGUMENT, 'window'));
+    } finally {
+      await engine.close();
+    }
+  });
+});
