@@ -28,7 +28,7 @@ export interface Measurement {
   readonly ms: number;
   readonly p50Ms?: number;
   readonly p99Ms?: number;
-  /** Memory per key: shard memory in use (Tallyworks) or heap growth after a full GC (peers). */
+  /** Memory per key: shard and decision memory in use (Tallyworks) or heap growth after a full GC (peers). */
   readonly bytesPerKey?: number;
   /** Commands Redis ran during the timed part (INFO commandstats). */
   readonly redisCommands?: number;
@@ -105,7 +105,8 @@ async function withEngine<T>(ctx: BenchContext, options: EngineOptions, body: (e
 
 async function shardBytesPerKey(engine: Engine, keys: number): Promise<number> {
   const stats = await engine.stats();
-  return stats.shards.reduce((sum, s) => sum + s.arenaBytes, 0) / keys;
+  // The arena and the decision memory (a limit's gates, a sliding limiter's records).
+  return stats.shards.reduce((sum, s) => sum + s.arenaBytes + s.decisionBytes, 0) / keys;
 }
 
 /** Commands Redis ran while `body` did. */
@@ -356,7 +357,7 @@ const limiterSync: Scenario = {
         const ms = performance.now() - start;
         const allowed = new Map(ctx.keys.map((k, i) => [k, admitted[i]!]));
         await verifyRecorded(ctx, engine, allowed);
-        return { ops, ms, verified: `${verifyAllowed(ctx, ops, limit, allowed)}, recorded once` };
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: `${verifyAllowed(ctx, ops, limit, allowed)}, recorded once` };
       }),
   },
   peer: rateLimiterMemory(1),
@@ -460,7 +461,7 @@ function slidingSide(name: string, options: RateLimiterOptions, strategy: 'absol
           if (provider.inc(k, rate).allowed) allowed[i]!++;
         });
         const ms = performance.now() - start;
-        return { ops, ms, verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
+        return { ops, ms, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
       }),
   };
 }
