@@ -97,10 +97,15 @@ export function holdsAt(f64: Float64Array, o: number, t: number, ttlMs: number):
 export function decideFixed(f64: Float64Array, o: number, shape: FixedWindowShape, k: number, t: number, ttlMs: number, limit: number): boolean {
   // The common case inline (same unit, no holds): this is every decision's path.
   let head = f64[o + FXF_HEAD]!;
-  if (k > head) head = moveTo(f64, o, shape.n, k);
+  if (k > head) {
+    moveTo(f64, o, shape.n, k);
+    head = k; // not moveTo's result: a call's result would make `head` a boxed number on every path
+  }
   const total = f64[o + FXF_TOTAL]!;
   const holds = f64[o + FXF_HOLDS]!;
-  if (total + (holds === 0 ? 0 : holdsAt(f64, o, t, ttlMs)) >= limit) return false;
+  // holdsAt, written out: a double handed to a call that is not inlined is boxed (allocated).
+  const live = holds === 0 || t - f64[o + FXF_HOLDS_LAST]! >= ttlMs ? 0 : holds;
+  if (total + live >= limit) return false;
   const p = o + FXF_BUCKETS + (shape.n === 1 ? 0 : pos(head, shape.n));
   f64[p] = f64[p]! + 1;
   f64[o + FXF_TOTAL] = total + 1;

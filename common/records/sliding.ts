@@ -91,8 +91,12 @@ export class SlidingShape implements Repairer {
     this.words = words;
   }
 
+  /** The time {@link at} last saw (a refusal's waits are counted from it: no time passed to a rare call). */
+  now = Number.NaN;
+
   /** Brings the current groups to time `now` (cheap while `now` stays inside them). */
   at(now: number): void {
+    this.now = now;
     if (now >= this.from && now < this.to) return;
     let from = -Infinity;
     let to = Infinity;
@@ -202,7 +206,8 @@ function addPosition(f64: Float64Array, s: number, shape: SlidingShape, k: numbe
  * (until the oldest groups that free enough have left) and remainingAfterWaiting (the room then, n
  * included). `n` above `limit` never fits: Infinity, and the whole limit.
  */
-function whenRoom(f64: Float64Array, s: number, shape: SlidingShape, k: number, limit: number, n: number, now: number): void {
+function whenRoom(f64: Float64Array, s: number, shape: SlidingShape, k: number, limit: number, n: number): void {
+  const now = shape.now;
   const G = shape.groups[k]!;
   const gm = shape.groupMs[k]!;
   const head = f64[s + SLW_HEAD]!;
@@ -246,7 +251,7 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
     slide(f64, s, shape.groups[k]!, shape.g[k]!, false);
     const after = f64[s + SLW_TOTAL]! + n;
     if (after > limits[k]! || after > Number.MAX_SAFE_INTEGER) {
-      whenRoom(f64, s, shape, k, limits[k]!, n, now);
+      whenRoom(f64, s, shape, k, limits[k]!, n);
       if (shape.retryAfterMs > retry) {
         refused = k;
         retry = shape.retryAfterMs;

@@ -135,7 +135,8 @@ export class DecisionTime implements TimeSource {
 
   now(): number {
     const s = this.system;
-    return s !== undefined ? s.nowRelaxed() : this.clock.now();
+    // `+`: both branches raw doubles, or the time is boxed on every read (the phi of the two would be tagged).
+    return s !== undefined ? s.nowRelaxed() : +this.clock.now();
   }
 }
 

@@ -143,19 +143,31 @@ export class Gates {
   }
 
   /**
-   * Adds `delta` events at time `t` to every gate of a counter; `now` is the store's time (shape seeked to
-   * it). An event older than a gate's window does not count in it. The gate of window index `skip` is left
-   * alone (a decision already counted the event in it).
+   * Adds `delta` events of now (the time the shape is seeked to) to every gate of a counter but the one
+   * of window index `skip` (a decision already counted the event in it). No time is passed: a double
+   * handed to a call that is not inlined is boxed (allocated), and this one is on the decision path.
    */
-  add(gates: CounterGates, t: number, now: number, delta: number, skip = -1): void {
+  addNow(gates: CounterGates, delta: number, skip: number): void {
     const shape = this.shape;
     for (let i = 0; i < gates.length; i++) {
       const g = gates[i];
       if (g === undefined || i === skip) continue;
+      const k = shape.ks[g.window.ring]!;
+      addFixed(g.f64, g.offset, g.window.shape, k, k, delta);
+    }
+  }
+
+  /**
+   * Adds `delta` events at time `t` (recordAt: not later than now, the time the shape is seeked to) to
+   * every gate of a counter. An event older than a gate's window does not count in it.
+   */
+  addAt(gates: CounterGates, t: number, delta: number): void {
+    const shape = this.shape;
+    for (const g of gates) {
+      if (g === undefined) continue;
       const w = g.window;
       const k = shape.ks[w.ring]!;
-      const kEvent = t === now ? k : shape.calendar.index(w.unit, t);
-      addFixed(g.f64, g.offset, w.shape, k, kEvent, delta);
+      addFixed(g.f64, g.offset, w.shape, k, Math.min(k, shape.calendar.index(w.unit, t)), delta);
     }
   }
 

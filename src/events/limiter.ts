@@ -137,6 +137,15 @@ export class LimitBuilder {
     return (this.lastRefusal = Object.freeze({ allowed: false, constraint: label, retryAfterMs: retry }));
   }
 
+  /**
+   * The fast path's refusal, its retry-after read from the record. It reads the time again (the same
+   * millisecond) rather than take it: a double handed to a call that is not inlined is boxed.
+   */
+  private refusedNow(c: AtMost, f64: Float64Array, o: number): Decision {
+    const ttl = this.store.shape.reservationTtlMs;
+    return this.refusal(c.label, retryFixed(f64, o, c.window.shape, this.store.decisionNow(), ttl, c.limit, c.window.startOf));
+  }
+
   private with(c: Constraint): LimitBuilder {
     return new LimitBuilder(this.store, [...this.constraints, c]);
   }
@@ -227,7 +236,7 @@ export class LimitBuilder {
           store.readyToAdd(c, t);
           const shape = store.shape;
           if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
-            return this.refusal(single.label, retryFixed(f64, o, w.shape, t, shape.reservationTtlMs, single.limit, w.startOf));
+            return this.refusedNow(single, f64, o);
           }
           store.addDecided(c, t, w.index);
           return ALLOWED;

@@ -227,7 +227,8 @@ export class EventStore implements EventReader {
     c.lane.batches.appendAt(c.offset, n, t);
     if (c.gates !== undefined && (skip === -1 || c.gateCount > 1)) {
       this.shape.seek(now);
-      this.gates.add(c.gates, t, now, n, skip);
+      if (t === now) this.gates.addNow(c.gates, n, skip);
+      else this.gates.addAt(c.gates, t, n);
     }
   }
 
@@ -261,7 +262,7 @@ export class EventStore implements EventReader {
       c.unsentUnit = this.coalesceByUnit ? this.shape.ks[0]! : t;
     }
     c.unsent++;
-    if (c.gateCount > (skip === -1 ? 0 : 1)) this.gates.add(c.gates!, t, t, 1, skip);
+    if (c.gateCount > (skip === -1 ? 0 : 1)) this.gates.addNow(c.gates!, 1, skip);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 

@@ -159,7 +159,7 @@ export class RateLimits {
     if (this.ctx.state.closed) throw closedError('rate limits');
     if (n !== 1) checkIncrement(n);
     const now = this.ctx.time.now();
-    const e = entryOf(this.directory, key, now);
+    const e = entryOf(this.directory, key, this.ctx.time);
     const shape = this.directory.shape;
     shape.at(now);
     const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
