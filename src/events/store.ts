@@ -284,8 +284,10 @@ export class EventStore implements EventReader {
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
-  /** @internal Retires the counter's gates before compaction lets it go; false while one holds a live reservation. */
+  /** @internal Retires the counter's gates before compaction lets it go; false (keep it) while one holds a live reservation or it has unsent admitted events. */
   letGo(c: EventCounter): boolean {
+    // Admitted events not yet in a batch would follow the release op onto a record no longer the id's.
+    if (c.unsent !== 0) return false;
     const t = this.decisionNow();
     for (const g of c.gates ?? []) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
     for (const h of c.carried ?? []) if (h !== undefined && holdsAt(h, 0, t, this.shape.reservationTtlMs) > 0) return false;

@@ -378,3 +378,39 @@ describe('calendar limits: probe regressions', () => {
     }
   });
 });
+
+describe('calendar limits: review regressions', () => {
+  test('compaction keeps an id whose admitted events are not yet in a batch (even with its dirty mark cleared)', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    try {
+      const memory = new MemoryStorage();
+      let hook: (() => void) | undefined;
+      const storage = {
+        save: (k: string, v: Uint8Array) => memory.save(k, v),
+        load: (k: string) => memory.load(k),
+        delete: (k: string) => memory.delete(k),
+        keys: (prefix: string) => memory.keys(prefix),
+        transaction: async (ops: Parameters<MemoryStorage['transaction']>[0]) => {
+          await memory.transaction(ops);
+          const h = hook;
+          hook = undefined;
+          h?.();
+        },
+      };
+      const store = engine.eventStore({ storage });
+      await store.ready();
+      const limiter = store.limit().atMost(10, 'hour');
+      limiter.checkAndRecordSync('x');
+      hook = () => {
+        limiter.checkAndRecordSync('x'); // admitted during the compaction's persist
+        store.clearDirty();
+      };
+      await store.compact();
+      await engine.flush();
+      assert.equal(await store.query('x').lastHours(1).sum(), 2);
+      assert.equal((await engine.stats()).shards[0]!.restarts, 0, 'no shard thread died');
+    } finally {
+      await engine.close();
+    }
+  });
+});
