@@ -70,7 +70,7 @@ export class SystemClock implements Clock {
    * of on every read. The time read is the same. A cell that has not moved since this thread's last touch
    * is a running ticker's current millisecond: a ticker sleeps only IDLE_AFTER_MS after the last touch,
    * and it moves the cell meanwhile, so after a sleep the cell never equals the time last touched and the
-   * next read touches (and wakes) it. That spares an atomic load per read (one microbenchmark, loop included: 17 → 9 ns a read).
+   * next read touches (and wakes) it. That spares an atomic load per read (one ad-hoc microbenchmark, loop included: 17 → 9 ns a read).
    */
   nowRelaxed(): number {
     const t = this.cell[0]!;
@@ -119,7 +119,7 @@ export class SystemClock implements Clock {
 
 /**
  * A time source read on every decision. An object with a method, not a closure: a call to a closure kept in
- * a field was not inlined, and each of its results was boxed (one allocation per decision, measured).
+ * a field was not inlined, and each of its results was boxed (one allocation per decision in an ad-hoc GC count).
  */
 export interface TimeSource {
   now(): number;

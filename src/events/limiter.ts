@@ -4,8 +4,8 @@
  *
  * `store.limit()` starts an immutable builder; every constraint must pass. `atMost` constraints decide on
  * the store's limit gates (./gates.ts: fixed-window decision records in shared memory, kept in step with
- * every write of the id), so a decision is a lock, a compare and an add, and the admitted event goes to
- * the id's calendar record through the ordinary batched append: queries, export and persistence see it
+ * every write of the id), so a decision is a compare and an add, and the admitted event goes to the id's
+ * calendar record through the batch pipeline's deferred adds: queries, export and persistence see it
  * once. `atLeast`, `cooldown` and `within` read the calendar records (a synchronous read once the shard has
  * applied what this thread sent), schedules read the clock. Event stores live on the engine's thread, so
  * decisions there are serialised: concurrent callers can never overshoot a limit.
@@ -218,7 +218,7 @@ export class LimitBuilder {
   checkAndRecordSync(id: string): Decision {
     const single = this.single;
     if (single !== undefined) {
-      // The common case, a known id with its gate: one locked decision and one append, nothing allocated.
+      // The common case, a known id with its gate: one decision on the gate and one deferred add.
       const store = this.store;
       const w = single.window;
       const c = store.counters.get(id);

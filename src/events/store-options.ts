@@ -24,9 +24,9 @@ export interface EventStoreOptions {
   /** Stamped into exports so that merging one export twice counts it once. */
   sourceId?: string;
   /**
-   * How long a limiter reservation (`reserve(id)`) holds its place unless committed or cancelled, in ms (to
-   * the second; 1000 to 2147483647). Default 60000. Once the oldest outstanding reservation of an id is
-   * older than this, the id's reservations no longer count.
+   * How long a limiter reservation (`reserve(id)`) holds its place unless committed or cancelled, in ms
+   * (1000 to 2147483647). Default 60000. Once the newest outstanding hold of an id's window is older than
+   * this, that window's holds no longer count.
    */
   reservationTtlMs?: number;
 }
