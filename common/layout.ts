@@ -204,7 +204,8 @@ export const FXF_KIND = 0;
 export const FXF_HEAD = 1;
 export const FXF_TOTAL = 2;
 export const FXF_HOLDS = 3;
-export const FXF_HOLDS_SINCE = 4;
+/** The series the outstanding holds belong to (see holdFixed in common/records/fixed-window.ts). */
+export const FXF_HOLDS_SERIES = 4;
 export const FXF_HOLDS_LAST = 5;
 export const FXF_BUCKETS = 6;
 

@@ -12,8 +12,8 @@
  *
  * Holds expire together: once the newest outstanding one is `ttlMs` old, they count as none, so no hold
  * stops counting before its own `ttlMs` (the store's `reservationTtlMs`). Holds taken from the first one
- * after none were live on are one generation; a release of a hold from an earlier generation (taken before
- * it began) releases nothing: its place was given up when it expired.
+ * after none were live on are one series; a release of a hold from an earlier series releases nothing:
+ * its place was given up when it expired.
  *
  * One writer: event stores live on the engine's thread, which is the only thread that decides on, writes
  * or reads these records, so they need no lock (measured: the owner lock of ./owner-lock.ts cost about a
@@ -23,7 +23,7 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { FXF_BUCKETS, FXF_KIND, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_LAST, FXF_HOLDS_SINCE, FXF_TOTAL, KIND_FIXED } from '../layout.js';
+import { FXF_BUCKETS, FXF_KIND, FXF_HEAD, FXF_HOLDS, FXF_HOLDS_LAST, FXF_HOLDS_SERIES, FXF_TOTAL, KIND_FIXED } from '../layout.js';
 
 /**
  * Position of unit k's bucket among n. Unit indexes inside the calendar's range fit an Int32, so this is an
@@ -141,24 +141,32 @@ export function addFixed(f64: Float64Array, o: number, shape: FixedWindowShape, 
   }
 }
 
-/** Takes one hold at `t` (expired holds are dropped first: the first live one begins a generation). */
-export function holdFixed(f64: Float64Array, o: number, t: number, ttlMs: number): void {
+/**
+ * Takes one hold at `t` and returns the series it belongs to, for its release. Expired holds are dropped
+ * first: the first hold taken while none are live begins a new series, numbered `fresh` (a number the
+ * caller never passed before, for any record: so a release can never mistake a hold of an earlier series,
+ * expired or handed on from a retired record, for one of this series, whatever the clock did since).
+ */
+export function holdFixed(f64: Float64Array, o: number, t: number, ttlMs: number, fresh: number): number {
   const holds = holdsAt(f64, o, t, ttlMs);
   if (holds === 0) {
-    f64[o + FXF_HOLDS_SINCE] = t;
+    f64[o + FXF_HOLDS_SERIES] = fresh;
     f64[o + FXF_HOLDS_LAST] = t;
   } else {
-    // A clock set back: the generation begins no later than its earliest hold.
-    f64[o + FXF_HOLDS_SINCE] = Math.min(f64[o + FXF_HOLDS_SINCE]!, t);
+    // A clock set back: the series expires ttlMs after its newest hold.
     f64[o + FXF_HOLDS_LAST] = Math.max(f64[o + FXF_HOLDS_LAST]!, t);
   }
   f64[o + FXF_HOLDS] = holds + 1;
+  return f64[o + FXF_HOLDS_SERIES]!;
 }
 
-/** Releases the hold taken at `heldAt`, if it is still outstanding at `t`; returns whether it was. */
-export function releaseFixed(f64: Float64Array, o: number, t: number, ttlMs: number, heldAt: number): boolean {
+/**
+ * Releases one hold of series `series` (holdFixed's result), if that series is still the record's and
+ * live at `t`; returns whether it was. Each hold must be released at most once (the caller's to ensure).
+ */
+export function releaseFixed(f64: Float64Array, o: number, t: number, ttlMs: number, series: number): boolean {
   const holds = holdsAt(f64, o, t, ttlMs);
-  const held = holds > 0 && heldAt >= f64[o + FXF_HOLDS_SINCE]!;
+  const held = holds > 0 && f64[o + FXF_HOLDS_SERIES] === series;
   if (held) f64[o + FXF_HOLDS] = holds - 1;
   return held;
 }

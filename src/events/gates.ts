@@ -62,6 +62,8 @@ export interface GatedCounter {
 export class Gates {
   private readonly windows = new Map<string, GateWindow>();
   private readonly list: GateWindow[] = [];
+  /** The last hold series handed out (see holdFixed): unique across the store's records, old and new. */
+  private series = 0;
   /** Retired records' places, by lane and size. */
   private readonly free = new Map<Lane, Map<number, DecisionPlace[]>>();
 
@@ -91,6 +93,11 @@ export class Gates {
     return w;
   }
 
+  /** A hold series number never handed out before (for holdFixed). */
+  freshSeries(): number {
+    return ++this.series;
+  }
+
   /** Words for a gate of window `w` in `lane`. Throws TW_CAPACITY (taking nothing) past the shard's memory budget. */
   take(lane: Lane, w: GateWindow): DecisionPlace {
     return this.freeList(lane, w.shape.words).pop() ?? lane.decisions.take(w.shape.words);
@@ -103,7 +110,7 @@ export class Gates {
 
   /**
    * Makes the gate of window `w` for counter `c` at unit `k`, holding `newestFirst` (the id's calendar
-   * buckets, newest first; undefined for none), in `place` (taken with {@link take}). Holds the id's gate
+   * buckets, newest first; undefined for none), in `place` (taken with {@link take}; nothing here throws). Holds the id's gate
    * of this window had when it was retired come back with it.
    */
   makeAt(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined, place: DecisionPlace): Gate {
@@ -124,11 +131,6 @@ export class Gates {
       c.fastOffset = offset;
     }
     return gate;
-  }
-
-  /** {@link take} and {@link makeAt}. */
-  make(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined): Gate {
-    return this.makeAt(c, w, k, newestFirst, this.take(c.lane, w));
   }
 
   /**

@@ -99,6 +99,12 @@ const RECORD = 1;
 const RESERVE = 2;
 type Action = typeof NONE | typeof RECORD | typeof RESERVE;
 
+/** One hold a reservation took: on the id's gate of `window`, in the hold series `series`. */
+interface Held {
+  readonly window: GateWindow;
+  readonly series: number;
+}
+
 /** Errors after which an awaited terminal waits (for the storage, a reload, a shard) and tries again. */
 function waitable(err: unknown): boolean {
   return err instanceof TallyworksError && (err.code === ErrorCode.NOT_READY || err.code === ErrorCode.SHARD_STALLED || err.code === ErrorCode.RECORD_BUSY);
@@ -112,6 +118,8 @@ export class LimitBuilder {
   private readonly constraints: readonly Constraint[];
   /** The one constraint, when it is an `atMost` on the decided id: the fast path. */
   private readonly single: AtMost | undefined;
+  /** The `atMost` constraints. */
+  private readonly limits: readonly AtMost[];
 
   /** @internal use `store.limit()` */
   constructor(store: EventReader, constraints: readonly Constraint[]) {
@@ -119,10 +127,9 @@ export class LimitBuilder {
     this.constraints = constraints;
     const only = constraints.length === 1 ? constraints[0]! : undefined;
     this.single = only?.kind === 'atMost' && only.id === undefined ? only : undefined;
+    this.limits = constraints.filter((c): c is AtMost => c.kind === 'atMost');
   }
 
-  /** The time the last general decision was taken at (a reservation's, for its release). */
-  private decidedAt = 0;
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
   private lastRefusal: Decision = refused('', undefined);
   /** The last refusal as a resolved promise, made when an awaited terminal first returns it. */
@@ -313,9 +320,8 @@ export class LimitBuilder {
   }
 
   private reserveSync(id: string): Reservation {
-    const held: GateWindow[] = [];
+    const held: Held[] = [];
     const d = this.decide(id, RESERVE, held);
-    const heldAt = this.decidedAt;
     let ended = !d.allowed;
     const end = (commit: boolean): Promise<void> => {
       const store = this.store;
@@ -336,10 +342,10 @@ export class LimitBuilder {
       }
       ended = true;
       const c = store.counters.get(id);
-      for (const w of held) {
+      for (const { window, series } of held) {
         // On the id's gate of that window, or where a merge or import handed its holds on.
-        const h = c === undefined ? undefined : store.gates.holdsOf(c, w);
-        if (h !== undefined) releaseFixed(h.f64, h.offset, t, store.shape.reservationTtlMs, heldAt);
+        const h = c === undefined ? undefined : store.gates.holdsOf(c, window);
+        if (h !== undefined) releaseFixed(h.f64, h.offset, t, store.shape.reservationTtlMs, series);
       }
       return Promise.resolve();
     };
@@ -379,18 +385,19 @@ export class LimitBuilder {
    * pass, records 1 (RECORD) or takes a hold on every `atMost` gate of the id, listed in `held` (RESERVE).
    * Nothing is written before every constraint passed (a gate made to decide is only a seeded copy).
    */
-  private decide(id: string, action: Action, held: GateWindow[] | undefined): Decision {
+  private decide(id: string, action: Action, held: Held[] | undefined): Decision {
     const store = this.store;
     if (store.isClosed) throw closedError('event store');
     if (!store.counters.has(id)) validateKey(id, 'id');
+    // The gates of every atMost, all made before any is read: TW_CAPACITY then leaves none made.
+    store.seedGates(id, this.limits);
     const t = store.decisionNow();
-    this.decidedAt = t;
     for (const c of this.constraints) {
       const d = this.evaluate(c, id, t);
       if (d !== ALLOWED) return d;
     }
     if (action === NONE) return ALLOWED;
-    const windows = this.constraints.flatMap((c) => (c.kind === 'atMost' && (c.id === undefined || c.id === id) ? [c.window] : []));
+    const windows = this.limits.flatMap((c) => (c.id === undefined || c.id === id ? [c.window] : []));
     const counter = store.counterWith(id, windows);
     if (action === RECORD) {
       store.readyToAdd(counter, t);
@@ -400,9 +407,8 @@ export class LimitBuilder {
     const ttl = store.shape.reservationTtlMs;
     for (const w of windows) {
       const g = counter.gates?.[w.index];
-      if (g === undefined || held!.includes(w)) continue; // a counter reloading from storage has none yet
-      holdFixed(g.f64, g.offset, t, ttl);
-      held!.push(w);
+      if (g === undefined || held!.some((h) => h.window === w)) continue; // a counter reloading from storage has none yet
+      held!.push({ window: w, series: holdFixed(g.f64, g.offset, t, ttl, store.gates.freshSeries()) });
     }
     return ALLOWED;
   }

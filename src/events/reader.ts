@@ -54,6 +54,8 @@ export interface EventReader {
   decisionNow(): number;
   /** The gate of window `w` for `id` (made and seeded when new; undefined for an unknown id). */
   gateFor(id: string, w: GateWindow): Gate | undefined;
+  /** Makes the missing gates of `limits` (each on its own id, or on `id`) for counted ids, all or none. */
+  seedGates(id: string, limits: ReadonlyArray<{ readonly id: string | undefined; readonly window: GateWindow }>): void;
   /** The counter of a valid id for a decision that writes, created if new (with empty gates for `windows`). */
   counterWith(id: string, windows: readonly GateWindow[]): EventCounter;
   /** Outstanding holds of a gate at `t`. */
@@ -64,7 +66,7 @@ export interface EventReader {
   readNow<T>(c: EventCounter, read: (views: ShardViews, now: number) => T): T;
   /** Before a decision counts anything at `t`: sends held events of an earlier unit, checks the pipeline (may throw). */
   readyToAdd(c: EventCounter, t: number): void;
-  /** Counts one event a limit admitted at `t`: to the counter's gates but window index `skip`, and to its record coalesced with the id's other admitted events of that ms. */
+  /** Counts one event a limit admitted at `t`: to the counter's gates but window index `skip`, and to its record coalesced with the id's other admitted events of the same finest unit (see EventCounter.unsent). */
   addDecided(c: EventCounter, t: number, skip: number): void;
   /** Appends `n` events at `t` to the counter and adds them to its gates (but the one of window index `skip`). */
   addEvents(c: EventCounter, n: number, t: number, now?: number, skip?: number): void;

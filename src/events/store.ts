@@ -302,26 +302,48 @@ export class EventStore implements EventReader {
 
   /**
    * @internal The gate of window `w` for `id`, made (and seeded from the id's calendar record) when the id
-   * has none; undefined for an id never recorded. Throws TW_NOT_READY while the store lists its storage or
-   * reloads the id (the first call starts the reload), and what {@link readNow} throws when the seed must
-   * wait for the shard.
+   * has none; undefined for an id never recorded. Throws like {@link seedGates}.
    */
   gateFor(id: string, w: GateWindow): Gate | undefined {
     const known = this.counters.get(id)?.gates?.[w.index];
     if (known !== undefined) return known;
-    const c = this.counterNow(id);
-    if (c === undefined) return undefined;
-    const t = this.decisionNow();
-    this.shape.seek(t);
-    const seed = new Array<number>(w.n);
-    // Seeded at the ring's own now: the newest unit it holds when the clock was set back since.
-    let head = this.shape.ks[w.ring]!;
-    this.readNow(c, (v, now) => {
-      this.shape.seek(now);
-      head = ringNow(v, c.offset, this.shape, w.ring, Math.max(head, this.shape.ks[w.ring]!));
-      readRing(v, c.offset, this.shape, w.ring, head, w.n, seed);
-    });
-    return this.gates.make(c, w, head, seed);
+    this.seedGates(id, [{ id: undefined, window: w }]);
+    return this.counters.get(id)?.gates?.[w.index];
+  }
+
+  /**
+   * @internal Makes the gates of `limits` (each on its own id, or on `id`) for the ids that are counted and
+   * lack them, each seeded from its id's calendar record. All or none: every gate's words are taken and every seed
+   * read before the first is made, so a throw leaves nothing made. Throws TW_CAPACITY past the shard's
+   * memory budget, TW_NOT_READY while the store lists its storage or reloads an id (the first call starts
+   * the reload), and what {@link readNow} throws when a seed must wait for the shard.
+   */
+  seedGates(id: string, limits: ReadonlyArray<{ readonly id: string | undefined; readonly window: GateWindow }>): void {
+    const made: Array<{ c: EventCounter; w: GateWindow; place: DecisionPlace | undefined; head: number; seed: number[] }> = [];
+    try {
+      for (const limit of limits) {
+        const w = limit.window;
+        const of = limit.id ?? id;
+        if (this.counters.get(of)?.gates?.[w.index] !== undefined) continue;
+        const c = this.counterNow(of);
+        if (c === undefined || made.some((m) => m.c === c && m.w === w)) continue;
+        const m = { c, w, place: undefined as DecisionPlace | undefined, head: 0, seed: new Array<number>(w.n) };
+        made.push(m);
+        m.place = this.gates.take(c.lane, w);
+        this.shape.seek(this.decisionNow());
+        // Seeded at the ring's own now: the newest unit it holds when the clock was set back since.
+        m.head = this.shape.ks[w.ring]!;
+        this.readNow(c, (v, now) => {
+          this.shape.seek(now);
+          m.head = ringNow(v, c.offset, this.shape, w.ring, Math.max(m.head, this.shape.ks[w.ring]!));
+          readRing(v, c.offset, this.shape, w.ring, m.head, w.n, m.seed);
+        });
+      }
+    } catch (err) {
+      for (const m of made) if (m.place !== undefined) this.gates.giveBack(m.c.lane, m.w, m.place);
+      throw err;
+    }
+    for (const m of made) this.gates.makeAt(m.c, m.w, m.head, m.seed, m.place!);
   }
 
   /**

@@ -293,9 +293,14 @@ export class BatchPipeline {
     return true;
   }
 
-  /** Sends what a producer left in the open batch (after a reply, or once a replacement answers). */
+  /**
+   * Sends what a producer left in the open batch (after a reply, or once a replacement answers), and the
+   * deferred adds a full window left out, now that the shard applied more.
+   */
   sendLeftover(): void {
-    if (this.open.hasContent() && !this.sealed) this.trySend();
+    if (this.sealed) return;
+    this.takeDeferred();
+    if (this.open.hasContent()) this.trySend();
   }
 
   /** Re-sends every batch the shard has not applied, in order (to a replacement thread). */

@@ -40,12 +40,14 @@ test('property: decisions, counts and retry-after agree with a naive model of ev
       // The model: events by unit, the head (the newest unit seen), the holds.
       const events: Array<[number, number]> = seed.length === 0 ? [] : Array.from({ length: n }, (_, i) => [k - i, seed[i] ?? 0] as [number, number]);
       let head = k;
-      let holds = 0;
-      let since = 0; // the generation's earliest hold
-      let last = 0; // its newest: the holds expire ttl after it
-      const taken: number[] = [];
+      // Each hold by itself: the series it joined and whether it was released. A series is live until ttl
+      // after its newest hold; only the current series' unreleased holds count, and only while it is live.
+      const taken: Array<{ series: number; released: boolean; ended: boolean }> = [];
+      let series = 0;
+      let last = Number.NEGATIVE_INFINITY;
+      let fresh = 1000;
       const inWindow = (h: number): number => events.reduce((sum, [u, c]) => (u > h - n && u <= h ? sum + c : sum), 0);
-      const liveHolds = (at: number): number => (holds === 0 || at - last >= ttl ? 0 : holds);
+      const liveHolds = (at: number): number => (at - last >= ttl ? 0 : taken.filter((h) => h.series === series && !h.released).length);
       for (const step of ops) {
         if (step.kind === 'wait') {
           t = Math.max(100 * UNIT, t + step.ms);
@@ -53,25 +55,28 @@ test('property: decisions, counts and retry-after agree with a naive model of ev
           continue;
         }
         if (step.kind === 'hold') {
-          holdFixed(f64, o, t, ttl);
-          const h = liveHolds(t);
-          if (h === 0) {
-            since = t;
+          fresh += 1 + (fresh % 3); // any numbers, each new
+          if (liveHolds(t) === 0) {
+            series = fresh;
             last = t;
           } else {
-            since = Math.min(since, t);
             last = Math.max(last, t);
           }
-          holds = h + 1;
-          taken.push(t);
+          const got = holdFixed(f64, o, t, ttl, fresh);
+          assert.equal(got, series, 'the series the hold joined');
+          taken.push({ series, released: false, ended: false });
           continue;
         }
         if (step.kind === 'release') {
-          const heldAt = taken[step.which % Math.max(1, taken.length)] ?? t;
-          const h = liveHolds(t);
-          const want = h > 0 && heldAt >= since;
-          if (want) holds = h - 1;
-          assert.equal(releaseFixed(f64, o, t, ttl, heldAt), want);
+          // A hold not released yet (the caller releases each at most once), of any series.
+          // A release of an expired hold changes nothing (a clock set back far enough revives its series).
+          const open = taken.filter((h) => !h.ended);
+          const h = open[step.which % Math.max(1, open.length)];
+          if (h === undefined) continue;
+          const want = h.series === series && liveHolds(t) > 0;
+          h.ended = true;
+          if (want) h.released = true;
+          assert.equal(releaseFixed(f64, o, t, ttl, h.series), want);
           continue;
         }
         // The unit of t, or a later one seen before (a clock set back: the record keeps its newer head).

@@ -380,6 +380,76 @@ describe('calendar limits: probe regressions', () => {
 });
 
 describe('calendar limits: review regressions', () => {
+  test('a late cancel of an expired reservation never releases a live one, whatever the clock did since', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:00:00Z'));
+      const store = engine.eventStore({ reservationTtlMs: MINUTE });
+      const limiter = store.limit().atMost(5, 'day');
+      const old = await limiter.reserve('x'); // held at 10:00, expired by 10:01
+      clock.set(utc('2024-06-17T10:10:00Z'));
+      const a = await limiter.reserve('x');
+      clock.set(utc('2024-06-17T10:09:50Z')); // set back: a is still held
+      const b = await limiter.reserve('x');
+      clock.set(utc('2024-06-17T09:59:00Z')); // set back before the expired one was taken
+      assert.equal(limiter.usageSync('x').reserved, 2);
+      await old.cancel();
+      assert.equal(limiter.usageSync('x').reserved, 2, 'the expired reservation released nothing');
+      await a.cancel();
+      await b.commit();
+      assert.deepEqual(limiter.usageSync('x'), { count: 1, reserved: 0, limit: 5, remaining: 4 });
+
+      // Across a merge that retires the gate with no live hold: the next gate's holds are a new series too.
+      const stale = await limiter.reserve('y');
+      await (await limiter.reserve('y')).cancel();
+      clock.advance(2 * MINUTE); // stale expired
+      const other = engine.eventStore();
+      other.record('y');
+      await store.merge(await other.export());
+      const live = await limiter.reserve('y');
+      await stale.cancel();
+      assert.equal(limiter.usageSync('y').reserved, 1, 'the live hold on the new gate stays');
+      await live.cancel();
+      assert.equal(limiter.usageSync('y').reserved, 0);
+    }));
+
+  test('a check that runs out of decision memory on a known id makes no gate; the next one that fits decides', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1, maxShardMemoryBytes: 1 << 20 });
+    try {
+      const store = engine.eventStore({ intervals: { seconds: 100000, minutes: 60 } });
+      store.record('k', 2);
+      await engine.flush();
+      const big = store.limit().atMost(5, 'minute').atMost(5, [100000, 'second']).atMost(5, [99999, 'second']);
+      assert.throws(() => big.checkSync('k'), withCode(ErrorCode.CAPACITY));
+      assert.throws(() => big.checkAndRecordSync('k'), withCode(ErrorCode.CAPACITY));
+      assert.equal(store.counters.get('k')!.gateCount, 0, 'no gate made (the first window fitted: it was given back)');
+      assert.equal(store.sumSync('k', 'minute', 1), 2, 'nothing recorded');
+      const small = store.limit().atMost(3, 'minute');
+      assert.deepEqual([small.checkAndRecordSync('k').allowed, small.checkAndRecordSync('k').allowed], [true, false], 'seeded with the 2 recorded');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test('admitted events a full batch window left out go out as the shard applies, with no further call', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1, batchSize: 16, maxInFlight: 1 });
+    try {
+      const limiter = engine.events.limit().atMost(3, 'hour');
+      const ids = Array.from({ length: 2000 }, (_, i) => `l${i}`);
+      for (const id of ids) limiter.checkAndRecordSync(id);
+      const pipeline = engine[internals].router.lanes[0]!.batches as unknown as { deferred: unknown[] };
+      await new Promise((resolve) => setImmediate(resolve)); // the end of the turn: one batch goes out
+      assert.ok(pipeline.deferred.length > 0, 'the window was full: adds are still deferred');
+      // Nothing else is called: only the shard's replies move them (a deadline, not a sleep: it ends as soon as they are out).
+      const deadline = Date.now() + 30_000;
+      while (pipeline.deferred.length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal(pipeline.deferred.length, 0, 'every deferred add was taken after the replies');
+      await engine.flush();
+      for (const id of [ids[0]!, ids[999]!, ids[1999]!]) assert.equal(engine.events.sumSync(id, 'hour', 1), 1, id);
+    } finally {
+      await engine.close();
+    }
+  });
+
   test('compaction keeps an id whose admitted events are not yet in a batch (even with its dirty mark cleared)', async () => {
     const engine = await createEngine({ clock: new TestClock(), shards: 1 });
     try {
