@@ -17,7 +17,7 @@ const IDS = 10_000;
 const OPS = 8192;
 const T = Date.UTC(2024, 5, 17, 10, 30);
 
-const config: CalConfig = { id: 1, timeZone: 'UTC', rings: resolveIntervals(DEFAULT_INTERVALS), reservationTtlMs: 60_000 };
+const config: CalConfig = { id: 1, timeZone: 'UTC', rings: resolveIntervals(DEFAULT_INTERVALS) };
 const words = new CalShape(config).words;
 const header = new SharedArrayBuffer(HEADER_BYTES);
 new Int32Array(header)[H_USED_WORDS] = ARENA_FIRST_WORD + IDS * words;

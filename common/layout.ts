@@ -42,9 +42,9 @@
  *  calendar record (kind KIND_CAL), R rings holding B buckets in all (shape from its calendar config)
  *  i32[2o+2] config id · i32[2o+3] wide: Float64 index of promoted buckets, 0 while narrow
  *  i32[2o+5] finest-unit index of the latest count (CAL_EMPTY_HEAD: none)
- *  f64[o+3] latest count · f64[o+4] spare (0)
- *  i32[2o+10+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
- *  u32[2o+10+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
+ *  f64[o+3] latest count
+ *  i32[2o+8+r] ring r head unit index (CAL_EMPTY_HEAD when empty)
+ *  u32[2o+8+R .. +B) buckets, ring by ring; unit index k of ring r lives at base_r + (k mod count_r)
  *  the latest count holds the events of the latest finest unit, not yet added to the rings: an event in that
  *  unit is one add to it instead of one per ring; the shard folds it into every ring (under the seqlock)
  *  when an event of a later unit arrives, and readers add it to the bucket of its unit in each ring
@@ -150,7 +150,7 @@ export const CAL_CONFIG = 2;
 export const CAL_WIDE = 3;
 /** (Int32 4 is unused; 5 the latest unit.) */
 export const CAL_LATEST_K = 5;
-export const CAL_RINGS = 10;
+export const CAL_RINGS = 8;
 /** Calendar record fields, as Float64 offsets from o. */
 export const CALF_LATEST = 3;
 /** Head of a ring that holds nothing yet. */
@@ -212,7 +212,7 @@ export const FXF_BUCKETS = 6;
 /** Initial size of a shard's dirty bitmap; it grows with the lax counters. */
 export const DIRTY_INITIAL_BYTES = 1024;
 
-/** Words one decision cell occupies (outcome, retry-after). */
+/** Words one result cell occupies (outcome, retry-after). */
 export const CELL_WORDS = 2;
 
 /** Views over a shard's memory; rebuilt whenever the arena's byteLength changes. */

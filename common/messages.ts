@@ -35,8 +35,6 @@ export interface CalConfig {
   readonly timeZone: string;
   /** [unit code (common/calendar.ts CalUnit), bucket count], finest unit first. */
   readonly rings: ReadonlyArray<readonly [unit: number, count: number]>;
-  /** How long a reservation counts against `atMost` limits unless committed or cancelled (main thread only). */
-  readonly reservationTtlMs: number;
 }
 
 /** Bucket values to add (`merge`) or to write over a record (`import`), aligned by absolute unit index. */

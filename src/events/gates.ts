@@ -15,6 +15,7 @@ import type { CalShape } from '../../common/records/calendar/shape.js';
 import { addFixed, FIXED_HEAD_WORDS, FixedWindowShape, initFixed } from '../../common/records/fixed-window.js';
 import { FXF_HOLDS } from '../../common/layout.js';
 import type { DecisionPlace, DecisionSegment } from '../router/decision-arena.js';
+import type { DeferredAdd } from '../router/batch-pipeline.js';
 import type { Lane } from '../router/lane.js';
 
 /** One window the store's limits decide on: the newest `n` units of ring `ring`. */
@@ -38,25 +39,46 @@ export interface Gate {
   readonly window: GateWindow;
 }
 
-/** What a counter carries of its gates (see GatedCounter.gates). */
+/** A counter's gates by window index (see CounterLimits.gates). */
 export type CounterGates = Array<Gate | undefined>;
 
-/** The fields of an event counter (./reader.ts GatedCounter) its gates live in. */
+/** The fields of an event counter (./reader.ts EventCounter) its gates hang from. */
 export interface GatedCounter {
   readonly id: string;
   readonly lane: Lane;
-  /** Its gates by window index; undefined until a limit decides on the id. */
-  gates: CounterGates | undefined;
-  gateCount: number;
+  /** The id's calendar record's arena offset. */
+  readonly offset: number;
+  /** What the limits that decided on the id keep on it; undefined until one does (see {@link Gates.limitsOf}). */
+  limits: CounterLimits | undefined;
+}
+
+/**
+ * What a counter carries for the limits that decide on its id: made when the first one does, since most
+ * ids never meet a limit and every field of the counter itself costs every id 8 bytes of heap. It is also
+ * the id's deferred add (src/router/batch-pipeline.ts): events its limits admitted, not yet in a batch.
+ */
+export class CounterLimits implements DeferredAdd {
+  /** Its gates by window index; undefined while it has none (not made yet, or retired). */
+  gates: CounterGates | undefined = undefined;
+  gateCount = 0;
   /**
-   * Its first gate's window and place, inline: a decision on that window reads the counter and the record
-   * and nothing else (one hop less than through `gates`).
+   * Its first gate's window and place, inline: a decision on that window reads the counter's limits and the
+   * record and nothing else (one hop less than through `gates`).
    */
-  fastWindow: GateWindow | undefined;
-  fastF64: Float64Array | undefined;
-  fastOffset: number;
+  fastWindow: GateWindow | undefined = undefined;
+  fastF64: Float64Array | undefined = undefined;
+  fastOffset = 0;
   /** Holds of retired gates by window index, handed on to the next gate of that window (see Gates.retire). */
-  carried: Array<Float64Array | undefined> | undefined;
+  carried: Array<Float64Array | undefined> | undefined = undefined;
+  /**
+   * Events limits admitted not yet in a batch, all in the store's finest unit `unsentUnit`, sent as one op
+   * stamped `unsentAt` (the first one's time: the same buckets in every ring).
+   */
+  unsent = 0;
+  unsentAt = 0;
+  unsentUnit = 0;
+
+  constructor(readonly offset: number) {}
 }
 
 export class Gates {
@@ -93,6 +115,11 @@ export class Gates {
     return w;
   }
 
+  /** The counter's limits, made when a limit first decides on its id. */
+  limitsOf(c: GatedCounter): CounterLimits {
+    return (c.limits ??= new CounterLimits(c.offset));
+  }
+
   /** A hold series number never handed out before (for holdFixed). */
   freshSeries(): number {
     return ++this.series;
@@ -116,19 +143,20 @@ export class Gates {
   makeAt(c: GatedCounter, w: GateWindow, k: number, newestFirst: ArrayLike<number> | undefined, place: DecisionPlace): Gate {
     const { segment, offset } = place;
     initFixed(segment.f64, offset, w.shape, k, newestFirst);
-    const carried = c.carried?.[w.index];
+    const l = this.limitsOf(c);
+    const carried = l.carried?.[w.index];
     if (carried !== undefined) {
       for (let i = FXF_HOLDS; i < FIXED_HEAD_WORDS; i++) segment.f64[offset + i] = carried[i]!;
-      c.carried![w.index] = undefined;
+      l.carried![w.index] = undefined;
     }
     const gate: Gate = { f64: segment.f64, segment, offset, window: w };
-    c.gates ??= [];
-    c.gates[w.index] = gate;
-    c.gateCount++;
-    if (c.fastWindow === undefined) {
-      c.fastWindow = w;
-      c.fastF64 = segment.f64;
-      c.fastOffset = offset;
+    l.gates ??= [];
+    l.gates[w.index] = gate;
+    l.gateCount++;
+    if (l.fastWindow === undefined) {
+      l.fastWindow = w;
+      l.fastF64 = segment.f64;
+      l.fastOffset = offset;
     }
     return gate;
   }
@@ -138,9 +166,9 @@ export class Gates {
    * merge or import), the head words it handed them on in. Undefined when it has neither.
    */
   holdsOf(c: GatedCounter, w: GateWindow): { readonly f64: Float64Array; readonly offset: number } | undefined {
-    const g = c.gates?.[w.index];
+    const g = c.limits?.gates?.[w.index];
     if (g !== undefined) return g;
-    const carried = c.carried?.[w.index];
+    const carried = c.limits?.carried?.[w.index];
     return carried === undefined ? undefined : { f64: carried, offset: 0 };
   }
 
@@ -179,19 +207,20 @@ export class Gates {
    * a merge or an import of the id.
    */
   retire(c: GatedCounter): void {
-    if (c.gates === undefined) return;
-    for (const g of c.gates) {
+    const l = c.limits;
+    if (l?.gates === undefined) return;
+    for (const g of l.gates) {
       if (g === undefined) continue;
       if (g.f64[g.offset + FXF_HOLDS]! > 0) {
-        c.carried ??= [];
-        c.carried[g.window.index] = g.f64.slice(g.offset, g.offset + FIXED_HEAD_WORDS);
+        l.carried ??= [];
+        l.carried[g.window.index] = g.f64.slice(g.offset, g.offset + FIXED_HEAD_WORDS);
       }
       this.freeList(c.lane, g.window.shape.words).push({ segment: g.segment, offset: g.offset });
     }
-    c.gates = undefined;
-    c.gateCount = 0;
-    c.fastWindow = undefined;
-    c.fastF64 = undefined;
+    l.gates = undefined;
+    l.gateCount = 0;
+    l.fastWindow = undefined;
+    l.fastF64 = undefined;
   }
 
   private freeList(lane: Lane, words: number): DecisionPlace[] {

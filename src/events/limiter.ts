@@ -229,23 +229,24 @@ export class LimitBuilder {
       const store = this.store;
       const w = single.window;
       const c = store.counters.get(id);
-      if (c !== undefined && !store.isClosed) {
-        let f64 = c.fastF64;
-        let o = c.fastOffset;
-        if (c.fastWindow !== w) {
-          const g = c.gates?.[w.index];
+      const l = c === undefined ? undefined : c.limits;
+      if (l !== undefined && !store.isClosed) {
+        let f64 = l.fastF64;
+        let o = l.fastOffset;
+        if (l.fastWindow !== w) {
+          const g = l.gates?.[w.index];
           f64 = g?.f64;
           o = g?.offset ?? 0;
         }
         if (f64 !== undefined) {
           const t = store.decisionNow();
-          // Whatever can throw comes before anything is counted (an earlier unit's held events go out).
-          store.readyToAdd(c, t);
+          // Whatever can throw comes before anything is counted (an earlier unit's deferred adds go out).
+          store.readyToAdd(c!, t);
           const shape = store.shape;
           if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
             return this.refusedNow(single, f64, o);
           }
-          store.addDecided(c, t, w.index);
+          store.addDecided(c!, t, w.index);
           return ALLOWED;
         }
       }
@@ -406,7 +407,7 @@ export class LimitBuilder {
     }
     const ttl = store.shape.reservationTtlMs;
     for (const w of windows) {
-      const g = counter.gates?.[w.index];
+      const g = counter.limits?.gates?.[w.index];
       if (g === undefined || held!.some((h) => h.window === w)) continue; // a counter reloading from storage has none yet
       held!.push({ window: w, series: holdFixed(g.f64, g.offset, t, ttl, store.gates.freshSeries()) });
     }

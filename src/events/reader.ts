@@ -16,19 +16,10 @@ export const NOT_NOW: unique symbol = Symbol('not-now');
 export interface EventCounter extends GatedCounter {
   readonly id: string;
   readonly lane: Lane;
-  /** The record's arena offset. */
-  readonly offset: number;
   /** Recorded since the last persist (or clearDirty). */
   dirty: boolean;
   /** Set while the id's persisted counts are being merged back in after compact(). */
   loading: Promise<void> | undefined;
-  /**
-   * Events limits admitted not yet in a batch (the pipeline's deferred adds), all in the store's finest
-   * unit `unsentUnit`, sent as one op stamped `unsentAt` (the first one's time: the same buckets in every ring).
-   */
-  unsent: number;
-  unsentAt: number;
-  unsentUnit: number;
 }
 
 export interface EventReader {
@@ -64,9 +55,9 @@ export interface EventReader {
   counterNow(id: string): EventCounter | undefined;
   /** A synchronous read of the counter's record once its shard applied what this thread sent. */
   readNow<T>(c: EventCounter, read: (views: ShardViews, now: number) => T): T;
-  /** Before a decision counts anything at `t`: sends held events of an earlier unit, checks the pipeline (may throw). */
+  /** Before a decision counts anything at `t`: sends deferred adds of an earlier unit, checks the pipeline (may throw). */
   readyToAdd(c: EventCounter, t: number): void;
-  /** Counts one event a limit admitted at `t`: to the counter's gates but window index `skip`, and to its record coalesced with the id's other admitted events of the same finest unit (see EventCounter.unsent). */
+  /** Counts one event a limit admitted at `t`: to the counter's gates but window index `skip`, and to its record coalesced with the id's other admitted events of the same finest unit (see CounterLimits.unsent). */
   addDecided(c: EventCounter, t: number, skip: number): void;
   /** Appends `n` events at `t` to the counter and adds them to its gates (but the one of window index `skip`). */
   addEvents(c: EventCounter, n: number, t: number, now?: number, skip?: number): void;

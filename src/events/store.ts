@@ -79,8 +79,8 @@ export class EventStore implements EventReader {
     this.rings = o.rings;
     this.timeZone = o.timeZone;
     this.intervals = Object.freeze(countsOf(this.rings));
-    this.config = { id: configId, timeZone: this.timeZone, rings: this.rings, reservationTtlMs: o.reservationTtlMs };
-    this.shape = new CalShape(this.config);
+    this.config = { id: configId, timeZone: this.timeZone, rings: this.rings };
+    this.shape = new CalShape(this.config, o.reservationTtlMs);
     this.gates = new Gates(this.shape);
     this.coalesceByUnit = this.shape.rings[0]!.unit <= CalUnit.day;
     this.time = time;
@@ -116,7 +116,7 @@ export class EventStore implements EventReader {
     if (this.closed) throw closedError('event store');
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
-    if (c.gates === undefined) c.lane.batches.append(c.offset, n);
+    if (c.limits?.gates === undefined) c.lane.batches.append(c.offset, n);
     else this.addEvents(c, n, this.decisionNow());
     if (!c.dirty) this.persistence.markDirty(c);
   }
@@ -160,7 +160,7 @@ export class EventStore implements EventReader {
       this.registered.add(lane);
     }
     const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
-    c = { id, lane, offset, dirty: false, loading: undefined, gates: undefined, gateCount: 0, fastWindow: undefined, fastF64: undefined, fastOffset: 0, unsent: 0, unsentAt: 0, unsentUnit: 0, carried: undefined };
+    c = { id, lane, offset, dirty: false, loading: undefined, limits: undefined };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -225,26 +225,29 @@ export class EventStore implements EventReader {
    */
   addEvents(c: EventCounter, n: number, t: number, now = t, skip = -1): void {
     c.lane.batches.appendAt(c.offset, n, t);
-    if (c.gates !== undefined && (skip === -1 || c.gateCount > 1)) {
+    const l = c.limits;
+    if (l?.gates !== undefined && (skip === -1 || l.gateCount > 1)) {
       this.shape.seek(now);
-      if (t === now) this.gates.addNow(c.gates, n, skip);
-      else this.gates.addAt(c.gates, t, n);
+      if (t === now) this.gates.addNow(l.gates, n, skip);
+      else this.gates.addAt(l.gates, t, n);
     }
   }
 
   /**
-   * @internal Before a decision counts anything for `c` at `t` (the decision's time): sends the id's held
-   * events of an earlier finest unit, and checks that the pipeline takes ops. Throws what an append
+   * @internal Before a decision counts anything for `c` at `t` (the decision's time): sends the id's deferred
+   * adds of an earlier finest unit, and checks that the pipeline takes ops. Throws what an append
    * throws; nothing is counted then. {@link addDecided} follows it, with no other write between.
    */
   readyToAdd(c: EventCounter, t: number): void {
     const shape = this.shape;
     shape.seek(t);
-    if (c.unsent !== 0 && c.unsentUnit !== (this.coalesceByUnit ? shape.ks[0]! : t)) {
-      c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
-      c.unsent = 0;
+    const l = c.limits;
+    if (l === undefined || l.unsent === 0) {
+      c.lane.batches.check();
+    } else if (l.unsentUnit !== (this.coalesceByUnit ? shape.ks[0]! : t)) {
+      c.lane.batches.appendAt(c.offset, l.unsent, l.unsentAt);
+      l.unsent = 0;
     }
-    if (c.unsent === 0) c.lane.batches.check();
   }
 
   /**
@@ -254,15 +257,16 @@ export class EventStore implements EventReader {
    * finest unit (a minute by default) travel as one op until anything reads or the turn ends.
    */
   addDecided(c: EventCounter, t: number, skip: number): void {
-    if (c.unsent === 0) {
-      c.lane.batches.defer(c);
-      c.unsentAt = t;
+    const l = c.limits ?? this.gates.limitsOf(c);
+    if (l.unsent === 0) {
+      c.lane.batches.defer(l);
+      l.unsentAt = t;
       // Any instant of one finest unit lands in the same bucket of every ring, when that unit nests in all
       // of them (up to a day; a week does not nest in a month): then the unit's index is the coalescing key.
-      c.unsentUnit = this.coalesceByUnit ? this.shape.ks[0]! : t;
+      l.unsentUnit = this.coalesceByUnit ? this.shape.ks[0]! : t;
     }
-    c.unsent++;
-    if (c.gateCount > (skip === -1 ? 0 : 1)) this.gates.addNow(c.gates!, 1, skip);
+    l.unsent++;
+    if (l.gateCount > (skip === -1 ? 0 : 1)) this.gates.addNow(l.gates!, 1, skip);
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -287,10 +291,12 @@ export class EventStore implements EventReader {
   /** @internal Retires the counter's gates before compaction lets it go; false (keep it) while one holds a live reservation or it has unsent admitted events. */
   letGo(c: EventCounter): boolean {
     // Admitted events not yet in a batch would follow the release op onto a record no longer the id's.
-    if (c.unsent !== 0) return false;
+    const l = c.limits;
+    if (l === undefined) return true;
+    if (l.unsent !== 0) return false;
     const t = this.decisionNow();
-    for (const g of c.gates ?? []) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
-    for (const h of c.carried ?? []) if (h !== undefined && holdsAt(h, 0, t, this.shape.reservationTtlMs) > 0) return false;
+    for (const g of l.gates ?? []) if (g !== undefined && this.holdsOf(g, t) > 0) return false;
+    for (const h of l.carried ?? []) if (h !== undefined && holdsAt(h, 0, t, this.shape.reservationTtlMs) > 0) return false;
     this.gates.retire(c);
     return true;
   }
@@ -305,10 +311,10 @@ export class EventStore implements EventReader {
    * has none; undefined for an id never recorded. Throws like {@link seedGates}.
    */
   gateFor(id: string, w: GateWindow): Gate | undefined {
-    const known = this.counters.get(id)?.gates?.[w.index];
+    const known = this.counters.get(id)?.limits?.gates?.[w.index];
     if (known !== undefined) return known;
     this.seedGates(id, [{ id: undefined, window: w }]);
-    return this.counters.get(id)?.gates?.[w.index];
+    return this.counters.get(id)?.limits?.gates?.[w.index];
   }
 
   /**
@@ -324,7 +330,7 @@ export class EventStore implements EventReader {
       for (const limit of limits) {
         const w = limit.window;
         const of = limit.id ?? id;
-        if (this.counters.get(of)?.gates?.[w.index] !== undefined) continue;
+        if (this.counters.get(of)?.limits?.gates?.[w.index] !== undefined) continue;
         const c = this.counterNow(of);
         if (c === undefined || made.some((m) => m.c === c && m.w === w)) continue;
         const m = { c, w, place: undefined as DecisionPlace | undefined, head: 0, seed: new Array<number>(w.n) };
@@ -628,11 +634,12 @@ export class EventStore implements EventReader {
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const c = await this.loadedCounter(id) ?? this.counter(id, true)!;
-      // Admitted events still held go first (an import overwrites them, like any event before it); the
+      // Admitted events still deferred go first (an import overwrites them, like any event before it); the
       // id's gates no longer hold its events: the next decision seeds new ones (holds are handed on).
-      if (c.unsent !== 0) {
-        c.lane.batches.appendAt(c.offset, c.unsent, c.unsentAt);
-        c.unsent = 0;
+      const l = c.limits;
+      if (l !== undefined && l.unsent !== 0) {
+        c.lane.batches.appendAt(c.offset, l.unsent, l.unsentAt);
+        l.unsent = 0;
       }
       this.gates.retire(c);
       c.lane.batches.appendCtrl(loadOp(type, c.offset, t, mapping, e.counters[id]!, id));

@@ -48,7 +48,7 @@ export interface BatchSink {
 const BACKLOG_AFTER_SPIN_MS = 2;
 
 /**
- * Adds held out of the batch (see {@link BatchPipeline.defer}): `unsent` events at `unsentAt` for the
+ * Adds kept out of the batch (see {@link BatchPipeline.defer}): `unsent` events at `unsentAt` for the
  * record at `offset` (an event counter whose limit decisions admitted them).
  */
 export interface DeferredAdd {

@@ -15,7 +15,7 @@ import type { BatchEnvelope, CalConfig, CtrlOp } from '../../common/messages.js'
 import { ShardCore } from '../../workers/shard-core.js';
 
 const T = Date.UTC(2024, 5, 17, 10, 30);
-const config: CalConfig = { id: 1, timeZone: 'Europe/Berlin', rings: [[CalUnit.minute, 5], [CalUnit.hour, 4], [CalUnit.day, 3]], reservationTtlMs: 60_000 };
+const config: CalConfig = { id: 1, timeZone: 'Europe/Berlin', rings: [[CalUnit.minute, 5], [CalUnit.hour, 4], [CalUnit.day, 3]] };
 const shape = new CalShape(config);
 const A = L.ARENA_FIRST_WORD;
 const B = A + shape.words;

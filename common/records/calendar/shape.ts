@@ -26,6 +26,7 @@ export class CalShape {
   readonly calendar: ZoneCalendar;
   readonly rings: readonly CalRing[];
   readonly buckets: number;
+  /** How long a reservation counts against `atMost` limits (the main thread's; 0 on a shard, which has none). */
   readonly reservationTtlMs: number;
   readonly words: number;
   readonly ks: Int32Array;
@@ -38,9 +39,9 @@ export class CalShape {
   private from = Number.POSITIVE_INFINITY;
   private to = Number.NEGATIVE_INFINITY;
 
-  constructor(config: CalConfig) {
+  constructor(config: CalConfig, reservationTtlMs = 0) {
     this.id = config.id;
-    this.reservationTtlMs = config.reservationTtlMs;
+    this.reservationTtlMs = reservationTtlMs;
     this.calendar = new ZoneCalendar(config.timeZone);
     let base = 0;
     const rings: CalRing[] = [];

@@ -34,7 +34,6 @@ export function initCal(views: ShardViews, o: number, shape: CalShape): void {
   i32[2 * o + CAL_WIDE] = 0;
   i32[2 * o + CAL_LATEST_K] = CAL_EMPTY_HEAD;
   views.f64[o + CALF_LATEST] = 0;
-  views.f64[o + CALF_LATEST + 1] = 0; // spare
   for (let r = 0; r < R; r++) i32[2 * o + CAL_RINGS + r] = CAL_EMPTY_HEAD;
   const base = calBucketBase(o, R);
   u32.fill(0, base, base + shape.buckets);

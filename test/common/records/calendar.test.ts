@@ -16,7 +16,7 @@ import { CalendarWriter, initCal } from '../../../common/records/calendar/write.
 import { DirectJournal, type RecordMemory } from '../../../common/records/journal.js';
 
 const T0 = Date.UTC(2024, 5, 17, 10, 30);
-const config: CalConfig = { id: 1, timeZone: 'America/New_York', rings: [[CalUnit.minute, 6], [CalUnit.hour, 5], [CalUnit.day, 4]], reservationTtlMs: 60_000 };
+const config: CalConfig = { id: 1, timeZone: 'America/New_York', rings: [[CalUnit.minute, 6], [CalUnit.hour, 5], [CalUnit.day, 4]] };
 
 /** One calendar record at ARENA_FIRST_WORD in a fresh arena (room to promote), with a writer on it. */
 function record(shape: CalShape) {
