@@ -27,7 +27,8 @@
  * Memory during an outage is O(dirty keys): deltas aggregate in the records' totals; a partition holds at
  * most one unresolved call.
  *
- * The records' side (dirty bits, pending deltas, targets, commits) is in ./flusher-records.ts. Over 350
+ * The records' side (dirty bits, pending deltas, targets, commits) is the counter record kind's
+ * (common/records/counter.ts, LaxRecords). Over 350
  * lines because the rest is one actor's state machine over per-partition state — requests queued, the
  * call built and sent, its outcome (landed, refused, lost and resent), recovery and close — which splits
  * only into modules that would share every field.
@@ -49,7 +50,7 @@ import {
   redisFailure,
 } from '../common/redis.js';
 import { ApplyStatus, Mode, readMarker, runApply } from '../common/scripts.js';
-import { type Entry, type Final, LaxRecords } from './flusher-records.js';
+import { type Entry, type Final, LaxRecords } from '../common/records/counter.js';
 
 /** A request from the main thread: its ops, answered together. */
 interface Request {

@@ -43,10 +43,9 @@ import {
 import type { BatchEnvelope, CalConfig, CtrlOp, RecordInit, ShardStats } from '../common/messages.js';
 import { CalShape } from '../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../common/records/calendar/write.js';
-import { addCounter, counterOp, initCounter, laxIndexOf } from '../common/records/counter.js';
+import { addCounter, counterOp, DirtyMarks, initCounter, laxIndexOf } from '../common/records/counter.js';
 import { addHop, initHop } from '../common/records/hop.js';
 import type { Journal, RecordMemory } from '../common/records/journal.js';
-import { DirtyMarks } from './dirty-marks.js';
 import { writeBegin, writeEnd } from '../common/seqlock.js';
 
 export type ApplyResult = 'applied' | 'duplicate' | 'gap';

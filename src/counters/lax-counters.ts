@@ -71,6 +71,8 @@ class LaxRedis implements CounterBackend {
 
 export class LaxCounters extends CounterSet {
   private readonly local: LocalCounters;
+  /** The local counters' records by key: a known key's add looks it up here, in this file. */
+  private readonly records: ReadonlyMap<string, CounterRecord>;
   private readonly flusher: FlusherClient | undefined;
   private readonly maxPendingKeys: number;
   /**
@@ -86,6 +88,7 @@ export class LaxCounters extends CounterSet {
   constructor(local: LocalCounters, flusher: FlusherClient | undefined, clock: Clock, allowedLagMs: number, maxPendingKeys: number, isClosed: () => boolean) {
     super(flusher === undefined ? local : new LaxRedis(local, flusher, clock, allowedLagMs), isClosed);
     this.local = local;
+    this.records = local.records;
     this.flusher = flusher;
     this.maxPendingKeys = maxPendingKeys;
   }
@@ -98,7 +101,7 @@ export class LaxCounters extends CounterSet {
   add(key: string, n = 1): void {
     if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
     this.open();
-    this.addTo(this.local.find(key) ?? this.local.record(key), n);
+    this.addTo(this.records.get(key) ?? this.local.record(key), n);
   }
 
   /** A handle on `key` for hot loops: `handle.add(n)` skips the key lookup. */

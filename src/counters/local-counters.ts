@@ -41,7 +41,8 @@ function readCounter(v: ShardViews, o: number): CounterReading {
 }
 
 export class LocalCounters implements CounterBackend {
-  private readonly records = new Map<string, CounterRecord>();
+  /** Every record, by key (read directly where a known key's lookup is on the hot path). */
+  readonly records: ReadonlyMap<string, CounterRecord> = new Map<string, CounterRecord>();
   private readonly router: Router;
   private readonly clock: Clock;
   /** Set when a flusher delivers these counters to Redis. */
@@ -53,11 +54,6 @@ export class LocalCounters implements CounterBackend {
     this.laxRegistrar = laxRegistrar;
   }
 
-  /** The record of `key` if it exists. */
-  find(key: string): CounterRecord | undefined {
-    return this.records.get(key);
-  }
-
   /** The record of `key`, created (its key validated first) when missing. */
   record(key: string): CounterRecord {
     let rec = this.records.get(key);
@@ -67,7 +63,7 @@ export class LocalCounters implements CounterBackend {
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
       const offset = lane.createRecord(CNT_RECORD_WORDS, { kind: KIND_CNT, key, lax });
       rec = { key, lane, offset, lax, appended: 0, capped: false };
-      this.records.set(key, rec);
+      (this.records as Map<string, CounterRecord>).set(key, rec);
       this.laxRegistrar?.(rec);
     }
     return rec;

@@ -1,8 +1,10 @@
 /**
  * The batch pipeline of one shard: the open batch the hot path appends to, the pool of batches, the ones
  * sent and not yet applied, backpressure, the promises waiting for the shard to apply a batch, drains,
- * and the end-of-turn send. Where a batch goes (the current shard thread) is its {@link BatchSink}'s
- * business (./shard-supervisor.ts).
+ * and the end-of-turn send, which encodes a batch and posts it to the shard thread its {@link BatchSink}
+ * (./shard-supervisor.ts) has attached now. A batch is a set of typed columns ({@link Batch}), pooled: one
+ * is reused only after the shard has applied it (the pipeline keeps it until then, to replay it if the
+ * shard dies).
  *
  * A batch goes out when it is full or at the end of the event-loop turn in which its first op was written
  * (setImmediate, so many short tasks of one turn share a batch instead of sending one each).
@@ -25,15 +27,79 @@
  * Over 350 lines because it is the one place batches are opened, sent, waited for and replayed: the hot
  * path, backpressure, the end of turn, the barriers of synchronous and awaited reads share its state.
  */
+import type { MessagePort } from 'node:worker_threads';
+import { encode } from '../../common/codec.js';
 import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
 import { seqAfter } from '../../common/layout.js';
-import type { CalConfig, CtrlOp, RecordInit } from '../../common/messages.js';
+import type { BatchEnvelope, CalConfig, CtrlOp, DataMessage, RecordInit } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
-import { Batch, SEALED_BATCH } from './batch.js';
 import type { ShardMemory } from './shard-memory.js';
 
 /** What a pipeline needs of the engine options (see EngineOptions for each one's meaning). */
 export type PipelineConfig = Pick<ResolvedOptions, 'batchSize' | 'maxInFlight' | 'stallTimeoutMs' | 'restartBacklogBatches'>;
+
+/** One batch of ops for one shard, as typed columns. */
+export class Batch {
+  /** Serial number once sent; 0 while open. */
+  seq = 0;
+  /** Ops written. */
+  n = 0;
+  /** Time runs written. */
+  runs = 0;
+  /** Time of the last run (NaN: none yet, so the first op always opens a run). */
+  lastTime = Number.NaN;
+  readonly capacity: number;
+  readonly offsets: Int32Array;
+  readonly deltas: Float64Array;
+  readonly runStarts: Int32Array;
+  readonly runTimes: Float64Array;
+  /** Records the shard must create before it runs the ops (new keys travel with the batch). */
+  readonly inits: RecordInit[] = [];
+  /** Calendar configs the shard must register before the inits. */
+  readonly calendars: CalConfig[] = [];
+  /** Ops that are not a plain add (decisions, loads, releases), referenced from `offsets`. */
+  readonly ctrl: CtrlOp[] = [];
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.offsets = new Int32Array(capacity);
+    this.deltas = new Float64Array(capacity);
+    this.runStarts = new Int32Array(capacity);
+    this.runTimes = new Float64Array(capacity);
+  }
+
+  hasContent(): boolean {
+    return this.n > 0 || this.inits.length > 0 || this.calendars.length > 0;
+  }
+
+  /** The envelope fields (views over the columns, no copy; the codec copies them). */
+  envelope(): BatchEnvelope {
+    return {
+      seq: this.seq,
+      inits: this.inits,
+      calendars: this.calendars,
+      ctrl: this.ctrl,
+      offsets: this.offsets.subarray(0, this.n),
+      deltas: this.deltas.subarray(0, this.n),
+      runStarts: this.runStarts.subarray(0, this.runs),
+      runTimes: this.runTimes.subarray(0, this.runs),
+    };
+  }
+
+  reset(): void {
+    this.seq = 0;
+    this.n = 0;
+    this.runs = 0;
+    this.lastTime = Number.NaN;
+    this.inits.length = 0;
+    this.calendars.length = 0;
+    this.ctrl.length = 0;
+  }
+}
+
+/** A batch with no room, installed as a lane's open batch once the lane is sealed or failed: the hot path's
+ *  "full" check then routes every append to the slow path, which throws — at no cost to the hot path. */
+export const SEALED_BATCH = new Batch(0);
 
 /** Where sent batches go, and the state of the thread behind it. */
 export interface BatchSink {
@@ -41,7 +107,8 @@ export interface BatchSink {
   readonly restarting: boolean;
   /** True from a death until the replacement is attached: nothing can be applied before the event loop runs. */
   readonly replacing: boolean;
-  send(batch: Batch): void;
+  /** The data port of the shard thread attached now (undefined between a death and its replacement). */
+  readonly port: MessagePort | undefined;
 }
 
 /** How long a producer spins on a full window before it queues into the restart backlog instead. */
@@ -289,8 +356,17 @@ export class BatchPipeline {
     b.seq = this.lastSeq;
     this.inflight.push(b);
     this.open = this.free.pop() ?? new Batch(this.config.batchSize);
-    this.sink?.send(b);
+    this.post(b);
     return true;
+  }
+
+  /** Posts a batch to the shard thread attached now, encoded (common/codec.ts), its bytes transferred. */
+  private post(b: Batch): void {
+    const port = this.sink?.port;
+    if (port === undefined) return; // no thread attached: the replacement gets it in the replay
+    const envelope = encode(b.envelope());
+    const message: DataMessage = { type: 'apply', envelope };
+    port.postMessage(message, [envelope.buffer as ArrayBuffer]);
   }
 
   /**
@@ -306,7 +382,7 @@ export class BatchPipeline {
   /** Re-sends every batch the shard has not applied, in order (to a replacement thread). */
   replay(): void {
     this.reclaim();
-    for (const b of this.inflight) this.sink?.send(b);
+    for (const b of this.inflight) this.post(b);
   }
 
   /** The shard is given up: the pipeline takes no more ops, and every waiter fails with `err`. */

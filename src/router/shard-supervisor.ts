@@ -4,14 +4,12 @@
  * replay every unapplied batch, or give the shard up after `maxRestarts` deaths without progress.
  * It is the {@link BatchSink} of the shard's pipeline: sent batches go to the attached thread.
  */
-import { encode } from '../../common/codec.js';
 import { connectControl, releaseControl, type Remote } from '../../common/control.js';
 import { ErrorCode, TallyworksError, closedError, reviveError } from '../../common/errors.js';
 import type { AttachInfo, CalConfig, DataMessage, DataReply, ShardControl, ShardStats } from '../../common/messages.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { ResolvedOptions } from '../options.js';
 import { ShardThread } from '../threads/threads.js';
-import type { Batch } from './batch.js';
 import type { BatchPipeline, BatchSink } from './batch-pipeline.js';
 import type { ShardMemory } from './shard-memory.js';
 
@@ -100,10 +98,9 @@ export class ShardSupervisor implements BatchSink {
     return this.control((c) => c.stats());
   }
 
-  send(b: Batch): void {
-    const envelope = encode(b.envelope());
-    const message: DataMessage = { type: 'apply', envelope };
-    this.attachment?.data.postMessage(message, [envelope.buffer as ArrayBuffer]);
+  /** The current shard thread's data port, where the pipeline posts its batches. */
+  get port(): MessagePort | undefined {
+    return this.attachment?.data;
   }
 
   /** A read or close that waits keeps the process alive until the shard answers (the data port is ref'd). */
