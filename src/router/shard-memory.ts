@@ -40,7 +40,7 @@ export class ShardMemory {
   private readonly views: ShardViews;
   /** Lax indexes handed out (bits of `dirty` in use). */
   private laxCount = 0;
-  /** Decision cells not in use (Float64 indexes into the arena). */
+  /** Result cells not in use (Float64 indexes into the arena). */
   private readonly freeCells: number[] = [];
   /** Offsets of released records, by record size, reusable once the release is applied. */
   private readonly freeRecords = new Map<number, number[]>();
