@@ -420,18 +420,22 @@ describe('calendar limits: review regressions', () => {
     withTestEngine(async (engine, clock) => {
       clock.set(utc('2024-06-17T10:00:00Z'));
       const store = engine.events;
+      store.recordAt('c', utc('2024-06-17T08:00:00Z'));
+      store.recordAt('login-u', utc('2024-06-17T08:00:00Z'));
+      await engine.flush(); // nothing in flight: only the deferred adds can tell the reads what was admitted
       const once = store.limit().cooldown(MINUTE);
-      assert.equal(once.checkAndRecordSync('c').allowed, true, 'never seen');
+      assert.equal(once.checkAndRecordSync('c').allowed, true, 'seen two hours ago');
       const again = once.checkAndRecordSync('c');
       assert.equal(again.allowed, false, 'seen 0 ms ago, in this turn');
       assert.ok(again.retryAfterMs! > 0 && again.retryAfterMs! <= MINUTE);
 
       const login = store.limit().atMost(5, 'hour');
       const action = store.limit().within('login-u', MINUTE);
-      assert.equal(action.checkSync('login-u').allowed, false, 'no login yet');
+      assert.equal(action.checkSync('login-u').allowed, false, 'no login within the minute');
       assert.equal(login.checkAndRecordSync('login-u').allowed, true);
       assert.equal(action.checkSync('login-u').allowed, true, 'the login admitted just now counts');
       assert.equal(store.sumSync('c', 'hour', 1), 1);
+      assert.equal(store.sumSync('c', 'day', 1), 2);
     }));
 
   test('a check that runs out of decision memory on a known id makes no gate; the next one that fits decides', async () => {
