@@ -77,6 +77,7 @@ export class CounterLimits implements DeferredAdd {
   unsent = 0;
   unsentAt = 0;
   unsentUnit = 0;
+  listed = false;
 
   constructor(readonly offset: number) {}
 }

@@ -141,7 +141,7 @@ export class LimitBuilder {
     const retry = Number.isNaN(retryAfterMs) ? undefined : retryAfterMs;
     if (last.constraint === label && last.retryAfterMs === retry) return last;
     this.lastRefusalNow = undefined;
-    return (this.lastRefusal = Object.freeze({ allowed: false, constraint: label, retryAfterMs: retry }));
+    return (this.lastRefusal = refused(label, retry));
   }
 
   /**

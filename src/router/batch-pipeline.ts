@@ -122,6 +122,8 @@ export interface DeferredAdd {
   readonly offset: number;
   unsent: number;
   unsentAt: number;
+  /** In the pipeline's list of deferred adds (the pipeline's to set and clear: each is listed once). */
+  listed: boolean;
 }
 
 interface Waiter {
@@ -181,13 +183,16 @@ export class BatchPipeline {
 
   /**
    * Holds `d`'s adds out of the batch until anything reads, drains or sends (at the latest at the end of
-   * this turn): the caller adds to `d.unsent` while the time stays `d.unsentAt`, so the events of one id in
-   * one ms go out as one op. Call it when `d.unsent` goes from 0 to some. Throws like an append when the
-   * pipeline takes no more ops.
+   * this turn): the caller adds to `d.unsent` while the time stays `d.unsentAt`, so the events of one id
+   * go out as one op. Call it when `d.unsent` goes from 0 to some (a `d` already listed stays listed once).
+   * Throws like an append when the pipeline takes no more ops.
    */
   defer(d: DeferredAdd): void {
     this.check();
-    this.deferred.push(d);
+    if (!d.listed) {
+      d.listed = true;
+      this.deferred.push(d);
+    }
     this.scheduleEndOfTurn();
   }
 
@@ -208,6 +213,7 @@ export class BatchPipeline {
       const d = list[i]!;
       if (d.unsent !== 0) this.appendAt(d.offset, d.unsent, d.unsentAt);
       d.unsent = 0;
+      d.listed = false;
     }
     list.splice(0, i);
     return list.length === 0;
@@ -215,7 +221,10 @@ export class BatchPipeline {
 
   /** The pipeline takes no more ops: deferred adds are lost with the open batch they would have joined. */
   private dropDeferred(): void {
-    for (const d of this.deferred) d.unsent = 0;
+    for (const d of this.deferred) {
+      d.unsent = 0;
+      d.listed = false;
+    }
     this.deferred.length = 0;
   }
 

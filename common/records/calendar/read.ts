@@ -10,7 +10,7 @@ import { CAL_LATEST_K, CAL_EMPTY_HEAD, CAL_RINGS, CAL_WIDE, CALF_LATEST, calBuck
 import type { CalShape } from './shape.js';
 
 /** Unit index in ring `r` of the record's latest count, or NaN when it has none. */
-export function latestUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
+function latestUnit(views: ShardViews, o: number, shape: CalShape, r: number): number {
   const pk = views.i32[2 * o + CAL_LATEST_K]!;
   if (pk === CAL_EMPTY_HEAD) return Number.NaN;
   return r === 0 ? pk : shape.latestIndex(r, pk);
