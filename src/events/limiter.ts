@@ -21,7 +21,8 @@
  */
 import { closedError, argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { seenAge, sumRing } from '../../common/records/calendar/read.js';
-import { countFixed, decideFixed, holdFixed, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
+import { countFixed, decideFixed, holdFixed, holdsAt, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
+import { FXF_HEAD } from '../../common/layout.js';
 import { validateKey } from '../keys.js';
 import type { GateWindow } from './gates.js';
 import { Schedule, describeMs } from './schedule.js';
@@ -132,6 +133,9 @@ export class LimitBuilder {
 
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
   private lastRefusal: Decision = refused('', undefined);
+  /** When (ms, and the fast path window's unit) {@link refusedNow} made `lastRefusal`; NaN before it did. */
+  private refusedAt = Number.NaN;
+  private refusedHead = Number.NaN;
   /** The last refusal as a resolved promise, made when an awaited terminal first returns it. */
   private lastRefusalNow: Promise<Decision> | undefined;
 
@@ -149,8 +153,17 @@ export class LimitBuilder {
    * millisecond) rather than take it: a double handed to a call that is not inlined is boxed.
    */
   private refusedNow(c: AtMost, f64: Float64Array, o: number): Decision {
-    const ttl = this.store.shape.reservationTtlMs;
-    return this.refusal(c.label, retryFixed(f64, o, c.window.shape, this.store.decisionNow(), ttl, c.limit, c.window.startOf));
+    const store = this.store;
+    const t = store.decisionNow();
+    const ttl = store.shape.reservationTtlMs;
+    const head = f64[o + FXF_HEAD]!;
+    // The common refusal repeats: a one-unit window with no live holds refused in the same ms and unit as
+    // the last refusal waits as long (until the unit ends), so it is that refusal again.
+    if (t === this.refusedAt && head === this.refusedHead && c.window.shape.n === 1 && holdsAt(f64, o, t, ttl) === 0) return this.lastRefusal;
+    const d = this.refusal(c.label, retryFixed(f64, o, c.window.shape, t, ttl, c.limit, c.window.startOf));
+    this.refusedAt = t;
+    this.refusedHead = head;
+    return d;
   }
 
   private with(c: Constraint): LimitBuilder {

@@ -79,6 +79,8 @@ export class RateLimiter {
   readonly windowSeconds: number;
   readonly groupMs: number;
   private readonly cleanupRun: Cleanup;
+  /** This thread's decider on the limiter's records (alone until the first link). */
+  private readonly decider: Decider;
   private readonly links: RateLinkHost;
   private readonly linkFields: Omit<RateLimiterLink, 'port' | 'owner' | 'wake'>;
 
@@ -92,6 +94,8 @@ export class RateLimiter {
     this.windowSeconds = w.windowSeconds;
     this.groupMs = w.groupMs;
     const decider = ctx.registry.mainDecider(o.lockTimeoutMs);
+    decider.alone = true; // until link()
+    this.decider = decider;
     const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
@@ -115,7 +119,9 @@ export class RateLimiter {
    */
   link(): RateLimiterLink {
     if (this.ctx.state.closed) throw closedError('rate limiter');
-    return this.links.open(this.ctx.registry.register(), this.linkFields);
+    const owner = this.ctx.registry.register();
+    this.decider.alone = false; // from now on another thread may decide on these records
+    return this.links.open(owner, this.linkFields);
   }
 
   /** Drops every key idle longer than staleAfterMs now (the cleanup also runs every cleanupIntervalMs); returns how many. */
@@ -150,6 +156,7 @@ export class RateLimits {
     this.seconds = o.windows.map((w) => w.windowSeconds);
     this.limits = Float64Array.from(o.windows, (w) => w.limit);
     this.decider = ctx.registry.mainDecider(o.lockTimeoutMs);
+    this.decider.alone = true; // rate limits are not linked to other threads
     this.directory = new SlidingDirectory(ctx.router, new SlidingShape(o.windows, false), ctx.registry, this.decider);
     this.cleanupRun = new Cleanup(ctx, o, [this.directory]);
   }

@@ -125,6 +125,28 @@ describe('rate limiter links', () => {
     await Promise.all(workers.map((w) => w.worker.terminate()));
   });
 
+  test('once linked, the engine thread decides under the locks too: its decisions and a worker\'s on one key are all counted', async () => {
+    const engine = await createEngine({ clock: new TestClock(), shards: 1 });
+    const limiter = engine.rateLimiter({ windowSeconds: 60 });
+    const rate = 1e12; // everything admitted: the count is every decision
+    // Unlinked, the engine thread decides without taking locks (nothing else can); the link must end that.
+    let mine = 0;
+    for (let i = 0; i < 1000; i++) if (limiter.local.absolute.inc('a', rate).allowed) mine++;
+    const w = start({ link: limiter.link(), mode: 'until-closed', keys: ['a'], rounds: 0, rate });
+    assert.equal((await w.next).t, 'ready');
+    const stopped = new Promise<RateWorkerOutput>((resolve) => w.worker.once('message', resolve));
+    // The worker decides in a loop on its thread meanwhile; unlocked writes here would lose updates.
+    for (let i = 0; i < 300_000; i++) if (limiter.local.absolute.inc('a', rate).allowed) mine++;
+    const closing = engine.close();
+    const out = await stopped;
+    await closing;
+    assert.equal(out.t, 'stopped');
+    const theirs = out.t === 'stopped' ? out.admitted[0]! : 0;
+    const e = limiter.local.absolute.directory.get('a')!;
+    assert.equal(e.views.f64[e.offset + SLF_WINDOWS + SLW_TOTAL], mine + theirs, `counted = ${mine} here + ${theirs} there`);
+    await w.worker.terminate();
+  });
+
   test('the timed cleanup meeting a lock a terminated worker still holds skips it, and retires it once the death is known', async () => {
     const clock = new TestClock();
     const engine = await createEngine({ clock, shards: 1 });
