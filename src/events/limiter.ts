@@ -21,8 +21,8 @@
  */
 import { closedError, argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { seenAge, sumRing } from '../../common/records/calendar/read.js';
-import { countFixed, decideFixed, holdFixed, holdsAt, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
-import { FXF_HEAD } from '../../common/layout.js';
+import { countFixed, decideFixed, holdFixed, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
+import { FXF_HEAD, FXF_HOLDS } from '../../common/layout.js';
 import { validateKey } from '../keys.js';
 import type { GateWindow } from './gates.js';
 import { Schedule, describeMs } from './schedule.js';
@@ -133,7 +133,10 @@ export class LimitBuilder {
 
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
   private lastRefusal: Decision = refused('', undefined);
-  /** When (ms, and the fast path window's unit) {@link refusedNow} made `lastRefusal`; NaN before it did. */
+  /**
+   * When (ms, and the fast path window's unit) {@link refusedNow} made `lastRefusal` for a one-unit window
+   * with no holds; NaN before it did, or when it was made otherwise.
+   */
   private refusedAt = Number.NaN;
   private refusedHead = Number.NaN;
   /** The last refusal as a resolved promise, made when an awaited terminal first returns it. */
@@ -156,13 +159,10 @@ export class LimitBuilder {
     const store = this.store;
     const t = store.decisionNow();
     const ttl = store.shape.reservationTtlMs;
-    const head = f64[o + FXF_HEAD]!;
-    // The common refusal repeats: a one-unit window with no live holds refused in the same ms and unit as
-    // the last refusal waits as long (until the unit ends), so it is that refusal again.
-    if (t === this.refusedAt && head === this.refusedHead && c.window.shape.n === 1 && holdsAt(f64, o, t, ttl) === 0) return this.lastRefusal;
     const d = this.refusal(c.label, retryFixed(f64, o, c.window.shape, t, ttl, c.limit, c.window.startOf));
-    this.refusedAt = t;
-    this.refusedHead = head;
+    // Reused by the fast path only for what makes the same figures: one unit, no holds, this ms and unit.
+    this.refusedAt = c.window.shape.n === 1 && f64[o + FXF_HOLDS] === 0 ? t : Number.NaN;
+    this.refusedHead = f64[o + FXF_HEAD]!;
     return d;
   }
 
@@ -257,6 +257,9 @@ export class LimitBuilder {
           store.readyToAdd(c!, t);
           const shape = store.shape;
           if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
+            // The common refusal repeats: a one-unit window with no holds, refused in the same ms and unit
+            // as the fast path's last refusal, waits as long (until the unit ends): that refusal again.
+            if (t === this.refusedAt && f64[o + FXF_HEAD] === this.refusedHead && f64[o + FXF_HOLDS] === 0 && w.shape.n === 1) return this.lastRefusal;
             return this.refusedNow(single, f64, o);
           }
           store.addDecided(c!, t, w.index);

@@ -70,6 +70,26 @@ describe('calendar limits: synchronous terminals', () => {
       assert.equal(engine.events.sumSync('edge', 'hour', 2), 3);
     }));
 
+  test('refusals in one ms: a refusal made while a hold counted is not reused once it ended; another id\'s is', () =>
+    withTestEngine(async (engine, clock) => {
+      clock.set(utc('2024-06-17T10:59:30Z')); // the hour ends in 30 s; the clock stays in this ms
+      const limiter = engine.eventStore({ reservationTtlMs: 10 * SECOND }).limit().atMost(2, 'hour');
+      assert.equal(limiter.checkAndRecordSync('a').allowed, true);
+      const hold = await limiter.reserve('a');
+      const whileHeld = limiter.checkAndRecordSync('a');
+      assert.equal(whileHeld.retryAfterMs, 10 * SECOND, 'the hold expires first: then one more fits');
+      await hold.cancel();
+      assert.equal(limiter.checkAndRecordSync('a').allowed, true);
+      const full = limiter.checkAndRecordSync('a');
+      assert.equal(full.allowed, false);
+      assert.equal(full.retryAfterMs, 30 * SECOND, 'no hold now: the events leave when the hour ends');
+      limiter.checkAndRecordSync('b');
+      limiter.checkAndRecordSync('b');
+      assert.equal(limiter.checkAndRecordSync('b').retryAfterMs, 30 * SECOND);
+      clock.advance(10 * SECOND);
+      assert.equal(limiter.checkAndRecordSync('b').retryAfterMs, 20 * SECOND, 'a later ms: figured again');
+    }));
+
   test('a window of several units slides by whole units; two atMost windows decide all-or-nothing', () =>
     withTestEngine(async (engine, clock) => {
       clock.set(utc('2024-06-17T10:00:00Z'));
