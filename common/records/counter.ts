@@ -214,7 +214,7 @@ export class LaxRecords {
 
   private views(entry: Entry): ShardViews {
     const s = this.shards[entry.shard]!;
-    if ((entry.offset + 8) * 8 > s.views.f64.byteLength) refreshArenaViews(s.views, s.arena);
+    if (entry.offset + 8 > s.views.f64.length) refreshArenaViews(s.views, s.arena);
     return s.views;
   }
 

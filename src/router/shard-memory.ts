@@ -16,7 +16,6 @@ import {
   refreshArenaViews,
   shardViews,
   type ShardViews,
-  WORD_BYTES,
 } from '../../common/layout.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 
@@ -150,6 +149,7 @@ export class ShardMemory {
    * words the shard allocated (promoted buckets) only through a seqlock read, whose atomic loads order them.
    */
   private refreshViews(): void {
-    if (this.views.header[H_USED_WORDS]! * WORD_BYTES > this.views.f64.byteLength) refreshArenaViews(this.views, this.arena);
+    // `length`, not `byteLength`: the latter measured 13–18 ns a read, the former about nothing (Node 20).
+    if (this.views.header[H_USED_WORDS]! > this.views.f64.length) refreshArenaViews(this.views, this.arena);
   }
 }

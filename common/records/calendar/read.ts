@@ -5,7 +5,6 @@
  *
  * Imported by worker threads: imports nothing main-only.
  */
-import { mod } from '../../calendar.js';
 import { CAL_LATEST_K, CAL_EMPTY_HEAD, CAL_RINGS, CAL_WIDE, CALF_LATEST, calBucketBase, type ShardViews } from '../../layout.js';
 import type { CalShape } from './shape.js';
 
@@ -51,11 +50,39 @@ class RingView {
   value(k: number): number {
     let v = 0;
     if (k <= this.head && this.head - k < this.count) {
-      const j = this.first + mod(k, this.count);
+      const j = this.first + slot(k, this.count);
       v = this.wide !== 0 ? this.f64[j]! : this.u32[j]!;
     }
     return k === this.pu ? v + this.latest : v;
   }
+
+  /** The sum of `value(k)` over the newest `n` units (now − n + 1 … now): one remainder, then a walk. */
+  sum(n: number): number {
+    const oldest = this.now - n + 1;
+    const hi = Math.min(this.now, this.head);
+    const lo = Math.max(oldest, this.head - this.count + 1);
+    let sum = 0;
+    if (hi >= lo) {
+      const first = this.first;
+      const last = this.count - 1;
+      let j = slot(hi, this.count);
+      const wide = this.wide !== 0;
+      for (let k = hi; k >= lo; k--) {
+        sum += wide ? this.f64[first + j]! : this.u32[first + j]!;
+        j = j === 0 ? last : j - 1;
+      }
+    }
+    return this.pu >= oldest && this.pu <= this.now ? sum + this.latest : sum;
+  }
+}
+
+/**
+ * Bucket position of unit k among `count`. Unit indexes fit an Int32 inside the calendar's range, so this is
+ * an integer remainder (`mod`'s Float64 ones are library calls: two per bucket read were most of a sum).
+ */
+function slot(k: number, count: number): number {
+  const r = (k | 0) % count;
+  return r < 0 ? r + count : r;
 }
 
 /** One reusable view per thread: readers are synchronous, so one at a time. */
@@ -74,10 +101,7 @@ export function readRing(views: ShardViews, o: number, shape: CalShape, r: numbe
 
 /** Sum of the newest `n` buckets of ring `r` at unit index `kNow`. */
 export function sumRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number): number {
-  const v = view.at(views, o, shape, r, kNow);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += v.value(v.now - i);
-  return sum;
+  return view.at(views, o, shape, r, kNow).sum(n);
 }
 
 /**
