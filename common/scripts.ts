@@ -62,6 +62,12 @@ export const APPLY = new RedisScript<[partition: string, marker: string, seq: nu
   true,
 );
 
+/**
+ * common/scripts/inc.lua: apply.lua's common case (every op an unconditional increment), leaner; the same
+ * marker and sequence.
+ */
+export const INC = new RedisScript<[partition: string, marker: string, seq: number, ttlMs: number, ops: Buffer], [status: number, packed: Buffer]>('inc.lua', 'twInc', 2, true);
+
 /** common/scripts/buffer-sink.lua: one stat buffer flush into a hash, once per flush id. */
 export const BUFFER_SINK = new RedisScript<[hash: string, marker: string, ttlMs: number, entries: Buffer], number>('buffer-sink.lua', 'twBufferSink', 2, false);
 
@@ -86,16 +92,60 @@ function numbers(results: Array<number | bigint | false>): Array<number | false>
 export async function runApply(client: ScriptHost, partition: string, marker: string, seq: number, ops: Array<string | number>): Promise<ApplyReply> {
   const [status, packed] = await APPLY.run(client, partition, marker, seq, MARKER_TTL_MS, encodeArgs(ops));
   const code = Number(status) as ApplyStatusCode;
-  const results = code === ApplyStatus.STALE ? [] : numbers(decode<Array<number | bigint | false>>(packed));
-  return { status: code, results };
+  return { status: code, results: code === ApplyStatus.STALE ? [] : applyResults(packed) };
 }
 
-/** Reads a call marker: the last sequence of its instance applied on the partition, and its results. */
-export async function readMarker(client: { getBuffer(key: string): Promise<Buffer | null> }, marker: string): Promise<{ seq: number; results: Array<number | false> } | undefined> {
+/** What inc.lua answers per op: the new value, or [the value as it is] for a refused increment. */
+type IncResult = number | bigint | [number | bigint];
+
+/**
+ * inc.lua's results (one per op) in apply.lua's layout (new, old per op), given the ops (field, n per op):
+ * old = new − n; a refused increment is new = false, old = the value it found.
+ */
+export function incResults(packed: Uint8Array, ops: ReadonlyArray<string | number>): Array<number | false> {
+  const raw = decode<IncResult[]>(packed);
+  const out = new Array<number | false>(2 * raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    const r = raw[i]!;
+    if (typeof r === 'object') {
+      out[2 * i] = false;
+      out[2 * i + 1] = Number(r[0]);
+    } else {
+      const v = Number(r);
+      out[2 * i] = v;
+      out[2 * i + 1] = v - (ops[2 * i + 1] as number);
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs the lean increment script: `ops` are field, n per op (unconditional increments); the reply is in
+ * apply.lua's layout, as {@link runApply}'s.
+ */
+export async function runInc(client: ScriptHost, partition: string, marker: string, seq: number, ops: Array<string | number>): Promise<ApplyReply> {
+  const [status, packed] = await INC.run(client, partition, marker, seq, MARKER_TTL_MS, encodeArgs(ops));
+  const code = Number(status) as ApplyStatusCode;
+  return { status: code, results: code === ApplyStatus.STALE ? [] : incResults(packed, ops) };
+}
+
+/** A call marker's stored bytes: the sequence, and the results as the script packed them. */
+export async function readMarkerRaw(client: { getBuffer(key: string): Promise<Buffer | null> }, marker: string): Promise<{ seq: number; packed: Buffer } | undefined> {
   const stored = await client.getBuffer(marker);
   if (stored === null) return undefined;
   const colon = stored.indexOf(0x3a);
-  return { seq: Number(stored.subarray(0, colon).toString('latin1')), results: numbers(decode<Array<number | bigint | false>>(stored.subarray(colon + 1))) };
+  return { seq: Number(stored.subarray(0, colon).toString('latin1')), packed: stored.subarray(colon + 1) };
+}
+
+/** apply.lua's packed results as numbers (new, old per op; new is false for a refused op). */
+export function applyResults(packed: Uint8Array): Array<number | false> {
+  return numbers(decode<Array<number | bigint | false>>(packed));
+}
+
+/** Reads a call marker apply.lua wrote: the last sequence of its instance applied on the partition, and its results. */
+export async function readMarker(client: { getBuffer(key: string): Promise<Buffer | null> }, marker: string): Promise<{ seq: number; results: Array<number | false> } | undefined> {
+  const raw = await readMarkerRaw(client, marker);
+  return raw === undefined ? undefined : { seq: raw.seq, results: applyResults(raw.packed) };
 }
 
 /**

@@ -27,8 +27,8 @@ import {
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
-import type { CmpCode, CounterOpMode } from '../../common/messages.js';
-import { ApplyStatus, Mode, readMarker, runApply } from '../../common/scripts.js';
+import { Cmp, type CmpCode, type CounterOpMode } from '../../common/messages.js';
+import { applyResults, ApplyStatus, incResults, Mode, readMarkerRaw, runApply, runInc } from '../../common/scripts.js';
 import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
 
 /** One caller's request: its ops may span partitions; it is answered when every partition answered. */
@@ -66,6 +66,8 @@ interface Partition {
   seq: number;
   args: Array<string | number>;
   writes: boolean;
+  /** True while every op queued is an unconditional increment: the call runs the lean script (inc.lua). */
+  lean: boolean;
   waiters: Array<Waiter | SingleWaiter>;
   busy: boolean;
 }
@@ -93,7 +95,7 @@ export class StrictRedis implements CounterBackend {
     this.outcomeWaitMs = outcomeWaitMs;
     for (let p = 0; p < PARTITIONS; p++) {
       const key = partitionKey(prefix, 's', p);
-      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, waiters: [], busy: false });
+      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, lean: true, waiters: [], busy: false });
     }
   }
 
@@ -108,6 +110,7 @@ export class StrictRedis implements CounterBackend {
       part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
+      if (mode !== Mode.INC || cmp !== Cmp.ALWAYS) part.lean = false;
       this.schedule();
     });
   }
@@ -164,6 +167,7 @@ export class StrictRedis implements CounterBackend {
       const [, mode, key, cmp, x, n] = ops[indexes === undefined ? j : indexes[j]!]!;
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
+      if (mode !== Mode.INC || cmp !== Cmp.ALWAYS) part.lean = false;
     }
   }
 
@@ -185,13 +189,14 @@ export class StrictRedis implements CounterBackend {
 
   private async sendNow(part: Partition): Promise<void> {
     part.busy = true;
-    const { args, waiters, writes } = part;
+    const { args, waiters, writes, lean } = part;
     part.args = [];
     part.waiters = [];
     part.writes = false;
+    part.lean = true;
     const seq = writes ? ++part.seq : 0;
     try {
-      const results = await this.call(part, seq, args);
+      const results = await this.call(part, seq, args, lean);
       for (const w of waiters) {
         const r = w.request;
         if (r === undefined) {
@@ -225,19 +230,24 @@ export class StrictRedis implements CounterBackend {
     }
   }
 
-  /** One script call; on a lost reply, the marker decides whether it applied. */
-  private async call(part: Partition, seq: number, args: Array<string | number>): Promise<number[]> {
+  /**
+   * One script call (`args`: 5 values per op, see apply.lua; `lean`: every op an unconditional increment, run
+   * by inc.lua instead); on a lost reply, the marker decides whether it applied.
+   */
+  private async call(part: Partition, seq: number, args: Array<string | number>, lean: boolean): Promise<number[]> {
     if (!isReady(this.client)) throw notReady(this.client, 'the strict counter operation');
     this.calls++;
     this.opsSent += args.length / 5;
+    // The lean script's ops: field, n per op.
+    const pairs = lean && seq > 0 ? incPairs(args) : undefined;
     let reply;
     try {
-      reply = await runApply(this.client, part.key, part.marker, seq, args);
+      reply = pairs === undefined ? await runApply(this.client, part.key, part.marker, seq, args) : await runInc(this.client, part.key, part.marker, seq, pairs);
     } catch (err) {
       if (seq === 0) throw redisFailure('the strict counter read', err);
       // Refused by Redis before it ran: it did not apply, and there is no outcome to wait for.
       if (refusedByRedis(err)) throw redisFailure('the strict counter operation', err);
-      return this.resolveLost(part, seq, err);
+      return this.resolveLost(part, seq, err, pairs);
     }
     if (reply.status === ApplyStatus.STALE) {
       throw new TallyworksError(ErrorCode.PROTOCOL, `Redis holds a newer call of this instance than seq ${seq} on ${part.key}`);
@@ -257,18 +267,19 @@ export class StrictRedis implements CounterBackend {
    * Reads the marker until it tells, within `outcomeWaitMs`. The read can fail too — Redis down again, or so
    * slow that the read times out (it queues behind the lost call on the same connection) — and is retried.
    */
-  private async resolveLost(part: Partition, seq: number, cause: unknown): Promise<number[]> {
+  private async resolveLost(part: Partition, seq: number, cause: unknown, pairs: Array<string | number> | undefined): Promise<number[]> {
     const deadline = Date.now() + this.outcomeWaitMs;
     for (let remaining = this.outcomeWaitMs; remaining > 0; remaining = deadline - Date.now()) {
       if (!(await this.waitReady(remaining))) break;
       let marker;
       try {
-        marker = await readMarker(this.client, part.marker);
+        marker = await readMarkerRaw(this.client, part.marker);
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 20).unref());
         continue;
       }
-      if (marker !== undefined && marker.seq === seq) return toNumbers(marker.results);
+      // The marker holds the results as the script that ran this call packed them.
+      if (marker !== undefined && marker.seq === seq) return toNumbers(pairs === undefined ? applyResults(marker.packed) : incResults(marker.packed, pairs));
       if (marker === undefined || marker.seq < seq) throw redisFailure('the strict counter operation', cause);
       break; // a newer call of this instance landed: cannot happen with one call in flight per partition
     }
@@ -278,6 +289,16 @@ export class StrictRedis implements CounterBackend {
       { cause },
     );
   }
+}
+
+/** The lean script's ops (field, n per op) from apply.lua's (mode, field, cmp, x, n per op). */
+function incPairs(args: ReadonlyArray<string | number>): Array<string | number> {
+  const pairs = new Array<string | number>((args.length / 5) * 2);
+  for (let i = 0, j = 0; i < args.length; i += 5, j += 2) {
+    pairs[j] = args[i + 1]!;
+    pairs[j + 1] = args[i + 4]!;
+  }
+  return pairs;
 }
 
 /** Script results to numbers: a refused INC (false) becomes NaN. */

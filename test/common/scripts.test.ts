@@ -8,17 +8,18 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Cmp, CounterMode } from '../../common/messages.js';
-import { APPLY, ApplyStatus, BUFFER_SINK, Mode } from '../../common/scripts.js';
+import { APPLY, ApplyStatus, BUFFER_SINK, INC, Mode, type RedisScript } from '../../common/scripts.js';
 
 const PINNED: Record<string, string> = {
   'apply.lua': '37ffb63220097aaa7d26931384bebc2b2f3609f8',
   'buffer-sink.lua': '3b20ea00a38a99f582b4662a8f98fafc49abf73c',
+  'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
 };
 
 test('every script under common/scripts is a RedisScript with its SHA pinned', () => {
   const files = readdirSync(new URL('../../../common/scripts/', import.meta.url)).filter((f) => f.endsWith('.lua'));
-  assert.deepEqual(files.sort(), [APPLY.file, BUFFER_SINK.file].sort(), 'a script that is not a RedisScript');
-  for (const script of [APPLY, BUFFER_SINK]) {
+  assert.deepEqual(files.sort(), [APPLY.file, BUFFER_SINK.file, INC.file].sort(), 'a script that is not a RedisScript');
+  for (const script of [APPLY, BUFFER_SINK, INC]) {
     const source = readFileSync(new URL(`../../../common/scripts/${script.file}`, import.meta.url), 'utf8');
     assert.equal(script.lua, source);
     assert.equal(script.sha, createHash('sha1').update(source).digest('hex'));
@@ -26,10 +27,10 @@ test('every script under common/scripts is a RedisScript with its SHA pinned', (
   }
 });
 
-/** The `local A, B = 1, 2` line of apply.lua that declares `first`, as { A: 1, B: 2 }. */
-function luaConstants(first: string): Record<string, number> {
-  const line = APPLY.lua.split('\n').find((l) => l.startsWith(`local ${first},`));
-  assert.ok(line !== undefined, `apply.lua declares no constants starting with ${first}`);
+/** The `local A, B = 1, 2` line of a script (apply.lua unless given) that declares `first`, as { A: 1, B: 2 }. */
+function luaConstants(first: string, script: RedisScript<never, unknown> = APPLY as never): Record<string, number> {
+  const line = script.lua.split('\n').find((l) => l.startsWith(`local ${first},`));
+  assert.ok(line !== undefined, `${script.file} declares no constants starting with ${first}`);
   const [names, values] = line.slice('local '.length).split('=').map((side) => side.split(',').map((x) => x.trim()));
   assert.equal(names!.length, values!.length, line);
   return Object.fromEntries(names!.map((name, i) => [name, Number(values![i])]));
@@ -39,6 +40,7 @@ test("apply.lua's op modes, comparators and reply status are the TypeScript cons
   assert.deepEqual(luaConstants('GET'), { ...Mode });
   assert.deepEqual(luaConstants('ALWAYS'), { ...Cmp });
   assert.deepEqual(luaConstants('APPLIED'), { ...ApplyStatus });
+  assert.deepEqual(luaConstants('APPLIED', INC as never), { ...ApplyStatus }, 'inc.lua answers with the same status numbers');
   // The counter modes a strict or embedded op carries are the script's modes of the same name.
   for (const [name, code] of Object.entries(CounterMode)) assert.equal(Mode[name as keyof typeof Mode], code, name);
 });

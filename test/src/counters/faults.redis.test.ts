@@ -16,7 +16,7 @@ import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { APPLY, MARKER_TTL_MS } from '../../../common/scripts.js';
+import { APPLY, ApplyStatus, INC, MARKER_TTL_MS, runInc } from '../../../common/scripts.js';
 import {
   checkVersion,
   markerKey,
@@ -34,6 +34,7 @@ import {
   ErrorCode,
   type FlusherStats,
   gt,
+  lt,
   MIN_REDIS_VERSION,
   TallyworksError,
   UndeliveredError,
@@ -261,32 +262,55 @@ const sumOf = (xs: Iterable<number>): number => {
 // ---------------------------------------------------------------------------------------------------
 
 describe('the apply script and the Redis layout', () => {
-  test('a real server has the script of the pinned SHA (test/common/scripts.test.ts) cached after a strict op', async () => {
+  test('a real server has the scripts of the pinned SHAs (test/common/scripts.test.ts) cached: inc.lua for a plain inc, apply.lua otherwise', async () => {
     assert.equal(createHash('sha1').update(APPLY.lua).digest('hex'), APPLY.sha);
+    assert.equal(createHash('sha1').update(INC.lua).digest('hex'), INC.sha);
 
     const server = await redisServer();
     const r = inspector(server);
-    assert.deepEqual(await r.script('EXISTS', APPLY.sha), [0], 'a fresh server has no script cached');
+    assert.deepEqual(await r.script('EXISTS', APPLY.sha, INC.sha), [0, 0], 'a fresh server has no script cached');
     const engine = await engineOn(server, 'sha');
     assert.equal(await engine.strict.inc('a', 3), 3);
-    assert.deepEqual(await r.script('EXISTS', APPLY.sha), [1], 'the strict op ran the pinned script (EVALSHA, loaded by EVAL on NOSCRIPT)');
+    assert.deepEqual(await r.script('EXISTS', APPLY.sha, INC.sha), [0, 1], 'an unconditional inc ran the lean script (EVALSHA, loaded by EVAL on NOSCRIPT)');
+    assert.deepEqual(await engine.strict.incIf('a', lt(10), 1), [4, 3]);
+    assert.deepEqual(await r.script('EXISTS', APPLY.sha, INC.sha), [1, 1], 'a conditional op ran the apply script');
     await engine.close();
   });
 
-  test('the script declares every key it touches: no key name is built in Lua, only KEYS[1] and KEYS[2] are used', () => {
-    const calls = [...APPLY.lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*,\s*([^,)]*)/g)];
-    assert.ok(calls.length > 0);
-    assert.equal(calls.length, (APPLY.lua.match(/redis\.p?call\b/g) ?? []).length, 'every redis.call has a literal command name and a key argument');
-    for (const [text, command, keyArg] of calls) {
-      const arg = keyArg!.trim();
-      assert.ok(['h', 'KEYS[1]', 'KEYS[2]'].includes(arg), `${command} touches ${arg}, not a declared key: ${text}`);
-      assert.ok(!arg.includes('..'), `${text}: a key name built by concatenation`);
-    }
-    // `h` is KEYS[1] and nothing else.
-    assert.deepEqual(APPLY.lua.match(/\bh\s*=[^=].*/g), ['h = KEYS[1]']);
-    const indexes = new Set([...APPLY.lua.matchAll(/KEYS\[(\w+)\]/g)].map((m) => m[1]));
-    assert.deepEqual([...indexes].sort(), ['1', '2']);
+  test('inc.lua: new values; a refused increment names the value it found; the same seq again answers from the marker; an older one is stale', async () => {
+    const server = await redisServer();
+    const r = inspector(server);
+    const MAX = Number.MAX_SAFE_INTEGER;
+    await r.hset('{t}p', 'big', String(MAX - 1), 'text', 'abc');
+    // One call: an add, one past 2^53 − 1 (undone), one on a field that holds no integer, the first key again.
+    const ops = ['a', 3, 'big', 5, 'text', 1, 'a', -1];
+    const first = await runInc(r, '{t}p', '{t}m', 1, ops);
+    assert.deepEqual(first, { status: ApplyStatus.APPLIED, results: [3, 0, false, MAX - 1, false, 0, 2, 3] });
+    const state = { a: '2', big: String(MAX - 1), text: 'abc' };
+    assert.deepEqual(await r.hgetall('{t}p'), state);
+    assert.deepEqual(await runInc(r, '{t}p', '{t}m', 1, ops), { status: ApplyStatus.REPLAYED, results: first.results }, 'the results as the marker kept them');
+    assert.deepEqual(await r.hgetall('{t}p'), state, 'nothing applied twice');
+    assert.equal((await runInc(r, '{t}p', '{t}m', 2, ['a', 10])).status, ApplyStatus.APPLIED);
+    assert.deepEqual(await runInc(r, '{t}p', '{t}m', 1, ops), { status: ApplyStatus.STALE, results: [] });
+    assert.equal(await r.hget('{t}p', 'a'), '12');
   });
+
+  for (const script of [APPLY, INC]) {
+    test(`${script.file} declares every key it touches: no key name is built in Lua, only KEYS[1] and KEYS[2] are used`, () => {
+      const calls = [...script.lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*,\s*([^,)]*)/g)];
+      assert.ok(calls.length > 0);
+      assert.equal(calls.length, (script.lua.match(/redis\.p?call\b/g) ?? []).length, 'every redis.call has a literal command name and a key argument');
+      for (const [text, command, keyArg] of calls) {
+        const arg = keyArg!.trim();
+        assert.ok(['h', 'KEYS[1]', 'KEYS[2]'].includes(arg), `${command} touches ${arg}, not a declared key: ${text}`);
+        assert.ok(!arg.includes('..'), `${text}: a key name built by concatenation`);
+      }
+      // `h` is KEYS[1] and nothing else.
+      assert.deepEqual(script.lua.match(/\bh\s*=[^=].*/g), ['h = KEYS[1]']);
+      const indexes = new Set([...script.lua.matchAll(/KEYS\[(\w+)\]/g)].map((m) => m[1]));
+      assert.deepEqual([...indexes].sort(), ['1', '2']);
+    });
+  }
 
   test('every key is hash-tagged, a partition and its markers share a slot, prefixes spread over slots and never share keys', async () => {
     // Known CLUSTER KEYSLOT values: the checksum below is Redis's.
