@@ -9,6 +9,8 @@ export interface BenchRedis {
   readonly url: string;
   /** Calls of each command since the server started (INFO commandstats). */
   commandCalls(): Promise<Map<string, number>>;
+  /** CPU seconds the server process has used (INFO cpu: used_cpu_user + used_cpu_sys), all its threads. */
+  serverCpuSeconds(): Promise<number>;
   readonly client: Redis;
   close(): Promise<void>;
 }
@@ -23,10 +25,16 @@ export async function benchRedis(url: string | undefined): Promise<BenchRedis> {
     for (const m of info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) calls.set(m[1]!, Number(m[2]));
     return calls;
   };
+  const serverCpuSeconds = async (): Promise<number> => {
+    const info = await client.info('cpu');
+    const field = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+    return field('used_cpu_user') + field('used_cpu_sys');
+  };
   return {
     url: target,
     client,
     commandCalls,
+    serverCpuSeconds,
     async close() {
       await client.quit();
       await server?.stop();

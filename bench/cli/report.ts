@@ -85,9 +85,17 @@ function bytes(v: number | undefined): string {
   return v === undefined || v < 0 ? '–' : `${Math.round(v)} B`;
 }
 
+/** Redis commands run, and the server's CPU per op, of a side and its peer. */
+function redisCell(ours: Measurement, peer: Measurement | undefined): string {
+  if (ours.redisCommands === undefined) return '–';
+  const cpu = (m: Measurement): string => (m.redisCpuUsPerOp === undefined ? '' : ` · ${m.redisCpuUsPerOp.toFixed(1)} µs`);
+  const theirs = peer?.redisCommands === undefined ? '' : ` (peer ${peer.redisCommands.toLocaleString('en-US')}${cpu(peer)})`;
+  return `${ours.redisCommands.toLocaleString('en-US')}${cpu(ours)}${theirs}`;
+}
+
 /** The results as a Markdown table (also readable in a terminal). */
 export function table(report: Report): string {
-  const head = ['scenario', 'Tallyworks', 'peer', 'ratio', 'p50 / p99', 'bytes/key', 'Redis cmds', 'verified'];
+  const head = ['scenario', 'Tallyworks', 'peer', 'ratio', 'p50 / p99', 'bytes/key', 'Redis cmds · server CPU/op', 'verified'];
   const rows = report.results.map((r) => [
     r.scenario,
     `${r.ours.name}: ${rate(r.ours.opsPerSecond)}`,
@@ -95,7 +103,7 @@ export function table(report: Report): string {
     r.ratio === undefined ? '–' : `${r.ratio.toFixed(2)}×`,
     r.ours.p50Ms === undefined ? '–' : `${ms(r.ours.p50Ms)} / ${ms(r.ours.p99Ms)}${r.peer?.p50Ms === undefined ? '' : ` (peer ${ms(r.peer.p50Ms)} / ${ms(r.peer.p99Ms)})`}`,
     `${bytes(r.ours.bytesPerKey)}${r.peer?.bytesPerKey === undefined ? '' : ` (peer ${bytes(r.peer.bytesPerKey)})`}`,
-    r.ours.redisCommands === undefined ? '–' : `${r.ours.redisCommands.toLocaleString('en-US')}${r.peer?.redisCommands === undefined ? '' : ` (peer ${r.peer.redisCommands.toLocaleString('en-US')})`}`,
+    redisCell(r.ours, r.peer),
     `✓ ${r.ours.verified}`,
   ]);
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;

@@ -32,6 +32,8 @@ export interface Measurement {
   readonly bytesPerKey?: number;
   /** Commands Redis ran during the timed part (INFO commandstats). */
   readonly redisCommands?: number;
+  /** Redis server CPU per op during the timed part, µs (INFO cpu; meaningful on a Redis nobody else uses). */
+  readonly redisCpuUsPerOp?: number;
   /** What was checked, e.g. "10,000 keys exact". */
   readonly verified: string;
 }
@@ -110,13 +112,20 @@ async function shardBytesPerKey(engine: Engine, keys: number): Promise<number> {
 }
 
 /** Commands Redis ran while `body` did. */
-async function countCommands<T>(redis: BenchRedis, body: () => Promise<T>): Promise<[T, number]> {
+async function countCommands<T>(redis: BenchRedis, body: () => Promise<T>): Promise<[T, number, number]> {
   const before = await redis.commandCalls();
+  const cpuBefore = await redis.serverCpuSeconds();
   const result = await body();
+  const cpuAfter = await redis.serverCpuSeconds();
   const after = await redis.commandCalls();
-  let n = -1; // the INFO that read `before`
+  let n = -3; // the INFOs that read `before` and the CPU figures
   for (const [name, calls] of after) n += calls - (before.get(name) ?? 0);
-  return [result, n];
+  return [result, n, cpuAfter - cpuBefore];
+}
+
+/** Server CPU seconds over `ops` ops, as µs per op. */
+function cpuPerOp(seconds: number, ops: number): number {
+  return (seconds * 1e6) / ops;
 }
 
 function needRedis(ctx: BenchContext): BenchRedis {
@@ -585,7 +594,7 @@ async function incrbyPeer(ctx: BenchContext, ops: number, callers: number): Prom
   const client = await pipelinedClient(redis);
   const prefix = freshPrefix();
   try {
-    const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+    const [{ lat, ms }, commands, cpu] = await countCommands(redis, async () => {
       const start = performance.now();
       const lat = await concurrent(ctx, ops, callers, (k) => client.incrby(`${prefix}-${k}`, 1));
       return { lat, ms: performance.now() - start };
@@ -593,7 +602,7 @@ async function incrbyPeer(ctx: BenchContext, ops: number, callers: number): Prom
     const values = await client.mget(ctx.keys.map((k) => `${prefix}-${k}`));
     values.forEach((v, i) => expectEqual(`Redis value of ${ctx.keys[i]}`, Number(v ?? 0), share(ops, ctx.keys.length, i)));
     await client.del(...ctx.keys.map((k) => `${prefix}-${k}`));
-    return { ops, ms, ...pct(lat), redisCommands: commands, verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+    return { ops, ms, ...pct(lat), redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
   } finally {
     await client.quit();
   }
@@ -611,7 +620,7 @@ const laxInc: Scenario = {
       const redis = needRedis(ctx);
       const prefix = freshPrefix();
       return withEngine(ctx, { redis: redis.url, prefix }, async (engine) => {
-        const [ms, commands] = await countCommands(redis, async () => {
+        const [ms, commands, cpu] = await countCommands(redis, async () => {
           const start = performance.now();
           await cycle(ctx, ops, (k) => engine.lax.add(k));
           await engine.flush();
@@ -621,7 +630,7 @@ const laxInc: Scenario = {
         const values = await Promise.all(ctx.keys.map(async (k) => Number(await redis.client.hget(`{${prefix}:l:${partitionOfKey(k)}}`, k))));
         values.forEach((v, i) => expectEqual(`Redis value of ${ctx.keys[i]}`, v, share(ops, ctx.keys.length, i)));
         await engine.lax.clear();
-        return { ops, ms, redisCommands: commands, bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+        return { ops, ms, redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), bytesPerKey: await shardBytesPerKey(engine, ctx.keys.length), verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
       });
     },
   },
@@ -639,7 +648,7 @@ const strictInc: Scenario = {
     async run(ctx, ops) {
       const redis = needRedis(ctx);
       return withEngine(ctx, { redis: redis.url, prefix: freshPrefix() }, async (engine) => {
-        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+        const [{ lat, ms }, commands, cpu] = await countCommands(redis, async () => {
           const start = performance.now();
           const lat = await concurrent(ctx, ops, 1000, (k) => engine.strict.inc(k));
           return { lat, ms: performance.now() - start };
@@ -647,7 +656,7 @@ const strictInc: Scenario = {
         const values = await engine.strict.getAll(ctx.keys);
         values.forEach(([k, v], i) => expectEqual(`strict value of ${k}`, v, share(ops, ctx.keys.length, i)));
         await engine.strict.clear();
-        return { ops, ms, ...pct(lat), redisCommands: commands, verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
+        return { ops, ms, ...pct(lat), redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), verified: `${ctx.keys.length.toLocaleString('en-US')} keys exact in Redis` };
       });
     },
   },
@@ -667,7 +676,7 @@ const limiterRedis: Scenario = {
       return withEngine(ctx, { redis: redis.url, prefix: freshPrefix() }, async (engine) => {
         const limit = limitFor(ctx, ops);
         const allowed = new Map<string, number>();
-        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+        const [{ lat, ms }, commands, cpu] = await countCommands(redis, async () => {
           const start = performance.now();
           const lat = await concurrent(ctx, ops, LIMITER_CALLERS, async (k) => {
             const [now, before] = await engine.strict.incIf(k, lt(limit), 1);
@@ -676,7 +685,7 @@ const limiterRedis: Scenario = {
           return { lat, ms: performance.now() - start };
         });
         await engine.strict.clear();
-        return { ops, ms, ...pct(lat), redisCommands: commands, verified: verifyAllowed(ctx, ops, limit, allowed) };
+        return { ops, ms, ...pct(lat), redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), verified: verifyAllowed(ctx, ops, limit, allowed) };
       });
     },
   },
@@ -690,7 +699,7 @@ const limiterRedis: Scenario = {
         const limit = limitFor(ctx, ops);
         const rl = new RateLimiterRedis({ storeClient: client, points: limit, duration: 3600, keyPrefix: freshPrefix() });
         const allowed = new Map<string, number>();
-        const [{ lat, ms }, commands] = await countCommands(redis, async () => {
+        const [{ lat, ms }, commands, cpu] = await countCommands(redis, async () => {
           const start = performance.now();
           const lat = await concurrent(ctx, ops, LIMITER_CALLERS, (k) =>
             rl.consume(k).then(
@@ -703,7 +712,7 @@ const limiterRedis: Scenario = {
           return { lat, ms: performance.now() - start };
         });
         await Promise.all(ctx.keys.map((k) => rl.delete(k)));
-        return { ops, ms, ...pct(lat), redisCommands: commands, verified: verifyAllowed(ctx, ops, limit, allowed) };
+        return { ops, ms, ...pct(lat), redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), verified: verifyAllowed(ctx, ops, limit, allowed) };
       } finally {
         await client.quit();
       }

@@ -106,6 +106,9 @@ describe('tallyworks bench', () => {
     for (const name of ['lax-inc', 'strict-inc', 'limiter-redis']) {
       assert.ok(by.get(name)!.ours.redisCommands > 0, `${name} counted Redis commands`);
       assert.ok(by.get(name)!.peer.redisCommands > 0, `${name} peer counted Redis commands`);
+      for (const side of [by.get(name)!.ours, by.get(name)!.peer]) {
+        assert.ok(side.redisCpuUsPerOp > 0 && Number.isFinite(side.redisCpuUsPerOp), `${name} (${side.name}) Redis server CPU per op: ${side.redisCpuUsPerOp}`);
+      }
     }
     // The peer of raw INCRBY costs one command per op; lax delivers 3000 adds in far fewer.
     assert.ok(by.get('lax-inc')!.ours.redisCommands < by.get('lax-inc')!.peer.redisCommands * 50);
