@@ -18,7 +18,7 @@ import { lookup as dnsLookup, resolveSrv } from 'node:dns';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { ErrorCode, optionTypeError, redactSecrets, TallyworksError } from './errors.js';
 import { keyHash } from './key-hash.js';
-import { APPLY } from './scripts.js';
+import { APPLY, INC } from './scripts.js';
 
 /** Partitions (hashes, cluster slots) per kind of counter and prefix. Part of the stored layout. */
 export const PARTITIONS = 16;
@@ -182,6 +182,7 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number,
     client = new Redis({ ...spec.options, ...own });
   }
   APPLY.define(client);
+  INC.define(client);
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
   // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
   // password, a certificate, a refused port) came as an 'error' event before it.
