@@ -270,11 +270,16 @@ export function allocWords(header: Int32Array, arena: SharedArrayBuffer, words: 
   }
 }
 
-/** Grows the arena to at least `bytes` (doubling, capped at its maximum); safe when two threads race. */
+/**
+ * Grows the arena to at least `bytes` (a whole number of words, at most its maximum: see allocWords),
+ * doubling, capped at its maximum's last whole word (a maximum such as 1.5 MiB + 4 is not one); safe when
+ * two threads race.
+ */
 function ensureArenaBytes(arena: SharedArrayBuffer, bytes: number): void {
+  const cap = Math.floor(arena.maxByteLength / WORD_BYTES) * WORD_BYTES;
   while (arena.byteLength < bytes) {
     const before = arena.byteLength;
-    const target = Math.min(arena.maxByteLength, Math.max(bytes, arena.byteLength * 2));
+    const target = Math.min(cap, Math.max(bytes, arena.byteLength * 2));
     try {
       arena.grow(Math.ceil(target / WORD_BYTES) * WORD_BYTES);
     } catch (err) {

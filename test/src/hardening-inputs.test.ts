@@ -205,3 +205,41 @@ describe('defect 10: the error contract', () => {
     await assert.rejects(e2.close(), (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.STORAGE && err.cause === boom);
   });
 });
+
+describe('a shard memory cap that is not a whole number of 8-byte words', () => {
+  test('the arena still grows to the cap: new ids end in TW_CAPACITY, never a RangeError, and the engine answers', async () => {
+    const capped = await createEngine({ clock: new TestClock(SPEC_START), shards: 1, maxShardMemoryBytes: 1.5 * 2 ** 20 + 4 });
+    try {
+      let recorded = 0;
+      let failure: unknown;
+      for (; recorded < 100_000; recorded++) {
+        try {
+          capped.events.record(`id${recorded}`);
+        } catch (err) {
+          failure = err;
+          break;
+        }
+      }
+      assert.ok(failure instanceof TallyworksError && failure.code === ErrorCode.CAPACITY, `the first refusal: ${String(failure)}`);
+      // As many ids as under the cap's last whole word (1.5 MiB): the arena grew past its first MiB.
+      const even = await createEngine({ clock: new TestClock(SPEC_START), shards: 1, maxShardMemoryBytes: 1.5 * 2 ** 20 });
+      try {
+        let n = 0;
+        for (; n < 100_000; n++) {
+          try {
+            even.events.record(`id${n}`);
+          } catch {
+            break;
+          }
+        }
+        assert.equal(recorded, n);
+      } finally {
+        await even.close();
+      }
+      await capped.flush();
+      assert.equal(capped.events.sumSync('id0', 'day', 1), 1);
+    } finally {
+      await capped.close();
+    }
+  });
+});
