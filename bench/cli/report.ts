@@ -88,7 +88,7 @@ function bytes(v: number | undefined): string {
 /** Redis commands run, and the server's CPU per op, of a side and its peer. */
 function redisCell(ours: Measurement, peer: Measurement | undefined): string {
   if (ours.redisCommands === undefined) return '–';
-  const cpu = (m: Measurement): string => (m.redisCpuUsPerOp === undefined ? '' : ` · ${m.redisCpuUsPerOp.toFixed(1)} µs`);
+  const cpu = (m: Measurement): string => (m.redisCpuUsPerOp === undefined ? '' : ` · ${m.redisCpuUsPerOp >= 1 ? m.redisCpuUsPerOp.toFixed(1) : m.redisCpuUsPerOp.toPrecision(2)} µs`);
   const theirs = peer?.redisCommands === undefined ? '' : ` (peer ${peer.redisCommands.toLocaleString('en-US')}${cpu(peer)})`;
   return `${ours.redisCommands.toLocaleString('en-US')}${cpu(ours)}${theirs}`;
 }
