@@ -1,0 +1,96 @@
+/**
+ * Strict and lax counters on a real Redis Cluster (three masters the harness starts on loopback ports and
+ * joins with `redis-cli --cluster create`): the shared scenarios of test/helpers/counter-scenarios.ts run
+ * against it as they do against one server, and a prefix's partitions spread over every master.
+ *
+ * The engine gets the app's own ioredis `Cluster` (it opens its own connections from it and never closes
+ * it); the test reads what each master holds through the same client.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
+import { Cluster } from 'ioredis';
+import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, strictScenarios } from '../../helpers/counter-scenarios.js';
+import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
+import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
+import { keySlot } from '../../helpers/key-slot.js';
+
+/** Commands a cluster client sends on its own (slot refreshes, health checks), left out of the count. */
+const HOUSEKEEPING = new Set(['info', 'cluster', 'ping', 'command', 'readonly']);
+
+/** Commands every master served, housekeeping left out. */
+async function clusterCommandCount(cluster: Cluster): Promise<number> {
+  let total = 0;
+  for (const node of cluster.nodes('master')) {
+    const info = await node.info('commandstats');
+    for (const m of info.matchAll(/^cmdstat_([^:|]+)[^:]*:calls=(\d+)/gm)) if (!HOUSEKEEPING.has(m[1]!)) total += Number(m[2]);
+  }
+  return total;
+}
+
+function clusterMode(getCluster: () => Cluster): Mode {
+  return {
+    name: 'redis',
+    engine: (options = {}) => open({ redis: getCluster(), prefix: freshPrefix('c'), flushIntervalMs: 20, allowedLagMs: 20, ...options }),
+    stored: (kind, prefix, key) => getCluster().hget(partitionKey(prefix, kind, partitionOf(key)), key),
+    keysOf: async (prefix) => {
+      const keys = await Promise.all(getCluster().nodes('master').map((node) => node.keys(`{${prefix}:*`)));
+      return keys.flat().sort();
+    },
+    io: async (engine) => {
+      const stats = await engine.stats();
+      return { strictCalls: stats.strict!.calls, flusherCommands: stats.flusher!.commands, redisCommands: await clusterCommandCount(getCluster()) };
+    },
+  };
+}
+
+describe('counters on a Redis Cluster', () => {
+  let nodes: RedisCluster;
+  let cluster: Cluster;
+  let mode: Mode;
+  before(async () => {
+    nodes = await startRedisCluster(3);
+    cluster = new Cluster([...nodes.nodes]);
+    mode = clusterMode(() => cluster);
+  });
+  after(async () => {
+    cluster?.disconnect();
+    await nodes?.stop();
+  });
+
+  describe('strict scenarios 2–8', () => strictScenarios(() => mode));
+
+  describe('lax values', () => laxValueScenarios(() => mode));
+
+  describe('batches, validation, coalescing', () => batchTests(() => mode));
+
+  it("a prefix's 32 partition hashes spread over all three masters, and each holds its keys' values", async (t) => {
+    const e = await mode.engine();
+    const prefix = prefixOf(e);
+    const keys = Array.from({ length: 400 }, (_, i) => `key${i}`);
+    await e.strict.incAll(keys.map((k): [string, number] => [k, 1]));
+    for (const k of keys) e.lax.add(k, 2);
+    await e.lax.flush();
+    // Which master serves each partition's slot (CLUSTER SLOTS through the client's own map).
+    const masters = cluster.nodes('master');
+    const byNode = new Map(masters.map((n) => [`${n.options.host}:${n.options.port}`, 0]));
+    const ranges = await cluster.cluster('SLOTS');
+    for (const kind of ['s', 'l'] as const) {
+      for (let p = 0; p < PARTITIONS; p++) {
+        const slot = keySlot(partitionKey(prefix, kind, p));
+        const range = ranges.find(([from, to]) => slot >= from && slot <= to)!;
+        const node = `${range[2]![0]}:${range[2]![1]}`;
+        byNode.set(node, (byNode.get(node) ?? 0) + 1);
+      }
+    }
+    t.diagnostic(`partition hashes per master: ${JSON.stringify(Object.fromEntries(byNode))}`);
+    assert.equal([...byNode.values()].reduce((a, b) => a + b, 0), 2 * PARTITIONS);
+    assert.ok([...byNode.values()].every((n) => n > 0), `every master holds some of the prefix: ${JSON.stringify(Object.fromEntries(byNode))}`);
+    // Every key's values, read back from the master that holds its partition.
+    for (const k of ['key0', 'key199', 'key399']) {
+      assert.equal(await mode.stored('s', prefix, k), '1');
+      assert.equal(await mode.stored('l', prefix, k), '2');
+    }
+    assert.deepEqual(await e.strict.getAll(['key7', 'key8']), [['key7', 1], ['key8', 1]]);
+    assert.equal((await mode.keysOf(prefix)).filter((key) => !key.includes(':m:')).length, 2 * PARTITIONS, 'one hash per partition and kind');
+  });
+});
