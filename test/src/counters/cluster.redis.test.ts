@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { Cluster } from 'ioredis';
+import { redisSink, TestClock } from '../../../src/index.js';
 import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, strictScenarios } from '../../helpers/counter-scenarios.js';
 import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
 import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
@@ -62,6 +63,33 @@ describe('counters on a Redis Cluster', () => {
   describe('lax values', () => laxValueScenarios(() => mode));
 
   describe('batches, validation, coalescing', () => batchTests(() => mode));
+
+  it('a stat buffer flushing through redisSink to several hashes delivers every count once; each marker shares its hash slot', async () => {
+    const e = await mode.engine({ clock: new TestClock() });
+    // Hashes spread over the masters (one name per slot region), each with its own buffer.
+    const hashes = ['views', 'clicks', 'signups', '{tenant7}:daily'];
+    const buffers = hashes.map((hash, i) => e.buffer({ name: `b${i}`, intervalMs: 1000, ...redisSink(cluster, { hash }) }));
+    const expected = hashes.map(() => new Map<string, number>());
+    for (let round = 0; round < 5; round++) {
+      buffers.forEach((b, i) => {
+        for (let k = 0; k < 50; k++) {
+          const key = `k${(k * 7 + round) % 40}`;
+          b.increment(key, k + 1);
+          expected[i]!.set(key, (expected[i]!.get(key) ?? 0) + k + 1);
+        }
+      });
+      await Promise.all(buffers.map((b) => b.flush()));
+    }
+    for (const [i, hash] of hashes.entries()) {
+      const stored = await cluster.hgetall(hash);
+      assert.deepEqual(new Map(Object.entries(stored).map(([k, v]) => [k, Number(v)])), expected[i], `${hash} holds every count once`);
+      const tag = hash.startsWith('{') ? hash.slice(1, hash.indexOf('}')) : hash;
+      const markers = (await Promise.all(cluster.nodes('master').map((n) => n.keys(`{${tag}}:tw-flush:*`)))).flat();
+      assert.equal(markers.length, 5, `${hash}: one marker per flush`);
+      for (const m of markers) assert.equal(keySlot(m), keySlot(hash), `${m} is in ${hash}'s slot`);
+    }
+    await Promise.all(buffers.map((b) => b.close()));
+  });
 
   it("a prefix's 32 partition hashes spread over all three masters, and each holds its keys' values", async (t) => {
     const e = await mode.engine();
