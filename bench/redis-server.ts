@@ -395,17 +395,19 @@ export interface RedisCluster {
 const CLUSTER_READY_TIMEOUT_MS = 20_000;
 
 /**
- * Starts `masters` (at least 3) cluster-enabled redis-servers, joins them with `redis-cli --cluster
- * create` (slots spread evenly, no replicas), and resolves once every node reports `cluster_state:ok`.
+ * Starts `masters` (at least 3) cluster-enabled redis-servers and `replicasPerMaster` replicas of each,
+ * joins them with `redis-cli --cluster create … --cluster-replicas N` (slots spread evenly over the
+ * masters), and resolves once every node reports `cluster_state:ok` (and, with replicas, every replica
+ * its link to its master up).
  */
-export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+export async function startRedisCluster(masters = 3, replicasPerMaster = 0): Promise<RedisCluster> {
   const servers: RedisServer[] = [];
   const stop = async (): Promise<void> => {
     await Promise.all(servers.map((s) => s.stop()));
   };
   try {
-    for (let i = 0; i < masters; i++) servers.push(await startRedisServer({ clusterNode: true }));
-    const create = spawn('redis-cli', ['--cluster', 'create', ...servers.map((s) => `${HOST}:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'], {
+    for (let i = 0; i < masters * (1 + replicasPerMaster); i++) servers.push(await startRedisServer({ clusterNode: true }));
+    const create = spawn('redis-cli', ['--cluster', 'create', ...servers.map((s) => `${HOST}:${s.port}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -415,8 +417,8 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
     if (code !== 0) throw new Error(`redis-cli --cluster create failed (exit ${code}):\n${output.slice(-MAX_OUTPUT_CHARS)}`);
     const deadline = Date.now() + CLUSTER_READY_TIMEOUT_MS;
     for (const server of servers) {
-      while (!(await clusterOk(server.port))) {
-        if (Date.now() >= deadline) throw new Error(`Redis Cluster node ${server.port} did not reach cluster_state:ok within ${CLUSTER_READY_TIMEOUT_MS} ms`);
+      while (!(await clusterOk(server.port)) || (replicasPerMaster > 0 && !(await replicaLinkUp(server.port)))) {
+        if (Date.now() >= deadline) throw new Error(`Redis Cluster node ${server.port} did not reach cluster_state:ok (and its replica link) within ${CLUSTER_READY_TIMEOUT_MS} ms`);
         // Ref'd: the nodes are unref'd at rest, and this wait must keep the process alive.
         await delay(50);
       }
@@ -426,6 +428,39 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
     await stop();
     throw err;
   }
+}
+
+/** True when the node on `port` is a master, or a replica whose link to its master is up and synced. */
+async function replicaLinkUp(port: number): Promise<boolean> {
+  const reply = await bulkReply(port, 'INFO replication');
+  if (/role:master/.test(reply)) return true;
+  return /master_link_status:up/.test(reply) && /master_sync_in_progress:0/.test(reply);
+}
+
+/** One inline command whose reply is a bulk string, to the node on `port`: its text ('' on failure, after 1 s at most). */
+function bulkReply(port: number, command: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket: Socket = connect({ host: HOST, port });
+    let reply = '';
+    const finish = (text: string): void => {
+      socket.destroy();
+      resolve(text);
+    };
+    socket.setTimeout(1_000, () => finish(''));
+    socket.once('connect', () => socket.write(`${command}\r\n`));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      const header = /^\$(\d+)\r\n/.exec(reply);
+      if (header === null) {
+        if (reply.includes('\r\n')) finish(''); // an error or another kind of reply
+        return;
+      }
+      const body = header[0].length;
+      if (reply.length >= body + Number(header[1])) finish(reply.slice(body, body + Number(header[1])));
+    });
+    socket.once('error', () => finish(''));
+    socket.once('close', () => finish(''));
+  });
 }
 
 /** True when the node on `port` answers CLUSTER INFO with cluster_state:ok and every slot assigned. */

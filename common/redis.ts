@@ -274,6 +274,19 @@ export function refusedByRedis(err: unknown): boolean {
   return err instanceof Error && err.name === 'ReplyError' && REFUSED_REPLY.test(err.message);
 }
 
+/**
+ * After a cluster refused a command with MOVED or ASK (the slot is served elsewhere now: a failover, a
+ * resharding), refreshes the client's slot map, so the next send goes where the slot is. ioredis follows a
+ * redirect of a lone command itself, but not of commands it auto-pipelined to one node among others: after
+ * a failover the flusher's calls kept going to the old master (found by the cluster failover test).
+ */
+export function followRedirect(client: RedisClient, err: unknown): void {
+  const root = rootCause(err);
+  if (client instanceof Cluster && root instanceof Error && /^(MOVED|ASK) /.test(root.message)) {
+    client.refreshSlotsCache(() => undefined);
+  }
+}
+
 /** True when commands sent now reach the server (otherwise they fail at once: no offline queue). */
 export function isReady(client: RedisClient): boolean {
   return client.status === 'ready';

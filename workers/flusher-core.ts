@@ -40,6 +40,7 @@ import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntr
 import {
   closeClient,
   dropMarkers,
+  followRedirect,
   isReady,
   markerKey,
   refusedByRedis,
@@ -311,6 +312,7 @@ export class FlusherCore {
     try {
       reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
     } catch (err) {
+      followRedirect(this.client, err);
       const failure = redisFailure('the lax counter operation', err);
       // Refused by Redis before it ran, and no earlier send of it may have landed: its deltas are pending
       // again and its requests fail with Redis's reason. A read-only call has nothing to protect either.

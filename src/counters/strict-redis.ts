@@ -16,6 +16,7 @@
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import {
   dropMarkers,
+  followRedirect,
   isReady,
   markerKey,
   PARTITIONS,
@@ -244,6 +245,7 @@ export class StrictRedis implements CounterBackend {
     try {
       reply = pairs === undefined ? await runApply(this.client, part.key, part.marker, seq, args) : await runInc(this.client, part.key, part.marker, seq, pairs);
     } catch (err) {
+      followRedirect(this.client, err);
       if (seq === 0) throw redisFailure('the strict counter read', err);
       // Refused by Redis before it ran: it did not apply, and there is no outcome to wait for.
       if (refusedByRedis(err)) throw redisFailure('the strict counter operation', err);

@@ -7,9 +7,10 @@
  * it); the test reads what each master holds through the same client.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe } from 'node:test';
-import { Cluster } from 'ioredis';
-import { redisSink, TestClock } from '../../../src/index.js';
+import { after, before, describe, test } from 'node:test';
+import { setImmediate as turn, setTimeout as delay } from 'node:timers/promises';
+import { Cluster, Redis } from 'ioredis';
+import { ErrorCode, redisSink, TallyworksError, TestClock } from '../../../src/index.js';
 import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, strictScenarios } from '../../helpers/counter-scenarios.js';
 import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
 import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
@@ -122,3 +123,88 @@ describe('counters on a Redis Cluster', () => {
     assert.equal((await mode.keysOf(prefix)).filter((key) => !key.includes(':m:')).length, 2 * PARTITIONS, 'one hash per partition and kind');
   });
 });
+
+describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
+  let nodes: RedisCluster;
+  let cluster: Cluster;
+  before(async () => {
+    nodes = await startRedisCluster(3, 1);
+    cluster = new Cluster([...nodes.nodes]);
+  });
+  after(async () => {
+    cluster?.disconnect();
+    await nodes?.stop();
+  });
+
+  test('CLUSTER FAILOVER on a replica while lax adds and strict incs run: nothing lost, nothing doubled', { timeout: 60_000 }, async (t) => {
+    const e = await open({ redis: cluster, prefix: freshPrefix('fo'), flushIntervalMs: 20, shards: 1 });
+    const prefix = prefixOf(e);
+    const keys = Array.from({ length: 300 }, (_, i) => `key${i}`);
+    const laxAdded = new Map<string, number>();
+    const strictAcked = new Map<string, number>();
+    const strictUnknown = new Map<string, number>();
+    let refused = 0;
+    // The replica to promote: one that serves a master holding some of the prefix's partitions.
+    const replicaPort = await replicaOfPartition(nodes, cluster, partitionKey(prefix, 'l', 0));
+    const replica = new Redis(replicaPort, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+    replica.on('error', () => undefined);
+    await replica.connect();
+    t.after(() => replica.disconnect());
+    let promoted = false;
+    let roundsAfter = 0;
+    let rounds = 0;
+    const started = Date.now();
+    while (roundsAfter < 30) {
+      rounds++;
+      for (const k of keys) {
+        e.lax.add(k, 1);
+        laxAdded.set(k, (laxAdded.get(k) ?? 0) + 1);
+      }
+      const incs = keys.slice(0, 60).map((k) =>
+        e.strict.inc(k).then(
+          () => strictAcked.set(k, (strictAcked.get(k) ?? 0) + 1),
+          (err: unknown) => {
+            if (err instanceof TallyworksError && err.code === ErrorCode.REDIS_OUTCOME_UNKNOWN) strictUnknown.set(k, (strictUnknown.get(k) ?? 0) + 1);
+            else refused++; // reported as not applied: it must not be in Redis
+          },
+        ),
+      );
+      await Promise.all(incs);
+      if (rounds === 10) await replica.cluster('FAILOVER');
+      if (!promoted && rounds > 10) promoted = /role:master/.test(await replica.info('replication'));
+      if (promoted) roundsAfter++;
+      assert.ok(Date.now() - started < 60_000, 'the failover completed within a minute');
+      await turn();
+    }
+    await e.lax.flush();
+    await e.close();
+    t.diagnostic(`${rounds} rounds; strict: ${[...strictAcked.values()].reduce((a, b) => a + b, 0)} acknowledged, ${refused} refused, ${[...strictUnknown.values()].reduce((a, b) => a + b, 0)} unknown`);
+    let lost = 0;
+    let doubled = 0;
+    for (const k of keys) {
+      const lax = Number((await cluster.hget(partitionKey(prefix, 'l', partitionOf(k)), k)) ?? 0);
+      if (lax < laxAdded.get(k)!) lost += laxAdded.get(k)! - lax;
+      if (lax > laxAdded.get(k)!) doubled += lax - laxAdded.get(k)!;
+      const strict = Number((await cluster.hget(partitionKey(prefix, 's', partitionOf(k)), k)) ?? 0);
+      const acked = strictAcked.get(k) ?? 0;
+      const unknown = strictUnknown.get(k) ?? 0;
+      if (strict < acked) lost += acked - strict;
+      if (strict > acked + unknown) doubled += strict - acked - unknown;
+    }
+    assert.deepEqual({ lost, doubled }, { lost: 0, doubled: 0 });
+  });
+});
+
+/** The port of a replica whose master serves `key`'s slot. */
+async function replicaOfPartition(nodes: RedisCluster, cluster: Cluster, key: string): Promise<number> {
+  const slot = keySlot(key);
+  // Replicas join the slot map by gossip, a moment after their links are up.
+  let replica: [host: string, port: number, ...rest: unknown[]] | undefined;
+  for (const deadline = Date.now() + 15_000; replica === undefined; await delay(100)) {
+    const ranges = await cluster.cluster('SLOTS');
+    replica = ranges.find(([from, to]) => slot >= from && slot <= to)?.[3];
+    assert.ok(replica !== undefined || Date.now() < deadline, `slot ${slot} has a replica within 15 s`);
+  }
+  assert.ok(nodes.servers.some((s) => s.port === replica[1]));
+  return replica[1];
+}
