@@ -208,6 +208,11 @@ export interface FlusherInit {
    * reconnects on its own), where the first thread's failure to connect fails createEngine.
    */
   readonly replacement: boolean;
+  /**
+   * Connect in the background rather than wait for Redis (a replacement, or an engine that started while
+   * Redis was unreachable): the client is not ready for commands until it connected and its checks passed.
+   */
+  readonly connectInBackground: boolean;
 }
 
 /** A worker thread's stat buffer client → the buffer (src/buffers/link.ts). */

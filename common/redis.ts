@@ -163,10 +163,58 @@ export function connectionSpec(redis: string | RedisOptions | IoredisClient): Co
 }
 
 /**
- * Opens a connection of `spec` with this engine's options, registers the script, and connects. With
- * `waitForRedis` false it returns at once; the client then connects (and reconnects) in the background.
+ * Opens a connection of `spec` with this engine's options, registers the scripts, connects and checks the
+ * database it is in (rejects when Redis cannot be reached: see {@link openClientInBackground}).
  */
-export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number, waitForRedis = true): Promise<RedisClient> {
+export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number): Promise<RedisClient> {
+  const client = newClient(spec, commandTimeoutMs);
+  try {
+    await client.connect();
+  } catch (err) {
+    client.disconnect();
+    throw redisFailure('connect', lastErrors.get(client) ?? err);
+  }
+  if (spec.kind === 'single') await checkDatabase(client as Redis, spec);
+  return client;
+}
+
+/**
+ * A client of `spec` that connects (and reconnects) in the background: for a thread that must start while
+ * Redis is unreachable. It is not ready for commands ({@link isReady}) until it has connected and the checks
+ * a waiting start makes (the database, the Redis version) have passed on its first connection; a check
+ * Redis fails (an old Redis, a database it does not have) closes it for good, and every command is then
+ * refused with that reason ({@link notReady}).
+ */
+export function openClientInBackground(spec: ConnectionSpec, commandTimeoutMs: number): RedisClient {
+  const client = newClient(spec, commandTimeoutMs);
+  unverified.add(client);
+  const verify = async (): Promise<void> => {
+    try {
+      if (spec.kind === 'single') await checkDatabase(client as Redis, spec);
+      await checkVersion(client);
+      unverified.delete(client);
+      client.emit('tw-verified');
+    } catch (err) {
+      // A connection lost during the checks says nothing of the configuration: check on the next one.
+      if (err instanceof TallyworksError && (err.code === ErrorCode.INVALID_OPTION || err.code === ErrorCode.INCOMPATIBLE)) {
+        refusals.set(client, err);
+        client.disconnect();
+      } else {
+        client.once('ready', () => void verify());
+      }
+    }
+  };
+  client.once('ready', () => void verify());
+  client.connect().catch(() => undefined); // retried by the retry strategy; commands fail fast meanwhile
+  return client;
+}
+
+/** Clients of {@link openClientInBackground} whose first connection's checks have not passed yet. */
+const unverified = new WeakSet<object>();
+/** Clients whose checks Redis failed: what every command is refused with. */
+const refusals = new WeakMap<object, TallyworksError>();
+
+function newClient(spec: ConnectionSpec, commandTimeoutMs: number): RedisClient {
   const own = ownOptions(commandTimeoutMs);
   let client: RedisClient;
   if (spec.kind === 'cluster') {
@@ -188,17 +236,6 @@ export async function openClient(spec: ConnectionSpec, commandTimeoutMs: number,
   // password, a certificate, a refused port) came as an 'error' event before it.
   client.on('error', (err: unknown) => lastErrors.set(client, err));
   client.on('ready', () => lastErrors.delete(client));
-  if (!waitForRedis) {
-    client.connect().catch(() => undefined); // retried by the retry strategy; commands fail fast meanwhile
-    return client;
-  }
-  try {
-    await client.connect();
-  } catch (err) {
-    client.disconnect();
-    throw redisFailure('connect', lastErrors.get(client) ?? err);
-  }
-  if (spec.kind === 'single') await checkDatabase(client as Redis, spec);
   return client;
 }
 
@@ -210,6 +247,8 @@ const lastErrors = new WeakMap<object, unknown>();
  * rotated password is WRONGPASS, not "unreachable"), or plain unavailability.
  */
 export function notReady(client: RedisClient, what: string): TallyworksError {
+  const refused = refusals.get(client);
+  if (refused !== undefined) return refused;
   return redisFailure(what, lastErrors.get(client));
 }
 
@@ -289,23 +328,25 @@ export function followRedirect(client: RedisClient, err: unknown): void {
 
 /** True when commands sent now reach the server (otherwise they fail at once: no offline queue). */
 export function isReady(client: RedisClient): boolean {
-  return client.status === 'ready';
+  return client.status === 'ready' && !unverified.has(client);
 }
 
 /** Resolves once the client is ready again, or false after `timeoutMs`. */
 export function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
   if (isReady(client)) return Promise.resolve(true);
   if (client.status === 'end') return Promise.resolve(false);
+  // A background client is ready for commands once its first connection's checks passed.
+  const event = unverified.has(client) ? 'tw-verified' : 'ready';
   return new Promise((resolve) => {
     const done = (ok: boolean): void => {
       clearTimeout(timer);
-      client.off('ready', onReady);
+      client.off(event, onReady);
       resolve(ok);
     };
     const onReady = (): void => done(true);
     const timer = setTimeout(() => done(false), timeoutMs);
     timer.unref();
-    client.on('ready', onReady);
+    client.on(event, onReady);
   });
 }
 

@@ -3,10 +3,10 @@
  * everything it started.
  */
 import { randomBytes } from 'node:crypto';
-import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
+import { argumentRangeError, closedError, ErrorCode, TallyworksError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
 import type { BufferOptions } from './buffers/buffer-options.js';
-import { checkVersion, closeClient, openClient, partitionOf, type RedisClient } from '../common/redis.js';
+import { checkVersion, closeClient, openClient, openClientInBackground, partitionOf, type RedisClient } from '../common/redis.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
@@ -248,6 +248,26 @@ function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
 }
 
 /**
+ * The engine's Redis client: connected and checked, or, when Redis cannot be reached now and
+ * `redisStartup` is 'tolerate', connecting in the background (checked on its first connection). A
+ * configuration Redis refuses (credentials, TLS, a database, its version) is an error either way.
+ */
+async function startClient(resolved: ResolvedOptions): Promise<{ client: RedisClient; inBackground: boolean }> {
+  const spec = resolved.redis!;
+  let client: RedisClient | undefined;
+  try {
+    client = await openClient(spec, resolved.redisCommandTimeoutMs);
+    await checkVersion(client);
+    return { client, inBackground: false };
+  } catch (err) {
+    if (client !== undefined) await closeClient(client);
+    const unreachable = err instanceof TallyworksError && err.code === ErrorCode.REDIS_UNAVAILABLE;
+    if (!unreachable || resolved.redisStartup === 'require') throw err;
+  }
+  return { client: openClientInBackground(spec, resolved.redisCommandTimeoutMs), inBackground: true };
+}
+
+/**
  * Validates `options`, starts the shard threads (and, with `redis`, connects, checks the Redis version and
  * starts the flusher), and resolves once every part answers.
  */
@@ -262,8 +282,8 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     await router.start();
     let redis: RedisParts | undefined;
     if (resolved.redis !== undefined) {
-      client = await openClient(resolved.redis, resolved.redisCommandTimeoutMs);
-      await checkVersion(client);
+      const started = await startClient(resolved);
+      client = started.client;
       const instance = randomBytes(8).toString('hex');
       const strict = new StrictRedis(client, resolved.prefix, instance, Math.max(5000, 5 * resolved.redisCommandTimeoutMs));
       flusher = await FlusherClient.start(router.lanes, clock.timeCell, {
@@ -273,6 +293,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
         flushIntervalMs: resolved.flushIntervalMs,
         commandTimeoutMs: resolved.redisCommandTimeoutMs,
         maxRestarts: resolved.maxRestarts,
+        connectInBackground: started.inBackground,
       });
       redis = { client, strict, flusher };
     }

@@ -53,6 +53,15 @@ export interface EngineOptions {
   allowedLagMs?: number;
   /** Deadline of every Redis command, ms. Default 1000. 10–60000. */
   redisCommandTimeoutMs?: number;
+  /**
+   * What `createEngine` does when Redis cannot be reached at start. `'tolerate'` (default): it starts
+   * anyway and keeps connecting; lax adds are accepted and buffered (within `maxPendingKeys`), strict
+   * calls fail fast with TW_REDIS_UNAVAILABLE, and the database and version checks run on the first
+   * connection (a failed one closes the connection: every call then gets that error). `'require'`: it
+   * rejects with TW_REDIS_UNAVAILABLE. When Redis answers at start, a configuration it refuses (credentials,
+   * TLS, a database it does not have, a version before 6.2) makes `createEngine` reject either way.
+   */
+  redisStartup?: 'tolerate' | 'require';
   /** Lax counters that may hold undelivered deltas (during an outage) before new ones are refused. Default 1000000. */
   maxPendingKeys?: number;
   /** How long `close()` keeps trying to deliver lax deltas before it reports them undelivered, ms. Default 10000. */
@@ -77,6 +86,7 @@ export interface ResolvedOptions {
   readonly flushIntervalMs: number;
   readonly allowedLagMs: number;
   readonly redisCommandTimeoutMs: number;
+  readonly redisStartup: 'tolerate' | 'require';
   readonly maxPendingKeys: number;
   readonly closeTimeoutMs: number;
 }
@@ -106,6 +116,7 @@ const known = [
   'flushIntervalMs',
   'allowedLagMs',
   'redisCommandTimeoutMs',
+  'redisStartup',
   'maxPendingKeys',
   'closeTimeoutMs',
 ];
@@ -116,6 +127,15 @@ function integer(options: Record<string, unknown>, name: string, min: number, ma
   if (typeof value !== 'number') throw optionTypeError(name, `an integer from ${min} to ${max}`, value);
   if (!Number.isInteger(value) || value < min || value > max) throw optionRangeError(name, `an integer from ${min} to ${max}`, value);
   return value;
+}
+
+function oneOf<T extends string>(options: Record<string, unknown>, name: string, values: readonly T[], fallback: T): T {
+  const value = options[name];
+  if (value === undefined) return fallback;
+  const rule = values.map((v) => JSON.stringify(v)).join(' or ');
+  if (typeof value !== 'string') throw optionTypeError(name, rule, value);
+  if (!(values as readonly string[]).includes(value)) throw optionRangeError(name, rule, value);
+  return value as T;
 }
 
 function isClock(value: unknown): value is Clock {
@@ -173,6 +193,7 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     flushIntervalMs: integer(o, 'flushIntervalMs', 1, 60_000, 20),
     allowedLagMs: integer(o, 'allowedLagMs', 0, 3_600_000, 20),
     redisCommandTimeoutMs: integer(o, 'redisCommandTimeoutMs', 10, 60_000, 1000),
+    redisStartup: oneOf(o, 'redisStartup', ['tolerate', 'require'] as const, 'tolerate'),
     maxPendingKeys: integer(o, 'maxPendingKeys', 1, 2 ** 31 - 1, 1_000_000),
     closeTimeoutMs: integer(o, 'closeTimeoutMs', 0, 3_600_000, 10_000),
     shards: integer(o, 'shards', 1, MAX_SHARDS, defaultShards()),

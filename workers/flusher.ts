@@ -8,10 +8,11 @@ import { exposeControl } from '../common/control.js';
 import { protocolError } from '../common/errors.js';
 import { FlusherCore } from './flusher-core.js';
 import type { FlusherControl, FlusherInit, FlusherMessage, FlusherStats } from '../common/messages.js';
-import { type ConnectionSpec, openClient } from '../common/redis.js';
+import { type ConnectionSpec, openClient, openClientInBackground } from '../common/redis.js';
 
 const init = workerData as FlusherInit;
-const client = await openClient(init.connection as ConnectionSpec, init.commandTimeoutMs, !init.replacement);
+const spec = init.connection as ConnectionSpec;
+const client = init.connectInBackground ? openClientInBackground(spec, init.commandTimeoutMs) : await openClient(spec, init.commandTimeoutMs);
 const core = new FlusherCore(
   init.shards,
   init.timeCell,

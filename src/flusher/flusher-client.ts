@@ -42,6 +42,8 @@ export interface FlusherClientOptions {
   readonly commandTimeoutMs: number;
   /** Deaths in a row without a finished flush cycle before the flusher is given up. */
   readonly maxRestarts: number;
+  /** The first thread connects in the background too (the engine started while Redis was unreachable). */
+  readonly connectInBackground: boolean;
 }
 
 interface Waiting {
@@ -133,6 +135,7 @@ export class FlusherClient {
       partitionState: this.partitionState,
       entries: this.registered,
       replacement,
+      connectInBackground: replacement || this.options.connectInBackground,
     });
     this.unsent = [];
     const remote = connectControl<FlusherControl>(control.port1);

@@ -298,11 +298,11 @@ describe('databases and option values', () => {
 });
 
 describe('unreachable Redis', () => {
-  test('a refused port is TW_REDIS_UNAVAILABLE with the socket’s reason (ECONNREFUSED)', async () => {
+  test("a refused port is TW_REDIS_UNAVAILABLE with the socket's reason (ECONNREFUSED), with redisStartup 'require'", async () => {
     const server = await startRedisServer();
     const port = server.port;
     await server.stop();
-    const err = await rejection(createEngine({ redis: `redis://127.0.0.1:${port}`, shards: 1 }));
+    const err = await rejection(createEngine({ redis: `redis://127.0.0.1:${port}`, shards: 1, redisStartup: 'require' }));
     assert.equal(err.code, ErrorCode.REDIS_UNAVAILABLE);
     assert.match(err.message, /ECONNREFUSED/);
     assert.equal((err.cause as { code?: string }).code, 'ECONNREFUSED');

@@ -876,14 +876,58 @@ describe('options, connections and the version check', () => {
     await assertNothingLeft(baseline, 'rejected options');
   });
 
-  test('createEngine against a port where nothing listens rejects TW_REDIS_UNAVAILABLE and leaves nothing running', { timeout: 20_000 }, async () => {
+  test("redisStartup 'require': createEngine against a port where nothing listens rejects TW_REDIS_UNAVAILABLE and leaves nothing running", { timeout: 20_000 }, async () => {
     const port = await deadPort();
     const baseline = resources();
-    const created = await outcome(() => createEngine({ ...defaults, redis: `redis://127.0.0.1:${port}`, prefix: 'none' }));
+    const created = await outcome(() => createEngine({ ...defaults, redis: `redis://127.0.0.1:${port}`, prefix: 'none', redisStartup: 'require' }));
     if (created.ok) engines.push(created.value);
     assert.ok(!created.ok && created.code === UNAVAILABLE, `createEngine: ${describeOutcome(created)}`);
     assert.ok(created.ms < 5000, `createEngine took ${created.ms.toFixed(0)} ms to give up`);
     await assertNothingLeft(baseline, 'a failed createEngine');
+  });
+
+  test("redisStartup 'tolerate' (the default): an engine started while Redis is down buffers lax adds, fails strict calls fast, and delivers once Redis is up", { timeout: 30_000 }, async () => {
+    const server = await redisServer();
+    const r = inspector(server);
+    await server.kill();
+    const engine = await createEngine({ ...defaults, redis: server.url, prefix: 'late' });
+    engines.push(engine);
+    const strict = await outcome(() => engine.strict.inc('s', 1));
+    assert.ok(!strict.ok && strict.code === UNAVAILABLE, `strict.inc while Redis is down: ${describeOutcome(strict)}`);
+    assert.ok(strict.ms < 4000, `strict.inc failed fast, not after the 5 s outcome window (${strict.ms.toFixed(0)} ms)`);
+    for (let i = 0; i < 100; i++) engine.lax.add(`k${i % 10}`, 1);
+    assert.equal(await engine.lax.get('k3'), 10, 'lax reads answer from the buffered deltas');
+    await server.restart();
+    await waitFor('strict calls to work once Redis is up', async () => (await outcome(() => engine.strict.inc('s', 1))).ok);
+    await flushUntilIdle(engine);
+    for (const k of ['k0', 'k3', 'k9']) assert.equal(await stored(r, 'late', 'l', k), 10, `${k} delivered once`);
+    assert.equal(await stored(r, 'late', 's', 's'), 1, 'only the inc that succeeded counted');
+    await engine.close();
+  });
+
+  test("redisStartup 'tolerate': a database Redis does not have, found on the first connection, refuses strict calls and writes nothing to database 0", { timeout: 30_000 }, async () => {
+    const server = await redisServer();
+    const r = inspector(server);
+    await server.kill();
+    const engine = await createEngine({ ...defaults, redis: `${server.url}/99`, prefix: 'nodb' });
+    engines.push(engine);
+    engine.lax.add('k', 5);
+    await server.restart();
+    let last: Outcome<number> | undefined;
+    await waitFor('the database check to refuse strict calls', async () => {
+      last = await outcome(() => engine.strict.inc('s', 1));
+      return !last.ok && last.code === ErrorCode.INVALID_OPTION;
+    });
+    assert.match(last!.ok ? '' : String((last!.err as Error).message), /database 99/);
+    await delay(300); // flush cycles run meanwhile: none may reach database 0
+    assert.deepEqual(await r.keys('*nodb*'), [], 'nothing written to database 0');
+    const closing = await outcome(() => engine.close());
+    assert.ok(!closing.ok && closing.code === ErrorCode.UNDELIVERED, `close reports the lax delta undelivered: ${describeOutcome(closing)}`);
+  });
+
+  test("bad redisStartup values are TW_INVALID_OPTION naming the option", async () => {
+    await assert.rejects(createEngine({ redisStartup: 'maybe' as never }), (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.INVALID_OPTION && /redisStartup/.test(err.message) && err instanceof RangeError);
+    await assert.rejects(createEngine({ redisStartup: 1 as never }), (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.INVALID_OPTION && err instanceof TypeError);
   });
 
   test("a user's own ioredis instance works and is not closed by engine.close()", { timeout: 20_000 }, async () => {
