@@ -189,6 +189,7 @@ export function openClientInBackground(spec: ConnectionSpec, commandTimeoutMs: n
   const client = newClient(spec, commandTimeoutMs);
   unverified.add(client);
   const verify = async (): Promise<void> => {
+    if (client.status === 'end') return; // closed meanwhile
     try {
       if (spec.kind === 'single') await checkDatabase(client as Redis, spec);
       await checkVersion(client);
@@ -199,6 +200,9 @@ export function openClientInBackground(spec: ConnectionSpec, commandTimeoutMs: n
       if (err instanceof TallyworksError && (err.code === ErrorCode.INVALID_OPTION || err.code === ErrorCode.INCOMPATIBLE)) {
         refusals.set(client, err);
         client.disconnect();
+      } else if (client.status === 'ready') {
+        // A check that timed out on a live connection: no new 'ready' will come, so check again shortly.
+        setTimeout(() => void verify(), CHECK_RETRY_MS).unref();
       } else {
         client.once('ready', () => void verify());
       }
@@ -208,6 +212,9 @@ export function openClientInBackground(spec: ConnectionSpec, commandTimeoutMs: n
   client.connect().catch(() => undefined); // retried by the retry strategy; commands fail fast meanwhile
   return client;
 }
+
+/** How long a background client waits to check again after its checks failed on a live connection, ms. */
+const CHECK_RETRY_MS = 100;
 
 /** Clients of {@link openClientInBackground} whose first connection's checks have not passed yet. */
 const unverified = new WeakSet<object>();
@@ -334,7 +341,7 @@ export function isReady(client: RedisClient): boolean {
 /** Resolves once the client is ready again, or false after `timeoutMs`. */
 export function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
   if (isReady(client)) return Promise.resolve(true);
-  if (client.status === 'end') return Promise.resolve(false);
+  if (client.status === 'end' || refusals.has(client)) return Promise.resolve(false);
   // A background client is ready for commands once its first connection's checks passed.
   const event = unverified.has(client) ? 'tw-verified' : 'ready';
   return new Promise((resolve) => {

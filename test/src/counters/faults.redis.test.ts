@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -923,6 +923,47 @@ describe('options, connections and the version check', () => {
     assert.deepEqual(await r.keys('*nodb*'), [], 'nothing written to database 0');
     const closing = await outcome(() => engine.close());
     assert.ok(!closing.ok && closing.code === ErrorCode.UNDELIVERED, `close reports the lax delta undelivered: ${describeOutcome(closing)}`);
+  });
+
+  test("redisStartup 'tolerate': a first check that times out on a live connection is made again (the client does not stay not-ready)", { timeout: 30_000 }, async (t) => {
+    const server = await redisServer();
+    const r = inspector(server);
+    // A proxy that holds back the first two CLIENT INFO checks (the engine's client and the flusher's) past
+    // the command timeout, and forwards everything else at once.
+    let held = 0;
+    const proxy = createServer((c) => {
+      const u = createConnection(server.port, '127.0.0.1');
+      c.on('data', (d: Buffer) => {
+        if (held < 2 && /CLIENT\r\n\$4\r\nINFO/i.test(d.toString('latin1'))) {
+          held++;
+          c.pause();
+          setTimeout(() => {
+            u.write(d);
+            c.resume();
+          }, 1500);
+          return;
+        }
+        u.write(d);
+      });
+      u.on('data', (d: Buffer) => c.write(d));
+      for (const [a, b] of [[c, u], [u, c]] as const) {
+        a.on('error', () => b.destroy());
+        a.on('close', () => b.destroy());
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    t.after(() => proxy.close());
+    const port = (proxy.address() as { port: number }).port;
+    await server.kill();
+    const engine = await createEngine({ ...defaults, redis: `redis://127.0.0.1:${port}`, prefix: 'slowcheck', redisCommandTimeoutMs: 200 });
+    engines.push(engine);
+    engine.lax.add('x', 7);
+    await server.restart();
+    await waitFor('strict calls to work once the checks pass', async () => (await outcome(() => engine.strict.inc('s', 1))).ok, 10_000);
+    assert.equal(held, 2, 'both first checks were held past the command timeout');
+    await flushUntilIdle(engine);
+    assert.equal(await stored(r, 'slowcheck', 'l', 'x'), 7);
+    await engine.close();
   });
 
   test("bad redisStartup values are TW_INVALID_OPTION naming the option", async () => {
