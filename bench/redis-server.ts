@@ -464,21 +464,7 @@ function bulkReply(port: number, command: string): Promise<string> {
 }
 
 /** True when the node on `port` answers CLUSTER INFO with cluster_state:ok and every slot assigned. */
-function clusterOk(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket: Socket = connect({ host: HOST, port });
-    let reply = '';
-    const finish = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => finish(false));
-    socket.once('connect', () => socket.write('CLUSTER INFO\r\n'));
-    socket.on('data', (chunk: Buffer) => {
-      reply += chunk.toString('latin1');
-      if (/cluster_known_nodes:\d+/.test(reply)) finish(/cluster_state:ok/.test(reply) && /cluster_slots_assigned:16384/.test(reply));
-    });
-    socket.once('error', () => finish(false));
-    socket.once('close', () => finish(false));
-  });
+async function clusterOk(port: number): Promise<boolean> {
+  const reply = await bulkReply(port, 'CLUSTER INFO');
+  return /cluster_state:ok/.test(reply) && /cluster_slots_assigned:16384/.test(reply);
 }

@@ -67,8 +67,6 @@ interface Partition {
   seq: number;
   args: Array<string | number>;
   writes: boolean;
-  /** True while every op queued is an unconditional increment: the call runs the lean script (inc.lua). */
-  lean: boolean;
   waiters: Array<Waiter | SingleWaiter>;
   busy: boolean;
 }
@@ -96,7 +94,7 @@ export class StrictRedis implements CounterBackend {
     this.outcomeWaitMs = outcomeWaitMs;
     for (let p = 0; p < PARTITIONS; p++) {
       const key = partitionKey(prefix, 's', p);
-      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, lean: true, waiters: [], busy: false });
+      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, waiters: [], busy: false });
     }
   }
 
@@ -111,7 +109,6 @@ export class StrictRedis implements CounterBackend {
       part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
-      if (mode !== Mode.INC || cmp !== Cmp.ALWAYS) part.lean = false;
       this.schedule();
     });
   }
@@ -168,7 +165,6 @@ export class StrictRedis implements CounterBackend {
       const [, mode, key, cmp, x, n] = ops[indexes === undefined ? j : indexes[j]!]!;
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
-      if (mode !== Mode.INC || cmp !== Cmp.ALWAYS) part.lean = false;
     }
   }
 
@@ -190,14 +186,13 @@ export class StrictRedis implements CounterBackend {
 
   private async sendNow(part: Partition): Promise<void> {
     part.busy = true;
-    const { args, waiters, writes, lean } = part;
+    const { args, waiters, writes } = part;
     part.args = [];
     part.waiters = [];
     part.writes = false;
-    part.lean = true;
     const seq = writes ? ++part.seq : 0;
     try {
-      const results = await this.call(part, seq, args, lean);
+      const results = await this.call(part, seq, args);
       for (const w of waiters) {
         const r = w.request;
         if (r === undefined) {
@@ -232,15 +227,14 @@ export class StrictRedis implements CounterBackend {
   }
 
   /**
-   * One script call (`args`: 5 values per op, see apply.lua; `lean`: every op an unconditional increment, run
-   * by inc.lua instead); on a lost reply, the marker decides whether it applied.
+   * One script call (`args`: 5 values per op, see apply.lua; a call that writes and holds only
+   * unconditional increments runs inc.lua instead); on a lost reply, the marker decides whether it applied.
    */
-  private async call(part: Partition, seq: number, args: Array<string | number>, lean: boolean): Promise<number[]> {
+  private async call(part: Partition, seq: number, args: Array<string | number>): Promise<number[]> {
     if (!isReady(this.client)) throw notReady(this.client, 'the strict counter operation');
     this.calls++;
     this.opsSent += args.length / 5;
-    // The lean script's ops: field, n per op.
-    const pairs = lean && seq > 0 ? incPairs(args) : undefined;
+    const pairs = seq > 0 ? incPairs(args) : undefined;
     let reply;
     try {
       reply = pairs === undefined ? await runApply(this.client, part.key, part.marker, seq, args) : await runInc(this.client, part.key, part.marker, seq, pairs);
@@ -293,10 +287,14 @@ export class StrictRedis implements CounterBackend {
   }
 }
 
-/** The lean script's ops (field, n per op) from apply.lua's (mode, field, cmp, x, n per op). */
-function incPairs(args: ReadonlyArray<string | number>): Array<string | number> {
+/**
+ * The lean script's ops (field, n per op) from apply.lua's (mode, field, cmp, x, n per op), or undefined
+ * when one of them is not an unconditional increment.
+ */
+function incPairs(args: ReadonlyArray<string | number>): Array<string | number> | undefined {
   const pairs = new Array<string | number>((args.length / 5) * 2);
   for (let i = 0, j = 0; i < args.length; i += 5, j += 2) {
+    if (args[i] !== Mode.INC || args[i + 2] !== Cmp.ALWAYS) return undefined;
     pairs[j] = args[i + 1]!;
     pairs[j + 1] = args[i + 4]!;
   }
