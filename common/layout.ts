@@ -51,7 +51,7 @@
  *  once any bucket would pass 2^32 − 1, the shard copies all B buckets to f64[wide .. wide+B) and sets
  *  wide (under the seqlock); from then on the Float64 copy is the only one (exact to 2^53)
  *
- *  counter record (kind KIND_CNT, CNT_RECORD_WORDS words): strict and lax counters
+ *  counter record (kind KIND_CNT, CNT_RECORD_WORDS words): strict, lax and instance-aware lax counters
  *  i32[2o] seqlock — held by the flusher (the shard's one write, the total, is a single aligned store)
  *  i32[2o+2] lax index: bit of this record in the shard's dirty bitmap, or -1 (no flusher: embedded)
  *  f64[o+2] total       — shard: every local delta ever applied (embedded: the value itself)
@@ -61,7 +61,10 @@
  *  f64[o+6] target      — flusher: `committed` once the flush call in flight for this record lands (NaN:
  *                         none); i32[2o+3] the record's op index in that call. Written before the call is
  *                         sent, so a replacement flusher can resolve a call its dead predecessor sent
- *  the local estimate is remote + total − committed; the pending delta is total − committed
+ *  f64[o+7] remoteMine  — flusher, instance-aware lax only: this instance's slice as Redis last answered
+ *                         (`remote` is then the cumulative)
+ *  the local estimate is remote + total − committed (instance-aware: and remoteMine + total − committed);
+ *  the pending delta is total − committed
  *
  *  dirty bitmap (a second growable buffer per shard, Int32): bit i (word i >>> 5, bit i & 31) is set by the
  *  shard (Atomics.or, once per batch) after it added to the counter of lax index i; the flusher takes a
@@ -177,8 +180,9 @@ export const CNTF_COMMITTED = 3;
 export const CNTF_REMOTE = 4;
 export const CNTF_REMOTE_AT = 5;
 export const CNTF_TARGET = 6;
+export const CNTF_REMOTE_MINE = 7;
 /** Words a counter record occupies. */
-export const CNT_RECORD_WORDS = 7;
+export const CNT_RECORD_WORDS = 8;
 
 /**
  * Sliding-window decision record fields (kind KIND_SLIDE). Int32 offsets from 2·o: the owner lock word

@@ -58,6 +58,13 @@ export type ModeCode = (typeof Mode)[keyof typeof Mode];
 /** The modes a counter op of the API carries: a read or a counter mode. */
 export type CounterOpMode = CounterModeCode | typeof Mode.GET;
 
+/**
+ * Op modes of the instance-aware script (common/scripts/ia.lua): the apply script's, plus the ops on the
+ * caller's own slice.
+ */
+export const IaMode = { ...Mode, SET_MINE: 6, DEL_MINE: 7, CLEAR_MINE: 8 } as const;
+export type IaModeCode = (typeof IaMode)[keyof typeof IaMode];
+
 /** Comparators of conditional counter ops; a missing counter compares as 0. */
 export const Cmp = { ALWAYS: 0, EQ: 1, LT: 2, GT: 3, NE: 4 } as const;
 export type CmpCode = (typeof Cmp)[keyof typeof Cmp];
@@ -203,6 +210,12 @@ export interface FlusherInit {
   readonly partitionState: SharedArrayBuffer;
   /** Every lax counter registered so far (a replacement starts from them). */
   readonly entries: LaxEntryInit[];
+  /** Instance-aware counters: this engine's instance id, its dead-instance threshold and retention, ms. */
+  readonly instanceId: string;
+  readonly deadInstanceThresholdMs: number;
+  readonly instanceRetentionMs: number;
+  /** How often the flusher heartbeats on every instance-aware partition, ms. */
+  readonly heartbeatIntervalMs: number;
   /**
    * True for a replacement of a thread that died: it starts even while Redis is unreachable (its client
    * reconnects on its own), where the first thread's failure to connect fails createEngine.
@@ -267,7 +280,8 @@ export interface LaxEntryInit {
  */
 export type FlusherOp =
   | { readonly type: 'counter'; readonly shard: number; readonly lax: number; readonly mode: CounterOpMode; readonly cmp: CmpCode; readonly x: number; readonly n: number }
-  | { readonly type: 'clear'; readonly partition: number };
+  /** Every counter of one flusher partition: CLEAR, or (instance-aware) CLEAR_MINE; the default is CLEAR. */
+  | { readonly type: 'clear'; readonly partition: number; readonly mode?: number };
 
 /** Main → flusher on the data port. */
 export type FlusherMessage =
@@ -293,6 +307,8 @@ export interface FlusherStats {
   readonly pendingKeys: number;
   /** Partitions holding a call whose outcome is not known yet (re-sent until it is). */
   readonly unresolved: number;
+  /** Heartbeat rounds that reached Redis (one call per instance-aware partition each). */
+  readonly heartbeats: number;
   readonly lastError: string | undefined;
 }
 
@@ -310,4 +326,6 @@ export interface FlusherControl {
   close(timeoutMs: number): Promise<FlusherCloseReport>;
   /** Test hook: the next `count` calls that land in Redis lose their reply, as if the connection dropped. */
   loseRepliesForTest(count: number): void;
+  /** Test hook: stops (true) or resumes the heartbeats, as a process that froze would. */
+  pauseHeartbeatsForTest(paused: boolean): void;
 }

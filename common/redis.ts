@@ -3,11 +3,12 @@
  * version check, the partition layout of counter data, and the failures Redis reports. The scripts every
  * counter call runs are in ./scripts.ts.
  *
- * Layout (part of the stored data: changing it strands what Redis holds). A kind of counter ("s" strict, "l" lax) under a prefix is
- * spread over {@link PARTITIONS} hashes, `{<prefix>:<kind>:<p>}`, the whole name a hash tag, so each
- * partition is one cluster slot and a prefix's partitions spread over the cluster. A call's marker,
- * `{<prefix>:<kind>:<p>}:m:<instance>`, shares its partition's slot. Every script call declares both keys
- * and touches nothing else.
+ * Layout (part of the stored data: changing it strands what Redis holds). A kind of counter ("s" strict,
+ * "l" lax, "is" and "il" instance-aware strict and lax) under a prefix is spread over {@link PARTITIONS}
+ * hashes, `{<prefix>:<kind>:<p>}`, the whole name a hash tag, so each partition is one cluster slot and a
+ * prefix's partitions spread over the cluster. A call's marker, `{<prefix>:<kind>:<p>}:m:<engine>`, shares
+ * its partition's slot, and so do an instance-aware partition's registry, generations and sweep state
+ * (`:r`, `:g`, `:w`; see common/scripts/ia.lua). Every script call declares every key it touches.
  *
  * Imported by the flusher thread as well as the main thread: imports nothing main-only.
  *
@@ -18,10 +19,15 @@ import { lookup as dnsLookup, resolveSrv } from 'node:dns';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { ErrorCode, optionTypeError, redactSecrets, TallyworksError } from './errors.js';
 import { keyHash } from './key-hash.js';
-import { APPLY, INC } from './scripts.js';
+import { APPLY, IA, IA_BEAT, INC } from './scripts.js';
 
 /** Partitions (hashes, cluster slots) per kind of counter and prefix. Part of the stored layout. */
 export const PARTITIONS = 16;
+/**
+ * The flusher's partitions: 0 … PARTITIONS − 1 hold lax counters (apply.lua), PARTITIONS … 2·PARTITIONS − 1
+ * instance-aware lax counters (ia.lua), each numbered from 0 in Redis under its own kind.
+ */
+export const FLUSH_PARTITIONS = 2 * PARTITIONS;
 /** The oldest Redis these scripts run on (GETEX-era scripting; cmsgpack in Lua). */
 export const MIN_REDIS_VERSION = '6.2.0';
 /**
@@ -238,6 +244,8 @@ function newClient(spec: ConnectionSpec, commandTimeoutMs: number): RedisClient 
   }
   APPLY.define(client);
   INC.define(client);
+  IA.define(client);
+  IA_BEAT.define(client);
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
   // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
   // password, a certificate, a refused port) came as an 'error' event before it.

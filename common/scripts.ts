@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { decode, encode } from './codec.js';
 
-export { Mode, type ModeCode } from './messages.js';
+export { IaMode, Mode, type ModeCode } from './messages.js';
 /** Reply status of the apply script. */
 export const ApplyStatus = { APPLIED: 1, REPLAYED: 2, STALE: 3 } as const;
 export type ApplyStatusCode = (typeof ApplyStatus)[keyof typeof ApplyStatus];
@@ -67,6 +67,55 @@ export const APPLY = new RedisScript<[partition: string, marker: string, seq: nu
  * marker and sequence.
  */
 export const INC = new RedisScript<[partition: string, marker: string, seq: number, ttlMs: number, ops: Buffer], [status: number, packed: Buffer]>('inc.lua', 'twInc', 2, true);
+
+/** common/scripts/ia.lua: one call's instance-aware counter ops on one partition, at most once per (engine, seq). */
+export const IA = new RedisScript<
+  [partition: string, marker: string, registry: string, generations: string, sweep: string, seq: number, ttlMs: number, instance: string, thresholdMs: number, ops: Buffer],
+  [status: number, packed: Buffer]
+>('ia.lua', 'twIa', 5, true);
+
+/** common/scripts/ia-beat.lua: a heartbeat (or leaving) on one instance-aware partition; answers the live incarnations. */
+export const IA_BEAT = new RedisScript<
+  [partition: string, registry: string, generations: string, sweep: string, instance: string, thresholdMs: number, retentionMs: number, mode: number],
+  string[]
+>('ia-beat.lua', 'twIaBeat', 4, false);
+
+/** What ia-beat.lua does for its caller. */
+export const BeatMode = { BEAT: 1, LEAVE: 2 } as const;
+
+/** The keys of one instance-aware partition besides its hash (all in its slot: the hash's name is the tag). */
+export interface IaPartitionKeys {
+  readonly partition: string;
+  readonly registry: string;
+  readonly generations: string;
+  readonly sweep: string;
+}
+
+export function iaPartitionKeys(partition: string): IaPartitionKeys {
+  return { partition, registry: `${partition}:r`, generations: `${partition}:g`, sweep: `${partition}:w` };
+}
+
+/** How an instance-aware call identifies its caller: the instance, and the dead-instance threshold it counts by. */
+export interface IaCaller {
+  readonly instanceId: string;
+  readonly thresholdMs: number;
+}
+
+/**
+ * Runs the instance-aware script: `ops` are 5 values per op (see common/scripts/ia.lua); results are 4 per
+ * op: cumulative after, my slice after, cumulative before, my slice before (after = false: refused).
+ */
+export async function runIa(client: ScriptHost, keys: IaPartitionKeys, marker: string, seq: number, caller: IaCaller, ops: Array<string | number>): Promise<ApplyReply> {
+  const [status, packed] = await IA.run(client, keys.partition, marker, keys.registry, keys.generations, keys.sweep, seq, MARKER_TTL_MS, caller.instanceId, caller.thresholdMs, encodeArgs(ops));
+  const code = Number(status) as ApplyStatusCode;
+  return { status: code, results: code === ApplyStatus.STALE ? [] : applyResults(packed) };
+}
+
+/** Heartbeat (or leave) on one instance-aware partition; the instance ids live there after it. */
+export async function runBeat(client: ScriptHost, keys: IaPartitionKeys, caller: IaCaller, retentionMs: number, mode: number): Promise<string[]> {
+  const live = await IA_BEAT.run(client, keys.partition, keys.registry, keys.generations, keys.sweep, caller.instanceId, caller.thresholdMs, retentionMs, mode);
+  return [...new Set(live.map((inc) => inc.slice(0, inc.lastIndexOf('#'))))];
+}
 
 /** common/scripts/buffer-sink.lua: one stat buffer flush into a hash, once per flush id. */
 export const BUFFER_SINK = new RedisScript<[hash: string, marker: string, ttlMs: number, entries: Buffer], number>('buffer-sink.lua', 'twBufferSink', 2, false);

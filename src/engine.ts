@@ -6,11 +6,15 @@ import { randomBytes } from 'node:crypto';
 import { argumentRangeError, closedError, ErrorCode, TallyworksError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
 import type { BufferOptions } from './buffers/buffer-options.js';
-import { checkVersion, closeClient, openClient, openClientInBackground, partitionOf, type RedisClient } from '../common/redis.js';
+import { checkVersion, closeClient, openClient, openClientInBackground, PARTITIONS, partitionOf, type RedisClient } from '../common/redis.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
-import { StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
+import { instanceAware, StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
+import { EmbeddedInstanceAware, type InstanceAwareCounters, InstanceAwareSet } from './counters/instance-aware.js';
+import { LaxInstanceAware } from './counters/ia-lax.js';
+import { LaxAdds } from './counters/lax-adds.js';
+import { InstanceRegistry, type InstancesReport } from './counters/instances.js';
 import { FlusherClient } from './flusher/flusher-client.js';
 import type { FlusherStats, ShardStats } from '../common/messages.js';
 import { type Clock, DecisionTime } from './clock/clock.js';
@@ -46,7 +50,17 @@ export interface EngineStats {
 interface RedisParts {
   readonly client: RedisClient;
   readonly strict: StrictRedis;
+  readonly strictInstanceAware: StrictRedis;
+  readonly registry: InstanceRegistry;
   readonly flusher: FlusherClient;
+}
+
+/** Instance-aware counters (every instance owns a slice of each key; see the README). */
+export interface InstanceAwareKinds {
+  /** Every op atomic and immediately visible in Redis. */
+  readonly strict: InstanceAwareCounters;
+  /** Increments of my slice buffered in shard memory and delivered by the flusher; reads answer the local estimate. */
+  readonly lax: LaxInstanceAware;
 }
 
 /** Symbol under which tests reach the engine's internals (not exported from the package). */
@@ -77,6 +91,13 @@ export class Engine implements AsyncDisposable {
   readonly strict: Counters;
   /** Lax counters: increments buffered in shard memory and delivered by the flusher every `flushIntervalMs`. */
   readonly lax: LaxCounters;
+  /**
+   * Instance-aware counters: each op answers `[cumulative, mine]`, the sum of the live instances' slices
+   * and this instance's slice. Embedded, this engine is the only instance.
+   */
+  readonly instanceAware: InstanceAwareKinds;
+  /** This engine's id among the instances sharing its prefix (option `instanceId`). */
+  readonly instanceId: string;
   private readonly redis: RedisParts | undefined;
 
   /** @internal use {@link createEngine} */
@@ -91,7 +112,14 @@ export class Engine implements AsyncDisposable {
     this.strict = new CounterSet(redis?.strict ?? new LocalCounters(router, this.clock), isClosed);
     const flusher = redis?.flusher;
     const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, partitionOf(rec.key))));
-    this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, options.maxPendingKeys, isClosed);
+    const adds = new LaxAdds(flusher, options.maxPendingKeys);
+    this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, adds, isClosed);
+    this.instanceId = options.instanceId;
+    const iaLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, PARTITIONS + partitionOf(rec.key))));
+    this.instanceAware = {
+      strict: new InstanceAwareSet(redis?.strictInstanceAware ?? new EmbeddedInstanceAware(new LocalCounters(router, this.clock)), isClosed),
+      lax: new LaxInstanceAware(iaLocal, flusher, this.clock, options.allowedLagMs, adds, new EmbeddedInstanceAware(iaLocal), isClosed),
+    };
   }
 
   /**
@@ -178,6 +206,17 @@ export class Engine implements AsyncDisposable {
     return this.windows(options).window(id);
   }
 
+  /**
+   * The live instances sharing this engine's prefix in Redis (this one included): those seen within
+   * `deadInstanceThresholdMs`. Embedded, just this engine. Rejects with TW_REDIS_UNAVAILABLE while Redis is
+   * unreachable.
+   */
+  async instances(): Promise<InstancesReport> {
+    if (this.closing !== undefined) throw closedError('engine');
+    if (this.redis === undefined) return { count: 1, ids: [this.instanceId] };
+    return this.redis.registry.live();
+  }
+
   /** Resolves once every shard has applied every op observed before the call. */
   async flush(): Promise<void> {
     if (this.closing !== undefined) throw closedError('engine');
@@ -215,6 +254,9 @@ export class Engine implements AsyncDisposable {
         await this.router.close();
         if (this.redis !== undefined) {
           await this.redis.strict.close();
+          await this.redis.strictInstanceAware.close();
+          // Last, once nothing of this engine can write a slice again: its slices stop counting.
+          await this.redis.registry.leave();
           await closeClient(this.redis.client);
         }
         const failed = [...buffered, ...persisted].find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -284,8 +326,13 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     if (resolved.redis !== undefined) {
       const started = await startClient(resolved);
       client = started.client;
+      // Names this engine's call markers: unique per engine, even when a restart reuses the instance id.
       const instance = randomBytes(8).toString('hex');
-      const strict = new StrictRedis(client, resolved.prefix, instance, Math.max(5000, 5 * resolved.redisCommandTimeoutMs));
+      const outcomeWaitMs = Math.max(5000, 5 * resolved.redisCommandTimeoutMs);
+      const caller = { instanceId: resolved.instanceId, thresholdMs: resolved.deadInstanceThresholdMs };
+      const strict = new StrictRedis(client, resolved.prefix, instance, outcomeWaitMs);
+      const strictInstanceAware = new StrictRedis(client, resolved.prefix, instance, outcomeWaitMs, instanceAware(caller));
+      const registry = new InstanceRegistry(client, resolved.prefix, caller, resolved.instanceRetentionMs);
       flusher = await FlusherClient.start(router.lanes, clock.timeCell, {
         connection: resolved.redis,
         instance,
@@ -294,8 +341,11 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
         commandTimeoutMs: resolved.redisCommandTimeoutMs,
         maxRestarts: resolved.maxRestarts,
         connectInBackground: started.inBackground,
+        instanceId: resolved.instanceId,
+        deadInstanceThresholdMs: resolved.deadInstanceThresholdMs,
+        instanceRetentionMs: resolved.instanceRetentionMs,
       });
-      redis = { client, strict, flusher };
+      redis = { client, strict, strictInstanceAware, registry, flusher };
     }
     const engine = new Engine(resolved, router, redis);
     await engine.events.ready();

@@ -2,7 +2,7 @@
  * Tallyworks: an actor-style worker-thread counting engine.
  * @packageDocumentation
  */
-export { createEngine, Engine, type EngineStats, type EngineShardStats } from './engine.js';
+export { createEngine, Engine, type EngineStats, type EngineShardStats, type InstanceAwareKinds } from './engine.js';
 export { closeOnSignals, type Closable, type CloseOnSignalsOptions } from './signals.js';
 export type { EngineOptions } from './options.js';
 export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js';
@@ -25,6 +25,9 @@ export { FileStorage } from './storage/file-storage.js';
 export type { Counters } from './counters/counters.js';
 export { LaxCounters, type LaxHandle } from './counters/lax-counters.js';
 export type { StrictRedisStats } from './counters/strict-redis.js';
+export type { InstanceAwareCounters, Slice, SliceChange } from './counters/instance-aware.js';
+export { LaxInstanceAware } from './counters/ia-lax.js';
+export type { InstancesReport } from './counters/instances.js';
 export { type Comparator, eq, lt, gt, ne, always } from './counters/comparators.js';
 export { StatBuffer, type BufferStats } from './buffers/buffer.js';
 export type { BufferOptions, BufferEntry, DeadLetter, FlushHandler, FlushBatchHandler } from './buffers/buffer-options.js';

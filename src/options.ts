@@ -3,6 +3,7 @@
  * wrong type is a TypeError and a value outside its rule a RangeError, both code TW_INVALID_OPTION, and
  * the message names the option and its rule.
  */
+import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { asOptionError, optionRangeError, optionTypeError } from '../common/errors.js';
 import { canonicalTimeZone } from '../common/calendar.js';
@@ -66,6 +67,23 @@ export interface EngineOptions {
   maxPendingKeys?: number;
   /** How long `close()` keeps trying to deliver lax deltas before it reports them undelivered, ms. Default 10000. */
   closeTimeoutMs?: number;
+  /**
+   * Instance-aware counters: how long an instance may go unseen in Redis (no op, no heartbeat) before its
+   * slices stop counting, ms. The flusher heartbeats every third of it. Default 30000. 30–86400000.
+   */
+  deadInstanceThresholdMs?: number;
+  /**
+   * Instance-aware counters: how long the slices of an instance that stopped heartbeating are kept so that
+   * it counts again, every key, when it returns (a restart with the same `instanceId`); after that they are
+   * swept and it starts afresh, ms. Default 3600000. At least `deadInstanceThresholdMs`, at most 30 days.
+   */
+  instanceRetentionMs?: number;
+  /**
+   * This engine's id among the instances sharing a prefix (instance-aware counters, `engine.instances()`).
+   * Key rules, and no `#`. Default: a new random id per engine. Give a process's stable name to have a
+   * restarted process take its slices back.
+   */
+  instanceId?: string;
 }
 
 export interface ResolvedOptions {
@@ -89,6 +107,9 @@ export interface ResolvedOptions {
   readonly redisStartup: 'tolerate' | 'require';
   readonly maxPendingKeys: number;
   readonly closeTimeoutMs: number;
+  readonly deadInstanceThresholdMs: number;
+  readonly instanceRetentionMs: number;
+  readonly instanceId: string;
 }
 
 export const MAX_SHARDS = 64;
@@ -119,6 +140,9 @@ const known = [
   'redisStartup',
   'maxPendingKeys',
   'closeTimeoutMs',
+  'deadInstanceThresholdMs',
+  'instanceRetentionMs',
+  'instanceId',
 ];
 
 function integer(options: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
@@ -187,7 +211,11 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
       throw asOptionError(err, 'options', 'events');
     }
   }
+  const deadInstanceThresholdMs = integer(o, 'deadInstanceThresholdMs', 30, 86_400_000, 30_000);
   return {
+    deadInstanceThresholdMs,
+    instanceRetentionMs: integer(o, 'instanceRetentionMs', deadInstanceThresholdMs, 30 * 86_400_000, Math.max(3_600_000, deadInstanceThresholdMs)),
+    instanceId: resolveInstanceId(o.instanceId),
     redis: resolveRedis(o.redis),
     prefix: resolvePrefix(o.prefix),
     flushIntervalMs: integer(o, 'flushIntervalMs', 1, 60_000, 20),
@@ -219,6 +247,15 @@ function resolveRedis(value: unknown): ConnectionSpec | undefined {
   if (isRedisClient(value)) return connectionSpec(value);
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) return connectionSpec(value as RedisOptions);
   throw optionTypeError('redis', 'a redis:// URL, ioredis options, or an ioredis Redis or Cluster instance', value);
+}
+
+function resolveInstanceId(value: unknown): string {
+  if (value === undefined) return randomBytes(8).toString('hex');
+  // "#" separates an instance from its generation in Redis (common/scripts/ia.lua).
+  const rule = `a non-empty string of at most ${MAX_KEY_BYTES - 16} UTF-8 bytes without ":" or "#"`;
+  if (typeof value !== 'string') throw optionTypeError('instanceId', rule, value);
+  if (value.length === 0 || /[:#]/.test(value) || Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES - 16) throw optionRangeError('instanceId', rule, value);
+  return value;
 }
 
 function resolvePrefix(value: unknown): string {

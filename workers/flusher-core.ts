@@ -45,17 +45,20 @@ import {
   markerKey,
   refusedByRedis,
   notReady,
+  FLUSH_PARTITIONS,
   PARTITIONS,
   partitionKey,
   type RedisClient,
   redisFailure,
 } from '../common/redis.js';
-import { ApplyStatus, Mode, readMarker, runApply } from '../common/scripts.js';
+import { ApplyStatus, BeatMode, type IaCaller, IaMode, type IaPartitionKeys, iaPartitionKeys, Mode, readMarker, runApply, runBeat, runIa } from '../common/scripts.js';
 import { type Entry, type Final, LaxRecords } from '../common/records/counter.js';
 
 /** A request from the main thread: its ops, answered together. */
 interface Request {
   readonly id: number;
+  /** Result values per op: 2 for lax counters ([new, old]), 4 for instance-aware ones (see ia.lua). */
+  readonly stride: number;
   readonly results: number[];
   remaining: number;
   /** Engine-clock ms (system ms for the deadline) after which an unresolved request is answered "unknown". */
@@ -88,6 +91,16 @@ interface Call {
 
 export type Reply = (reply: FlusherReply) => void;
 
+/** Result values per op of a flusher partition's script. */
+function strideOf(p: number): number {
+  return p < PARTITIONS ? 2 : 4;
+}
+
+/** What the flusher needs to run instance-aware calls and heartbeats for this engine. */
+export interface FlusherInstance extends IaCaller {
+  readonly retentionMs: number;
+}
+
 export class FlusherCore {
   private readonly records: LaxRecords;
   private readonly time: Float64Array;
@@ -107,10 +120,14 @@ export class FlusherCore {
   private rescan: boolean;
   private readonly partitionKeys: string[] = [];
   private readonly markerKeys: string[] = [];
+  /** Every instance-aware partition, strict ("is") and lax ("il"): heartbeats go to each. */
+  private readonly beatKeys: IaPartitionKeys[] = [];
+  private readonly caller: FlusherInstance;
   private cycles = 0;
   private commands = 0;
   private failures = 0;
   private delivered = 0;
+  private heartbeats = 0;
   private lastError: string | undefined;
   /** Consecutive cycles with a failed call (sets the backoff). */
   private failing = 0;
@@ -128,7 +145,9 @@ export class FlusherCore {
     reply: Reply,
     partitionState: SharedArrayBuffer,
     entries: readonly LaxEntryInit[],
+    caller: FlusherInstance,
   ) {
+    this.caller = caller;
     this.state = new Float64Array(partitionState);
     this.records = new LaxRecords(shards);
     this.time = new Float64Array(timeCell, 0, 1);
@@ -136,15 +155,16 @@ export class FlusherCore {
     this.client = client;
     this.commandTimeoutMs = commandTimeoutMs;
     this.reply = reply;
-    for (let p = 0; p < PARTITIONS; p++) {
+    for (let p = 0; p < FLUSH_PARTITIONS; p++) {
       this.dirty.push(new Set());
       this.queued.push([]);
       this.unresolved.push(undefined);
       if (this.state[2 * p + 1] !== 0) this.recovering.add(p);
-      const key = partitionKey(prefix, 'l', p);
+      const key = partitionKey(prefix, p < PARTITIONS ? 'l' : 'il', p % PARTITIONS);
       this.partitionKeys.push(key);
       this.markerKeys.push(markerKey(key, instance));
     }
+    for (const kind of ['is', 'il']) for (let p = 0; p < PARTITIONS; p++) this.beatKeys.push(iaPartitionKeys(partitionKey(prefix, kind, p)));
     this.register(entries);
     this.rescan = entries.length > 0;
   }
@@ -159,10 +179,12 @@ export class FlusherCore {
       this.reply({ type: 'error', id, error: toWireError(notReady(this.client, 'the lax counter operation')) });
       return;
     }
-    const request: Request = { id, results: new Array<number>(ops.length * 2).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
+    const first = ops[0];
+    const stride = first === undefined ? 2 : strideOf(first.type === 'clear' ? first.partition : (this.records.entry(first.shard, first.lax)?.partition ?? 0));
+    const request: Request = { id, stride, results: new Array<number>(ops.length * stride).fill(0), remaining: ops.length, deadline: Date.now() + this.commandTimeoutMs, answered: false };
     ops.forEach((op, index) => {
       if (op.type === 'clear') {
-        this.queued[op.partition]!.push({ request, index, entry: undefined, partition: op.partition, mode: Mode.CLEAR, cmp: 0, x: 0, n: 0 });
+        this.queued[op.partition]!.push({ request, index, entry: undefined, partition: op.partition, mode: op.mode ?? Mode.CLEAR, cmp: 0, x: 0, n: 0 });
         return;
       }
       const { shard, lax, mode, cmp, x, n } = op;
@@ -192,7 +214,7 @@ export class FlusherCore {
     this.records.takeDirty(this.dirty);
     if (this.recovering.size > 0) await Promise.all([...this.recovering].map((p) => this.recover(p)));
     const calls: Call[] = [];
-    for (let p = 0; p < PARTITIONS; p++) {
+    for (let p = 0; p < FLUSH_PARTITIONS; p++) {
       if (this.recovering.has(p)) continue;
       const call = this.unresolved[p] ?? this.build(p);
       if (call !== undefined) calls.push(call);
@@ -224,7 +246,7 @@ export class FlusherCore {
       return;
     }
     const landed = marker !== undefined && marker.seq >= seq;
-    for (const e of this.records.ofPartition(p)) if (this.records.resolveTarget(e, landed, marker?.results)) this.dirty[p]!.add(e);
+    for (const e of this.records.ofPartition(p)) if (this.records.resolveTarget(e, landed, marker?.results, strideOf(p))) this.dirty[p]!.add(e);
     this.state[2 * p + 1] = 0;
     this.recovering.delete(p);
   }
@@ -310,7 +332,10 @@ export class FlusherCore {
     if (call.seq !== 0 && this.unresolved[p] !== call) this.markInFlight(call);
     let reply;
     try {
-      reply = await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args);
+      reply =
+        p < PARTITIONS
+          ? await runApply(this.client, this.partitionKeys[p]!, this.markerKeys[p]!, call.seq, call.args)
+          : await runIa(this.client, this.beatKeys[p]!, this.markerKeys[p]!, call.seq, this.caller, call.args);
     } catch (err) {
       followRedirect(this.client, err);
       const failure = redisFailure('the lax counter operation', err);
@@ -360,29 +385,45 @@ export class FlusherCore {
   /** Applies a call's results to the records (under each record's seqlock) and answers its requests. */
   private land(call: Call, results: ReadonlyArray<number | false>): void {
     const now = this.time[0]!;
+    // Results per op: [new, old] (lax), or [cumulative, mine] after, then before (instance-aware).
+    const stride = strideOf(call.partition);
+    const half = stride / 2;
     // Per record, in op order: what now counts as delivered, and the Redis value after its last op.
     const finals = new Map<Entry, Final>();
-    const track = (entry: Entry, delivered: number, remote: number): void => {
-      const f = finals.get(entry) ?? { delivered: 0, remote };
+    const track = (entry: Entry, delivered: number, remote: number, remoteMine: number): void => {
+      const f = finals.get(entry) ?? { delivered: 0, remote, remoteMine };
       f.delivered += delivered;
       f.remote = remote;
+      f.remoteMine = remoteMine;
       finals.set(entry, f);
+    };
+    /** Result `k` of op `i` as it stands after the op: its "before" value where the op was refused. */
+    const after = (i: number, k: number): number => {
+      const v = results[stride * i + k];
+      return v === false || v === undefined ? (results[stride * i + half + k] as number) : v;
     };
     for (let i = 0; i < call.entries.length; i++) {
       const entry = call.entries[i];
-      const next = results[2 * i];
-      const old = results[2 * i + 1] as number;
-      const value = next === false || next === undefined ? old : next;
-      if (entry === undefined) {
-        for (const e of this.records.ofPartition(call.partition)) track(e, 0, 0); // a clear left the partition empty
-      } else if (next === false && call.deltas[i] !== 0) {
+      const refused = results[stride * i] === false;
+      const value = after(i, 0);
+      const mine = half === 2 ? after(i, 1) : 0;
+      if (entry === undefined && call.answers[i]!.mode === IaMode.CLEAR_MINE) {
+        // My slices are gone: each cumulative lost my slice (as last known), and my slice is 0.
+        for (const e of this.records.ofPartition(call.partition)) {
+          const f = finals.get(e);
+          const [remote, remoteMine] = f === undefined ? this.records.remote(e) : [f.remote, f.remoteMine];
+          track(e, 0, remote - remoteMine, 0);
+        }
+      } else if (entry === undefined) {
+        for (const e of this.records.ofPartition(call.partition)) track(e, 0, 0, 0); // a clear left the partition empty
+      } else if (refused && call.deltas[i] !== 0) {
         // A refused ADD (the Redis value would leave ±(2^53 − 1)) delivered nothing: it stays pending (and
         // dirty, so it counts and is offered again), and close() reports it if it never fits.
         this.lastError = `Redis refused a delta of ${call.deltas[i]} for lax counter "${entry.key}" (its value would leave ±(2^53 − 1))`;
         this.dirty[call.partition]!.add(entry);
-        track(entry, 0, value);
+        track(entry, 0, value, mine);
       } else {
-        track(entry, call.deltas[i]!, value);
+        track(entry, call.deltas[i]!, value, mine);
       }
     }
     // Records first, answers after: a caller that reads the record once answered must see this call.
@@ -390,20 +431,16 @@ export class FlusherCore {
     for (let i = 0; i < call.entries.length; i++) {
       const op = call.answers[i];
       if (op === undefined) continue;
-      const next = results[2 * i];
-      const old = results[2 * i + 1] as number;
-      this.answer(op, next === false ? Number.NaN : next === undefined ? old : next, old);
-    }
-  }
-
-  private answer(op: QueuedOp, next: number, old: number): void {
-    const r = op.request;
-    if (r.answered) return;
-    r.results[2 * op.index] = next;
-    r.results[2 * op.index + 1] = old;
-    if (--r.remaining === 0) {
-      r.answered = true;
-      this.reply({ type: 'result', id: r.id, results: r.results });
+      const r = op.request;
+      if (r.answered) continue;
+      for (let k = 0; k < stride; k++) {
+        const v = results[stride * i + k];
+        r.results[stride * op.index + k] = v === false ? Number.NaN : k < half ? after(i, k) : (v as number);
+      }
+      if (--r.remaining === 0) {
+        r.answered = true;
+        this.reply({ type: 'result', id: r.id, results: r.results });
+      }
     }
   }
 
@@ -423,7 +460,7 @@ export class FlusherCore {
    */
   private expireRequests(): void {
     const now = Date.now();
-    for (let p = 0; p < PARTITIONS; p++) {
+    for (let p = 0; p < FLUSH_PARTITIONS; p++) {
       const queue = this.queued[p]!;
       if (queue.length === 0) continue;
       for (const op of queue) {
@@ -450,7 +487,7 @@ export class FlusherCore {
   /** Keys holding undelivered deltas: dirty, or in an unresolved call (a key may be both: counted once). */
   private pendingKeys(): number {
     const keys = new Set<Entry>();
-    for (let p = 0; p < PARTITIONS; p++) {
+    for (let p = 0; p < FLUSH_PARTITIONS; p++) {
       for (const e of this.dirty[p]!) keys.add(e);
       const call = this.unresolved[p];
       if (call !== undefined) call.entries.forEach((e, i) => e !== undefined && call.deltas[i] !== 0 && keys.add(e));
@@ -475,8 +512,26 @@ export class FlusherCore {
       delivered: this.delivered,
       pendingKeys: this.pendingKeys(),
       unresolved: this.unresolved.filter((c) => c !== undefined).length,
+      heartbeats: this.heartbeats,
       lastError: this.lastError,
     };
+  }
+
+  /**
+   * One heartbeat round: ia-beat.lua on every instance-aware partition, pipelined (each also does a bounded
+   * step of that partition's upkeep). A failure is counted, never thrown: the next round tries again.
+   */
+  async beat(): Promise<void> {
+    if (!isReady(this.client)) return;
+    const rounds = await Promise.allSettled(this.beatKeys.map((k) => runBeat(this.client, k, this.caller, this.caller.retentionMs, BeatMode.BEAT)));
+    const failed = rounds.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed === undefined) {
+      this.heartbeats++;
+      return;
+    }
+    followRedirect(this.client, failed.reason);
+    this.failures++;
+    this.lastError = redisFailure('the heartbeat', failed.reason).message;
   }
 
   /** Test hook: the next `count` calls that land lose their reply (the seed's partial-failure case). */
@@ -494,7 +549,7 @@ export class FlusherCore {
       const wait = Math.min(this.nextDelayMs(0), deadline - Date.now());
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
     }
-    for (let p = 0; p < PARTITIONS; p++) {
+    for (let p = 0; p < FLUSH_PARTITIONS; p++) {
       for (const op of this.queued[p]!) this.answerError(op.request, ErrorCode.CLOSED, 'the engine closed before the lax counter operation ran');
       this.queued[p]!.length = 0;
     }

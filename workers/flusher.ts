@@ -24,7 +24,18 @@ const core = new FlusherCore(
   (reply) => init.data.postMessage(reply),
   init.partitionState,
   init.entries,
+  { instanceId: init.instanceId, thresholdMs: init.deadInstanceThresholdMs, retentionMs: init.instanceRetentionMs },
 );
+
+// Heartbeats: every instance-aware partition learns this instance is alive, well within the threshold.
+let beating: Promise<void> | undefined;
+let heartbeatsPaused = false;
+const heartbeat = setInterval(() => {
+  if (beating !== undefined || heartbeatsPaused) return;
+  beating = core.beat().finally(() => (beating = undefined));
+}, init.heartbeatIntervalMs);
+heartbeat.unref();
+beating = core.beat().finally(() => (beating = undefined));
 
 /** The cycle running now (cycles never overlap: one call per partition in flight). */
 let running: Promise<void> | undefined;
@@ -70,9 +81,12 @@ const control: FlusherControl = {
   },
   stats: () => core.stats(),
   loseRepliesForTest: (count: number) => core.loseRepliesForTest(count),
+  pauseHeartbeatsForTest: (paused: boolean) => void (heartbeatsPaused = paused),
   async close(timeoutMs: number) {
     closing = true;
     clearTimeout(timer);
+    clearInterval(heartbeat);
+    if (beating !== undefined) await beating;
     if (running !== undefined) await running;
     const report = await core.close(timeoutMs);
     init.data.close();

@@ -17,9 +17,11 @@ import { protocolError } from '../errors.js';
 import {
   CNT_CALL_OP,
   CNT_LAX,
+  CNT_RECORD_WORDS,
   CNTF_COMMITTED,
   CNTF_REMOTE,
   CNTF_REMOTE_AT,
+  CNTF_REMOTE_MINE,
   CNTF_TARGET,
   CNTF_TOTAL,
   H_FLUSH_OFFSET,
@@ -40,6 +42,7 @@ export function initCounter(views: ShardViews, o: number, lax: number): void {
   f64[o + CNTF_REMOTE] = 0;
   f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY;
   f64[o + CNTF_TARGET] = Number.NaN;
+  f64[o + CNTF_REMOTE_MINE] = 0;
 }
 
 /** Adds to the total (the op's only write); returns the counter's lax index, to be marked dirty, or -1. */
@@ -133,10 +136,14 @@ export interface Entry {
   readonly partition: number;
 }
 
-/** What Redis did with a record of a landed call: what now counts as delivered, and its value after. */
+/**
+ * What Redis did with a record of a landed call: what now counts as delivered, and its value after (for an
+ * instance-aware counter, the cumulative and this instance's slice).
+ */
 export interface Final {
   delivered: number;
   remote: number;
+  remoteMine: number;
 }
 
 interface Shard {
@@ -214,7 +221,7 @@ export class LaxRecords {
 
   private views(entry: Entry): ShardViews {
     const s = this.shards[entry.shard]!;
-    if (entry.offset + 8 > s.views.f64.length) refreshArenaViews(s.views, s.arena);
+    if (entry.offset + CNT_RECORD_WORDS > s.views.f64.length) refreshArenaViews(s.views, s.arena);
     return s.views;
   }
 
@@ -222,6 +229,12 @@ export class LaxRecords {
   pending(entry: Entry): number {
     const f64 = this.views(entry).f64;
     return f64[entry.offset + CNTF_TOTAL]! - f64[entry.offset + CNTF_COMMITTED]!;
+  }
+
+  /** The Redis value last seen, and (instance-aware) this instance's slice then. */
+  remote(entry: Entry): [number, number] {
+    const f64 = this.views(entry).f64;
+    return [f64[entry.offset + CNTF_REMOTE]!, f64[entry.offset + CNTF_REMOTE_MINE]!];
   }
 
   /** True when a call in flight (maybe a dead predecessor's) wrote this record's target. */
@@ -260,14 +273,15 @@ export class LaxRecords {
   }
 
   /**
-   * Resolves a record of a call a dead predecessor left in flight: `landed` with the marker's `results`, or
-   * not. Landed and not refused, the record takes its target. Returns false when it had no target.
+   * Resolves a record of a call a dead predecessor left in flight: `landed` with the marker's `results`
+   * (`stride` values per op), or not. Landed and not refused, the record takes its target. Returns false
+   * when it had no target.
    */
-  resolveTarget(entry: Entry, landed: boolean, results: ReadonlyArray<number | false> | undefined): boolean {
+  resolveTarget(entry: Entry, landed: boolean, results: ReadonlyArray<number | false> | undefined, stride: number): boolean {
     if (!this.inFlight(entry)) return false;
     const v = this.begin(entry);
     const o = entry.offset;
-    const refused = landed && results![2 * v.i32[2 * o + CNT_CALL_OP]!] === false;
+    const refused = landed && results![stride * v.i32[2 * o + CNT_CALL_OP]!] === false;
     if (landed && !refused) {
       v.f64[o + CNTF_COMMITTED] = v.f64[o + CNTF_TARGET]!;
       v.f64[o + CNTF_REMOTE_AT] = Number.NEGATIVE_INFINITY; // the value after it is not known: read it again
@@ -285,6 +299,7 @@ export class LaxRecords {
       const o = entry.offset;
       v.f64[o + CNTF_COMMITTED] = v.f64[o + CNTF_COMMITTED]! + f.delivered;
       v.f64[o + CNTF_REMOTE] = f.remote;
+      v.f64[o + CNTF_REMOTE_MINE] = f.remoteMine;
       v.f64[o + CNTF_REMOTE_AT] = now;
       v.f64[o + CNTF_TARGET] = Number.NaN;
       this.end(entry, v);

@@ -7,14 +7,14 @@
  * Redis, in the same script call (correct before fast). Embedded (no Redis), a lax counter is an
  * in-process counter with the same API.
  */
-import { ErrorCode, TallyworksError, argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { CNTF_COMMITTED } from '../../common/layout.js';
+import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import { Cmp, type CmpCode, type CounterOpMode, type FlusherOp, Mode } from '../../common/messages.js';
 import { PARTITIONS } from '../../common/redis.js';
 import type { Clock } from '../clock/clock.js';
 import type { FlusherClient } from '../flusher/flusher-client.js';
 import { validateKey } from '../keys.js';
 import { type CounterBackend, type CounterOpSpec, CounterSet, refusedError, singleViaRun } from './counters.js';
+import { badDelta, type LaxAdds } from './lax-adds.js';
 import type { CounterRecord, LocalCounters } from './local-counters.js';
 
 /** A lax counter resolved once, for hot loops: `add` skips the key lookup. */
@@ -74,23 +74,15 @@ export class LaxCounters extends CounterSet {
   /** The local counters' records by key: a known key's add looks it up here, in this file. */
   private readonly records: ReadonlyMap<string, CounterRecord>;
   private readonly flusher: FlusherClient | undefined;
-  private readonly maxPendingKeys: number;
-  /**
-   * Keys that may hold an undelivered delta: counted when this thread first adds to a clean key, and let go
-   * once the flusher has delivered everything added to them (committed = appended). The cap is enforced on
-   * this count, where a key is first accepted, not on the flusher's gauge, which lags a cycle.
-   */
-  private readonly capped = new Set<CounterRecord>();
-  /** The flusher cycle at the last look for delivered keys (at most one look per cycle at the cap). */
-  private sweptAtCycle = -1;
+  private readonly adds: LaxAdds;
 
   /** @internal created by the engine */
-  constructor(local: LocalCounters, flusher: FlusherClient | undefined, clock: Clock, allowedLagMs: number, maxPendingKeys: number, isClosed: () => boolean) {
+  constructor(local: LocalCounters, flusher: FlusherClient | undefined, clock: Clock, allowedLagMs: number, adds: LaxAdds, isClosed: () => boolean) {
     super(flusher === undefined ? local : new LaxRedis(local, flusher, clock, allowedLagMs), isClosed);
     this.local = local;
     this.records = local.records;
     this.flusher = flusher;
-    this.maxPendingKeys = maxPendingKeys;
+    this.adds = adds;
   }
 
   /**
@@ -99,9 +91,9 @@ export class LaxCounters extends CounterSet {
    * deltas and `key` is not one of them (its delta would need new memory); nothing is added then.
    */
   add(key: string, n = 1): void {
-    if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n)) badDelta(n);
     this.open();
-    this.addTo(this.records.get(key) ?? this.local.record(key), n);
+    this.adds.add(this.records.get(key) ?? this.local.record(key), n);
   }
 
   /** A handle on `key` for hot loops: `handle.add(n)` skips the key lookup. */
@@ -109,22 +101,11 @@ export class LaxCounters extends CounterSet {
     this.open();
     const rec = this.local.record(validateKey(key));
     const add = (n = 1): void => {
-      if (typeof n !== 'number' || !Number.isSafeInteger(n)) this.badDelta(n);
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) badDelta(n);
       this.open();
-      this.addTo(rec, n);
+      this.adds.add(rec, n);
     };
     return { key: rec.key, add };
-  }
-
-  /** The add itself, once `n` is checked: the pending-keys cap (with Redis), then the shard op. */
-  private addTo(rec: CounterRecord, n: number): void {
-    if (this.flusher !== undefined) {
-      // Given up: nothing would deliver the delta. (A flusher being replaced still takes adds.)
-      if (this.flusher.failed !== undefined) throw this.flusher.failed;
-      if (!rec.capped) this.admitKey(rec);
-      rec.appended += n;
-    }
-    rec.lane.batches.append(rec.offset, n);
   }
 
   /**
@@ -145,39 +126,5 @@ export class LaxCounters extends CounterSet {
     if (this.flusher === undefined) return;
     await this.local.settle([...this.local.all()]);
     await this.flusher.flushNow();
-  }
-
-  private badDelta(n: unknown): never {
-    if (typeof n !== 'number') throw argumentTypeError('n', 'a safe integer (|x| ≤ 2^53 − 1)', n);
-    throw argumentRangeError('n', 'a safe integer (|x| ≤ 2^53 − 1)', n);
-  }
-
-  /**
-   * A clean key is about to hold a delta: counted, unless `maxPendingKeys` keys may already hold one. At the
-   * cap, the counted keys whose deltas the flusher has delivered since are let go first (a look at each one's
-   * committed total, at most once per flusher cycle: a Redis outage keeps them all pending); if none was,
-   * the add is refused with TW_CAPACITY and nothing is added.
-   */
-  private admitKey(rec: CounterRecord): void {
-    if (this.capped.size >= this.maxPendingKeys) {
-      const cycle = this.flusher!.cycles();
-      if (cycle !== this.sweptAtCycle) {
-        this.sweptAtCycle = cycle;
-        for (const r of this.capped) {
-          if (r.lane.readConsistent(r.offset, (v) => v.f64[r.offset + CNTF_COMMITTED]!) === r.appended) {
-            r.capped = false;
-            this.capped.delete(r);
-          }
-        }
-      }
-      if (this.capped.size >= this.maxPendingKeys) {
-        throw new TallyworksError(
-          ErrorCode.CAPACITY,
-          `${this.maxPendingKeys} lax counters hold deltas Redis has not taken yet (maxPendingKeys); "${rec.key}" is not one of them, so its increment was refused`,
-        );
-      }
-    }
-    rec.capped = true;
-    this.capped.add(rec);
   }
 }

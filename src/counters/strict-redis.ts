@@ -28,8 +28,20 @@ import {
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
-import { Cmp, type CmpCode, type CounterOpMode } from '../../common/messages.js';
-import { applyResults, ApplyStatus, incResults, Mode, readMarkerRaw, runApply, runInc } from '../../common/scripts.js';
+import { Cmp, type CmpCode } from '../../common/messages.js';
+import {
+  type ApplyReply,
+  applyResults,
+  ApplyStatus,
+  type IaCaller,
+  iaPartitionKeys,
+  incResults,
+  Mode,
+  readMarkerRaw,
+  runApply,
+  runIa,
+  runInc,
+} from '../../common/scripts.js';
 import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
 
 /** One caller's request: its ops may span partitions; it is answered when every partition answered. */
@@ -57,7 +69,7 @@ interface SingleWaiter {
   readonly pick: number;
   readonly key: string;
   readonly n: number;
-  readonly resolve: (value: number | [number, number]) => void;
+  readonly resolve: (value: unknown) => void;
   readonly reject: (err: Error) => void;
 }
 
@@ -78,8 +90,76 @@ export interface StrictRedisStats {
   readonly ops: number;
 }
 
+/**
+ * What a kind of Redis counter data runs: its partitions' kind, its script, and its results' shape. Strict
+ * counters ({@link STRICT}) and instance-aware strict counters ({@link instanceAware}) share the rest.
+ */
+export interface StrictFlavor {
+  /** The kind in the partition names ('s', 'is'). */
+  readonly kind: string;
+  /** Result values per op. */
+  readonly stride: number;
+  /** Runs one call (`args`: 5 values per op) on partition hash `partition`. */
+  send(client: RedisClient, partition: string, marker: string, seq: number, args: Array<string | number>): Promise<ApplyReply>;
+  /** A landed call's results from the packed bytes its marker holds. */
+  fromMarker(packed: Buffer, args: ReadonlyArray<string | number>): Array<number | false>;
+  /** What a single op's caller gets from the call's `results` (op at `from`), or undefined: refused. */
+  pick(results: readonly number[], from: number, pick: number): unknown;
+}
+
+/** Strict counters: apply.lua, or inc.lua for a call of unconditional increments only. */
+export const STRICT: StrictFlavor = {
+  kind: 's',
+  stride: 2,
+  send(client, partition, marker, seq, args) {
+    const pairs = seq > 0 ? incPairs(args) : undefined;
+    return pairs === undefined ? runApply(client, partition, marker, seq, args) : runInc(client, partition, marker, seq, pairs);
+  },
+  fromMarker(packed, args) {
+    const pairs = incPairs(args);
+    return pairs === undefined ? applyResults(packed) : incResults(packed, pairs);
+  },
+  pick(results, from, pick) {
+    const next = results[2 * from]!;
+    const old = results[2 * from + 1]!;
+    if (Number.isNaN(next)) return undefined;
+    return pick === Pick.NEW ? next : pick === Pick.OLD ? old : [next, old];
+  },
+};
+
+/** What an instance-aware op's caller gets besides {@link Pick}'s: [cumulative after, my slice before] (delOnInstance). */
+export const PICK_CUMULATIVE_AND_OLD_SLICE = 3;
+
+/** Instance-aware strict counters of `caller` (ia.lua: 4 results per op). */
+export function instanceAware(caller: IaCaller): StrictFlavor {
+  return {
+    kind: 'is',
+    stride: 4,
+    send: (client, partition, marker, seq, args) => runIa(client, iaPartitionKeys(partition), marker, seq, caller, args),
+    fromMarker: (packed) => applyResults(packed),
+    pick: (results, from, pick) => iaPick(results, 4 * from, pick),
+  };
+}
+
+/** An instance-aware op's answer from its 4 results at `at`: see {@link Pick}; undefined when refused. */
+export function iaPick(results: readonly number[], at: number, pick: number): unknown {
+  const c1 = results[at]!;
+  const m1 = results[at + 1]!;
+  const c0 = results[at + 2]!;
+  const m0 = results[at + 3]!;
+  if (Number.isNaN(c1)) return undefined;
+  if (pick === Pick.NEW) return [c1, m1];
+  if (pick === Pick.OLD) return [c0, m0];
+  if (pick === PICK_CUMULATIVE_AND_OLD_SLICE) return [c1, m0];
+  return [
+    [c1, m1],
+    [c0, m0],
+  ];
+}
+
 export class StrictRedis implements CounterBackend {
   private readonly client: RedisClient;
+  private readonly flavor: StrictFlavor;
   private readonly outcomeWaitMs: number;
   private readonly partitions: Partition[] = [];
   private scheduled = false;
@@ -89,24 +169,25 @@ export class StrictRedis implements CounterBackend {
   private opsSent = 0;
   private readyWait: Promise<boolean> | undefined;
 
-  constructor(client: RedisClient, prefix: string, instance: string, outcomeWaitMs: number) {
+  constructor(client: RedisClient, prefix: string, instance: string, outcomeWaitMs: number, flavor: StrictFlavor = STRICT) {
     this.client = client;
+    this.flavor = flavor;
     this.outcomeWaitMs = outcomeWaitMs;
     for (let p = 0; p < PARTITIONS; p++) {
-      const key = partitionKey(prefix, 's', p);
+      const key = partitionKey(prefix, flavor.kind, p);
       this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, waiters: [], busy: false });
     }
   }
 
-  run(ops: readonly CounterOpSpec[]): Promise<number[]> {
+  run(ops: ReadonlyArray<Omit<CounterOpSpec, 'mode'> & { readonly mode: number }>): Promise<number[]> {
     return this.enqueue(ops.map((op) => [partitionOf(op.key), op.mode, op.key, op.cmp, op.x, op.n]));
   }
 
-  single(key: string, mode: CounterOpMode, cmp: CmpCode, x: number, n: number, pick: number): Promise<number | [number, number]> {
+  single<T = number | [number, number]>(key: string, mode: number, cmp: CmpCode, x: number, n: number, pick: number): Promise<T> {
     if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     const part = this.partitions[partitionOf(key)]!;
-    return new Promise((resolve, reject) => {
-      part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve, reject });
+    return new Promise<T>((resolve, reject) => {
+      part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve: resolve as (value: unknown) => void, reject });
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
       this.schedule();
@@ -118,7 +199,12 @@ export class StrictRedis implements CounterBackend {
   }
 
   async clear(): Promise<void> {
-    await this.enqueue(this.partitions.map((_, p) => [p, Mode.CLEAR, '', 0, 0, 0]));
+    await this.onEveryPartition(Mode.CLEAR);
+  }
+
+  /** Runs an op that takes no key (a CLEAR, an instance-aware CLEAR_MINE) on every partition. */
+  async onEveryPartition(mode: number): Promise<void> {
+    await this.enqueue(this.partitions.map((_, p) => [p, mode, '', 0, 0, 0]));
   }
 
   /** Waits for every call in flight, then deletes this instance's markers (none is needed any more). */
@@ -135,7 +221,7 @@ export class StrictRedis implements CounterBackend {
   private enqueue(ops: ReadonlyArray<readonly [number, number, string, number, number, number]>): Promise<number[]> {
     if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     return new Promise((resolve, reject) => {
-      const request: Request = { results: new Array<number>(ops.length * 2), remaining: 0, resolve, reject, failed: false };
+      const request: Request = { results: new Array<number>(ops.length * this.flavor.stride), remaining: 0, resolve, reject, failed: false };
       const first = ops[0]![0];
       if (ops.every((op) => op[0] === first)) {
         this.add(request, this.partitions[first]!, ops, undefined);
@@ -193,19 +279,18 @@ export class StrictRedis implements CounterBackend {
     const seq = writes ? ++part.seq : 0;
     try {
       const results = await this.call(part, seq, args);
+      const stride = this.flavor.stride;
       for (const w of waiters) {
         const r = w.request;
         if (r === undefined) {
-          const next = results[2 * w.from]!;
-          const old = results[2 * w.from + 1]!;
-          if (Number.isNaN(next)) w.reject(refusedError(w.key, w.n));
-          else w.resolve(w.pick === Pick.NEW ? next : w.pick === Pick.OLD ? old : [next, old]);
+          const value = this.flavor.pick(results, w.from, w.pick);
+          if (value === undefined) w.reject(refusedError(w.key, w.n));
+          else w.resolve(value);
           continue;
         }
         for (let j = 0; j < w.count; j++) {
           const i = w.indexes === undefined ? j : w.indexes[j]!;
-          r.results[2 * i] = results[2 * (w.from + j)]!;
-          r.results[2 * i + 1] = results[2 * (w.from + j) + 1]!;
+          for (let k = 0; k < stride; k++) r.results[stride * i + k] = results[stride * (w.from + j) + k]!;
         }
         if (--r.remaining === 0 && !r.failed) r.resolve(r.results);
       }
@@ -234,16 +319,15 @@ export class StrictRedis implements CounterBackend {
     if (!isReady(this.client)) throw notReady(this.client, 'the strict counter operation');
     this.calls++;
     this.opsSent += args.length / 5;
-    const pairs = seq > 0 ? incPairs(args) : undefined;
     let reply;
     try {
-      reply = pairs === undefined ? await runApply(this.client, part.key, part.marker, seq, args) : await runInc(this.client, part.key, part.marker, seq, pairs);
+      reply = await this.flavor.send(this.client, part.key, part.marker, seq, args);
     } catch (err) {
       followRedirect(this.client, err);
       if (seq === 0) throw redisFailure('the strict counter read', err);
       // Refused by Redis before it ran: it did not apply, and there is no outcome to wait for.
       if (refusedByRedis(err)) throw redisFailure('the strict counter operation', err);
-      return this.resolveLost(part, seq, err, pairs);
+      return this.resolveLost(part, seq, err, args);
     }
     if (reply.status === ApplyStatus.STALE) {
       throw new TallyworksError(ErrorCode.PROTOCOL, `Redis holds a newer call of this instance than seq ${seq} on ${part.key}`);
@@ -263,7 +347,7 @@ export class StrictRedis implements CounterBackend {
    * Reads the marker until it tells, within `outcomeWaitMs`. The read can fail too — Redis down again, or so
    * slow that the read times out (it queues behind the lost call on the same connection) — and is retried.
    */
-  private async resolveLost(part: Partition, seq: number, cause: unknown, pairs: Array<string | number> | undefined): Promise<number[]> {
+  private async resolveLost(part: Partition, seq: number, cause: unknown, args: ReadonlyArray<string | number>): Promise<number[]> {
     const deadline = Date.now() + this.outcomeWaitMs;
     for (let remaining = this.outcomeWaitMs; remaining > 0; remaining = deadline - Date.now()) {
       if (!(await this.waitReady(remaining))) break;
@@ -275,7 +359,7 @@ export class StrictRedis implements CounterBackend {
         continue;
       }
       // The marker holds the results as the script that ran this call packed them.
-      if (marker !== undefined && marker.seq === seq) return toNumbers(pairs === undefined ? applyResults(marker.packed) : incResults(marker.packed, pairs));
+      if (marker !== undefined && marker.seq === seq) return toNumbers(this.flavor.fromMarker(marker.packed, args));
       if (marker === undefined || marker.seq < seq) throw redisFailure('the strict counter operation', cause);
       break; // a newer call of this instance landed: cannot happen with one call in flight per partition
     }

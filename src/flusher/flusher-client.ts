@@ -28,7 +28,7 @@ import type {
   FlusherStats,
   LaxEntryInit,
 } from '../../common/messages.js';
-import { type ConnectionSpec, PARTITIONS } from '../../common/redis.js';
+import { type ConnectionSpec, FLUSH_PARTITIONS } from '../../common/redis.js';
 import { Mode } from '../../common/scripts.js';
 import type { Lane } from '../router/lane.js';
 import { startFlusher } from '../threads/threads.js';
@@ -44,6 +44,10 @@ export interface FlusherClientOptions {
   readonly maxRestarts: number;
   /** The first thread connects in the background too (the engine started while Redis was unreachable). */
   readonly connectInBackground: boolean;
+  /** Instance-aware counters: this engine's instance id, threshold and retention (see EngineOptions). */
+  readonly instanceId: string;
+  readonly deadInstanceThresholdMs: number;
+  readonly instanceRetentionMs: number;
 }
 
 interface Waiting {
@@ -81,7 +85,7 @@ export class FlusherClient {
   private readonly timeCell: SharedArrayBuffer;
   private readonly options: FlusherClientOptions;
   private readonly gauges = new Int32Array(new SharedArrayBuffer(4));
-  private readonly partitionState = new SharedArrayBuffer(PARTITIONS * 2 * 8);
+  private readonly partitionState = new SharedArrayBuffer(FLUSH_PARTITIONS * 2 * 8);
   private thread: FlusherThread;
   private readonly waiting = new Map<number, Waiting>();
   /** Every registration so far (a replacement starts from all of them) and those not sent to this thread. */
@@ -136,6 +140,10 @@ export class FlusherClient {
       entries: this.registered,
       replacement,
       connectInBackground: replacement || this.options.connectInBackground,
+      instanceId: this.options.instanceId,
+      deadInstanceThresholdMs: this.options.deadInstanceThresholdMs,
+      instanceRetentionMs: this.options.instanceRetentionMs,
+      heartbeatIntervalMs: heartbeatIntervalMs(this.options.deadInstanceThresholdMs),
     });
     this.unsent = [];
     const remote = connectControl<FlusherControl>(control.port1);
@@ -317,6 +325,11 @@ export class FlusherClient {
     await this.call((c) => c.loseRepliesForTest(count));
   }
 
+  /** Test hook: stops or resumes the heartbeats (this instance then looks dead to the others, until it acts). */
+  async pauseHeartbeatsForTest(paused: boolean): Promise<void> {
+    await this.call((c) => c.pauseHeartbeatsForTest(paused));
+  }
+
   /** Test hook: terminates the flusher thread, as an outside `worker.terminate()` would. */
   async terminateForTest(): Promise<void> {
     await this.thread.worker.terminate();
@@ -377,6 +390,11 @@ export class FlusherClient {
   get failed(): TallyworksError | undefined {
     return this.failure;
   }
+}
+
+/** The heartbeat period: a third of the dead-instance threshold, so two beats may be lost before it passes. */
+export function heartbeatIntervalMs(thresholdMs: number): number {
+  return Math.max(10, Math.floor(thresholdMs / 3));
 }
 
 /** Closes a thread's ports (once). */
