@@ -2,19 +2,19 @@
  * The engine: starts the shard actors, owns the router and the clock, hands out windows, and closes
  * everything it started.
  */
-import { randomBytes } from 'node:crypto';
-import { argumentRangeError, closedError, ErrorCode, TallyworksError, UndeliveredError } from '../common/errors.js';
+import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
 import type { BufferOptions } from './buffers/buffer-options.js';
-import { checkVersion, closeClient, openClient, openClientInBackground, PARTITIONS, partitionOf, type RedisClient } from '../common/redis.js';
+import { closeClient, PARTITIONS, partitionOf, type RedisClient } from '../common/redis.js';
+import { type RedisParts, startRedis } from './redis-parts.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
-import { instanceAware, StrictRedis, type StrictRedisStats } from './counters/strict-redis.js';
+import type { StrictRedisStats } from './counters/strict-redis.js';
 import { EmbeddedInstanceAware, type InstanceAwareCounters, InstanceAwareSet } from './counters/instance-aware.js';
 import { LaxInstanceAware } from './counters/ia-lax.js';
 import { LaxAdds } from './counters/lax-adds.js';
-import { InstanceRegistry, type InstancesReport } from './counters/instances.js';
+import type { InstancesReport } from './counters/instances.js';
 import { FlusherClient } from './flusher/flusher-client.js';
 import type { FlusherStats, ShardStats } from '../common/messages.js';
 import { type Clock, DecisionTime } from './clock/clock.js';
@@ -44,15 +44,6 @@ export interface EngineStats {
   readonly flusher?: FlusherStats & { readonly restarts: number };
   /** Strict counter script calls and the ops they carried (with Redis). */
   readonly strict?: StrictRedisStats;
-}
-
-/** What createEngine connected to Redis (absent when embedded). */
-interface RedisParts {
-  readonly client: RedisClient;
-  readonly strict: StrictRedis;
-  readonly strictInstanceAware: StrictRedis;
-  readonly registry: InstanceRegistry;
-  readonly flusher: FlusherClient;
 }
 
 /** Instance-aware counters (every instance owns a slice of each key; see the README). */
@@ -290,26 +281,6 @@ function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
 }
 
 /**
- * The engine's Redis client: connected and checked, or, when Redis cannot be reached now and
- * `redisStartup` is 'tolerate', connecting in the background (checked on its first connection). A
- * configuration Redis refuses (credentials, TLS, a database, its version) is an error either way.
- */
-async function startClient(resolved: ResolvedOptions): Promise<{ client: RedisClient; inBackground: boolean }> {
-  const spec = resolved.redis!;
-  let client: RedisClient | undefined;
-  try {
-    client = await openClient(spec, resolved.redisCommandTimeoutMs);
-    await checkVersion(client);
-    return { client, inBackground: false };
-  } catch (err) {
-    if (client !== undefined) await closeClient(client);
-    const unreachable = err instanceof TallyworksError && err.code === ErrorCode.REDIS_UNAVAILABLE;
-    if (!unreachable || resolved.redisStartup === 'require') throw err;
-  }
-  return { client: openClientInBackground(spec, resolved.redisCommandTimeoutMs), inBackground: true };
-}
-
-/**
  * Validates `options`, starts the shard threads (and, with `redis`, connects, checks the Redis version and
  * starts the flusher), and resolves once every part answers.
  */
@@ -324,28 +295,8 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     await router.start();
     let redis: RedisParts | undefined;
     if (resolved.redis !== undefined) {
-      const started = await startClient(resolved);
-      client = started.client;
-      // Names this engine's call markers: unique per engine, even when a restart reuses the instance id.
-      const instance = randomBytes(8).toString('hex');
-      const outcomeWaitMs = Math.max(5000, 5 * resolved.redisCommandTimeoutMs);
-      const caller = { instanceId: resolved.instanceId, thresholdMs: resolved.deadInstanceThresholdMs };
-      const strict = new StrictRedis(client, resolved.prefix, instance, outcomeWaitMs);
-      const strictInstanceAware = new StrictRedis(client, resolved.prefix, instance, outcomeWaitMs, instanceAware(caller));
-      const registry = new InstanceRegistry(client, resolved.prefix, caller, resolved.instanceRetentionMs);
-      flusher = await FlusherClient.start(router.lanes, clock.timeCell, {
-        connection: resolved.redis,
-        instance,
-        prefix: resolved.prefix,
-        flushIntervalMs: resolved.flushIntervalMs,
-        commandTimeoutMs: resolved.redisCommandTimeoutMs,
-        maxRestarts: resolved.maxRestarts,
-        connectInBackground: started.inBackground,
-        instanceId: resolved.instanceId,
-        deadInstanceThresholdMs: resolved.deadInstanceThresholdMs,
-        instanceRetentionMs: resolved.instanceRetentionMs,
-      });
-      redis = { client, strict, strictInstanceAware, registry, flusher };
+      redis = await startRedis(resolved, router, (started) => (client = started));
+      flusher = redis.flusher;
     }
     const engine = new Engine(resolved, router, redis);
     await engine.events.ready();

@@ -14,7 +14,7 @@ import { validateKey } from '../keys.js';
 import { always, type Comparator, comparator } from './comparators.js';
 import { Pick, refusedError } from './counters.js';
 import type { LocalCounters } from './local-counters.js';
-import { iaPick, PICK_CUMULATIVE_AND_OLD_SLICE } from './strict-redis.js';
+import { iaPick, PICK_CUMULATIVE_AND_OLD_SLICE } from './flavors.js';
 import { array, safeInteger } from './validate.js';
 
 /** `[cumulative, mine]`: the sum of the live instances' slices, and this instance's slice. */

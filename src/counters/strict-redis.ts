@@ -28,21 +28,10 @@ import {
   redisFailure,
   whenReady,
 } from '../../common/redis.js';
-import { Cmp, type CmpCode } from '../../common/messages.js';
-import {
-  type ApplyReply,
-  applyResults,
-  ApplyStatus,
-  type IaCaller,
-  iaPartitionKeys,
-  incResults,
-  Mode,
-  readMarkerRaw,
-  runApply,
-  runIa,
-  runInc,
-} from '../../common/scripts.js';
-import { type CounterBackend, type CounterOpSpec, Pick, refusedError } from './counters.js';
+import type { CmpCode } from '../../common/messages.js';
+import { ApplyStatus, Mode, readMarkerRaw } from '../../common/scripts.js';
+import { STRICT, type StrictFlavor } from './flavors.js';
+import { type CounterBackend, type CounterOpSpec, refusedError } from './counters.js';
 
 /** One caller's request: its ops may span partitions; it is answered when every partition answered. */
 interface Request {
@@ -88,73 +77,6 @@ export interface StrictRedisStats {
   readonly calls: number;
   /** Ops those calls carried. */
   readonly ops: number;
-}
-
-/**
- * What a kind of Redis counter data runs: its partitions' kind, its script, and its results' shape. Strict
- * counters ({@link STRICT}) and instance-aware strict counters ({@link instanceAware}) share the rest.
- */
-export interface StrictFlavor {
-  /** The kind in the partition names ('s', 'is'). */
-  readonly kind: string;
-  /** Result values per op. */
-  readonly stride: number;
-  /** Runs one call (`args`: 5 values per op) on partition hash `partition`. */
-  send(client: RedisClient, partition: string, marker: string, seq: number, args: Array<string | number>): Promise<ApplyReply>;
-  /** A landed call's results from the packed bytes its marker holds. */
-  fromMarker(packed: Buffer, args: ReadonlyArray<string | number>): Array<number | false>;
-  /** What a single op's caller gets from the call's `results` (op at `from`), or undefined: refused. */
-  pick(results: readonly number[], from: number, pick: number): unknown;
-}
-
-/** Strict counters: apply.lua, or inc.lua for a call of unconditional increments only. */
-export const STRICT: StrictFlavor = {
-  kind: 's',
-  stride: 2,
-  send(client, partition, marker, seq, args) {
-    const pairs = seq > 0 ? incPairs(args) : undefined;
-    return pairs === undefined ? runApply(client, partition, marker, seq, args) : runInc(client, partition, marker, seq, pairs);
-  },
-  fromMarker(packed, args) {
-    const pairs = incPairs(args);
-    return pairs === undefined ? applyResults(packed) : incResults(packed, pairs);
-  },
-  pick(results, from, pick) {
-    const next = results[2 * from]!;
-    const old = results[2 * from + 1]!;
-    if (Number.isNaN(next)) return undefined;
-    return pick === Pick.NEW ? next : pick === Pick.OLD ? old : [next, old];
-  },
-};
-
-/** What an instance-aware op's caller gets besides {@link Pick}'s: [cumulative after, my slice before] (delOnInstance). */
-export const PICK_CUMULATIVE_AND_OLD_SLICE = 3;
-
-/** Instance-aware strict counters of `caller` (ia.lua: 4 results per op). */
-export function instanceAware(caller: IaCaller): StrictFlavor {
-  return {
-    kind: 'is',
-    stride: 4,
-    send: (client, partition, marker, seq, args) => runIa(client, iaPartitionKeys(partition), marker, seq, caller, args),
-    fromMarker: (packed) => applyResults(packed),
-    pick: (results, from, pick) => iaPick(results, 4 * from, pick),
-  };
-}
-
-/** An instance-aware op's answer from its 4 results at `at`: see {@link Pick}; undefined when refused. */
-export function iaPick(results: readonly number[], at: number, pick: number): unknown {
-  const c1 = results[at]!;
-  const m1 = results[at + 1]!;
-  const c0 = results[at + 2]!;
-  const m0 = results[at + 3]!;
-  if (Number.isNaN(c1)) return undefined;
-  if (pick === Pick.NEW) return [c1, m1];
-  if (pick === Pick.OLD) return [c0, m0];
-  if (pick === PICK_CUMULATIVE_AND_OLD_SLICE) return [c1, m0];
-  return [
-    [c1, m1],
-    [c0, m0],
-  ];
 }
 
 export class StrictRedis implements CounterBackend {
@@ -369,20 +291,6 @@ export class StrictRedis implements CounterBackend {
       { cause },
     );
   }
-}
-
-/**
- * The lean script's ops (field, n per op) from apply.lua's (mode, field, cmp, x, n per op), or undefined
- * when one of them is not an unconditional increment.
- */
-function incPairs(args: ReadonlyArray<string | number>): Array<string | number> | undefined {
-  const pairs = new Array<string | number>((args.length / 5) * 2);
-  for (let i = 0, j = 0; i < args.length; i += 5, j += 2) {
-    if (args[i] !== Mode.INC || args[i + 2] !== Cmp.ALWAYS) return undefined;
-    pairs[j] = args[i + 1]!;
-    pairs[j + 1] = args[i + 4]!;
-  }
-  return pairs;
 }
 
 /** Script results to numbers: a refused INC (false) becomes NaN. */

@@ -29,7 +29,7 @@ test('header Int32 and Float64 offsets are in bounds and never overlap', () => {
 });
 
 test('counter record: Int32 fields before the Float64 ones, every field inside the record', () => {
-  const f64 = [L.CNTF_TOTAL, L.CNTF_COMMITTED, L.CNTF_REMOTE, L.CNTF_REMOTE_AT, L.CNTF_TARGET];
+  const f64 = [L.CNTF_TOTAL, L.CNTF_COMMITTED, L.CNTF_REMOTE, L.CNTF_REMOTE_AT, L.CNTF_TARGET, L.CNTF_REMOTE_MINE];
   assert.equal(new Set(f64).size, f64.length);
   assert.ok(2 * Math.min(...f64) > L.CNT_LAX, 'the lax index (Int32) ends before the first Float64 field');
   assert.ok(L.CNT_LAX >= 2, 'after the seqlock and the kind');

@@ -8,18 +8,20 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Cmp, CounterMode } from '../../common/messages.js';
-import { APPLY, ApplyStatus, BUFFER_SINK, INC, Mode, type RedisScript } from '../../common/scripts.js';
+import { APPLY, ApplyStatus, BeatMode, BUFFER_SINK, IA, IA_BEAT, IaMode, INC, Mode, type RedisScript } from '../../common/scripts.js';
 
 const PINNED: Record<string, string> = {
   'apply.lua': '37ffb63220097aaa7d26931384bebc2b2f3609f8',
   'buffer-sink.lua': '3b20ea00a38a99f582b4662a8f98fafc49abf73c',
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
+  'ia.lua': '3e6695293da314895ab893348a77ce7d5cd3ec1d',
+  'ia-beat.lua': '04ceff6151ad34b70d2aeeab11613dd734283dd7',
 };
 
 test('every script under common/scripts is a RedisScript with its SHA pinned', () => {
   const files = readdirSync(new URL('../../../common/scripts/', import.meta.url)).filter((f) => f.endsWith('.lua'));
-  assert.deepEqual(files.sort(), [APPLY.file, BUFFER_SINK.file, INC.file].sort(), 'a script that is not a RedisScript');
-  for (const script of [APPLY, BUFFER_SINK, INC]) {
+  assert.deepEqual(files.sort(), [APPLY.file, BUFFER_SINK.file, INC.file, IA.file, IA_BEAT.file].sort(), 'a script that is not a RedisScript');
+  for (const script of [APPLY, BUFFER_SINK, INC, IA, IA_BEAT]) {
     const source = readFileSync(new URL(`../../../common/scripts/${script.file}`, import.meta.url), 'utf8');
     assert.equal(script.lua, source);
     assert.equal(script.sha, createHash('sha1').update(source).digest('hex'));
@@ -41,6 +43,10 @@ test("apply.lua's op modes, comparators and reply status are the TypeScript cons
   assert.deepEqual(luaConstants('ALWAYS'), { ...Cmp });
   assert.deepEqual(luaConstants('APPLIED'), { ...ApplyStatus });
   assert.deepEqual(luaConstants('APPLIED', INC as never), { ...ApplyStatus }, 'inc.lua answers with the same status numbers');
+  assert.deepEqual(luaConstants('GET', IA as never), { ...IaMode }, "ia.lua's op modes");
+  assert.deepEqual(luaConstants('ALWAYS', IA as never), { ...Cmp });
+  assert.deepEqual(luaConstants('APPLIED', IA as never), { ...ApplyStatus });
+  assert.deepEqual(luaConstants('BEAT', IA_BEAT as never), { ...BeatMode });
   // The counter modes a strict or embedded op carries are the script's modes of the same name.
   for (const [name, code] of Object.entries(CounterMode)) assert.equal(Mode[name as keyof typeof Mode], code, name);
 });
