@@ -13,9 +13,19 @@ import { describe } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type Engine, type EngineOptions, eq, gt, type InstanceAwareCounters, type Slice } from '../../src/index.js';
 import { internals } from '../../src/engine.js';
+import { unpack } from 'msgpackr';
+import { partitionKey, partitionOf } from '../../common/redis.js';
 import { freshPrefix, it, type Mode, until } from './counter-scenarios.js';
 
 type Flavour = 'strict' | 'lax';
+
+/** The slice Redis holds for incarnation `inc` ("<instanceId>#<generation>") of `key` (0: none). */
+export async function sliceInRedis(redis: { hgetBuffer(key: string, field: string): Promise<Buffer | null> }, prefix: string, kind: 'is' | 'il', key: string, inc: string): Promise<number> {
+  const raw = await redis.hgetBuffer(partitionKey(prefix, kind, partitionOf(key)), key);
+  const slices = raw === null ? [] : (unpack(raw) as Array<string | number>);
+  const at = slices.indexOf(inc);
+  return at < 0 ? 0 : Number(slices[at + 1]);
+}
 
 /** One instance: its engine, and its instance-aware counters of the flavour under test. */
 interface Instance {

@@ -15,6 +15,7 @@ import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefix
 import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
 import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
 import { keySlot } from '../../helpers/key-slot.js';
+import { instanceAwareScenarios, sliceInRedis } from '../../helpers/ia-scenarios.js';
 
 /** Commands a cluster client sends on its own (slot refreshes, health checks), left out of the count. */
 const HOUSEKEEPING = new Set(['info', 'cluster', 'ping', 'command', 'readonly']);
@@ -65,6 +66,8 @@ describe('counters on a Redis Cluster', () => {
 
   describe('batches, validation, coalescing', () => batchTests(() => mode));
 
+  describe('instance-aware scenarios 17–27 and the seed bugs', () => instanceAwareScenarios(() => mode));
+
   it('a stat buffer flushing through redisSink to several hashes delivers every count once; each marker shares its hash slot', async () => {
     const e = await mode.engine({ clock: new TestClock() });
     // Hashes spread over the masters (one name per slot region), each with its own buffer.
@@ -92,18 +95,21 @@ describe('counters on a Redis Cluster', () => {
     await Promise.all(buffers.map((b) => b.close()));
   });
 
-  it("a prefix's 32 partition hashes spread over all three masters, and each holds its keys' values", async (t) => {
+  it("a prefix's 64 partition hashes (strict, lax, instance-aware strict and lax) spread over all three masters, and each holds its keys' values", async (t) => {
     const e = await mode.engine();
     const prefix = prefixOf(e);
     const keys = Array.from({ length: 400 }, (_, i) => `key${i}`);
     await e.strict.incAll(keys.map((k): [string, number] => [k, 1]));
     for (const k of keys) e.lax.add(k, 2);
     await e.lax.flush();
+    await e.instanceAware.strict.incAll(keys.map((k): [string, number] => [k, 3]));
+    for (const k of keys) e.instanceAware.lax.add(k, 4);
+    await e.instanceAware.lax.flush();
     // Which master serves each partition's slot (CLUSTER SLOTS through the client's own map).
     const masters = cluster.nodes('master');
     const byNode = new Map(masters.map((n) => [`${n.options.host}:${n.options.port}`, 0]));
     const ranges = await cluster.cluster('SLOTS');
-    for (const kind of ['s', 'l'] as const) {
+    for (const kind of ['s', 'l', 'is', 'il'] as const) {
       for (let p = 0; p < PARTITIONS; p++) {
         const slot = keySlot(partitionKey(prefix, kind, p));
         const range = ranges.find(([from, to]) => slot >= from && slot <= to)!;
@@ -112,15 +118,18 @@ describe('counters on a Redis Cluster', () => {
       }
     }
     t.diagnostic(`partition hashes per master: ${JSON.stringify(Object.fromEntries(byNode))}`);
-    assert.equal([...byNode.values()].reduce((a, b) => a + b, 0), 2 * PARTITIONS);
+    assert.equal([...byNode.values()].reduce((a, b) => a + b, 0), 4 * PARTITIONS);
     assert.ok([...byNode.values()].every((n) => n > 0), `every master holds some of the prefix: ${JSON.stringify(Object.fromEntries(byNode))}`);
     // Every key's values, read back from the master that holds its partition.
     for (const k of ['key0', 'key199', 'key399']) {
       assert.equal(await mode.stored('s', prefix, k), '1');
       assert.equal(await mode.stored('l', prefix, k), '2');
+      assert.equal(await sliceInRedis(cluster, prefix, 'is', k, `${e.instanceId}#0`), 3);
+      assert.equal(await sliceInRedis(cluster, prefix, 'il', k, `${e.instanceId}#0`), 4);
     }
     assert.deepEqual(await e.strict.getAll(['key7', 'key8']), [['key7', 1], ['key8', 1]]);
-    assert.equal((await mode.keysOf(prefix)).filter((key) => !key.includes(':m:')).length, 2 * PARTITIONS, 'one hash per partition and kind');
+    const hashes = (await mode.keysOf(prefix)).filter((key) => /^\{[^}]*\}$/.test(key));
+    assert.equal(hashes.length, 4 * PARTITIONS, `one hash per partition and kind: ${hashes.join(' ')}`);
   });
 });
 
@@ -136,13 +145,16 @@ describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
     await nodes?.stop();
   });
 
-  test('CLUSTER FAILOVER on a replica while lax adds and strict incs run: nothing lost, nothing doubled', { timeout: 60_000 }, async (t) => {
+  test('CLUSTER FAILOVER on a replica while lax, strict and instance-aware (lax and strict) counters run: nothing lost, nothing doubled', { timeout: 60_000 }, async (t) => {
     const e = await open({ redis: cluster, prefix: freshPrefix('fo'), flushIntervalMs: 20, shards: 1 });
     const prefix = prefixOf(e);
     const keys = Array.from({ length: 300 }, (_, i) => `key${i}`);
     const laxAdded = new Map<string, number>();
     const strictAcked = new Map<string, number>();
     const strictUnknown = new Map<string, number>();
+    const iaAdded = new Map<string, number>();
+    const iaAcked = new Map<string, number>();
+    const iaUnknown = new Map<string, number>();
     let refused = 0;
     // The replica to promote: one that serves a master holding some of the prefix's partitions.
     const replicaPort = await replicaOfPartition(nodes, cluster, partitionKey(prefix, 'l', 0));
@@ -159,7 +171,18 @@ describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
       for (const k of keys) {
         e.lax.add(k, 1);
         laxAdded.set(k, (laxAdded.get(k) ?? 0) + 1);
+        e.instanceAware.lax.add(k, 2);
+        iaAdded.set(k, (iaAdded.get(k) ?? 0) + 2);
       }
+      const iaIncs = keys.slice(100, 130).map((k) =>
+        e.instanceAware.strict.inc(k).then(
+          () => iaAcked.set(k, (iaAcked.get(k) ?? 0) + 1),
+          (err: unknown) => {
+            if (err instanceof TallyworksError && err.code === ErrorCode.REDIS_OUTCOME_UNKNOWN) iaUnknown.set(k, (iaUnknown.get(k) ?? 0) + 1);
+            else refused++;
+          },
+        ),
+      );
       const incs = keys.slice(0, 60).map((k) =>
         e.strict.inc(k).then(
           () => strictAcked.set(k, (strictAcked.get(k) ?? 0) + 1),
@@ -169,7 +192,7 @@ describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
           },
         ),
       );
-      await Promise.all(incs);
+      await Promise.all([...incs, ...iaIncs]);
       if (rounds === 10) await replica.cluster('FAILOVER');
       if (!promoted && rounds > 10) promoted = /role:master/.test(await replica.info('replication'));
       if (promoted) roundsAfter++;
@@ -177,6 +200,10 @@ describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
       await turn();
     }
     await e.lax.flush();
+    await e.instanceAware.lax.flush();
+    // Instance-aware slices are read before close(), which removes them.
+    const me = `${e.instanceId}#0`;
+    const iaStored = new Map(await Promise.all(keys.map(async (k): Promise<[string, [number, number]]> => [k, [await sliceInRedis(cluster, prefix, 'il', k, me), await sliceInRedis(cluster, prefix, 'is', k, me)]])));
     await e.close();
     t.diagnostic(`${rounds} rounds; strict: ${[...strictAcked.values()].reduce((a, b) => a + b, 0)} acknowledged, ${refused} refused, ${[...strictUnknown.values()].reduce((a, b) => a + b, 0)} unknown`);
     let lost = 0;
@@ -190,6 +217,12 @@ describe('a coordinated failover under load (3 masters, 3 replicas)', () => {
       const unknown = strictUnknown.get(k) ?? 0;
       if (strict < acked) lost += acked - strict;
       if (strict > acked + unknown) doubled += strict - acked - unknown;
+      const [iaLax, iaStrict] = iaStored.get(k)!;
+      if (iaLax < iaAdded.get(k)!) lost += iaAdded.get(k)! - iaLax;
+      if (iaLax > iaAdded.get(k)!) doubled += iaLax - iaAdded.get(k)!;
+      const iaOk = iaAcked.get(k) ?? 0;
+      if (iaStrict < iaOk) lost += iaOk - iaStrict;
+      if (iaStrict > iaOk + (iaUnknown.get(k) ?? 0)) doubled += iaStrict - iaOk - (iaUnknown.get(k) ?? 0);
     }
     assert.deepEqual({ lost, doubled }, { lost: 0, doubled: 0 });
   });

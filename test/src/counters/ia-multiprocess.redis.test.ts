@@ -9,11 +9,10 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { unpack } from 'msgpackr';
 import { createEngine, type Engine } from '../../../src/index.js';
-import { partitionKey, partitionOf } from '../../../common/redis.js';
 import { startRedisServer, type RedisServer } from '../../../bench/redis-server.js';
 import { until } from '../../helpers/counter-scenarios.js';
+import { sliceInRedis } from '../../helpers/ia-scenarios.js';
 
 const childScript = fileURLToPath(new URL('../../fixtures/ia-child.js', import.meta.url));
 const KEYS = Array.from({ length: 20 }, (_, i) => `k${i}`);
@@ -74,16 +73,9 @@ after(async () => {
   await server?.stop();
 });
 
-/** The slice Redis holds for incarnation `inc` of each key (0 where none). */
+/** The slice Redis holds for incarnation `inc` of each key. */
 async function slicesOf(prefix: string, inc: string): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const k of KEYS) {
-    const raw = await redis.hgetBuffer(partitionKey(prefix, 'il', partitionOf(k)), k);
-    const slices = raw === null ? [] : (unpack(raw) as Array<string | number>);
-    const at = slices.indexOf(inc);
-    out[k] = at < 0 ? 0 : Number(slices[at + 1]);
-  }
-  return out;
+  return Object.fromEntries(await Promise.all(KEYS.map(async (k) => [k, await sliceInRedis(redis, prefix, 'il', k, inc)])));
 }
 
 test('3 processes, one SIGKILLed mid-run: the cumulative becomes exactly the survivors\' slices; restarted with its id, it re-adds its own', { timeout: 120_000 }, async (t) => {
