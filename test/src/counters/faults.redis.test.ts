@@ -41,6 +41,7 @@ import {
 } from '../../../src/index.js';
 import { crc16, hashedPart, keySlot } from '../../helpers/key-slot.js';
 import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
+import { sliceInRedis } from '../../helpers/ia-scenarios.js';
 
 const UNAVAILABLE = ErrorCode.REDIS_UNAVAILABLE;
 const UNKNOWN = ErrorCode.REDIS_OUTCOME_UNKNOWN;
@@ -895,13 +896,18 @@ describe('options, connections and the version check', () => {
     const strict = await outcome(() => engine.strict.inc('s', 1));
     assert.ok(!strict.ok && strict.code === UNAVAILABLE, `strict.inc while Redis is down: ${describeOutcome(strict)}`);
     assert.ok(strict.ms < 4000, `strict.inc failed fast, not after the 5 s outcome window (${strict.ms.toFixed(0)} ms)`);
+    const iaStrict = await outcome(() => engine.instanceAware.strict.inc('s', 1));
+    assert.ok(!iaStrict.ok && iaStrict.code === UNAVAILABLE && iaStrict.ms < 4000, `instance-aware strict inc while Redis is down: ${describeOutcome(iaStrict)}`);
     for (let i = 0; i < 100; i++) engine.lax.add(`k${i % 10}`, 1);
+    for (let i = 0; i < 100; i++) engine.instanceAware.lax.add(`k${i % 10}`, 2);
     assert.equal(await engine.lax.get('k3'), 10, 'lax reads answer from the buffered deltas');
+    assert.deepEqual(await engine.instanceAware.lax.get('k3'), [20, 20], 'instance-aware lax reads too');
     await server.restart();
     await waitFor('strict calls to work once Redis is up', async () => (await outcome(() => engine.strict.inc('s', 1))).ok);
     await flushUntilIdle(engine);
     for (const k of ['k0', 'k3', 'k9']) assert.equal(await stored(r, 'late', 'l', k), 10, `${k} delivered once`);
     assert.equal(await stored(r, 'late', 's', 's'), 1, 'only the inc that succeeded counted');
+    for (const k of ['k0', 'k3', 'k9']) assert.equal(await sliceInRedis(r, 'late', 'il', k, `${engine.instanceId}#0`), 20, `instance-aware ${k} delivered once`);
     await engine.close();
   });
 
