@@ -333,7 +333,8 @@ describe('the apply script and the Redis layout', () => {
     }
 
     const all = await allKeys(r);
-    const shape = /^\{([^{}:]+):([sl]):(\d+)\}(?::m:([0-9a-f]{16}))?$/;
+    // Partition hashes and markers; and each instance-aware partition's registry (every engine heartbeats).
+    const shape = /^\{([^{}:]+):(s|l|is|il):(\d+)\}(?::m:([0-9a-f]{16})|:(r))?$/;
     const partitionsSeen = new Map<string, Set<string>>(); // prefix:kind → partition keys
     const instances = new Map<string, Set<string>>(); // prefix → instance ids in markers
     let markers = 0;
@@ -341,12 +342,17 @@ describe('the apply script and the Redis layout', () => {
       assert.ok(hashedPart(key) !== key, `${key} has no hash tag: it would land on an arbitrary cluster slot`);
       const m = shape.exec(key);
       assert.ok(m, `${key} is not a partition hash or a marker of this layout`);
-      const [, prefix, kind, p, instance] = m;
+      const [, prefix, kind, p, instance, registry] = m;
       assert.ok(prefixes.includes(prefix!), `${key}: unknown prefix`);
       assert.ok(Number(p) >= 0 && Number(p) < PARTITIONS, `${key}: partition out of range`);
       const partition = partitionKey(prefix!, kind!, Number(p));
       assert.equal(key.slice(0, partition.length), partition);
-      if (instance !== undefined) {
+      if (registry !== undefined) {
+        assert.ok(kind === 'is' || kind === 'il', `${key}: a registry of a kind that has none`);
+        assert.equal(keySlot(key), keySlot(partition), `registry ${key} is not in its partition's slot`);
+        assert.equal(await r.type(key), 'zset');
+        assert.deepEqual(await r.zrange(key, '0', '-1'), [`${byPrefix.get(prefix!)!.instanceId}#0`], `${key} holds its engine`);
+      } else if (instance !== undefined) {
         markers++;
         assert.equal(key, markerKey(partition, instance));
         assert.equal(keySlot(key), keySlot(partition), `marker ${key} is not in its partition's slot`);
@@ -381,7 +387,8 @@ describe('the apply script and the Redis layout', () => {
     // Prefixes and kinds never share a partition key.
     const everyPartition = prefixes.flatMap((prefix) => ['s', 'l'].flatMap((kind) => Array.from({ length: PARTITIONS }, (_, p) => partitionKey(prefix, kind, p))));
     assert.equal(new Set(everyPartition).size, everyPartition.length);
-    assert.equal(all.length, everyPartition.length + markers, 'nothing but partition hashes and markers in Redis');
+    const registries = prefixes.length * 2 * PARTITIONS; // one per instance-aware partition ("is", "il") and prefix
+    assert.equal(all.length, everyPartition.length + markers + registries, 'nothing but partition hashes, markers and registries in Redis');
 
     // The engines read their own prefix only.
     assert.equal(await byPrefix.get('lay')!.strict.get('key7'), 1);
