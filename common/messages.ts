@@ -327,5 +327,5 @@ export interface FlusherControl {
   /** Test hook: the next `count` calls that land in Redis lose their reply, as if the connection dropped. */
   loseRepliesForTest(count: number): void;
   /** Test hook: stops (true) or resumes the heartbeats, as a process that froze would. */
-  pauseHeartbeatsForTest(paused: boolean): void;
+  pauseHeartbeatsForTest(paused: boolean): Promise<void>;
 }

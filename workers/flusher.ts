@@ -81,7 +81,11 @@ const control: FlusherControl = {
   },
   stats: () => core.stats(),
   loseRepliesForTest: (count: number) => core.loseRepliesForTest(count),
-  pauseHeartbeatsForTest: (paused: boolean) => void (heartbeatsPaused = paused),
+  async pauseHeartbeatsForTest(paused: boolean) {
+    heartbeatsPaused = paused;
+    // Paused means no heartbeat reaches Redis from now on: wait for one already sent.
+    if (paused && beating !== undefined) await beating;
+  },
   async close(timeoutMs: number) {
     closing = true;
     clearTimeout(timer);
