@@ -57,6 +57,8 @@ export const ErrorCode = {
   REDIS_TLS: 'TW_REDIS_TLS',
   /** A call reached Redis but its reply was lost, and Redis did not come back in time to tell whether it applied. */
   REDIS_OUTCOME_UNKNOWN: 'TW_REDIS_OUTCOME_UNKNOWN',
+  /** The live slices of an instance-aware counter add up past ±(2^53 − 1) (an instance that returned brought its slices back); only a set, del or clear writes the key. */
+  UNSAFE_TOTAL: 'TW_UNSAFE_TOTAL',
   /** Lax deltas (or stat buffer counts) could not be delivered before `close()` gave up; the error lists them. */
   UNDELIVERED: 'TW_UNDELIVERED',
   /** A stat buffer's flush handler did not settle within `timeoutMs` (the count is retried). */

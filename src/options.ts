@@ -252,9 +252,9 @@ function resolveRedis(value: unknown): ConnectionSpec | undefined {
 function resolveInstanceId(value: unknown): string {
   if (value === undefined) return randomBytes(8).toString('hex');
   // "#" separates an instance from its generation in Redis (common/scripts/ia.lua).
-  const rule = `a non-empty string of at most ${MAX_KEY_BYTES - 16} UTF-8 bytes without ":" or "#"`;
+  const rule = `a non-empty, well-formed string of at most ${MAX_KEY_BYTES - 16} UTF-8 bytes without ":" or "#"`;
   if (typeof value !== 'string') throw optionTypeError('instanceId', rule, value);
-  if (value.length === 0 || /[:#]/.test(value) || Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES - 16) throw optionRangeError('instanceId', rule, value);
+  if (value.length === 0 || /[:#]/.test(value) || !value.isWellFormed() || Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES - 16) throw optionRangeError('instanceId', rule, value);
   return value;
 }
 

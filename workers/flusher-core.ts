@@ -36,7 +36,7 @@
  * Imported by the flusher thread: imports nothing main-only.
  */
 import { ErrorCode, type ErrorCodeValue, TallyworksError, toWireError } from '../common/errors.js';
-import type { FlusherCloseReport, FlusherOp, FlusherReply, FlusherStats, LaxEntryInit } from '../common/messages.js';
+import { Cmp, type FlusherCloseReport, type FlusherOp, type FlusherReply, type FlusherStats, type LaxEntryInit } from '../common/messages.js';
 import {
   closeClient,
   dropMarkers,
@@ -402,6 +402,7 @@ export class FlusherCore {
       const v = results[stride * i + k];
       return v === false || v === undefined ? (results[stride * i + half + k] as number) : v;
     };
+    const overwritten = overwrites(call, results, stride);
     for (let i = 0; i < call.entries.length; i++) {
       const entry = call.entries[i];
       const refused = results[stride * i] === false;
@@ -416,7 +417,7 @@ export class FlusherCore {
         }
       } else if (entry === undefined) {
         for (const e of this.records.ofPartition(call.partition)) track(e, 0, 0, 0); // a clear left the partition empty
-      } else if (refused && call.deltas[i] !== 0) {
+      } else if (refused && call.deltas[i] !== 0 && !overwritten(entry)) {
         // A refused ADD (the Redis value would leave ±(2^53 − 1)) delivered nothing: it stays pending (and
         // dirty, so it counts and is offered again), and close() reports it if it never fits.
         this.lastError = `Redis refused a delta of ${call.deltas[i]} for lax counter "${entry.key}" (its value would leave ±(2^53 − 1))`;
@@ -558,4 +559,22 @@ export class FlusherCore {
     await closeClient(this.client);
     return report;
   }
+}
+
+/**
+ * Which entries of a call an unconditional set or del (also on the instance) after their ADD overwrote,
+ * or a clear (also of my slices) did. A refused ADD of such an entry counts as delivered: it came before
+ * the write that replaced the value, so it would have been overwritten (kept pending, it would have
+ * landed on the new value later).
+ */
+function overwrites(call: Call, results: ReadonlyArray<number | false>, stride: number): (entry: Entry) => boolean {
+  let all = false;
+  let some: Set<Entry> | undefined;
+  for (let i = 0; i < call.answers.length; i++) {
+    const op = call.answers[i];
+    if (op === undefined || results[stride * i] === false) continue;
+    if (op.mode === Mode.CLEAR || op.mode === IaMode.CLEAR_MINE) all = true;
+    else if (op.cmp === Cmp.ALWAYS && (op.mode === Mode.SET || op.mode === Mode.DEL || op.mode === IaMode.SET_MINE || op.mode === IaMode.DEL_MINE)) (some ??= new Set()).add(op.entry!);
+  }
+  return (entry) => all || some?.has(entry) === true;
 }

@@ -78,4 +78,5 @@ if need > 0 then
   redis.call('HSET', sweep, 'cur', step[1], 'need', need)
 end
 
-return redis.call('ZRANGEBYSCORE', reg, '(' .. (now - tonumber(ARGV[2])), '+inf')
+-- Live as in ia.lua: seen at or after now − threshold.
+return redis.call('ZRANGEBYSCORE', reg, now - tonumber(ARGV[2]), '+inf')

@@ -23,8 +23,10 @@
 --            removes my slice · CLEAR_MINE starts a new generation of me: every slice I held is gone
 -- Reply    { status, results }  status as apply.lua's; results = msgpack array of 4 values per op:
 --          cumulative after, my slice after, cumulative before, my slice before; "after" = false when an
---          INC or ADD was refused (it would leave the safe-integer range; nothing written); a failed
---          comparison gives after = before
+--          INC, ADD, SET_MINE or DEL_MINE was refused (its cumulative or my slice would be outside the
+--          safe-integer range; nothing written); a failed comparison gives after = before. A cumulative
+--          can be outside that range without a write (an instance returned and its slices count again):
+--          a GET reports it as it is, and only SET, DEL or CLEAR write such a key (the client reports it)
 --
 -- The numbers: the three lines below are read by test/common/scripts.test.ts and must equal IaMode, Cmp
 -- and ApplyStatus.
@@ -118,6 +120,8 @@ for i = 1, #ops, 5 do
     redis.call('DEL', data)
   elseif mode == CLEAR_MINE then
     redis.call('ZREM', reg, me)
+    -- The old generation is forgotten from here on, also by the ops after this one in the same call.
+    seen[me] = false
     me = id .. '#' .. redis.call('HINCRBY', gens, id, 1)
     redis.call('ZADD', reg, now, me)
     seen[me] = now
@@ -154,8 +158,12 @@ for i = 1, #ops, 5 do
         end
       end
     elseif mode == DEL_MINE then
-      cum1, mine1 = cum0 - mine0, 0
-      store(field, slices, 0)
+      if cum0 - mine0 > MAX or cum0 - mine0 < -MAX then
+        cum1, mine1 = false, false
+      else
+        cum1, mine1 = cum0 - mine0, 0
+        store(field, slices, 0)
+      end
     end
   end
   results[r + 1] = cum1

@@ -5,7 +5,7 @@
  * Batches keep input order, apply duplicate keys in sequence, and are atomic per item, not as a whole
  * (a batch is one pipelined call per partition, not a MULTI).
  */
-import { argumentRangeError, closedError } from '../../common/errors.js';
+import { argumentRangeError, closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import { type CmpCode, CounterMode, type CounterOpMode } from '../../common/messages.js';
 import { validateKey } from '../keys.js';
 import { always, type Comparator, comparator } from './comparators.js';
@@ -177,7 +177,14 @@ export class CounterSet implements Counters {
 }
 
 /** The error for an op a backend refused: it would have left the safe-integer range, and wrote nothing. */
-export function refusedError(key: string, n: number): Error {
+export function refusedError(key: string, n: number, before?: number): Error {
+  if (before !== undefined && !Number.isSafeInteger(before)) {
+    // Only instance-aware counters get here: an instance that returned made the live slices add up past the range.
+    return new TallyworksError(
+      ErrorCode.UNSAFE_TOTAL,
+      `the live slices of counter "${key}" add up to ${before}, outside ±(2^53 − 1) (an instance that returned counts again); set or del the key to start it afresh (nothing was written)`,
+    );
+  }
   return argumentRangeError('n', `a delta that keeps counter "${key}" within ±(2^53 − 1) (nothing was written)`, n);
 }
 

@@ -22,7 +22,10 @@ export interface StrictFlavor {
   send(client: RedisClient, partition: string, marker: string, seq: number, args: Array<string | number>): Promise<ApplyReply>;
   /** A landed call's results from the packed bytes its marker holds. */
   fromMarker(packed: Buffer, args: ReadonlyArray<string | number>): Array<number | false>;
-  /** What a single op's caller gets from the call's `results` (op at `from`), or undefined: refused. */
+  /**
+   * What a single op's caller gets from the call's `results` (op at `from`), or undefined: refused. The
+   * op's "before" value (for {@link refusedError}) is at `stride * from + stride / 2` in every flavour.
+   */
   pick(results: readonly number[], from: number, pick: number): unknown;
 }
 
@@ -60,13 +63,17 @@ export function instanceAware(caller: IaCaller): StrictFlavor {
   };
 }
 
-/** An instance-aware op's answer from its 4 results at `at`: see {@link Pick}; undefined when refused. */
+/**
+ * An instance-aware op's answer from its 4 results at `at`: see {@link Pick}; undefined when refused, or
+ * when the cumulative after it is not a safe integer (live slices of a returning instance added up past
+ * the range: a read reports that as an error rather than an inexact number).
+ */
 export function iaPick(results: readonly number[], at: number, pick: number): unknown {
   const c1 = results[at]!;
   const m1 = results[at + 1]!;
   const c0 = results[at + 2]!;
   const m0 = results[at + 3]!;
-  if (Number.isNaN(c1)) return undefined;
+  if (!Number.isSafeInteger(c1)) return undefined;
   if (pick === Pick.NEW) return [c1, m1];
   if (pick === Pick.OLD) return [c0, m0];
   if (pick === PICK_CUMULATIVE_AND_OLD_SLICE) return [c1, m0];

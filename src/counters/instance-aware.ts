@@ -190,8 +190,9 @@ export class InstanceAwareSet implements InstanceAwareCounters {
   /** A checked op: the backend's answer as `pick` names it; a refused op rejects naming the key. */
   protected async single(key: string, mode: number, cmp: CmpCode, x: number, n: number, pick: number): Promise<unknown> {
     if (this.backend.single !== undefined) return this.backend.single(key, mode, cmp, x, n, pick);
-    const value = iaPick(await this.backend.run([{ key, mode, cmp, x, n }]), 0, pick);
-    if (value === undefined) throw refusedError(key, n);
+    const results = await this.backend.run([{ key, mode, cmp, x, n }]);
+    const value = iaPick(results, 0, pick);
+    if (value === undefined) throw refusedError(key, n, results[2]);
     return value;
   }
 
@@ -214,7 +215,7 @@ export class InstanceAwareSet implements InstanceAwareCounters {
 }
 
 function refusedAt(results: readonly number[], ops: readonly IaOpSpec[], i: number): void {
-  if (Number.isNaN(results[4 * i])) throw refusedError(ops[i]!.key, ops[i]!.n);
+  if (!Number.isSafeInteger(results[4 * i])) throw refusedError(ops[i]!.key, ops[i]!.n, results[4 * i + 2]);
 }
 
 function flat(ops: readonly IaOpSpec[], results: readonly number[]): Array<[string, number, number]> {

@@ -206,7 +206,7 @@ export class StrictRedis implements CounterBackend {
         const r = w.request;
         if (r === undefined) {
           const value = this.flavor.pick(results, w.from, w.pick);
-          if (value === undefined) w.reject(refusedError(w.key, w.n));
+          if (value === undefined) w.reject(refusedError(w.key, w.n, results[stride * w.from + stride / 2]));
           else w.resolve(value);
           continue;
         }

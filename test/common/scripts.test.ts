@@ -14,8 +14,8 @@ const PINNED: Record<string, string> = {
   'apply.lua': '37ffb63220097aaa7d26931384bebc2b2f3609f8',
   'buffer-sink.lua': '3b20ea00a38a99f582b4662a8f98fafc49abf73c',
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
-  'ia.lua': '3e6695293da314895ab893348a77ce7d5cd3ec1d',
-  'ia-beat.lua': '04ceff6151ad34b70d2aeeab11613dd734283dd7',
+  'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
+  'ia-beat.lua': '369d8f18ade90d385d38cb74982e8119e2a6e933',
 };
 
 test('every script under common/scripts is a RedisScript with its SHA pinned', () => {

@@ -11,11 +11,11 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { type Engine, type EngineOptions, eq, gt, type InstanceAwareCounters, type Slice } from '../../src/index.js';
+import { type Engine, type EngineOptions, eq, ErrorCode, gt, type InstanceAwareCounters, type Slice } from '../../src/index.js';
 import { internals } from '../../src/engine.js';
 import { unpack } from 'msgpackr';
 import { partitionKey, partitionOf } from '../../common/redis.js';
-import { freshPrefix, it, type Mode, until } from './counter-scenarios.js';
+import { expectError, freshPrefix, it, type Mode, until } from './counter-scenarios.js';
 
 type Flavour = 'strict' | 'lax';
 
@@ -189,6 +189,42 @@ function flavourScenarios(mode: () => Mode, flavour: Flavour): void {
     assert.deepEqual(await b!.run((c) => c.get('other')), [1, 1], "A's live slice is gone, B's stays");
     assert.deepEqual(await a!.run((c) => c.get('other')), [1, 0]);
     assert.deepEqual(await a!.run((c) => c.inc('other', 2)), [3, 2], 'A starts a new slice');
+  });
+
+  if (flavour === 'strict') {
+    it('ops queued after clearOnInstance (one script call or the next) see none of the old slices', async () => {
+      const [a, b] = await instances(['a', 'b']);
+      await a!.run((c) => c.inc('k', 10));
+      await b!.run((c) => c.inc('k', 1));
+      const counters = a!.engine.instanceAware.strict;
+      const [, changed] = await Promise.all([counters.clearOnInstance(), counters.incIf('k', eq(1), 5)]);
+      assert.deepEqual(changed, [[6, 5], [1, 0]], "the cumulative before is B's slice only");
+      assert.deepEqual(await b!.run((c) => c.get('k')), [6, 1]);
+    });
+  }
+
+  it('live slices that add up past ±(2^53 − 1) (a dead instance returned) are reported, not rounded; set starts afresh', async () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    const [a, b, c] = await instances(['a', 'b', 'c'], { deadInstanceThresholdMs: 100 });
+    assert.deepEqual(await a!.run((n) => n.inc('k', max)), [max, max]);
+    await a!.silent(true);
+    await reads(b!, 'k', [0, 0], 'A is dead to B');
+    assert.deepEqual(await b!.run((n) => n.inc('k', max)), [max, max], 'the live slices fit');
+    await a!.silent(false);
+    const unsafe = async (): Promise<boolean> => {
+      try {
+        await b!.run((n) => n.get('k'));
+        return false;
+      } catch (err) {
+        return (err as { code?: string }).code === ErrorCode.UNSAFE_TOTAL;
+      }
+    };
+    await until(unsafe, 5000, 'a read reports the unsafe total once A counts again');
+    await expectError(() => b!.run((n) => n.inc('k', 1)), ErrorCode.UNSAFE_TOTAL, 'inc on an unsafe total');
+    await expectError(() => c!.run((n) => n.delOnInstance('k')), ErrorCode.UNSAFE_TOTAL, "delOnInstance: the others' slices alone are unsafe");
+    await expectError(() => b!.run((n) => n.getAll(['k'])), ErrorCode.UNSAFE_TOTAL, 'a batch read');
+    assert.deepEqual(await b!.run((n) => n.set('k', 5)), [5, 5], 'a global set starts the key afresh');
+    assert.deepEqual(await a!.run((n) => n.get('k')), [5, 0]);
   });
 
   it('seed bug: a negative slice is restored like any other when its instance returns', async () => {

@@ -54,6 +54,7 @@ test('instanceId, deadInstanceThresholdMs and instanceRetentionMs are validated 
     [{ instanceId: 'a:b' }, 'instanceId', RangeError],
     [{ instanceId: 'a#1' }, 'instanceId', RangeError],
     [{ instanceId: 'x'.repeat(240) }, 'instanceId', RangeError],
+    [{ instanceId: 'a\uD800' }, 'instanceId', RangeError],
     [{ instanceId: 7 }, 'instanceId', TypeError],
     [{ deadInstanceThresholdMs: 10 }, 'deadInstanceThresholdMs', RangeError],
     [{ deadInstanceThresholdMs: '30s' }, 'deadInstanceThresholdMs', TypeError],

@@ -38,6 +38,25 @@ describe('counters with Redis', () => {
 
   describe('lax values (as embedded)', () => laxValueScenarios(() => mode));
 
+  it('a lax delta Redis refuses (past 2^53 − 1) stays pending and is reported; a later set replaces it, as it replaces any earlier add', async () => {
+    const MAX = Number.MAX_SAFE_INTEGER;
+    const prefix = freshPrefix('refused');
+    const e = await mode.engine({ prefix });
+    assert.equal(await e.lax.set('k', MAX - 1), MAX - 1);
+    e.lax.add('k', 5);
+    await e.lax.flush();
+    const stats = (await e.stats()).flusher!;
+    assert.match(stats.lastError ?? '', /refused a delta of 5 for lax counter "k"/);
+    assert.equal(stats.pendingKeys, 1, 'the refused delta is still pending');
+    assert.equal(await laxStored(prefix, 'k'), String(MAX - 1), 'nothing written');
+    assert.equal(await e.lax.set('k', 10), 10);
+    await e.lax.flush();
+    assert.equal(await laxStored(prefix, 'k'), '10', 'the refused delta did not land on the new value');
+    assert.equal(await e.lax.get('k'), 10);
+    assert.equal((await e.stats()).flusher!.pendingKeys, 0);
+    await e.close(); // nothing undelivered: it would reject
+  });
+
   describe('batches, validation, coalescing', () => batchTests(() => mode));
 
   describe('lax scenarios 9–16', () => {
