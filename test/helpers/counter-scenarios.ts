@@ -110,8 +110,18 @@ export interface Mode {
   stored(kind: 's' | 'l', prefix: string, key: string): Promise<string | null | undefined>;
   /** Keys under `prefix` in Redis (embedded: []). */
   keysOf(prefix: string): Promise<string[]>;
-  /** Script calls made by strict counters and by the flusher, and every non-INFO command Redis served. */
+  /**
+   * Script calls made by strict counters and by the flusher, and every non-INFO command Redis served.
+   * Silences every open engine's heartbeats first (they are commands on a timer of their own).
+   */
   io(engine: Engine): Promise<{ strictCalls: number; flusherCommands: number; redisCommands: number }>;
+  /** Writes `value` into the field of `key` under `prefix` straight in Redis, as another program would. */
+  write(kind: 's' | 'l', prefix: string, key: string, value: string): Promise<void>;
+}
+
+/** Stops the heartbeats of every engine the test opened (and waits for those in flight). */
+export async function silenceHeartbeats(): Promise<void> {
+  await Promise.all(opened.map((e) => e[internals].flusher?.pauseHeartbeatsForTest(true)));
 }
 
 /** Every command Redis served except INFO (which reading the figure itself costs). */
@@ -128,10 +138,10 @@ export function redisMode(getServer: () => RedisServer, getRedis: () => Redis): 
     engine: (options = {}) =>
       open({ redis: getServer().url, prefix: freshPrefix('p'), flushIntervalMs: 20, allowedLagMs: 20, ...options }),
     stored: (kind, prefix, key) => getRedis().hget(`{${prefix}:${kind}:${partitionOf(key)}}`, key),
+    write: async (kind, prefix, key, value) => void (await getRedis().hset(`{${prefix}:${kind}:${partitionOf(key)}}`, key, value)),
     keysOf: (prefix) => getRedis().keys(`{${prefix}:*`),
     io: async (engine) => {
-      // Heartbeats are Redis commands of their own, on their own timer: silence every open engine's.
-      await Promise.all(opened.map((e) => e[internals].flusher?.pauseHeartbeatsForTest(true)));
+      await silenceHeartbeats();
       const stats = await engine.stats();
       return {
         strictCalls: stats.strict!.calls,
@@ -148,6 +158,7 @@ export const embeddedMode: Mode = {
   stored: () => Promise.resolve(undefined),
   keysOf: () => Promise.resolve([]),
   io: async () => ({ strictCalls: 0, flusherCommands: 0, redisCommands: 0 }),
+  write: () => Promise.reject(new Error('no Redis in embedded mode')),
 };
 
 export function prefixOf(engine: Engine): string {

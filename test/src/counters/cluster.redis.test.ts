@@ -11,7 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { setImmediate as turn, setTimeout as delay } from 'node:timers/promises';
 import { Cluster, Redis } from 'ioredis';
 import { ErrorCode, redisSink, TallyworksError, TestClock } from '../../../src/index.js';
-import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, strictScenarios } from '../../helpers/counter-scenarios.js';
+import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, silenceHeartbeats, strictScenarios } from '../../helpers/counter-scenarios.js';
+import { laxRedisScenarios } from '../../helpers/lax-redis-scenarios.js';
 import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
 import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
 import { keySlot } from '../../helpers/key-slot.js';
@@ -39,7 +40,9 @@ function clusterMode(getCluster: () => Cluster): Mode {
       const keys = await Promise.all(getCluster().nodes('master').map((node) => node.keys(`{${prefix}:*`)));
       return keys.flat().sort();
     },
+    write: async (kind, prefix, key, value) => void (await getCluster().hset(partitionKey(prefix, kind, partitionOf(key)), key, value)),
     io: async (engine) => {
+      await silenceHeartbeats();
       const stats = await engine.stats();
       return { strictCalls: stats.strict!.calls, flusherCommands: stats.flusher!.commands, redisCommands: await clusterCommandCount(getCluster()) };
     },
@@ -63,6 +66,8 @@ describe('counters on a Redis Cluster', () => {
   describe('strict scenarios 2–8', () => strictScenarios(() => mode));
 
   describe('lax values', () => laxValueScenarios(() => mode));
+
+  describe('lax scenarios 9–14 and 16', () => laxRedisScenarios(() => mode));
 
   describe('batches, validation, coalescing', () => batchTests(() => mode));
 
