@@ -51,24 +51,18 @@ interface Waiter {
   readonly indexes: number[] | undefined;
 }
 
-/** A single op's caller (the hot form): op `from` of the call, answered with what `pick` names. */
-interface SingleWaiter {
-  readonly request: undefined;
-  readonly from: number;
-  readonly pick: number;
-  readonly key: string;
-  readonly n: number;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (err: Error) => void;
-}
-
 interface Partition {
   readonly key: string;
   readonly marker: string;
   seq: number;
   args: Array<string | number>;
   writes: boolean;
-  waiters: Array<Waiter | SingleWaiter>;
+  waiters: Waiter[];
+  /**
+   * Single-op callers (the hot form), flat, 4 values each: op index in the call, what to answer (a
+   * {@link Pick}), resolve, reject. No object per op; the op's key and n are in `args`.
+   */
+  singles: unknown[];
   busy: boolean;
 }
 
@@ -97,7 +91,7 @@ export class StrictRedis implements CounterBackend {
     this.outcomeWaitMs = outcomeWaitMs;
     for (let p = 0; p < PARTITIONS; p++) {
       const key = partitionKey(prefix, flavor.kind, p);
-      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, waiters: [], busy: false });
+      this.partitions.push({ key, marker: markerKey(key, instance), seq: 0, args: [], writes: false, waiters: [], singles: [], busy: false });
     }
   }
 
@@ -109,7 +103,7 @@ export class StrictRedis implements CounterBackend {
     if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
     const part = this.partitions[partitionOf(key)]!;
     return new Promise<T>((resolve, reject) => {
-      part.waiters.push({ request: undefined, from: part.args.length / 5, pick, key, n, resolve: resolve as (value: unknown) => void, reject });
+      part.singles.push(part.args.length / 5, pick, resolve, reject);
       part.args.push(mode, key, cmp, x, n);
       if (mode !== Mode.GET) part.writes = true;
       this.schedule();
@@ -182,7 +176,7 @@ export class StrictRedis implements CounterBackend {
     // Ref'd on purpose: a caller awaits this call; it runs in this same loop turn's check phase.
     setImmediate(() => {
       this.scheduled = false;
-      for (const part of this.partitions) if (!part.busy && part.waiters.length > 0) this.send(part);
+      for (const part of this.partitions) if (!part.busy && (part.waiters.length > 0 || part.singles.length > 0)) this.send(part);
     });
   }
 
@@ -194,22 +188,23 @@ export class StrictRedis implements CounterBackend {
 
   private async sendNow(part: Partition): Promise<void> {
     part.busy = true;
-    const { args, waiters, writes } = part;
+    const { args, waiters, singles, writes } = part;
     part.args = [];
     part.waiters = [];
+    part.singles = [];
     part.writes = false;
     const seq = writes ? ++part.seq : 0;
     try {
       const results = await this.call(part, seq, args);
       const stride = this.flavor.stride;
+      for (let s = 0; s < singles.length; s += 4) {
+        const from = singles[s] as number;
+        const value = this.flavor.pick(results, from, singles[s + 1] as number);
+        if (value !== undefined) (singles[s + 2] as (value: unknown) => void)(value);
+        else (singles[s + 3] as (err: Error) => void)(refusedError(args[5 * from + 1] as string, args[5 * from + 4] as number, results[stride * from + stride / 2]));
+      }
       for (const w of waiters) {
         const r = w.request;
-        if (r === undefined) {
-          const value = this.flavor.pick(results, w.from, w.pick);
-          if (value === undefined) w.reject(refusedError(w.key, w.n, results[stride * w.from + stride / 2]));
-          else w.resolve(value);
-          continue;
-        }
         for (let j = 0; j < w.count; j++) {
           const i = w.indexes === undefined ? j : w.indexes[j]!;
           for (let k = 0; k < stride; k++) r.results[stride * i + k] = results[stride * (w.from + j) + k]!;
@@ -217,11 +212,8 @@ export class StrictRedis implements CounterBackend {
         if (--r.remaining === 0 && !r.failed) r.resolve(r.results);
       }
     } catch (err) {
+      for (let s = 3; s < singles.length; s += 4) (singles[s] as (err: Error) => void)(err as Error);
       for (const w of waiters) {
-        if (w.request === undefined) {
-          w.reject(err as Error);
-          continue;
-        }
         if (w.request.failed) continue;
         w.request.failed = true;
         w.request.reject(err as Error);
@@ -229,7 +221,7 @@ export class StrictRedis implements CounterBackend {
     } finally {
       part.busy = false;
       // Ops queued while this call was in flight go out together now.
-      if (part.waiters.length > 0) this.send(part);
+      if (part.waiters.length > 0 || part.singles.length > 0) this.send(part);
     }
   }
 
@@ -293,7 +285,8 @@ export class StrictRedis implements CounterBackend {
   }
 }
 
-/** Script results to numbers: a refused INC (false) becomes NaN. */
-function toNumbers(results: ReadonlyArray<number | false>): number[] {
-  return results.map((r) => (r === false ? Number.NaN : r));
+/** Script results to numbers, in place: a refused INC (false) becomes NaN. */
+function toNumbers(results: Array<number | false>): number[] {
+  for (let i = 0; i < results.length; i++) if (results[i] === false) results[i] = Number.NaN;
+  return results as number[];
 }
