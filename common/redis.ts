@@ -19,7 +19,7 @@ import { lookup as dnsLookup, resolveSrv } from 'node:dns';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { ErrorCode, optionTypeError, redactSecrets, TallyworksError } from './errors.js';
 import { keyHash } from './key-hash.js';
-import { APPLY, IA, IA_BEAT, INC } from './scripts.js';
+import { APPLY, IA, IA_BEAT, INC, RATE, RATE_CLEAN } from './scripts.js';
 
 /** Partitions (hashes, cluster slots) per kind of counter and prefix. Part of the stored layout. */
 export const PARTITIONS = 16;
@@ -68,6 +68,10 @@ function ownOptions(commandTimeoutMs: number): RedisOptions {
     maxRetriesPerRequest: 0,
     // The partitions' calls of one tick leave in one socket write.
     enableAutoPipelining: true,
+    // Scripts of as many keys as ops begin with the key count, which a cluster's auto-pipelining takes for
+    // the key (it grouped them with another node's commands: "All keys in the pipeline should belong to the
+    // same slots allocation group"). They are batched per partition already.
+    autoPipeliningIgnoredCommands: ['twRate', 'twRateClean'],
     retryStrategy: (attempt: number) => Math.min(20 * attempt, 500),
     // A Redis restarted from its AOF answers LOADING for a while; ioredis then re-checks after Redis's own
     // estimate, at least 1 s, up to this. Re-checking often makes the connection ready as soon as Redis
@@ -246,6 +250,8 @@ function newClient(spec: ConnectionSpec, commandTimeoutMs: number): RedisClient 
   INC.define(client);
   IA.define(client);
   IA_BEAT.define(client);
+  RATE.define(client);
+  RATE_CLEAN.define(client);
   // Errors surface through the commands that fail; without a listener ioredis would log each reconnect.
   // The last one is kept: a failed connect() only says "Connection is closed.", and the reason (a refused
   // password, a certificate, a refused port) came as an 'error' event before it.

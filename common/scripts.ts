@@ -35,7 +35,8 @@ export class RedisScript<Args extends ReadonlyArray<string | number | Buffer>, R
   constructor(
     readonly file: string,
     private readonly command: string,
-    private readonly numberOfKeys: number,
+    /** undefined: the call's first argument is the number of keys (a script of as many keys as ops). */
+    private readonly numberOfKeys: number | undefined,
     private readonly buffers: boolean,
   ) {
     this.lua = readFileSync(new URL(`../../common/scripts/${file}`, import.meta.url), 'utf8');
@@ -115,6 +116,30 @@ export async function runIa(client: ScriptHost, keys: IaPartitionKeys, marker: s
 export async function runBeat(client: ScriptHost, keys: IaPartitionKeys, caller: IaCaller, retentionMs: number, mode: number): Promise<string[]> {
   const live = await IA_BEAT.run(client, keys.partition, keys.registry, keys.generations, keys.sweep, caller.instanceId, caller.thresholdMs, retentionMs, mode);
   return [...new Set(live.map((inc) => inc.slice(0, inc.lastIndexOf('#'))))];
+}
+
+/** common/scripts/rl.lua: one call's sliding-window rate-limit decisions on one partition (index, then an entity per op). */
+export const RATE = new RedisScript<[numberOfKeys: number, ...keysThenArgs: Array<string | Buffer>], Buffer>('rl.lua', 'twRate', undefined, true);
+
+/** common/scripts/rl-clean.lua: deletes the entities of a partition's index idle longer than the given ms. */
+export const RATE_CLEAN = new RedisScript<[numberOfKeys: number, ...keysThenArgs: Array<string | number>], number>('rl-clean.lua', 'twRateClean', undefined, false);
+
+/** rl.lua's strategies and its suppressed outcomes. */
+export const RateStrategy = { ABSOLUTE: 1, SUPPRESSED: 2 } as const;
+export const RateOutcome = { BELOW_SOFT: 0, ADMITTED: 1, DECLINED: 2 } as const;
+
+/**
+ * Runs rl.lua: `entities` one per op, `config` [strategy, windows, windowMs, groupMs, …], `ops` flat (see
+ * the script); 4 result values per op.
+ */
+export async function runRate(client: ScriptHost, index: string, entities: readonly string[], config: readonly number[], ops: readonly number[]): Promise<number[]> {
+  const packed = await RATE.run(client, entities.length + 1, index, ...entities, encodeArgs(config), encodeArgs(ops));
+  return numbers(decode<Array<number | bigint>>(packed) as Array<number | bigint | false>) as number[];
+}
+
+/** Runs rl-clean.lua on `entities` of `index`: deletes those idle longer than `staleAfterMs` (Redis time); returns how many. */
+export async function runRateClean(client: ScriptHost, index: string, entities: readonly string[], staleAfterMs: number): Promise<number> {
+  return Number(await RATE_CLEAN.run(client, entities.length + 1, index, ...entities, staleAfterMs));
 }
 
 /** common/scripts/buffer-sink.lua: one stat buffer flush into a hash, once per flush id. */

@@ -162,7 +162,8 @@ export class Engine implements AsyncDisposable {
   private limiterContextOf(): LimiterContext {
     if (this.limiterContext === undefined) {
       const clock = this.clock;
-      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, time: new DecisionTime(clock), state: { closed: false } };
+      const state = { closed: false };
+      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, time: new DecisionTime(clock), state, redis: { client: this.redis?.client, prefix: this.options.prefix, state } };
     }
     return this.limiterContext;
   }
@@ -234,7 +235,8 @@ export class Engine implements AsyncDisposable {
     this.closing ??= (async () => {
       try {
         if (this.limiterContext !== undefined) this.limiterContext.state.closed = true;
-        for (const limiter of this.limiters) limiter.stop();
+        // Redis decisions in flight finish before the client closes (awaited below).
+        const limitersStopped = Promise.allSettled(this.limiters.map((l) => l.stop()));
         // Buffers deliver first: their handlers may still use the engine.
         const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));
         // Stores persist next: reading their counters needs the shards.
@@ -243,6 +245,7 @@ export class Engine implements AsyncDisposable {
         await Promise.allSettled(this.router.lanes.map((l) => l.drain()));
         const delivered = this.redis === undefined ? undefined : await settled(this.redis.flusher.close(this.options.closeTimeoutMs));
         await this.router.close();
+        await limitersStopped;
         if (this.redis !== undefined) {
           await this.redis.strict.close();
           await this.redis.strictInstanceAware.close();

@@ -14,9 +14,11 @@ import { type RateLimiterLink, RateLinkHost } from './link.js';
 import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed, type RateDecision, readRecord, staleRecord } from './providers.js';
 import { checkIncrement, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { SlidingDirectory } from './sliding-directory.js';
+import { RedisAbsolute, type RedisRateContext, RedisSuppressed, RedisWindows } from './redis-sliding.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
 export { LocalAbsolute, LocalSuppressed } from './providers.js';
+export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-sliding.js';
 
 /** What every limiter of an engine shares: where records go, who decides, the clock, and whether it is closed. */
 export interface LimiterContext extends DecisionContext {
@@ -25,6 +27,8 @@ export interface LimiterContext extends DecisionContext {
   readonly clock: Clock;
   /** Set when the engine closes. */
   readonly state: { closed: boolean };
+  /** The engine's Redis client (absent when embedded) and prefix, for the Redis provider. */
+  readonly redis: RedisRateContext;
 }
 
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */
@@ -37,6 +41,7 @@ class Cleanup {
     private readonly ctx: LimiterContext,
     private readonly options: ResolvedRateOptions,
     private readonly dirs: readonly SlidingDirectory[],
+    private readonly remote: ReadonlyArray<{ readonly sliding: { clean(staleAfterMs: number): Promise<number> } }> = [],
   ) {
     this.next = ctx.clock.now() + options.cleanupIntervalMs;
     if (ctx.clock.watch !== undefined) {
@@ -48,13 +53,30 @@ class Cleanup {
     }
   }
 
-  /** A timed run: a record it could not take (TW_RECORD_BUSY) is left for the next run, never thrown from a timer. */
+  /**
+   * A timed run: a record it could not take (TW_RECORD_BUSY) is left for the next run, never thrown from a
+   * timer; so is a Redis cleanup that failed (Redis away: the keys' TTLs still end them).
+   */
   private timed(): void {
     try {
       this.run();
     } catch (err) {
       if (!(err instanceof TallyworksError && err.code === ErrorCode.RECORD_BUSY)) throw err;
     }
+    if (this.remote.length > 0 && this.ctx.redis.client !== undefined && this.cleaning === undefined) {
+      this.cleaning = this.runRemote()
+        .catch(() => 0)
+        .finally(() => (this.cleaning = undefined));
+    }
+  }
+
+  private cleaning: Promise<number> | undefined;
+
+  /** Deletes the Redis entities idle longer than staleAfterMs (Redis time); returns how many. */
+  async runRemote(): Promise<number> {
+    let deleted = 0;
+    for (const r of this.remote) deleted += await r.sliding.clean(this.options.staleAfterMs);
+    return deleted;
   }
 
   /** Retires every key idle longer than staleAfterMs now; returns how many. */
@@ -66,9 +88,11 @@ class Cleanup {
     return retired;
   }
 
-  stop(): void {
+  /** Stops the timer; waits for a Redis cleanup in flight. */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     this.unwatch?.();
+    await this.cleaning;
   }
 }
 
@@ -76,6 +100,8 @@ class Cleanup {
 export class RateLimiter {
   /** In-process decisions, on the calling thread. */
   readonly local: { readonly absolute: LocalAbsolute; readonly suppressed: LocalSuppressed };
+  /** Decisions in Redis, shared by every engine on the prefix (a Promise each; needs the `redis` option). */
+  readonly redis: { readonly absolute: RedisAbsolute; readonly suppressed: RedisSuppressed };
   readonly windowSeconds: number;
   readonly groupMs: number;
   private readonly cleanupRun: Cleanup;
@@ -99,7 +125,8 @@ export class RateLimiter {
     const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
-    this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed]);
+    this.redis = Object.freeze({ absolute: new RedisAbsolute(ctx.redis, o), suppressed: new RedisSuppressed(ctx.redis, o) });
+    this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], [this.redis.absolute, this.redis.suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));
     this.linkFields = {
       owners: ctx.registry.owners.buffer as SharedArrayBuffer,
@@ -130,10 +157,20 @@ export class RateLimiter {
     return this.cleanupRun.run();
   }
 
-  /** @internal the engine stops the cleanup and ends the links when it closes */
-  stop(): void {
-    this.cleanupRun.stop();
+  /**
+   * Deletes the limiter's keys in Redis that no decision used for longer than staleAfterMs (Redis time),
+   * as the cleanup does every cleanupIntervalMs; returns how many.
+   */
+  cleanupRedis(): Promise<number> {
+    if (this.ctx.state.closed) return Promise.reject(closedError('rate limiter'));
+    return this.cleanupRun.runRemote();
+  }
+
+  /** @internal the engine stops the cleanup, ends the links and waits for Redis decisions in flight when it closes */
+  async stop(): Promise<void> {
     this.links.close();
+    await this.cleanupRun.stop();
+    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle()]);
   }
 }
 
@@ -145,6 +182,8 @@ export class RateLimits {
   private readonly limits: Float64Array;
   private readonly seconds: readonly number[];
   private readonly cleanupRun: Cleanup;
+  /** Decisions in Redis on every window at once, all-or-nothing (a Promise each; needs the `redis` option). */
+  readonly redis: RedisWindows;
 
   /** @internal use `engine.rateLimits()` */
   constructor(
@@ -158,7 +197,8 @@ export class RateLimits {
     this.decider = ctx.registry.mainDecider(o.lockTimeoutMs);
     this.decider.alone = true; // rate limits are not linked to other threads
     this.directory = new SlidingDirectory(ctx.router, new SlidingShape(o.windows, false), ctx.registry, this.decider);
-    this.cleanupRun = new Cleanup(ctx, o, [this.directory]);
+    this.redis = new RedisWindows(ctx.redis, o.windows, this.windows);
+    this.cleanupRun = new Cleanup(ctx, o, [this.directory], [this.redis]);
   }
 
   /** Counts `n` in every window if every window has room for it; otherwise counts nothing. */
@@ -189,8 +229,15 @@ export class RateLimits {
     return this.cleanupRun.run();
   }
 
+  /** Deletes the windows' keys in Redis idle longer than staleAfterMs (Redis time); returns how many. */
+  cleanupRedis(): Promise<number> {
+    if (this.ctx.state.closed) return Promise.reject(closedError('rate limits'));
+    return this.cleanupRun.runRemote();
+  }
+
   /** @internal */
-  stop(): void {
-    this.cleanupRun.stop();
+  async stop(): Promise<void> {
+    await this.cleanupRun.stop();
+    await this.redis.sliding.settle();
   }
 }

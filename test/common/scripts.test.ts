@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Cmp, CounterMode } from '../../common/messages.js';
-import { APPLY, ApplyStatus, BeatMode, BUFFER_SINK, IA, IA_BEAT, IaMode, INC, Mode, type RedisScript } from '../../common/scripts.js';
+import { APPLY, ApplyStatus, BeatMode, BUFFER_SINK, IA, IA_BEAT, IaMode, INC, Mode, RATE, RATE_CLEAN, RateOutcome, RateStrategy, type RedisScript } from '../../common/scripts.js';
 
 const PINNED: Record<string, string> = {
   'apply.lua': '37ffb63220097aaa7d26931384bebc2b2f3609f8',
@@ -16,12 +16,15 @@ const PINNED: Record<string, string> = {
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
   'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
   'ia-beat.lua': '369d8f18ade90d385d38cb74982e8119e2a6e933',
+  'rl.lua': '1d3043c320a6081a362ae8db89f125f12e9a086b',
+  'rl-clean.lua': 'f3a3b0e2ae380790d3cd803761aef0310ab52b1a',
 };
 
 test('every script under common/scripts is a RedisScript with its SHA pinned', () => {
   const files = readdirSync(new URL('../../../common/scripts/', import.meta.url)).filter((f) => f.endsWith('.lua'));
-  assert.deepEqual(files.sort(), [APPLY.file, BUFFER_SINK.file, INC.file, IA.file, IA_BEAT.file].sort(), 'a script that is not a RedisScript');
-  for (const script of [APPLY, BUFFER_SINK, INC, IA, IA_BEAT]) {
+  const scripts = [APPLY, BUFFER_SINK, INC, IA, IA_BEAT, RATE, RATE_CLEAN] as ReadonlyArray<RedisScript<never, unknown>>;
+  assert.deepEqual(files.sort(), scripts.map((s) => s.file).sort(), 'a script that is not a RedisScript');
+  for (const script of scripts) {
     const source = readFileSync(new URL(`../../../common/scripts/${script.file}`, import.meta.url), 'utf8');
     assert.equal(script.lua, source);
     assert.equal(script.sha, createHash('sha1').update(source).digest('hex'));
@@ -47,6 +50,8 @@ test("apply.lua's op modes, comparators and reply status are the TypeScript cons
   assert.deepEqual(luaConstants('ALWAYS', IA as never), { ...Cmp });
   assert.deepEqual(luaConstants('APPLIED', IA as never), { ...ApplyStatus });
   assert.deepEqual(luaConstants('BEAT', IA_BEAT as never), { ...BeatMode });
+  assert.deepEqual(luaConstants('ABSOLUTE', RATE as never), { ...RateStrategy }, "rl.lua's strategies");
+  assert.deepEqual(luaConstants('BELOW_SOFT', RATE as never), { ...RateOutcome }, "rl.lua's suppressed outcomes");
   // The counter modes a strict or embedded op carries are the script's modes of the same name.
   for (const [name, code] of Object.entries(CounterMode)) assert.equal(Mode[name as keyof typeof Mode], code, name);
 });
@@ -57,4 +62,19 @@ test('apply.lua compares modes and comparators only by name (no bare numbers lef
     assert.doesNotMatch(line, /\b(mode|cmp)\s*[=~]=\s*\d/, `bare number in: ${line.trim()}`);
     assert.doesNotMatch(line, /return \{ \d/, `bare status in: ${line.trim()}`);
   }
+});
+
+test('rl.lua and rl-clean.lua touch only the keys they are given: the index (KEYS[1]) and the entities (KEYS[2…])', () => {
+  for (const script of [RATE, RATE_CLEAN] as ReadonlyArray<RedisScript<never, unknown>>) {
+    const calls = [...script.lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*(?:,\s*([^,)]*))?/g)];
+    assert.ok(calls.length > 0, script.file);
+    for (const [text, command, keyArg] of calls) {
+      if (command === 'TIME') continue;
+      assert.ok(['e', 'index', 'KEYS[1]'].includes(keyArg!.trim()), `${script.file}: ${command} touches ${keyArg}, not a given key: ${text}`);
+    }
+    // `e` is only ever bound to an entity key, `index` to KEYS[1].
+    for (const m of script.lua.matchAll(/\b(?:local )?e\s*=[^=](.*)/g)) assert.match(m[1]!, /^\s*KEYS\[i\]/, `${script.file}: e = ${m[1]}`);
+    assert.ok(!/\.\.\s*['"]:/.test(script.lua.split('\n').filter((l) => /redis\.p?call/.test(l)).join('\n')), 'no key name is built inside a call');
+  }
+  assert.match(RATE.lua, /^local index = KEYS\[1\]$/m);
 });

@@ -117,6 +117,8 @@ export interface Mode {
   io(engine: Engine): Promise<{ strictCalls: number; flusherCommands: number; redisCommands: number }>;
   /** Writes `value` into the field of `key` under `prefix` straight in Redis, as another program would. */
   write(kind: 's' | 'l', prefix: string, key: string, value: string): Promise<void>;
+  /** The PTTL of a Redis key (−1: none, −2: no such key). */
+  pttl(key: string): Promise<number>;
 }
 
 /** Stops the heartbeats of every engine the test opened (and waits for those in flight). */
@@ -139,6 +141,7 @@ export function redisMode(getServer: () => RedisServer, getRedis: () => Redis): 
       open({ redis: getServer().url, prefix: freshPrefix('p'), flushIntervalMs: 20, allowedLagMs: 20, ...options }),
     stored: (kind, prefix, key) => getRedis().hget(`{${prefix}:${kind}:${partitionOf(key)}}`, key),
     write: async (kind, prefix, key, value) => void (await getRedis().hset(`{${prefix}:${kind}:${partitionOf(key)}}`, key, value)),
+    pttl: (key) => getRedis().pttl(key),
     keysOf: (prefix) => getRedis().keys(`{${prefix}:*`),
     io: async (engine) => {
       await silenceHeartbeats();
@@ -159,6 +162,7 @@ export const embeddedMode: Mode = {
   keysOf: () => Promise.resolve([]),
   io: async () => ({ strictCalls: 0, flusherCommands: 0, redisCommands: 0 }),
   write: () => Promise.reject(new Error('no Redis in embedded mode')),
+  pttl: () => Promise.reject(new Error('no Redis in embedded mode')),
 };
 
 export function prefixOf(engine: Engine): string {

@@ -13,6 +13,7 @@ import { Cluster, Redis } from 'ioredis';
 import { ErrorCode, redisSink, TallyworksError, TestClock } from '../../../src/index.js';
 import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, prefixOf, silenceHeartbeats, strictScenarios } from '../../helpers/counter-scenarios.js';
 import { laxRedisScenarios } from '../../helpers/lax-redis-scenarios.js';
+import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
 import { partitionKey, PARTITIONS, partitionOf } from '../../../common/redis.js';
 import { type RedisCluster, startRedisCluster } from '../../../bench/redis-server.js';
 import { keySlot } from '../../helpers/key-slot.js';
@@ -40,6 +41,7 @@ function clusterMode(getCluster: () => Cluster): Mode {
       const keys = await Promise.all(getCluster().nodes('master').map((node) => node.keys(`{${prefix}:*`)));
       return keys.flat().sort();
     },
+    pttl: (key) => getCluster().pttl(key),
     write: async (kind, prefix, key, value) => void (await getCluster().hset(partitionKey(prefix, kind, partitionOf(key)), key, value)),
     io: async (engine) => {
       await silenceHeartbeats();
@@ -72,6 +74,8 @@ describe('counters on a Redis Cluster', () => {
   describe('batches, validation, coalescing', () => batchTests(() => mode));
 
   describe('instance-aware scenarios 17–27 and the seed bugs', () => instanceAwareScenarios(() => mode));
+
+  describe('sliding-window rate limits in Redis', () => rateRedisScenarios(() => mode));
 
   it('a stat buffer flushing through redisSink to several hashes delivers every count once; each marker shares its hash slot', async () => {
     const e = await mode.engine({ clock: new TestClock() });

@@ -1,0 +1,245 @@
+/**
+ * The Redis provider of the sliding-window limiters: `rateLimiter().redis.absolute.inc(key, rate, n)`,
+ * `.redis.suppressed.inc(key, rate, n)` and `rateLimits().redis.inc(key, n)`, each a Promise of the same
+ * decision values as the local provider. Every decision runs in common/scripts/rl.lua, atomically, on
+ * Redis TIME (one clock for every instance); the decisions of one limiter issued in the same tick for one
+ * partition share one script call, as strict counters do.
+ *
+ * Layout: an entity (a limiter's key) is the hash `{<prefix>:rl:<p>}:<limiter>:<key>`, p = the key's
+ * partition, `<limiter>` its strategy and windows (so two processes with the same limiter share its
+ * entities); the partition's index of the limiter's entities is `{<prefix>:rl:<p>}:<limiter>`. One hash
+ * slot per partition. Every key carries a TTL of the longest window and a group.
+ *
+ * A decision that cannot reach Redis rejects with TW_REDIS_UNAVAILABLE (the call was not applied) or, when
+ * its reply was lost, TW_REDIS_OUTCOME_UNKNOWN (it may have been counted). Nothing is retried.
+ */
+import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
+import { followRedirect, isReady, notReady, PARTITIONS, partitionKey, partitionOf, type RedisClient, redisFailure, refusedByRedis } from '../../common/redis.js';
+import { RateOutcome, RateStrategy, runRate, runRateClean } from '../../common/scripts.js';
+import { validateKey } from '../keys.js';
+import { ALLOWED, type RateDecision } from './providers.js';
+import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions, type ResolvedWindow } from './rate-options.js';
+
+/** What the Redis provider needs of the engine: its client (absent: embedded), prefix and closed state. */
+export interface RedisRateContext {
+  readonly client: RedisClient | undefined;
+  readonly prefix: string;
+  readonly state: { readonly closed: boolean };
+}
+
+/** The ops of one partition waiting for the next call. */
+interface Queue {
+  entities: string[];
+  ops: number[];
+  resolves: Array<(results: number[]) => void>;
+  rejects: Array<(err: Error) => void>;
+}
+
+/** Entities of an index looked at per cleanup call (the oldest first). */
+const CLEAN_BATCH = 256;
+/** Cleanup calls per partition and run at most (a run is bounded whatever the number of stale keys). */
+const CLEAN_CALLS = 64;
+
+/** One limiter's calls to rl.lua (one strategy, its windows): decisions queued in a tick go out per partition. */
+export class RedisSliding {
+  private readonly client: RedisClient | undefined;
+  private readonly queues: Queue[] = [];
+  private readonly names: string[] = [];
+  private scheduled = false;
+  /** Calls being sent, so the engine's close() can wait for them before it closes the client. */
+  private readonly inflight = new Set<Promise<void>>();
+  /** Script calls sent, and the decisions they carried. */
+  calls = 0;
+  decisions = 0;
+
+  constructor(
+    private readonly ctx: RedisRateContext,
+    /** The limiter's name in Redis: strategy and windows. */
+    readonly id: string,
+    private readonly config: readonly number[],
+  ) {
+    this.client = ctx.client;
+    for (let p = 0; p < PARTITIONS; p++) {
+      this.queues.push({ entities: [], ops: [], resolves: [], rejects: [] });
+      this.names.push(`${partitionKey(ctx.prefix, 'rl', p)}:${id}`);
+    }
+  }
+
+  /** The entity hash of `key` in Redis. */
+  entityOf(key: string): string {
+    return `${this.names[partitionOf(key)]!}:${key}`;
+  }
+
+  /** Queues one decision (`op`: the script's values for it); resolves with its 4 result values. */
+  decide(key: string, op: readonly number[]): Promise<number[]> {
+    if (this.ctx.state.closed) return Promise.reject(closedError('rate limiter'));
+    const client = this.client;
+    if (client === undefined) return Promise.reject(noRedis());
+    if (!isReady(client)) return Promise.reject(notReady(client, 'the rate-limit decision'));
+    const q = this.queues[partitionOf(key)]!;
+    return new Promise<number[]>((resolve, reject) => {
+      q.entities.push(`${this.names[partitionOf(key)]!}:${key}`);
+      for (let i = 0; i < op.length; i++) q.ops.push(op[i]!);
+      q.resolves.push(resolve);
+      q.rejects.push(reject);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        // Ref'd on purpose: a caller awaits this call; it runs in this loop turn's check phase.
+        setImmediate(() => this.sendAll());
+      }
+    });
+  }
+
+  private sendAll(): void {
+    this.scheduled = false;
+    for (let p = 0; p < PARTITIONS; p++) {
+      const q = this.queues[p]!;
+      if (q.entities.length === 0) continue;
+      this.queues[p] = { entities: [], ops: [], resolves: [], rejects: [] };
+      const sending = this.send(p, q);
+      this.inflight.add(sending);
+      void sending.finally(() => this.inflight.delete(sending));
+    }
+  }
+
+  private async send(p: number, q: Queue): Promise<void> {
+    const client = this.client!;
+    this.calls++;
+    this.decisions += q.entities.length;
+    let results: number[];
+    try {
+      results = await runRate(client, this.names[p]!, q.entities, this.config, q.ops);
+    } catch (err) {
+      followRedirect(client, err);
+      // Refused before it ran (or never sent): not applied. Otherwise the reply was lost: it may have been.
+      const error = refusedByRedis(err)
+        ? redisFailure('the rate-limit decision', err)
+        : new TallyworksError(ErrorCode.REDIS_OUTCOME_UNKNOWN, 'the reply to a rate-limit decision was lost: it may have been counted', { cause: err });
+      for (const reject of q.rejects) reject(error);
+      return;
+    }
+    for (let i = 0; i < q.resolves.length; i++) q.resolves[i]!(results.slice(4 * i, 4 * i + 4));
+  }
+
+  /** Waits for every call in flight (and those queued this tick). */
+  async settle(): Promise<void> {
+    while (this.scheduled || this.inflight.size > 0) {
+      if (this.scheduled) await new Promise((resolve) => setImmediate(resolve));
+      else await Promise.all(this.inflight);
+    }
+  }
+
+  /** Deletes the entities idle longer than `staleAfterMs` (Redis time), oldest first; returns how many. */
+  async clean(staleAfterMs: number): Promise<number> {
+    const client = this.client;
+    if (client === undefined) return 0;
+    let deleted = 0;
+    for (const index of this.names) {
+      for (let call = 0; call < CLEAN_CALLS; call++) {
+        const oldest = await client.zrange(index, '0', String(CLEAN_BATCH - 1));
+        if (oldest.length === 0) break;
+        const n = await runRateClean(client, index, oldest, staleAfterMs);
+        deleted += n;
+        if (n < oldest.length) break; // the rest of the index is fresher
+      }
+    }
+    return deleted;
+  }
+}
+
+function noRedis(): TallyworksError {
+  return new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, 'this engine was created without the `redis` option: the Redis rate-limit provider has no server to decide in');
+}
+
+/** The limiter's name in Redis: its strategy and windows (window ms / group ms each). */
+export function redisLimiterId(strategy: 'a' | 's' | 'm', windows: readonly Pick<ResolvedWindow, 'windowMs' | 'groupMs'>[]): string {
+  return `${strategy}${windows.map((w) => `${w.windowMs}/${w.groupMs}`).join(',')}`;
+}
+
+function configOf(strategy: number, windows: readonly Pick<ResolvedWindow, 'windowMs' | 'groupMs'>[]): number[] {
+  return [strategy, windows.length, ...windows.flatMap((w) => [w.windowMs, w.groupMs])];
+}
+
+/** A refusal from rl.lua's results (refused window, retry, room then). */
+function rejection(r: readonly number[], windowSeconds: readonly number[], names?: readonly string[]): RateDecision {
+  const k = r[1]!;
+  const retryAfterMs = r[2]! < 0 ? Infinity : r[2]!;
+  const d = { kind: 'rejected' as const, allowed: false as const, windowSeconds: windowSeconds[k]!, retryAfterMs, remainingAfterWaiting: r[3]! };
+  return names === undefined ? d : { ...d, window: names[k]! };
+}
+
+/** The absolute strategy in Redis: admitted while the window holds at most rate × windowSeconds, n included. */
+export class RedisAbsolute {
+  /** @internal */
+  readonly sliding: RedisSliding;
+  private readonly windowSeconds: number[];
+
+  /** @internal */
+  constructor(ctx: RedisRateContext, options: Pick<ResolvedRateOptions, 'windows'>) {
+    this.sliding = new RedisSliding(ctx, redisLimiterId('a', options.windows), configOf(RateStrategy.ABSOLUTE, options.windows));
+    this.windowSeconds = [options.windows[0]!.windowSeconds];
+  }
+
+  async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
+    validateKey(key, 'key');
+    checkRate(rate);
+    if (n !== 1) checkIncrement(n);
+    const r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds[0]!)]);
+    return r[0] === 1 ? ALLOWED : rejection(r, this.windowSeconds);
+  }
+}
+
+/** The suppressed strategy in Redis: the hard limit holds at once (the same call), not one cache period late. */
+export class RedisSuppressed {
+  /** @internal */
+  readonly sliding: RedisSliding;
+  private readonly windowSeconds: number;
+
+  /** @internal */
+  constructor(
+    ctx: RedisRateContext,
+    private readonly options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'>,
+  ) {
+    this.sliding = new RedisSliding(ctx, redisLimiterId('s', options.windows), configOf(RateStrategy.SUPPRESSED, options.windows));
+    this.windowSeconds = options.windows[0]!.windowSeconds;
+  }
+
+  async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
+    validateKey(key, 'key');
+    checkRate(rate);
+    if (n !== 1) checkIncrement(n);
+    const draw = this.options.random();
+    if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
+    const soft = limitOf(rate, this.windowSeconds);
+    const r = await this.sliding.decide(key, [n, soft, soft * this.options.hardLimitFactor, this.options.suppressionFactorCacheMs, draw]);
+    if (r[0] === RateOutcome.BELOW_SOFT) return ALLOWED;
+    return { kind: 'suppressed', allowed: r[0] === RateOutcome.ADMITTED, suppressionFactor: r[1]! };
+  }
+}
+
+/** Several named windows with fixed limits, in one Redis call per decision batch, all-or-nothing. */
+export class RedisWindows {
+  /** @internal */
+  readonly sliding: RedisSliding;
+  private readonly limits: number[];
+  private readonly seconds: number[];
+
+  /** @internal */
+  constructor(
+    ctx: RedisRateContext,
+    windows: readonly ResolvedWindow[],
+    private readonly names: readonly string[],
+  ) {
+    this.sliding = new RedisSliding(ctx, redisLimiterId('m', windows), configOf(RateStrategy.ABSOLUTE, windows));
+    this.limits = windows.map((w) => w.limit);
+    this.seconds = windows.map((w) => w.windowSeconds);
+  }
+
+  /** Counts `n` in every window if every window has room for it (in Redis, atomically); otherwise nothing. */
+  async inc(key: string, n = 1): Promise<RateDecision> {
+    validateKey(key, 'key');
+    if (n !== 1) checkIncrement(n);
+    const r = await this.sliding.decide(key, [n, ...this.limits]);
+    return r[0] === 1 ? ALLOWED : rejection(r, this.seconds, this.names);
+  }
+}

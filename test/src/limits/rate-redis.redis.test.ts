@@ -1,0 +1,83 @@
+/**
+ * Sliding-window rate limits, Redis provider, on a private redis-server: the shared scenarios
+ * (test/helpers/rate-redis-scenarios.ts), a killed server, and an engine without Redis.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
+import { Redis } from 'ioredis';
+import { createEngine, ErrorCode } from '../../../src/index.js';
+import { expectError, freshPrefix, it, type Mode, open, redisMode } from '../../helpers/counter-scenarios.js';
+import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
+import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
+
+describe('sliding-window rate limits in Redis', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let mode: Mode;
+  before(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.url);
+    mode = redisMode(() => server, () => redis);
+  });
+  after(async () => {
+    await redis?.quit();
+    await server?.stop();
+  });
+
+  describe('scenarios', () => rateRedisScenarios(() => mode));
+
+  it('the script calls name only keys of the decision\'s partition, each with the entity\'s hash tag', async () => {
+    const e = await mode.engine({ prefix: freshPrefix('rlk') });
+    const absolute = e.rateLimiter({ windowSeconds: 10 }).redis.absolute;
+    const entity = absolute.sliding.entityOf('user1');
+    assert.match(entity, /^\{[^}]+:rl:\d+\}:a10000\/100:user1$/);
+    await absolute.inc('user1', 1);
+    assert.equal(await redis.hget(entity, 't0'), '1');
+  });
+});
+
+describe('sliding-window rate limits in Redis: outages and embedded engines', () => {
+  it('a killed redis-server: decisions reject with TW_REDIS_UNAVAILABLE; they work again after the restart', async () => {
+    const server = await startRedisServer();
+    try {
+      const e = await open({ redis: server.url, prefix: freshPrefix('rlo'), redisCommandTimeoutMs: 200 });
+      const absolute = e.rateLimiter({ windowSeconds: 10 }).redis.absolute;
+      assert.equal((await absolute.inc('k', 1)).allowed, true);
+      await server.kill();
+      await expectError(() => absolute.inc('k', 1), ErrorCode.REDIS_UNAVAILABLE, 'Redis is down');
+      await server.restart();
+      let ok = false;
+      for (let i = 0; i < 100 && !ok; i++) {
+        ok = await absolute.inc('k2', 1).then(
+          (d) => d.allowed,
+          () => false,
+        );
+        if (!ok) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(ok, 'decisions work again once Redis is back');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('an engine without `redis`: the Redis provider rejects with TW_REDIS_UNAVAILABLE naming the option', async () => {
+    const e = await createEngine({ shards: 1 });
+    try {
+      const limiter = e.rateLimiter();
+      let message = '';
+      await expectError(
+        () =>
+          limiter.redis.absolute.inc('k', 1).catch((err: Error) => {
+            message = err.message;
+            throw err;
+          }),
+        ErrorCode.REDIS_UNAVAILABLE,
+        'embedded',
+      );
+      assert.match(message, /without the `redis` option/);
+      assert.equal(await limiter.cleanupRedis(), 0);
+    } finally {
+      await e.close();
+    }
+  });
+});
