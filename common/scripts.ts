@@ -125,7 +125,7 @@ export const RATE = new RedisScript<[numberOfKeys: number, ...keysThenArgs: Arra
 export const RATE_CLEAN = new RedisScript<[numberOfKeys: number, ...keysThenArgs: Array<string | number>], number>('rl-clean.lua', 'twRateClean', undefined, false);
 
 /** rl.lua's strategies and its suppressed outcomes. */
-export const RateStrategy = { ABSOLUTE: 1, SUPPRESSED: 2 } as const;
+export const RateStrategy = { ABSOLUTE: 1, SUPPRESSED: 2, COMMIT: 3 } as const;
 export const RateOutcome = { BELOW_SOFT: 0, ADMITTED: 1, DECLINED: 2 } as const;
 
 /**

@@ -163,7 +163,15 @@ export class Engine implements AsyncDisposable {
     if (this.limiterContext === undefined) {
       const clock = this.clock;
       const state = { closed: false };
-      this.limiterContext = { router: this.router, registry: new DeciderRegistry(), clock, time: new DecisionTime(clock), state, redis: { client: this.redis?.client, prefix: this.options.prefix, state } };
+      this.limiterContext = {
+        router: this.router,
+        registry: new DeciderRegistry(),
+        clock,
+        time: new DecisionTime(clock),
+        state,
+        redis: { client: this.redis?.client, prefix: this.options.prefix, state },
+        instances: async () => (await this.instances()).count,
+      };
     }
     return this.limiterContext;
   }

@@ -14,16 +14,19 @@
 --
 -- KEYS[1]  the partition's index: sorted set of entity keys by the time they last opened a group
 -- KEYS[2…] the entity hash of each op (in the partition's slot)
--- ARGV[1]  msgpack { strategy, k, windowMs1, groupMs1, …, windowMsk, groupMsk }  (suppressed: k = 1)
+-- ARGV[1]  msgpack { strategy, k, windowMs1, groupMs1, …, windowMsk, groupMsk }  (suppressed, commit: k = 1)
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
+--          · COMMIT n, limit (the hybrid provider: n were admitted locally and are counted unchecked)
 -- Reply    msgpack results, 4 values per op:
 --            ABSOLUTE   { 1, 0, 0, 0 } admitted · { 0, window, retryAfterMs, remainingAfterWaiting } refused
 --                       (retryAfterMs −1: never, the increment is larger than the limit)
 --            SUPPRESSED { outcome, suppressionFactor, 0, 0 }, outcome BELOW_SOFT, ADMITTED or DECLINED
+--            COMMIT     { total after, retryAfterMs, remainingAfterWaiting, 0 } for one more under limit
+--                       (retryAfterMs 0: it fits now)
 --
 -- The numbers: the lines below are read by test/common/scripts.test.ts and must equal RateStrategy and
 -- RateOutcome (common/scripts.ts).
-local ABSOLUTE, SUPPRESSED = 1, 2
+local ABSOLUTE, SUPPRESSED, COMMIT = 1, 2, 3
 local BELOW_SOFT, ADMITTED, DECLINED = 0, 1, 2
 local MAX = 9007199254740991
 local t = redis.call('TIME')
@@ -223,6 +226,40 @@ local function absolute(e, ops, at)
   return 0, refused - 1, retry, remaining
 end
 
+-- The hybrid provider's commit of the op at ops[at + 1 …]: n admitted locally, counted without a check
+-- (they were admitted), then the total and when one more would fit under `limit`.
+local function commit(e, ops, at)
+  local n, limit = ops[at + 1], ops[at + 2]
+  local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1])
+  local h0 = tonumber(got[1])
+  local st = { h = h0, t = tonumber(got[2]) or 0, l = tailOf(got[3]), d = 0 }
+  slide(e, st, 1, false)
+  local out = { 'u', now }
+  if n > 0 and st.t + n <= MAX then
+    if st.h == nil then st.h = g[1] end
+    local pos = math.max(g[1], st.h)
+    local name = pos == g[1] and CUR[1] or count(1, pos)
+    local cell = pos == g[1] and (tonumber(got[4]) or 0) or (tonumber(redis.call('HGET', e, name)) or 0)
+    if st.l == nil then st.l = pos end
+    st.t = st.t + n
+    out[#out + 1] = name
+    out[#out + 1] = cell + n
+  end
+  if st.h ~= nil then
+    out[#out + 1] = HF[1]
+    out[#out + 1] = st.h
+    out[#out + 1] = TF[1]
+    out[#out + 1] = st.t
+    out[#out + 1] = LF[1]
+    out[#out + 1] = st.l or -1
+  end
+  redis.call('HSET', e, unpack(out))
+  if h0 == nil or g[1] > h0 then opened(e) end
+  if st.t + 1 <= limit then return st.t, 0, limit - st.t, 0 end
+  local retry, room = whenRoom(e, st, 1, limit, 1)
+  return st.t, retry, room, 0
+end
+
 -- Events of the groups of window 1 that began less than a second before now.
 local function lastSecond(e, st)
   if st.h == nil then return 0 end
@@ -296,11 +333,17 @@ local function suppressed(e, ops, at)
 end
 
 local ops = cmsgpack.unpack(ARGV[2])
-local stride = strategy == ABSOLUTE and 1 + K or 5
+local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 2
 local results = {}
 for i = 1, #KEYS - 1 do
   local a, b, c, d
-  if strategy == ABSOLUTE then a, b, c, d = absolute(KEYS[i + 1], ops, (i - 1) * stride) else a, b, c, d = suppressed(KEYS[i + 1], ops, (i - 1) * stride) end
+  if strategy == ABSOLUTE then
+    a, b, c, d = absolute(KEYS[i + 1], ops, (i - 1) * stride)
+  elseif strategy == SUPPRESSED then
+    a, b, c, d = suppressed(KEYS[i + 1], ops, (i - 1) * stride)
+  else
+    a, b, c, d = commit(KEYS[i + 1], ops, (i - 1) * stride)
+  end
   results[#results + 1] = a
   results[#results + 1] = b
   results[#results + 1] = c

@@ -15,10 +15,12 @@ import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed,
 import { checkIncrement, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { SlidingDirectory } from './sliding-directory.js';
 import { RedisAbsolute, type RedisRateContext, RedisSuppressed, RedisWindows } from './redis-sliding.js';
+import { HybridAbsolute } from './hybrid.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
 export { LocalAbsolute, LocalSuppressed } from './providers.js';
 export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-sliding.js';
+export { HybridAbsolute, type HybridStats } from './hybrid.js';
 
 /** What every limiter of an engine shares: where records go, who decides, the clock, and whether it is closed. */
 export interface LimiterContext extends DecisionContext {
@@ -29,6 +31,8 @@ export interface LimiterContext extends DecisionContext {
   readonly state: { closed: boolean };
   /** The engine's Redis client (absent when embedded) and prefix, for the Redis provider. */
   readonly redis: RedisRateContext;
+  /** The live instances sharing the prefix (the hybrid provider splits its quotas by them). */
+  instances(): Promise<number>;
 }
 
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */
@@ -102,6 +106,8 @@ export class RateLimiter {
   readonly local: { readonly absolute: LocalAbsolute; readonly suppressed: LocalSuppressed };
   /** Decisions in Redis, shared by every engine on the prefix (a Promise each; needs the `redis` option). */
   readonly redis: { readonly absolute: RedisAbsolute; readonly suppressed: RedisSuppressed };
+  /** Synchronous decisions on this instance's share of each limit, synced with Redis every syncIntervalMs. */
+  readonly hybrid: { readonly absolute: HybridAbsolute };
   readonly windowSeconds: number;
   readonly groupMs: number;
   private readonly cleanupRun: Cleanup;
@@ -126,6 +132,7 @@ export class RateLimiter {
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
     this.redis = Object.freeze({ absolute: new RedisAbsolute(ctx.redis, o), suppressed: new RedisSuppressed(ctx.redis, o) });
+    this.hybrid = Object.freeze({ absolute: new HybridAbsolute(ctx, o, this.local.absolute) });
     this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], [this.redis.absolute, this.redis.suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));
     this.linkFields = {
@@ -170,7 +177,7 @@ export class RateLimiter {
   async stop(): Promise<void> {
     this.links.close();
     await this.cleanupRun.stop();
-    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle()]);
+    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop()]);
   }
 }
 

@@ -27,6 +27,8 @@ export interface RateLimiterOptions {
   cleanupIntervalMs?: number;
   /** The longest a decision waits for another thread holding the key's record, ms (default 100). */
   lockTimeoutMs?: number;
+  /** Hybrid provider: how often an instance commits what it admitted and reads the total in Redis, ms (default 10). */
+  syncIntervalMs?: number;
   /**
    * Suppressed strategy: a source of uniform numbers in [0, 1) (default Math.random; tests pass their own).
    * A linked worker thread uses Math.random (a function cannot cross threads).
@@ -64,6 +66,7 @@ export interface ResolvedRateOptions {
   readonly staleAfterMs: number;
   readonly cleanupIntervalMs: number;
   readonly lockTimeoutMs: number;
+  readonly syncIntervalMs: number;
   readonly random: () => number;
 }
 
@@ -112,13 +115,14 @@ function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOpti
 /** Validates `engine.rateLimiter(options)`; a bad option is a typed error naming it. */
 export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOptions {
   const path = 'options';
-  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'random']);
+  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'syncIntervalMs', 'random']);
   const random = Object.hasOwn(o, 'random') && o.random !== undefined ? o.random : Math.random;
   if (typeof random !== 'function') throw argumentTypeError('options.random', 'a function returning a number in [0, 1)', random);
   return {
     windows: [window(o, path, 'window', NaN)],
     hardLimitFactor: numberIn(o, 'hardLimitFactor', path, 'a finite number ≥ 1', (v) => Number.isFinite(v) && v >= 1, 1),
     suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, ANY_MS.rule, ANY_MS.ok, 100),
+    syncIntervalMs: numberIn(o, 'syncIntervalMs', path, integerFrom(1, 60_000).rule, integerFrom(1, 60_000).ok, 10),
     ...common(o, path),
     random: random as () => number,
   };
@@ -138,7 +142,7 @@ export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions 
     const limit = numberIn(w, 'limit', path, 'a finite number ≥ 0', (v) => Number.isFinite(v) && v >= 0, undefined);
     return window(w, path, name, limit);
   });
-  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, ...common(o, 'options'), random: Math.random };
+  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, syncIntervalMs: 10, ...common(o, 'options'), random: Math.random };
 }
 
 /** Throws unless `rate` is events per second a limiter can take: a finite number > 0. */

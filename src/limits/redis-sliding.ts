@@ -70,9 +70,12 @@ export class RedisSliding {
     return `${this.names[partitionOf(key)]!}:${key}`;
   }
 
-  /** Queues one decision (`op`: the script's values for it); resolves with its 4 result values. */
-  decide(key: string, op: readonly number[]): Promise<number[]> {
-    if (this.ctx.state.closed) return Promise.reject(closedError('rate limiter'));
+  /**
+   * Queues one decision (`op`: the script's values for it); resolves with its 4 result values.
+   * `evenClosed`: the hybrid provider's last commit, made while the engine closes.
+   */
+  decide(key: string, op: readonly number[], evenClosed = false): Promise<number[]> {
+    if (this.ctx.state.closed && !evenClosed) return Promise.reject(closedError('rate limiter'));
     const client = this.client;
     if (client === undefined) return Promise.reject(noRedis());
     if (!isReady(client)) return Promise.reject(notReady(client, 'the rate-limit decision'));
@@ -90,6 +93,40 @@ export class RedisSliding {
     });
   }
 
+  /**
+   * Many decisions at once (the hybrid provider's commits): `keys[i]`'s op is `ops[stride·i …]`; resolves
+   * with 4 result values per key, in order, NaN for the keys of a partition whose call failed. One call per
+   * partition, and one promise per partition.
+   */
+  async decideMany(keys: readonly string[], ops: readonly number[], stride: number): Promise<number[]> {
+    const client = this.client;
+    if (client === undefined) throw noRedis();
+    if (!isReady(client)) throw notReady(client, 'the rate-limit commit');
+    const byPartition = new Map<number, number[]>();
+    for (let i = 0; i < keys.length; i++) {
+      const p = partitionOf(keys[i]!);
+      const list = byPartition.get(p);
+      if (list === undefined) byPartition.set(p, [i]);
+      else list.push(i);
+    }
+    const out = new Array<number>(4 * keys.length);
+    const calls = [...byPartition].map(async ([p, indexes]) => {
+      const q: Queue = { entities: indexes.map((i) => `${this.names[p]!}:${keys[i]!}`), ops: indexes.flatMap((i) => ops.slice(stride * i, stride * i + stride)), resolves: [], rejects: [] };
+      let results: number[] | undefined;
+      let failure: Error | undefined;
+      q.resolves.push((r) => (results = r));
+      q.rejects.push((err) => (failure = err));
+      const sending = this.send(p, q, true);
+      this.inflight.add(sending);
+      await sending.finally(() => this.inflight.delete(sending));
+      indexes.forEach((i, j) => {
+        for (let k = 0; k < 4; k++) out[4 * i + k] = failure === undefined ? results![4 * j + k]! : Number.NaN;
+      });
+    });
+    await Promise.all(calls);
+    return out;
+  }
+
   private sendAll(): void {
     this.scheduled = false;
     for (let p = 0; p < PARTITIONS; p++) {
@@ -102,7 +139,8 @@ export class RedisSliding {
     }
   }
 
-  private async send(p: number, q: Queue): Promise<void> {
+  /** One call; each queued caller gets its 4 values (`whole`: the one caller gets the call's results). */
+  private async send(p: number, q: Queue, whole = false): Promise<void> {
     const client = this.client!;
     this.calls++;
     this.decisions += q.entities.length;
@@ -118,7 +156,8 @@ export class RedisSliding {
       for (const reject of q.rejects) reject(error);
       return;
     }
-    for (let i = 0; i < q.resolves.length; i++) q.resolves[i]!(results.slice(4 * i, 4 * i + 4));
+    if (whole) q.resolves[0]!(results);
+    else for (let i = 0; i < q.resolves.length; i++) q.resolves[i]!(results.slice(4 * i, 4 * i + 4));
   }
 
   /** Waits for every call in flight (and those queued this tick). */

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { type Engine, ErrorCode, type RateDecision } from '../../src/index.js';
 import { expectError, freshPrefix, it, type Mode, until } from './counter-scenarios.js';
+import type { TestContext } from 'node:test';
 
 function rejected(d: RateDecision): Extract<RateDecision, { kind: 'rejected' }> {
   assert.equal(d.kind, 'rejected', `expected a rejection, got ${JSON.stringify(d)}`);
@@ -159,5 +160,62 @@ export function rateRedisScenarios(mode: () => Mode): void {
     assert.deepEqual(settled.filter((s) => s.status === 'rejected'), [], 'every decision issued before close() was answered');
     assert.equal(settled.filter((s) => s.status === 'fulfilled' && s.value.allowed).length, 200);
     await expectError(() => absolute.inc('k', 1), ErrorCode.CLOSED, 'after close');
+  });
+
+  /** Engines on one prefix with their own instance ids, their hybrid limiters known to see all of them. */
+  async function hybrids(count: number, options = {}): Promise<Array<{ engine: Engine; limiter: ReturnType<Engine['rateLimiter']> }>> {
+    const prefix = freshPrefix('rlh');
+    const out: Engine[] = [];
+    for (let i = 0; i < count; i++) out.push(await engine(prefix, { instanceId: `h${i}` }));
+    await until(async () => (await out[0]!.instances()).count === count, 5000, `${count} instances are live`);
+    const limiters = out.map((e) => ({ engine: e, limiter: e.rateLimiter({ windowSeconds: 60, ...options }) }));
+    // Each has read the instance count once its first sync ran.
+    await until(() => limiters.every((l) => l.limiter.hybrid.absolute.stats().instances === count), 5000, 'the hybrids know the instance count');
+    return limiters;
+  }
+
+  it('hybrid, scenario 2: limit 50, total 49, inc 10 → rejected; inc 1 → admitted; what it admitted reaches Redis', async () => {
+    const [{ limiter }] = await hybrids(1);
+    const hybrid = limiter!.hybrid.absolute;
+    assert.equal(hybrid.inc('k', 50 / 60, 49).allowed, true);
+    const r = rejected(hybrid.inc('k', 50 / 60, 10));
+    assert.equal(r.windowSeconds, 60);
+    assert.equal(hybrid.inc('k', 50 / 60, 1).allowed, true);
+    assert.equal(hybrid.inc('k', 50 / 60, 1).allowed, false, 'exactly 50');
+    await hybrid.sync();
+    assert.equal(hybrid.stats().pending, 0, 'committed');
+    // The Redis provider of the same window sees the 50.
+    assert.equal((await limiter!.redis.absolute.inc('k', 50 / 60, 1)).allowed, false);
+    assert.equal((await limiter!.redis.absolute.inc('fresh', 50 / 60, 50)).allowed, true);
+    assert.equal(rejected(hybrid.inc('other', 50 / 60, 51)).retryAfterMs, Infinity, 'larger than the limit: never');
+  });
+
+  for (const n of [2, 4]) {
+    it(`hybrid, scenario 6 (${n} instances, limit 100, a simultaneous burst): admitted ≤ 100 + (N − 1) × ⌈100 / N⌉`, async (t: TestContext) => {
+      const instances = await hybrids(n);
+      let admitted = 0;
+      // Every instance bursts, in turns, across several syncs.
+      for (let round = 0; round < 40; round++) {
+        for (const { limiter } of instances) for (let i = 0; i < 10; i++) if (limiter.hybrid.absolute.inc('burst', 100 / 60).allowed) admitted++;
+        await new Promise((resolve) => setTimeout(resolve, 3));
+      }
+      await Promise.all(instances.map(({ limiter }) => limiter.hybrid.absolute.sync()));
+      const bound = 100 + (n - 1) * Math.ceil(100 / n);
+      t.diagnostic(`${n} instances admitted ${admitted} (limit 100, documented bound ${bound}; the seed's worst case ${n * 100})`);
+      assert.ok(admitted >= 100, `the limit is reached: ${admitted}`);
+      assert.ok(admitted <= bound, `admitted ${admitted} ≤ ${bound}`);
+      // Redis holds every admission: the window is full for the Redis provider too.
+      assert.equal((await instances[0]!.limiter.redis.absolute.inc('burst', 100 / 60)).allowed, false);
+    });
+  }
+
+  it('hybrid: close() commits what was admitted and not synced yet', async () => {
+    const [a, b] = await hybrids(2, { syncIntervalMs: 60_000 });
+    for (let i = 0; i < 10; i++) assert.equal(a!.limiter.hybrid.absolute.inc('k', 100 / 60).allowed, true);
+    assert.equal(a!.limiter.hybrid.absolute.stats().pending, 10);
+    await a!.engine.close();
+    // 10 of 100 are counted in Redis: 90 more fit, not 91.
+    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 91)).allowed, false);
+    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 90)).allowed, true);
   });
 }

@@ -53,7 +53,7 @@ function assertWellFormedSvg(text: string): void {
   assert.doesNotMatch(stripped, /[<>]/, 'text content is escaped');
 }
 
-const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'lax-inc', 'strict-inc', 'limiter-redis'];
+const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid'];
 
 describe('tallyworks bench', () => {
   let redis: RedisServer;
@@ -99,11 +99,11 @@ describe('tallyworks bench', () => {
     }
     const by = new Map(report.results.map((r) => [r.scenario, r]));
     // Latency where each op is awaited; Redis commands where Redis is involved.
-    for (const name of ['events-query', 'limiter', 'strict-inc', 'limiter-redis']) {
+    for (const name of ['events-query', 'limiter', 'strict-inc', 'sliding-redis']) {
       const r = by.get(name)!;
       assert.ok(r.ours.p50Ms > 0 && r.ours.p99Ms >= r.ours.p50Ms, `${name} p50 ≤ p99`);
     }
-    for (const name of ['lax-inc', 'strict-inc', 'limiter-redis']) {
+    for (const name of ['lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid']) {
       assert.ok(by.get(name)!.ours.redisCommands > 0, `${name} counted Redis commands`);
       assert.ok(by.get(name)!.peer.redisCommands > 0, `${name} peer counted Redis commands`);
       for (const side of [by.get(name)!.ours, by.get(name)!.peer]) {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { Redis } from 'ioredis';
 import { createEngine, ErrorCode } from '../../../src/index.js';
-import { expectError, freshPrefix, it, type Mode, open, redisMode } from '../../helpers/counter-scenarios.js';
+import { expectError, freshPrefix, it, type Mode, open, redisMode, until } from '../../helpers/counter-scenarios.js';
 import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
 import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 
@@ -57,6 +57,50 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       assert.ok(ok, 'decisions work again once Redis is back');
     } finally {
       await server.stop();
+    }
+  });
+
+  it('hybrid with a killed redis-server: it decides on the share it holds, refuses once spent, and commits the rest after the restart', async () => {
+    const server = await startRedisServer({ appendOnly: true }); // the restart keeps what was committed
+    try {
+      const prefix = freshPrefix('rlhk');
+      const e = await open({ redis: server.url, prefix, redisCommandTimeoutMs: 200 });
+      const limiter = e.rateLimiter({ windowSeconds: 60 });
+      const hybrid = limiter.hybrid.absolute;
+      await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
+      for (let i = 0; i < 10; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+      await hybrid.sync();
+      await server.kill();
+      let admitted = 0;
+      for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
+      assert.equal(admitted, 90, 'the share it held: the room it read (90) with one instance');
+      await hybrid.sync();
+      assert.ok(hybrid.stats().failedSyncs > 0 && hybrid.stats().pending === 90, JSON.stringify(hybrid.stats()));
+      await server.restart();
+      await until(
+        async () => {
+          await hybrid.sync();
+          return hybrid.stats().pending === 0;
+        },
+        5000,
+        'the admitted counts are committed after the restart',
+        () => hybrid.stats(),
+      );
+      assert.equal((await limiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds all 100');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('an engine without `redis`: the hybrid provider is the local one', async () => {
+    const e = await createEngine({ shards: 1 });
+    try {
+      const limiter = e.rateLimiter({ windowSeconds: 10 });
+      for (let i = 0; i < 50; i++) assert.equal(limiter.hybrid.absolute.inc('k', 5).allowed, true);
+      assert.equal(limiter.hybrid.absolute.inc('k', 5).allowed, false);
+      assert.equal(limiter.local.absolute.count('k'), 50, 'on the local records');
+    } finally {
+      await e.close();
     }
   });
 

@@ -1,0 +1,256 @@
+/**
+ * The hybrid provider of the sliding-window limiter: `rateLimiter().hybrid.absolute.inc(key, rate, n)`
+ * decides synchronously on the calling thread from a share of the limit this instance holds per key, and
+ * every `syncIntervalMs` it commits what it admitted to Redis (the same keys as the Redis provider, so the
+ * two agree) and reads the window's total there.
+ *
+ * FIX (the seed lets every instance spend the whole remaining quota, so N instances admit N × remaining in
+ * one interval): after each sync an instance may admit ⌈R / N⌉ until its next one, R being the room it
+ * read and N the live instances of the registry (re-read every second). What it cannot see is what the
+ * others admitted since their last commit, at most their shares: a window admits at most
+ * limit + (N − 1) × ⌈limit / N⌉ while every sync succeeds, against the seed's N × limit.
+ *
+ * A key this instance has not synced yet starts with ⌈limit / N⌉ (0 until N is first known, at start).
+ * When a commit fails (Redis away), the admitted counts stay pending and go with the next sync; meanwhile
+ * the instance decides on the share it holds, and refuses once it is spent.
+ */
+import { closedError } from '../../common/errors.js';
+import { RateStrategy } from '../../common/scripts.js';
+import type { TimeSource } from '../clock/clock.js';
+import { validateKey } from '../keys.js';
+import { ALLOWED, type RateDecision, type Rejected } from './providers.js';
+import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions } from './rate-options.js';
+import { type RedisRateContext, RedisSliding, redisLimiterId } from './redis-sliding.js';
+
+/** How often the live instance count is read again, ms. */
+const INSTANCES_EVERY_MS = 1000;
+
+/** What this instance knows of one key. */
+interface HybridKey {
+  readonly key: string;
+  /** The limit of the last decision's rate. */
+  limit: number;
+  /** May admit this many until the next sync; `used` of them are spent. */
+  share: number;
+  used: number;
+  /** Admitted and not committed yet; `sending` of them are in a commit in flight. */
+  pending: number;
+  sending: number;
+  /** In this interval's list of keys to sync. */
+  active: boolean;
+  /** From the last sync: the window's room, and when one more fits (engine time, ms; 0: it fitted). */
+  room: number;
+  freeAt: number;
+  lastUsed: number;
+}
+
+export interface HybridContext {
+  readonly time: TimeSource;
+  readonly state: { readonly closed: boolean };
+  readonly redis: RedisRateContext;
+  /** The live instances sharing the prefix (1 without Redis). */
+  instances(): Promise<number>;
+}
+
+export interface HybridStats {
+  /** Syncs run, and those that failed (Redis away): their counts went with a later one. */
+  readonly syncs: number;
+  readonly failedSyncs: number;
+  /** Admitted and not committed to Redis yet. */
+  readonly pending: number;
+  /** The live instance count the shares are split by (0 until it is first read, at start). */
+  readonly instances: number;
+}
+
+/** The absolute strategy, hybrid: local decisions on a share of the limit, committed and refreshed in Redis. */
+export class HybridAbsolute {
+  /** @internal */
+  readonly sliding: RedisSliding;
+  private readonly keys = new Map<string, HybridKey>();
+  private active: HybridKey[] = [];
+  private readonly windowSeconds: number;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private instanceCount = 1;
+  private instancesAt = -Infinity;
+  private nextSyncAt: number;
+  private syncs = 0;
+  private failedSyncs = 0;
+  private lastRate = NaN;
+  private lastLimit = 0;
+
+  /** @internal `local`: what decides on an engine without Redis (this engine is the only instance). */
+  constructor(
+    private readonly ctx: HybridContext,
+    private readonly options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>,
+    private readonly local: { inc(key: string, rate: number, n?: number): RateDecision },
+  ) {
+    const w = options.windows[0]!;
+    this.windowSeconds = w.windowSeconds;
+    // The Redis provider's keys: the absolute limiter of the same window (the two share their counts).
+    this.sliding = new RedisSliding(ctx.redis, redisLimiterId('a', options.windows), [RateStrategy.COMMIT, 1, w.windowMs, w.groupMs]);
+    this.nextSyncAt = ctx.time.now() + options.syncIntervalMs;
+    this.timer = ctx.redis.client === undefined ? undefined : setInterval(() => void this.sync(), options.syncIntervalMs).unref();
+    if (this.timer !== undefined) void this.refreshInstances(ctx.time.now());
+  }
+
+  /** Reads the live instance count (until the first answer, a new key's share is 0: see inc). */
+  private async refreshInstances(now: number): Promise<void> {
+    this.instancesAt = now;
+    try {
+      this.instanceCount = Math.max(1, await this.ctx.instances());
+      this.instancesKnown = true;
+    } catch {
+      // Redis away: the count stays as it was; the next sync asks again a second later.
+    }
+  }
+
+  private instancesKnown = false;
+
+  /**
+   * Decides at once, on this instance's share of the key's limit (rate × windowSeconds, n included).
+   * Without Redis it is the local provider's decision.
+   */
+  inc(key: string, rate: number, n = 1): RateDecision {
+    if (this.timer === undefined) return this.local.inc(key, rate, n);
+    if (this.ctx.state.closed) throw closedError('rate limiter');
+    checkRate(rate);
+    if (n !== 1) checkIncrement(n);
+    if (rate !== this.lastRate) {
+      this.lastLimit = limitOf(rate, this.windowSeconds);
+      this.lastRate = rate;
+    }
+    const limit = this.lastLimit;
+    let k = this.keys.get(key);
+    if (k === undefined) {
+      validateKey(key, 'key');
+      // A key not synced yet: a share of the limit by the live instances (none before their count is
+      // known, at start: the first sync, within syncIntervalMs, brings it).
+      const share = this.instancesKnown ? Math.ceil(limit / this.instanceCount) : 0;
+      k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, room: limit, freeAt: 0, lastUsed: 0 };
+      this.keys.set(key, k);
+    } else if (k.limit !== limit) {
+      // Another rate for the key: a share of the new limit's room, by the total the last sync read.
+      k.share = Math.ceil(Math.max(0, limit - (k.limit - k.room)) / this.instanceCount);
+      k.room = Math.max(0, limit - (k.limit - k.room));
+      k.limit = limit;
+    }
+    if (!k.active) {
+      // Once per key and interval: it goes with the next sync, and it was used now.
+      k.active = true;
+      k.lastUsed = this.ctx.time.now();
+      this.active.push(k);
+    }
+    if (k.used + n <= k.share && n <= limit) {
+      k.used += n;
+      k.pending += n;
+      return ALLOWED;
+    }
+    return this.rejected(k, n, this.ctx.time.now());
+  }
+
+  private rejected(k: HybridKey, n: number, now: number): Rejected {
+    // The window itself full: when Redis said one more fits; else this instance's share is spent and the
+    // next sync brings another.
+    const retryAfterMs = n > k.limit ? Infinity : Math.max(0, k.freeAt - now, this.nextSyncAt - now);
+    return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs, remainingAfterWaiting: n > k.limit ? k.limit : Math.max(n, k.room) };
+  }
+
+  /**
+   * One sync now (the timer runs one every syncIntervalMs): commits every pending count and reads the
+   * totals of the keys used since the last one; a sync in flight is waited for.
+   */
+  sync(): Promise<void> {
+    this.syncing ??= this.syncNow().finally(() => (this.syncing = undefined));
+    return this.syncing;
+  }
+
+  private async syncNow(): Promise<void> {
+    const now = this.ctx.time.now();
+    this.nextSyncAt = now + this.options.syncIntervalMs;
+    if (this.ctx.redis.client === undefined) {
+      this.active.length = 0;
+      return;
+    }
+    if (now - this.instancesAt >= INSTANCES_EVERY_MS || !this.instancesKnown) await this.refreshInstances(now);
+    const batch = this.active;
+    this.active = [];
+    if (batch.length === 0) return;
+    this.syncs++;
+    const n = this.instanceCount;
+    const keys = new Array<string>(batch.length);
+    const ops = new Array<number>(2 * batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const k = batch[i]!;
+      k.active = false;
+      k.sending = k.pending;
+      k.pending = 0;
+      keys[i] = k.key;
+      ops[2 * i] = k.sending;
+      ops[2 * i + 1] = k.limit;
+    }
+    let failed = false;
+    const again = (k: HybridKey): void => {
+      // Not committed: pending again, with the next sync. (A call whose reply was lost may have landed:
+      // its counts are then sent again, an overcount of what Redis holds, never an undercount.)
+      failed = true;
+      k.pending += k.sending;
+      k.sending = 0;
+      if (!k.active) {
+        k.active = true;
+        this.active.push(k);
+      }
+    };
+    try {
+      const r = await this.sliding.decideMany(keys, ops, 2);
+      const at = this.ctx.time.now();
+      for (let i = 0; i < batch.length; i++) {
+        const k = batch[i]!;
+        const total = r[4 * i]!;
+        if (Number.isNaN(total)) {
+          again(k);
+          continue;
+        }
+        const retry = r[4 * i + 1]!;
+        k.room = r[4 * i + 2]!;
+        k.freeAt = retry < 0 ? Infinity : at + retry;
+        // Admitted since the commit left count against the new share.
+        k.share = Math.ceil(Math.max(0, k.limit - total) / n);
+        k.used = k.pending;
+        k.sending = 0;
+      }
+    } catch {
+      for (const k of batch) again(k); // Redis not ready: nothing was sent
+    }
+    if (failed) this.failedSyncs++;
+    this.dropIdle(now);
+  }
+
+  /** Forgets keys with nothing pending that no decision used for staleAfterMs (a few per sync). */
+  private dropIdle(now: number): void {
+    let looked = 0;
+    for (const [key, k] of this.keys) {
+      if (++looked > 64) break;
+      if (k.pending === 0 && k.sending === 0 && !k.active && now - k.lastUsed > this.options.staleAfterMs) this.keys.delete(key);
+      else {
+        // Round robin: look at the next ones next time.
+        this.keys.delete(key);
+        this.keys.set(key, k);
+      }
+    }
+  }
+
+  stats(): HybridStats {
+    let pending = 0;
+    for (const k of this.keys.values()) pending += k.pending + k.sending;
+    return { syncs: this.syncs, failedSyncs: this.failedSyncs, pending, instances: this.instancesKnown ? this.instanceCount : 0 };
+  }
+
+  /** @internal the engine commits what is pending (one last sync) when it closes */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.sync();
+    if (this.active.length > 0) await this.syncNow(); // admitted while the last one was in flight
+    await this.sliding.settle();
+  }
+}
