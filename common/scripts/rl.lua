@@ -18,7 +18,8 @@
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
 --          · COMMIT n, limit (the hybrid provider: n were admitted locally and are counted unchecked)
 -- Reply    msgpack results, 4 values per op:
---            ABSOLUTE   { 1, 0, 0, 0 } admitted · { 0, window, retryAfterMs, remainingAfterWaiting } refused
+--            ABSOLUTE   { 1, total of window 1 after, 0, 0 } admitted · { 0, window, retryAfterMs,
+--                       remainingAfterWaiting } refused
 --                       (retryAfterMs −1: never, the increment is larger than the limit)
 --            SUPPRESSED { outcome, suppressionFactor, 0, 0 }, outcome BELOW_SOFT, ADMITTED or DECLINED
 --            COMMIT     { total after, retryAfterMs, remainingAfterWaiting, 0 } for one more under limit
@@ -222,7 +223,7 @@ local function absolute(e, ops, at)
   end
   if #out > 0 then redis.call('HSET', e, unpack(out)) end
   if new then opened(e) end
-  if admitted then return 1, 0, 0, 0 end
+  if admitted then return 1, states[1].t, 0, 0 end
   return 0, refused - 1, retry, remaining
 end
 

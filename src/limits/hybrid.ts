@@ -42,6 +42,8 @@ interface HybridKey {
   room: number;
   freeAt: number;
   lastUsed: number;
+  /** When the share was granted (engine time): a share older than the window is renewed while syncs fail. */
+  since: number;
 }
 
 export interface HybridContext {
@@ -69,6 +71,7 @@ export class HybridAbsolute {
   private readonly keys = new Map<string, HybridKey>();
   private active: HybridKey[] = [];
   private readonly windowSeconds: number;
+  private readonly windowMs: number;
   private readonly timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private instanceCount = 1;
@@ -84,11 +87,14 @@ export class HybridAbsolute {
     private readonly ctx: HybridContext,
     private readonly options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>,
     private readonly local: { inc(key: string, rate: number, n?: number): RateDecision },
+    /** Whose keys in Redis it commits to: the absolute limiter's (its own), or the suppressed one's (a fallback). */
+    strategy: 'a' | 's' = 'a',
   ) {
     const w = options.windows[0]!;
     this.windowSeconds = w.windowSeconds;
+    this.windowMs = w.windowMs;
     // The Redis provider's keys: the absolute limiter of the same window (the two share their counts).
-    this.sliding = new RedisSliding(ctx.redis, redisLimiterId('a', options.windows), [RateStrategy.COMMIT, 1, w.windowMs, w.groupMs]);
+    this.sliding = new RedisSliding(ctx.redis, redisLimiterId(strategy, options.windows), [RateStrategy.COMMIT, 1, w.windowMs, w.groupMs]);
     this.nextSyncAt = ctx.time.now() + options.syncIntervalMs;
     this.timer = ctx.redis.client === undefined ? undefined : setInterval(() => void this.sync(), options.syncIntervalMs).unref();
     if (this.timer !== undefined) void this.refreshInstances(ctx.time.now());
@@ -127,7 +133,7 @@ export class HybridAbsolute {
       // A key not synced yet: a share of the limit by the live instances (none before their count is
       // known, at start: the first sync, within syncIntervalMs, brings it).
       const share = this.instancesKnown ? Math.ceil(limit / this.instanceCount) : 0;
-      k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, room: limit, freeAt: 0, lastUsed: 0 };
+      k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, room: limit, freeAt: 0, lastUsed: 0, since: this.ctx.time.now() };
       this.keys.set(key, k);
     } else if (k.limit !== limit) {
       // Another rate for the key: a share of the new limit's room, by the total the last sync read.
@@ -146,7 +152,39 @@ export class HybridAbsolute {
       k.pending += n;
       return ALLOWED;
     }
-    return this.rejected(k, n, this.ctx.time.now());
+    const now = this.ctx.time.now();
+    if (this.failing && this.instancesKnown && now - k.since >= this.windowMs && n <= limit) {
+      // Redis away for longer than a window: a new window's share, decided here alone (a fixed window of
+      // ⌈limit / N⌉ per instance until a sync succeeds; what it admits is committed then).
+      k.share = Math.ceil(limit / this.instanceCount);
+      k.used = n;
+      k.pending += n;
+      k.since = now;
+      return ALLOWED;
+    }
+    return this.rejected(k, n, now);
+  }
+
+  /** True while the last sync failed (Redis away). */
+  private failing = false;
+
+  /**
+   * What the Redis provider learnt of `key` in a decision (the room left under the limit of `rate`): the
+   * share this instance decides on if Redis goes away (onStoreError 'local').
+   */
+  observe(key: string, rate: number, room: number): void {
+    const limit = limitOf(rate, this.windowSeconds);
+    let k = this.keys.get(key);
+    if (k === undefined) {
+      k = { key, limit, share: 0, used: 0, pending: 0, sending: 0, active: false, room, freeAt: 0, lastUsed: this.ctx.time.now(), since: this.ctx.time.now() };
+      this.keys.set(key, k);
+    }
+    if (k.pending > 0 || k.sending > 0) return; // deciding locally already: its own view is newer
+    k.limit = limit;
+    k.room = Math.max(0, room);
+    k.share = Math.ceil(k.room / this.instanceCount);
+    k.used = 0;
+    k.since = this.ctx.time.now();
   }
 
   private rejected(k: HybridKey, n: number, now: number): Rejected {
@@ -218,11 +256,13 @@ export class HybridAbsolute {
         k.share = Math.ceil(Math.max(0, k.limit - total) / n);
         k.used = k.pending;
         k.sending = 0;
+        k.since = at;
       }
     } catch {
       for (const k of batch) again(k); // Redis not ready: nothing was sent
     }
     if (failed) this.failedSyncs++;
+    this.failing = failed;
     this.dropIdle(now);
   }
 

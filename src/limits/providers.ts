@@ -46,6 +46,8 @@ export interface Rejected {
   readonly remainingAfterWaiting: number;
   /** `rateLimits` only: the name of the window that refused. */
   readonly window?: string;
+  /** Redis provider with `onStoreError: 'fail-closed'`: the error that kept Redis from deciding (nothing was counted). */
+  readonly storeError?: Error;
 }
 
 /** The suppressed strategy past its soft limit: admitted with probability 1 − suppressionFactor. */

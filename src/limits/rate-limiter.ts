@@ -114,6 +114,7 @@ export class RateLimiter {
   /** This thread's decider on the limiter's records (alone until the first link). */
   private readonly decider: Decider;
   private readonly links: RateLinkHost;
+  private readonly suppressedFallback: HybridAbsolute | undefined;
   private readonly linkFields: Omit<RateLimiterLink, 'port' | 'owner' | 'wake'>;
 
   /** @internal use `engine.rateLimiter()` */
@@ -131,8 +132,20 @@ export class RateLimiter {
     const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
-    this.redis = Object.freeze({ absolute: new RedisAbsolute(ctx.redis, o), suppressed: new RedisSuppressed(ctx.redis, o) });
     this.hybrid = Object.freeze({ absolute: new HybridAbsolute(ctx, o, this.local.absolute) });
+    // onStoreError 'local': the absolute provider decides on the hybrid's shares (its keys are the same);
+    // the suppressed one on shares of its own keys, committed by a hybrid of its own.
+    this.suppressedFallback = o.onStoreError === 'local' ? new HybridAbsolute(ctx, o, this.local.absolute, 's') : undefined;
+    const hybrid = this.hybrid.absolute;
+    const sf = this.suppressedFallback;
+    this.redis = Object.freeze({
+      absolute: new RedisAbsolute(ctx.redis, o, {
+        choice: o.onStoreError,
+        local: (key, rate, n) => hybrid.inc(key, rate, n),
+        observe: o.onStoreError === 'local' ? (key, rate, room) => hybrid.observe(key, rate, room) : undefined,
+      }),
+      suppressed: new RedisSuppressed(ctx.redis, o, { choice: o.onStoreError, local: sf && ((key, rate, n) => sf.inc(key, rate, n)) }),
+    });
     this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], [this.redis.absolute, this.redis.suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));
     this.linkFields = {
@@ -177,7 +190,7 @@ export class RateLimiter {
   async stop(): Promise<void> {
     this.links.close();
     await this.cleanupRun.stop();
-    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop()]);
+    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop(), this.suppressedFallback?.stop()]);
   }
 }
 

@@ -30,6 +30,13 @@ export interface RateLimiterOptions {
   /** Hybrid provider: how often an instance commits what it admitted and reads the total in Redis, ms (default 10). */
   syncIntervalMs?: number;
   /**
+   * Redis provider, when Redis cannot decide (unreachable, or a reply lost): 'throw' (default: the
+   * Promise rejects with TW_REDIS_UNAVAILABLE or TW_REDIS_OUTCOME_UNKNOWN), 'fail-closed' (a rejection
+   * with `storeError`), 'fail-open' (admitted, counted nowhere), or 'local' (decided here on this
+   * instance's share of the limit, as the hybrid provider does, and committed to Redis once it is back).
+   */
+  onStoreError?: 'throw' | 'fail-closed' | 'fail-open' | 'local';
+  /**
    * Suppressed strategy: a source of uniform numbers in [0, 1) (default Math.random; tests pass their own).
    * A linked worker thread uses Math.random (a function cannot cross threads).
    */
@@ -67,6 +74,7 @@ export interface ResolvedRateOptions {
   readonly cleanupIntervalMs: number;
   readonly lockTimeoutMs: number;
   readonly syncIntervalMs: number;
+  readonly onStoreError: 'throw' | 'fail-closed' | 'fail-open' | 'local';
   readonly random: () => number;
 }
 
@@ -115,7 +123,7 @@ function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOpti
 /** Validates `engine.rateLimiter(options)`; a bad option is a typed error naming it. */
 export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOptions {
   const path = 'options';
-  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'syncIntervalMs', 'random']);
+  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'syncIntervalMs', 'onStoreError', 'random']);
   const random = Object.hasOwn(o, 'random') && o.random !== undefined ? o.random : Math.random;
   if (typeof random !== 'function') throw argumentTypeError('options.random', 'a function returning a number in [0, 1)', random);
   return {
@@ -123,6 +131,7 @@ export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOp
     hardLimitFactor: numberIn(o, 'hardLimitFactor', path, 'a finite number ≥ 1', (v) => Number.isFinite(v) && v >= 1, 1),
     suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, ANY_MS.rule, ANY_MS.ok, 100),
     syncIntervalMs: numberIn(o, 'syncIntervalMs', path, integerFrom(1, 60_000).rule, integerFrom(1, 60_000).ok, 10),
+    onStoreError: storeErrorChoice(o.onStoreError),
     ...common(o, path),
     random: random as () => number,
   };
@@ -142,7 +151,16 @@ export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions 
     const limit = numberIn(w, 'limit', path, 'a finite number ≥ 0', (v) => Number.isFinite(v) && v >= 0, undefined);
     return window(w, path, name, limit);
   });
-  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, syncIntervalMs: 10, ...common(o, 'options'), random: Math.random };
+  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, syncIntervalMs: 10, onStoreError: 'throw', ...common(o, 'options'), random: Math.random };
+}
+
+const STORE_ERROR_CHOICES = ['throw', 'fail-closed', 'fail-open', 'local'] as const;
+
+function storeErrorChoice(value: unknown): ResolvedRateOptions['onStoreError'] {
+  if (value === undefined) return 'throw';
+  if (typeof value !== 'string') throw argumentTypeError('options.onStoreError', `one of ${STORE_ERROR_CHOICES.map((c) => `'${c}'`).join(', ')}`, value);
+  if (!(STORE_ERROR_CHOICES as readonly string[]).includes(value)) throw argumentRangeError('options.onStoreError', `one of ${STORE_ERROR_CHOICES.map((c) => `'${c}'`).join(', ')}`, value);
+  return value as ResolvedRateOptions['onStoreError'];
 }
 
 /** Throws unless `rate` is events per second a limiter can take: a finite number > 0. */

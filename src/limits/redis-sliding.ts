@@ -65,6 +65,11 @@ export class RedisSliding {
     }
   }
 
+  /** Throws at once on an engine without Redis (a configuration, not a store failure: no fallback applies). */
+  requireRedis(): void {
+    if (this.client === undefined) throw noRedis();
+  }
+
   /** The entity hash of `key` in Redis. */
   entityOf(key: string): string {
     return `${this.names[partitionOf(key)]!}:${key}`;
@@ -207,6 +212,27 @@ function rejection(r: readonly number[], windowSeconds: readonly number[], names
   return names === undefined ? d : { ...d, window: names[k]! };
 }
 
+/** What a Redis decision does when Redis cannot decide (option `onStoreError`). */
+export interface StoreFallback {
+  readonly choice: ResolvedRateOptions['onStoreError'];
+  /** 'local': the decision on this instance's share (the hybrid provider's). */
+  readonly local?: (key: string, rate: number, n: number) => RateDecision;
+  /** 'local': learns the room Redis left for `key` after a decision there (the share it would decide on). */
+  readonly observe?: (key: string, rate: number, room: number) => void;
+}
+
+/** How long a 'fail-closed' rejection asks to wait, ms (Redis's return is not known). */
+const STORE_ERROR_RETRY_MS = 1000;
+
+/** The decision `fallback` makes for a Redis failure `err`; any other error is thrown. */
+function onStoreError(err: unknown, fallback: StoreFallback, key: string, rate: number, n: number, windowSeconds: number): RateDecision {
+  const storeFailure = err instanceof TallyworksError && (err.code === ErrorCode.REDIS_UNAVAILABLE || err.code === ErrorCode.REDIS_OUTCOME_UNKNOWN);
+  if (!storeFailure || fallback.choice === 'throw') throw err;
+  if (fallback.choice === 'fail-open') return ALLOWED;
+  if (fallback.choice === 'local') return fallback.local!(key, rate, n);
+  return { kind: 'rejected', allowed: false, windowSeconds, retryAfterMs: STORE_ERROR_RETRY_MS, remainingAfterWaiting: 0, storeError: err };
+}
+
 /** The absolute strategy in Redis: admitted while the window holds at most rate × windowSeconds, n included. */
 export class RedisAbsolute {
   /** @internal */
@@ -214,7 +240,11 @@ export class RedisAbsolute {
   private readonly windowSeconds: number[];
 
   /** @internal */
-  constructor(ctx: RedisRateContext, options: Pick<ResolvedRateOptions, 'windows'>) {
+  constructor(
+    ctx: RedisRateContext,
+    options: Pick<ResolvedRateOptions, 'windows'>,
+    private readonly fallback: StoreFallback = { choice: 'throw' },
+  ) {
     this.sliding = new RedisSliding(ctx, redisLimiterId('a', options.windows), configOf(RateStrategy.ABSOLUTE, options.windows));
     this.windowSeconds = [options.windows[0]!.windowSeconds];
   }
@@ -223,7 +253,14 @@ export class RedisAbsolute {
     validateKey(key, 'key');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds[0]!)]);
+    this.sliding.requireRedis();
+    let r;
+    try {
+      r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds[0]!)]);
+    } catch (err) {
+      return onStoreError(err, this.fallback, key, rate, n, this.windowSeconds[0]!);
+    }
+    this.fallback.observe?.(key, rate, r[0] === 1 ? limitOf(rate, this.windowSeconds[0]!) - r[1]! : 0);
     return r[0] === 1 ? ALLOWED : rejection(r, this.windowSeconds);
   }
 }
@@ -238,6 +275,7 @@ export class RedisSuppressed {
   constructor(
     ctx: RedisRateContext,
     private readonly options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'>,
+    private readonly fallback: StoreFallback = { choice: 'throw' },
   ) {
     this.sliding = new RedisSliding(ctx, redisLimiterId('s', options.windows), configOf(RateStrategy.SUPPRESSED, options.windows));
     this.windowSeconds = options.windows[0]!.windowSeconds;
@@ -250,7 +288,15 @@ export class RedisSuppressed {
     const draw = this.options.random();
     if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
     const soft = limitOf(rate, this.windowSeconds);
-    const r = await this.sliding.decide(key, [n, soft, soft * this.options.hardLimitFactor, this.options.suppressionFactorCacheMs, draw]);
+    this.sliding.requireRedis();
+    let r;
+    try {
+      r = await this.sliding.decide(key, [n, soft, soft * this.options.hardLimitFactor, this.options.suppressionFactorCacheMs, draw]);
+    } catch (err) {
+      // Locally, on this instance's share of the soft limit: admitted, or declined (the strategy's shapes).
+      const d = onStoreError(err, this.fallback, key, rate, n, this.windowSeconds);
+      return d.kind !== 'rejected' || d.storeError !== undefined ? d : { kind: 'suppressed', allowed: false, suppressionFactor: 1 };
+    }
     if (r[0] === RateOutcome.BELOW_SOFT) return ALLOWED;
     return { kind: 'suppressed', allowed: r[0] === RateOutcome.ADMITTED, suppressionFactor: r[1]! };
   }

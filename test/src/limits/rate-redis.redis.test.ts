@@ -92,6 +92,46 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
+  it("onStoreError with a killed redis-server: 'fail-closed' rejects naming the error, 'fail-open' admits, 'local' decides on the share Redis last left and commits it after the restart", async () => {
+    const server = await startRedisServer({ appendOnly: true });
+    try {
+      const prefix = freshPrefix('rlse');
+      const e = await open({ redis: server.url, prefix, redisCommandTimeoutMs: 200 });
+      const closed = e.rateLimiter({ windowSeconds: 60, onStoreError: 'fail-closed' }).redis;
+      const openLimiter = e.rateLimiter({ windowSeconds: 60, onStoreError: 'fail-open' }).redis;
+      const localLimiter = e.rateLimiter({ windowSeconds: 60, onStoreError: 'local' });
+      await until(() => localLimiter.hybrid.absolute.stats().instances === 1, 5000, 'the instance count is known');
+      // Before the outage Redis decides; 'local' learns the room it left (100 − 30).
+      for (let i = 0; i < 30; i++) assert.equal((await localLimiter.redis.absolute.inc('k', 100 / 60)).allowed, true);
+      await server.kill();
+      const c = await closed.absolute.inc('k', 1);
+      assert.equal(c.allowed, false);
+      assert.equal((c as { storeError?: { code?: string } }).storeError?.code, ErrorCode.REDIS_UNAVAILABLE);
+      assert.equal(c.kind === 'rejected' && c.retryAfterMs, 1000);
+      assert.deepEqual(await closed.suppressed.inc('k', 1), c.kind === 'rejected' ? { ...c, storeError: (c as { storeError: unknown }).storeError } : c);
+      assert.deepEqual(await openLimiter.absolute.inc('k', 1), { kind: 'allowed', allowed: true });
+      assert.deepEqual(await openLimiter.suppressed.inc('k', 1), { kind: 'allowed', allowed: true });
+      let admitted = 0;
+      for (let i = 0; i < 100; i++) if ((await localLimiter.redis.absolute.inc('k', 100 / 60)).allowed) admitted++;
+      assert.equal(admitted, 70, 'decided here on the room Redis left');
+      await server.restart();
+      const hybrid = localLimiter.hybrid.absolute;
+      await until(
+        async () => {
+          await hybrid.sync();
+          return hybrid.stats().pending === 0;
+        },
+        5000,
+        'what was admitted locally is committed after the restart',
+        () => hybrid.stats(),
+      );
+      await until(async () => !(await localLimiter.redis.absolute.inc('probe', 1).then(() => false, () => true)), 5000, 'Redis decides again');
+      assert.equal((await localLimiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds 30 + 70: the window is full');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('an engine without `redis`: the hybrid provider is the local one', async () => {
     const e = await createEngine({ shards: 1 });
     try {
