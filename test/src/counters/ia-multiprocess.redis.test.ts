@@ -5,7 +5,6 @@
  * killed process restarted with the same instance id takes back exactly the slice Redis kept for it.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
@@ -13,6 +12,8 @@ import { createEngine, type Engine } from '../../../src/index.js';
 import { startRedisServer, type RedisServer } from '../../../bench/redis-server.js';
 import { until } from '../../helpers/counter-scenarios.js';
 import { sliceInRedis } from '../../helpers/ia-scenarios.js';
+import { Child as ForkedChild } from '../../helpers/child.js';
+
 
 const childScript = fileURLToPath(new URL('../../fixtures/ia-child.js', import.meta.url));
 const KEYS = Array.from({ length: 20 }, (_, i) => `k${i}`);
@@ -22,39 +23,10 @@ const WAIT_MS = 30_000;
 
 type Reply = { type: 'ready' } | { type: 'progress'; done: number } | { type: 'done'; totals: Record<string, number> } | { type: 'got'; values: Array<[number, number]> };
 
-/** A forked child and the replies it sent, awaited by type. */
-class Child {
-  readonly proc: ChildProcess;
-  private readonly replies: Reply[] = [];
-  private readonly waiters: Array<() => void> = [];
-  stderr = '';
-  progress = 0;
-
-  constructor(url: string, prefix: string, readonly id: string) {
-    this.proc = fork(childScript, [url, prefix, id, String(THRESHOLD_MS)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-    this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr = (this.stderr + chunk).slice(-4000)));
-    this.proc.on('message', (reply: Reply) => {
-      if (reply.type === 'progress') this.progress = reply.done;
-      else this.replies.push(reply);
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  async next<T extends Reply['type']>(type: T): Promise<Extract<Reply, { type: T }>> {
-    const deadline = Date.now() + WAIT_MS;
-    for (;;) {
-      const i = this.replies.findIndex((r) => r.type === type);
-      if (i >= 0) return this.replies.splice(i, 1)[0] as Extract<Reply, { type: T }>;
-      if (this.proc.exitCode !== null || Date.now() > deadline) assert.fail(`${this.id}: no ${type} (exit ${this.proc.exitCode}); stderr: ${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 100).unref();
-      });
-    }
-  }
-
-  send(message: object): void {
-    this.proc.send(message);
+/** A child of test/fixtures/ia-child.ts as instance `id`. */
+class Child extends ForkedChild<Reply> {
+  constructor(url: string, prefix: string, id: string) {
+    super(childScript, [url, prefix, id, String(THRESHOLD_MS)], id, WAIT_MS);
   }
 }
 
