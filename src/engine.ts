@@ -171,6 +171,7 @@ export class Engine implements AsyncDisposable {
         state,
         redis: { client: this.redis?.client, prefix: this.options.prefix, state },
         instances: async () => (await this.instances()).count,
+        hybrids: new Map(),
       };
     }
     return this.limiterContext;

@@ -15,7 +15,21 @@ export { Intervals, DEFAULT_INTERVALS, MAX_RING_BUCKETS, type IntervalCounts } f
 export { EventQuery, EventRange, RatioQuery, DeltaQuery, DeltaRange } from './events/query.js';
 export { LimitBuilder, LimitExceededError, type Decision, type Reservation, type Usage, type WindowArg } from './events/limiter.js';
 export { Schedule } from './events/schedule.js';
-export { RateLimiter, RateLimits, LocalAbsolute, LocalSuppressed, type RateDecision, type Allowed, type Rejected, type Suppressed } from './limits/rate-limiter.js';
+export {
+  RateLimiter,
+  RateLimits,
+  LocalAbsolute,
+  LocalSuppressed,
+  RedisAbsolute,
+  RedisSuppressed,
+  RedisWindows,
+  HybridAbsolute,
+  type HybridStats,
+  type RateDecision,
+  type Allowed,
+  type Rejected,
+  type Suppressed,
+} from './limits/rate-limiter.js';
 export type { RateLimiterOptions, RateLimitsOptions, NamedWindow } from './limits/rate-options.js';
 export { connectRateLimiter, LinkedRateLimiter, type RateLimiterLink } from './limits/link.js';
 export type { EventsExport } from './events/snapshot.js';

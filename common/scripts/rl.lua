@@ -16,7 +16,8 @@
 -- KEYS[2…] the entity hash of each op (in the partition's slot)
 -- ARGV[1]  msgpack { strategy, k, windowMs1, groupMs1, …, windowMsk, groupMsk }  (suppressed, commit: k = 1)
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
---          · COMMIT n, limit (the hybrid provider: n were admitted locally and are counted unchecked)
+--          · COMMIT n, limit, suppressed (the hybrid provider: n were admitted locally and are counted
+--          unchecked; suppressed = 1: the suppressed limiter's keys, whose declined counts slide too)
 -- Reply    msgpack results, 4 values per op:
 --            ABSOLUTE   { 1, total of window 1 after, 0, 0 } admitted · { 0, window, retryAfterMs,
 --                       remainingAfterWaiting } refused
@@ -230,11 +231,11 @@ end
 -- The hybrid provider's commit of the op at ops[at + 1 …]: n admitted locally, counted without a check
 -- (they were admitted), then the total and when one more would fit under `limit`.
 local function commit(e, ops, at)
-  local n, limit = ops[at + 1], ops[at + 2]
-  local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1])
+  local n, limit, declined = ops[at + 1], ops[at + 2], ops[at + 3] == 1
+  local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1], 'd0')
   local h0 = tonumber(got[1])
-  local st = { h = h0, t = tonumber(got[2]) or 0, l = tailOf(got[3]), d = 0 }
-  slide(e, st, 1, false)
+  local st = { h = h0, t = tonumber(got[2]) or 0, l = tailOf(got[3]), d = tonumber(got[5]) or 0 }
+  slide(e, st, 1, declined)
   local out = { 'u', now }
   if n > 0 and st.t + n <= MAX then
     if st.h == nil then st.h = g[1] end
@@ -253,6 +254,10 @@ local function commit(e, ops, at)
     out[#out + 1] = st.t
     out[#out + 1] = LF[1]
     out[#out + 1] = st.l or -1
+    if declined then
+      out[#out + 1] = 'd0'
+      out[#out + 1] = st.d
+    end
   end
   redis.call('HSET', e, unpack(out))
   if h0 == nil or g[1] > h0 then opened(e) end
@@ -334,7 +339,7 @@ local function suppressed(e, ops, at)
 end
 
 local ops = cmsgpack.unpack(ARGV[2])
-local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 2
+local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 3
 local results = {}
 for i = 1, #KEYS - 1 do
   local a, b, c, d

@@ -6,11 +6,11 @@
  *
  * FIX (the seed lets every instance spend the whole remaining quota, so N instances admit N × remaining in
  * one interval): after each sync an instance may admit ⌈R / N⌉ until its next one, R being the room it
- * read and N the live instances of the registry (re-read every second). What it cannot see is what the
- * others admitted since their last commit, at most their shares: a window admits at most
- * limit + (N − 1) × ⌈limit / N⌉ while every sync succeeds, against the seed's N × limit.
+ * read (of the limit's whole part) and N the live instances of the registry (re-read every second). What
+ * it cannot see is what the others admitted since their last commit, at most their shares; and a key it
+ * has not synced yet admits one event before its first sync. A window admits at most
+ * limit + (N − 1) × ⌈limit / N⌉ + N while every sync succeeds, against the seed's N × limit.
  *
- * A key this instance has not synced yet starts with ⌈limit / N⌉ (0 until N is first known, at start).
  * When a commit fails (Redis away), the admitted counts stay pending and go with the next sync; meanwhile
  * the instance decides on the share it holds, and refuses once it is spent.
  */
@@ -72,6 +72,8 @@ export class HybridAbsolute {
   private active: HybridKey[] = [];
   private readonly windowSeconds: number;
   private readonly windowMs: number;
+  /** It commits to the suppressed limiter's keys (their declined counts slide too). */
+  private readonly suppressedKeys: boolean;
   private readonly timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private instanceCount = 1;
@@ -95,6 +97,7 @@ export class HybridAbsolute {
     this.windowMs = w.windowMs;
     // The Redis provider's keys: the absolute limiter of the same window (the two share their counts).
     this.sliding = new RedisSliding(ctx.redis, redisLimiterId(strategy, options.windows), [RateStrategy.COMMIT, 1, w.windowMs, w.groupMs]);
+    this.suppressedKeys = strategy === 's';
     this.nextSyncAt = ctx.time.now() + options.syncIntervalMs;
     this.timer = ctx.redis.client === undefined ? undefined : setInterval(() => void this.sync(), options.syncIntervalMs).unref();
     if (this.timer !== undefined) void this.refreshInstances(ctx.time.now());
@@ -120,25 +123,31 @@ export class HybridAbsolute {
   inc(key: string, rate: number, n = 1): RateDecision {
     if (this.timer === undefined) return this.local.inc(key, rate, n);
     if (this.ctx.state.closed) throw closedError('rate limiter');
+    return this.decide(key, rate, n);
+  }
+
+  /** @internal {@link inc} without the closed check: the Redis provider's fallback for a decision issued before close. */
+  decide(key: string, rate: number, n = 1): RateDecision {
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
     if (rate !== this.lastRate) {
-      this.lastLimit = limitOf(rate, this.windowSeconds);
+      // Events are whole: a limit of 1.5 admits 1.
+      this.lastLimit = Math.floor(limitOf(rate, this.windowSeconds));
       this.lastRate = rate;
     }
     const limit = this.lastLimit;
     let k = this.keys.get(key);
     if (k === undefined) {
       validateKey(key, 'key');
-      // A key not synced yet: a share of the limit by the live instances (none before their count is
-      // known, at start: the first sync, within syncIntervalMs, brings it).
-      const share = this.instancesKnown ? Math.ceil(limit / this.instanceCount) : 0;
+      // A key this instance has not synced: Redis may hold counts of it already (other instances, an
+      // earlier life of this one). One event may go before its first sync, the rest waits for it.
+      const share = this.instancesKnown && limit >= 1 ? 1 : 0;
       k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, room: limit, freeAt: 0, lastUsed: 0, since: this.ctx.time.now() };
       this.keys.set(key, k);
     } else if (k.limit !== limit) {
       // Another rate for the key: a share of the new limit's room, by the total the last sync read.
-      k.share = Math.ceil(Math.max(0, limit - (k.limit - k.room)) / this.instanceCount);
       k.room = Math.max(0, limit - (k.limit - k.room));
+      k.share = Math.min(k.share, Math.ceil(k.room / this.instanceCount));
       k.limit = limit;
     }
     if (!k.active) {
@@ -147,22 +156,23 @@ export class HybridAbsolute {
       k.lastUsed = this.ctx.time.now();
       this.active.push(k);
     }
-    if (k.used + n <= k.share && n <= limit) {
+    if (k.used + n <= k.share) {
       k.used += n;
       k.pending += n;
       return ALLOWED;
     }
     const now = this.ctx.time.now();
-    if (this.failing && this.instancesKnown && now - k.since >= this.windowMs && n <= limit) {
+    const most = Math.ceil(limit / this.instanceCount); // the largest share an instance holds
+    if (this.failing && this.instancesKnown && now - k.since >= this.windowMs && n <= most) {
       // Redis away for longer than a window: a new window's share, decided here alone (a fixed window of
       // ⌈limit / N⌉ per instance until a sync succeeds; what it admits is committed then).
-      k.share = Math.ceil(limit / this.instanceCount);
+      k.share = most;
       k.used = n;
       k.pending += n;
       k.since = now;
       return ALLOWED;
     }
-    return this.rejected(k, n, now);
+    return this.rejected(k, now, n > most);
   }
 
   /** True while the last sync failed (Redis away). */
@@ -173,7 +183,8 @@ export class HybridAbsolute {
    * share this instance decides on if Redis goes away (onStoreError 'local').
    */
   observe(key: string, rate: number, room: number): void {
-    const limit = limitOf(rate, this.windowSeconds);
+    const limit = Math.floor(limitOf(rate, this.windowSeconds));
+    room = Math.floor(room);
     let k = this.keys.get(key);
     if (k === undefined) {
       k = { key, limit, share: 0, used: 0, pending: 0, sending: 0, active: false, room, freeAt: 0, lastUsed: this.ctx.time.now(), since: this.ctx.time.now() };
@@ -187,11 +198,12 @@ export class HybridAbsolute {
     k.since = this.ctx.time.now();
   }
 
-  private rejected(k: HybridKey, n: number, now: number): Rejected {
-    // The window itself full: when Redis said one more fits; else this instance's share is spent and the
-    // next sync brings another.
-    const retryAfterMs = n > k.limit ? Infinity : Math.max(0, k.freeAt - now, this.nextSyncAt - now);
-    return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs, remainingAfterWaiting: n > k.limit ? k.limit : Math.max(n, k.room) };
+  /** `never`: n is larger than any share an instance holds (⌈limit / N⌉): the hybrid never admits it. */
+  private rejected(k: HybridKey, now: number, never: boolean): Rejected {
+    // When Redis said one more fits, or, with room in the window, the next sync (this instance's share
+    // is spent); the room is what Redis reported.
+    const retryAfterMs = never ? Infinity : Math.max(0, k.freeAt - now, this.nextSyncAt - now);
+    return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs, remainingAfterWaiting: never ? k.limit : Math.max(0, k.room) };
   }
 
   /**
@@ -217,15 +229,16 @@ export class HybridAbsolute {
     this.syncs++;
     const n = this.instanceCount;
     const keys = new Array<string>(batch.length);
-    const ops = new Array<number>(2 * batch.length);
+    const ops = new Array<number>(3 * batch.length);
     for (let i = 0; i < batch.length; i++) {
       const k = batch[i]!;
       k.active = false;
       k.sending = k.pending;
       k.pending = 0;
       keys[i] = k.key;
-      ops[2 * i] = k.sending;
-      ops[2 * i + 1] = k.limit;
+      ops[3 * i] = k.sending;
+      ops[3 * i + 1] = k.limit;
+      ops[3 * i + 2] = this.suppressedKeys ? 1 : 0;
     }
     let failed = false;
     const again = (k: HybridKey): void => {
@@ -240,7 +253,7 @@ export class HybridAbsolute {
       }
     };
     try {
-      const r = await this.sliding.decideMany(keys, ops, 2);
+      const r = await this.sliding.decideMany(keys, ops, 3);
       const at = this.ctx.time.now();
       for (let i = 0; i < batch.length; i++) {
         const k = batch[i]!;
@@ -250,10 +263,10 @@ export class HybridAbsolute {
           continue;
         }
         const retry = r[4 * i + 1]!;
-        k.room = r[4 * i + 2]!;
         k.freeAt = retry < 0 ? Infinity : at + retry;
         // Admitted since the commit left count against the new share.
         k.share = Math.ceil(Math.max(0, k.limit - total) / n);
+        k.room = Math.max(0, k.limit - total);
         k.used = k.pending;
         k.sending = 0;
         k.since = at;
@@ -271,7 +284,8 @@ export class HybridAbsolute {
     let looked = 0;
     for (const [key, k] of this.keys) {
       if (++looked > 64) break;
-      if (k.pending === 0 && k.sending === 0 && !k.active && now - k.lastUsed > this.options.staleAfterMs) this.keys.delete(key);
+      // Never before a window passed: its own admissions must have left Redis's window when it meets the key again.
+      if (k.pending === 0 && k.sending === 0 && !k.active && now - k.lastUsed > Math.max(this.options.staleAfterMs, this.windowMs)) this.keys.delete(key);
       else {
         // Round robin: look at the next ones next time.
         this.keys.delete(key);

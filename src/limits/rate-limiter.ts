@@ -14,7 +14,7 @@ import { type RateLimiterLink, RateLinkHost } from './link.js';
 import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed, type RateDecision, readRecord, staleRecord } from './providers.js';
 import { checkIncrement, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { SlidingDirectory } from './sliding-directory.js';
-import { RedisAbsolute, type RedisRateContext, RedisSuppressed, RedisWindows } from './redis-sliding.js';
+import { RedisAbsolute, type RedisRateContext, RedisSuppressed, RedisWindows, redisLimiterId } from './redis-sliding.js';
 import { HybridAbsolute } from './hybrid.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
@@ -33,6 +33,23 @@ export interface LimiterContext extends DecisionContext {
   readonly redis: RedisRateContext;
   /** The live instances sharing the prefix (the hybrid provider splits its quotas by them). */
   instances(): Promise<number>;
+  /**
+   * The engine's hybrid limiters by their keys in Redis: limiters of the same window share one (two would
+   * each hold a share of the same keys' limits).
+   */
+  readonly hybrids: Map<string, HybridAbsolute>;
+}
+
+/** The hybrid of `strategy`'s keys of the window in `o`: the engine's one for those keys (with Redis). */
+function hybridFor(ctx: LimiterContext, o: ResolvedRateOptions, local: LocalAbsolute, strategy: 'a' | 's'): HybridAbsolute {
+  if (ctx.redis.client === undefined) return new HybridAbsolute(ctx, o, local, strategy);
+  const id = redisLimiterId(strategy, o.windows);
+  let hybrid = ctx.hybrids.get(id);
+  if (hybrid === undefined) {
+    hybrid = new HybridAbsolute(ctx, o, local, strategy);
+    ctx.hybrids.set(id, hybrid);
+  }
+  return hybrid;
 }
 
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */
@@ -132,19 +149,19 @@ export class RateLimiter {
     const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
-    this.hybrid = Object.freeze({ absolute: new HybridAbsolute(ctx, o, this.local.absolute) });
+    this.hybrid = Object.freeze({ absolute: hybridFor(ctx, o, this.local.absolute, 'a') });
     // onStoreError 'local': the absolute provider decides on the hybrid's shares (its keys are the same);
     // the suppressed one on shares of its own keys, committed by a hybrid of its own.
-    this.suppressedFallback = o.onStoreError === 'local' ? new HybridAbsolute(ctx, o, this.local.absolute, 's') : undefined;
+    this.suppressedFallback = o.onStoreError === 'local' ? hybridFor(ctx, o, this.local.absolute, 's') : undefined;
     const hybrid = this.hybrid.absolute;
     const sf = this.suppressedFallback;
     this.redis = Object.freeze({
       absolute: new RedisAbsolute(ctx.redis, o, {
         choice: o.onStoreError,
-        local: (key, rate, n) => hybrid.inc(key, rate, n),
+        local: (key, rate, n) => hybrid.decide(key, rate, n),
         observe: o.onStoreError === 'local' ? (key, rate, room) => hybrid.observe(key, rate, room) : undefined,
       }),
-      suppressed: new RedisSuppressed(ctx.redis, o, { choice: o.onStoreError, local: sf && ((key, rate, n) => sf.inc(key, rate, n)) }),
+      suppressed: new RedisSuppressed(ctx.redis, o, { choice: o.onStoreError, local: sf && ((key, rate, n) => sf.decide(key, rate, n)) }),
     });
     this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], [this.redis.absolute, this.redis.suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));

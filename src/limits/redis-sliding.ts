@@ -35,6 +35,13 @@ interface Queue {
   rejects: Array<(err: Error) => void>;
 }
 
+/**
+ * Decisions per script call at most: a burst larger than this goes out in several calls, so no call runs
+ * long enough inside Redis to pass the command timeout behind the others (a probe's 200k-decision burst
+ * made 16 calls of ~155 ms each).
+ */
+const MAX_PER_CALL = 1000;
+
 /** Entities of an index looked at per cleanup call (the oldest first). */
 const CLEAN_BATCH = 256;
 /** Cleanup calls per partition and run at most (a run is bounded whatever the number of stale keys). */
@@ -84,12 +91,14 @@ export class RedisSliding {
     const client = this.client;
     if (client === undefined) return Promise.reject(noRedis());
     if (!isReady(client)) return Promise.reject(notReady(client, 'the rate-limit decision'));
-    const q = this.queues[partitionOf(key)]!;
+    const p = partitionOf(key);
+    const q = this.queues[p]!;
     return new Promise<number[]>((resolve, reject) => {
-      q.entities.push(`${this.names[partitionOf(key)]!}:${key}`);
+      q.entities.push(`${this.names[p]!}:${key}`);
       for (let i = 0; i < op.length; i++) q.ops.push(op[i]!);
       q.resolves.push(resolve);
       q.rejects.push(reject);
+      if (q.entities.length === MAX_PER_CALL) this.sendQueue(p);
       if (!this.scheduled) {
         this.scheduled = true;
         // Ref'd on purpose: a caller awaits this call; it runs in this loop turn's check phase.
@@ -107,15 +116,21 @@ export class RedisSliding {
     const client = this.client;
     if (client === undefined) throw noRedis();
     if (!isReady(client)) throw notReady(client, 'the rate-limit commit');
-    const byPartition = new Map<number, number[]>();
+    // Per partition, in calls of at most MAX_PER_CALL keys.
+    const chunks: Array<[number, number[]]> = [];
+    const open = new Map<number, number[]>();
     for (let i = 0; i < keys.length; i++) {
       const p = partitionOf(keys[i]!);
-      const list = byPartition.get(p);
-      if (list === undefined) byPartition.set(p, [i]);
-      else list.push(i);
+      let list = open.get(p);
+      if (list === undefined || list.length === MAX_PER_CALL) {
+        list = [];
+        open.set(p, list);
+        chunks.push([p, list]);
+      }
+      list.push(i);
     }
     const out = new Array<number>(4 * keys.length);
-    const calls = [...byPartition].map(async ([p, indexes]) => {
+    const calls = chunks.map(async ([p, indexes]) => {
       const q: Queue = { entities: indexes.map((i) => `${this.names[p]!}:${keys[i]!}`), ops: indexes.flatMap((i) => ops.slice(stride * i, stride * i + stride)), resolves: [], rejects: [] };
       let results: number[] | undefined;
       let failure: Error | undefined;
@@ -134,14 +149,16 @@ export class RedisSliding {
 
   private sendAll(): void {
     this.scheduled = false;
-    for (let p = 0; p < PARTITIONS; p++) {
-      const q = this.queues[p]!;
-      if (q.entities.length === 0) continue;
-      this.queues[p] = { entities: [], ops: [], resolves: [], rejects: [] };
-      const sending = this.send(p, q);
-      this.inflight.add(sending);
-      void sending.finally(() => this.inflight.delete(sending));
-    }
+    for (let p = 0; p < PARTITIONS; p++) if (this.queues[p]!.entities.length > 0) this.sendQueue(p);
+  }
+
+  /** Sends partition `p`'s queued decisions as one call. */
+  private sendQueue(p: number): void {
+    const q = this.queues[p]!;
+    this.queues[p] = { entities: [], ops: [], resolves: [], rejects: [] };
+    const sending = this.send(p, q);
+    this.inflight.add(sending);
+    void sending.finally(() => this.inflight.delete(sending));
   }
 
   /** One call; each queued caller gets its 4 values (`whole`: the one caller gets the call's results). */

@@ -16,7 +16,7 @@ const PINNED: Record<string, string> = {
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
   'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
   'ia-beat.lua': '369d8f18ade90d385d38cb74982e8119e2a6e933',
-  'rl.lua': 'd2ba6406ece9d4d96be9084f1a3ed2c2680a975a',
+  'rl.lua': '6ed6356649b988f8dc63b524dc766e29a43590f3',
   'rl-clean.lua': 'f3a3b0e2ae380790d3cd803761aef0310ab52b1a',
 };
 

@@ -177,7 +177,11 @@ export function rateRedisScenarios(mode: () => Mode): void {
   it('hybrid, scenario 2: limit 50, total 49, inc 10 → rejected; inc 1 → admitted; what it admitted reaches Redis', async () => {
     const [{ limiter }] = await hybrids(1);
     const hybrid = limiter!.hybrid.absolute;
-    assert.equal(hybrid.inc('k', 50 / 60, 49).allowed, true);
+    // A key this instance has not synced: one event, then its share once a sync read Redis.
+    assert.equal(hybrid.inc('k', 50 / 60).allowed, true);
+    assert.equal(rejected(hybrid.inc('k', 50 / 60)).retryAfterMs <= 10, true, 'the rest waits for the first sync');
+    await hybrid.sync();
+    assert.equal(hybrid.inc('k', 50 / 60, 48).allowed, true);
     const r = rejected(hybrid.inc('k', 50 / 60, 10));
     assert.equal(r.windowSeconds, 60);
     assert.equal(hybrid.inc('k', 50 / 60, 1).allowed, true);
@@ -191,7 +195,7 @@ export function rateRedisScenarios(mode: () => Mode): void {
   });
 
   for (const n of [2, 4]) {
-    it(`hybrid, scenario 6 (${n} instances, limit 100, a simultaneous burst): admitted ≤ 100 + (N − 1) × ⌈100 / N⌉`, async (t: TestContext) => {
+    it(`hybrid, scenario 6 (${n} instances, limit 100, a simultaneous burst): admitted ≤ 100 + (N − 1) × ⌈100 / N⌉ + N`, async (t: TestContext) => {
       const instances = await hybrids(n);
       let admitted = 0;
       // Every instance bursts, in turns, across several syncs.
@@ -200,7 +204,7 @@ export function rateRedisScenarios(mode: () => Mode): void {
         await new Promise((resolve) => setTimeout(resolve, 3));
       }
       await Promise.all(instances.map(({ limiter }) => limiter.hybrid.absolute.sync()));
-      const bound = 100 + (n - 1) * Math.ceil(100 / n);
+      const bound = 100 + (n - 1) * Math.ceil(100 / n) + n;
       t.diagnostic(`${n} instances admitted ${admitted} (limit 100, documented bound ${bound}; the seed's worst case ${n * 100})`);
       assert.ok(admitted >= 100, `the limit is reached: ${admitted}`);
       assert.ok(admitted <= bound, `admitted ${admitted} ≤ ${bound}`);
@@ -211,11 +215,57 @@ export function rateRedisScenarios(mode: () => Mode): void {
 
   it('hybrid: close() commits what was admitted and not synced yet', async () => {
     const [a, b] = await hybrids(2, { syncIntervalMs: 60_000 });
-    for (let i = 0; i < 10; i++) assert.equal(a!.limiter.hybrid.absolute.inc('k', 100 / 60).allowed, true);
-    assert.equal(a!.limiter.hybrid.absolute.stats().pending, 10);
+    const hybrid = a!.limiter.hybrid.absolute;
+    assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+    await hybrid.sync(); // 1 committed; the share is ⌈99 / 2⌉
+    for (let i = 0; i < 10; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+    assert.equal(hybrid.stats().pending, 10);
     await a!.engine.close();
-    // 10 of 100 are counted in Redis: 90 more fit, not 91.
-    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 91)).allowed, false);
-    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 90)).allowed, true);
+    // 11 of 100 are counted in Redis: 89 more fit, not 90.
+    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 90)).allowed, false);
+    assert.equal((await b!.limiter.redis.absolute.inc('k', 100 / 60, 89)).allowed, true);
+  });
+
+  it('hybrid (found by a probe): a fractional limit admits its whole part; an increment above any share is never admitted; a refusal reports the room Redis did', async () => {
+    const [{ limiter }] = await hybrids(1, { windowSeconds: 15 });
+    const hybrid = limiter!.hybrid.absolute;
+    let admitted = 0;
+    for (let i = 0; i < 5; i++) {
+      if (hybrid.inc('frac', 0.1).allowed) admitted++; // limit 1.5
+      await hybrid.sync();
+    }
+    assert.equal(admitted, 1);
+    const [x, y] = await hybrids(2, { windowSeconds: 60 });
+    x!.limiter.hybrid.absolute.inc('big', 10 / 60);
+    await x!.limiter.hybrid.absolute.sync();
+    const r = rejected(x!.limiter.hybrid.absolute.inc('big', 10 / 60, 6));
+    assert.equal(r.retryAfterMs, Infinity, 'limit 10 over 2 instances: a share holds 5 at most, never 6');
+    assert.equal(r.remainingAfterWaiting, 10);
+    assert.equal((await y!.limiter.redis.absolute.inc('big', 10 / 60, 6)).allowed, true, 'the Redis provider admits it');
+    await x!.limiter.hybrid.absolute.sync();
+    const full = rejected(x!.limiter.hybrid.absolute.inc('big', 10 / 60, 4));
+    assert.equal(full.remainingAfterWaiting, 3, 'the room Redis reported (10 − 7), not the increment');
+  });
+
+  it('hybrid (found by a probe): a key forgotten when idle, or met by a second limiter of the same window, gets no fresh share', async () => {
+    const [{ engine: e, limiter }] = await hybrids(1, { staleAfterMs: 200 });
+    const hybrid = limiter!.hybrid.absolute;
+    assert.equal(e.rateLimiter({ windowSeconds: 60 }).hybrid.absolute, hybrid, 'limiters of one window share the hybrid');
+    hybrid.inc('k', 100 / 60);
+    await hybrid.sync();
+    let admitted = 1;
+    for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
+    await hybrid.sync();
+    assert.equal(admitted, 100);
+    // Idle past staleAfterMs (shorter than the window), through several syncs.
+    const idleUntil = Date.now() + 400;
+    while (Date.now() < idleUntil) {
+      await hybrid.sync();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (let i = 0; i < 50; i++) {
+      assert.equal(hybrid.inc('k', 100 / 60).allowed, false, 'the window is full in Redis');
+      await hybrid.sync();
+    }
   });
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { Redis } from 'ioredis';
-import { createEngine, ErrorCode } from '../../../src/index.js';
+import { createEngine, ErrorCode, type HybridAbsolute } from '../../../src/index.js';
 import { expectError, freshPrefix, it, type Mode, open, redisMode, until } from '../../helpers/counter-scenarios.js';
 import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
 import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
@@ -68,7 +68,9 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       const limiter = e.rateLimiter({ windowSeconds: 60 });
       const hybrid = limiter.hybrid.absolute;
       await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
-      for (let i = 0; i < 10; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+      assert.equal(hybrid.inc('k', 100 / 60).allowed, true); // a key not synced yet: one event
+      await hybrid.sync();
+      for (let i = 0; i < 9; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
       await hybrid.sync();
       await server.kill();
       let admitted = 0;
@@ -127,6 +129,43 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       );
       await until(async () => !(await localLimiter.redis.absolute.inc('probe', 1).then(() => false, () => true)), 5000, 'Redis decides again');
       assert.equal((await localLimiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds 30 + 70: the window is full');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("onStoreError 'local' on the suppressed strategy (found by a probe): committing after an outage keeps the declined counts sliding with the totals", async () => {
+    const server = await startRedisServer({ appendOnly: true });
+    try {
+      const prefix = freshPrefix('rlsd');
+      const e = await open({ redis: server.url, prefix, redisCommandTimeoutMs: 200 });
+      const limiter = e.rateLimiter({ windowSeconds: 1, hardLimitFactor: 3, onStoreError: 'local', random: () => 0 });
+      const suppressed = limiter.redis.suppressed;
+      for (let i = 0; i < 20; i++) await suppressed.inc('s', 10); // soft 10: 10 allowed, then declined
+      const entity = suppressed.sliding.entityOf('s');
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      await suppressed.inc('s', 10); // a later group: the key outlives the first groups
+      await server.kill();
+      for (let i = 0; i < 3; i++) await suppressed.inc('s', 10); // decided here
+      await new Promise((resolve) => setTimeout(resolve, 500)); // the first groups leave the window meanwhile
+      await server.restart();
+      // The fallback's commit lands first (it slides the window past the declined calls), then Redis decides.
+      const fallback = (limiter as unknown as { suppressedFallback: HybridAbsolute }).suppressedFallback;
+      await until(
+        async () => {
+          await fallback.sync();
+          return fallback.stats().pending === 0;
+        },
+        5000,
+        'the fallback commits',
+      );
+      const raw = new Redis(server.url);
+      try {
+        const [t0, d0] = (await raw.hmget(entity, 't0', 'd0')).map(Number);
+        assert.ok(d0! >= 0 && d0! <= t0!, `declined ${d0} ≤ total ${t0}`);
+      } finally {
+        raw.disconnect();
+      }
     } finally {
       await server.stop();
     }
