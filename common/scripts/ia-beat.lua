@@ -74,9 +74,28 @@ if need > 0 then
     end
   end
   -- A pass ends when the cursor is back at 0; two are owed after a change, so one starts after it.
-  if step[1] == '0' then need = need - 1 end
+  if step[1] == '0' then
+    need = need - 1
+    if need == 0 then
+      -- No slice of a forgotten incarnation is left: an instance with no incarnation in the registry needs
+      -- no generation any more (it would start afresh either way). Without this the hash kept a field for
+      -- every instance id ever seen (a new random id per process start, by default).
+      local all = redis.call('HGETALL', gens)
+      for i = 1, #all, 2 do
+        if not redis.call('ZSCORE', reg, all[i] .. '#' .. all[i + 1]) then redis.call('HDEL', gens, all[i]) end
+      end
+    end
+  end
   redis.call('HSET', sweep, 'cur', step[1], 'need', need)
 end
+
+-- Nothing lives forever: a partition no instance beats for twice the retention is gone (every slice in it
+-- was forgotten by then anyway).
+local ttl = 2 * tonumber(ARGV[3])
+redis.call('PEXPIRE', data, ttl)
+redis.call('PEXPIRE', reg, ttl)
+redis.call('PEXPIRE', gens, ttl)
+redis.call('PEXPIRE', sweep, ttl)
 
 -- Live as in ia.lua: seen at or after now − threshold.
 return redis.call('ZRANGEBYSCORE', reg, now - tonumber(ARGV[2]), '+inf')
