@@ -82,12 +82,9 @@ export class RedisSliding {
     return `${this.names[partitionOf(key)]!}:${key}`;
   }
 
-  /**
-   * Queues one decision (`op`: the script's values for it); resolves with its 4 result values.
-   * `evenClosed`: the hybrid provider's last commit, made while the engine closes.
-   */
-  decide(key: string, op: readonly number[], evenClosed = false): Promise<number[]> {
-    if (this.ctx.state.closed && !evenClosed) return Promise.reject(closedError('rate limiter'));
+  /** Queues one decision (`op`: the script's values for it); resolves with its 4 result values. */
+  decide(key: string, op: readonly number[]): Promise<number[]> {
+    if (this.ctx.state.closed) return Promise.reject(closedError('rate limiter'));
     const client = this.client;
     if (client === undefined) return Promise.reject(noRedis());
     if (!isReady(client)) return Promise.reject(notReady(client, 'the rate-limit decision'));
@@ -108,7 +105,8 @@ export class RedisSliding {
   }
 
   /**
-   * Many decisions at once (the hybrid provider's commits): `keys[i]`'s op is `ops[stride·i …]`; resolves
+   * Many decisions at once (the hybrid provider's commits, also its last one while the engine closes):
+   * `keys[i]`'s op is `ops[stride·i …]`; resolves
    * with 4 result values per key, in order, NaN for the keys of a partition whose call failed. One call per
    * partition, and one promise per partition.
    */
