@@ -22,8 +22,11 @@ import { ALLOWED, type RateDecision, type Rejected } from './providers.js';
 import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions } from './rate-options.js';
 import { type RedisRateContext, RedisSliding, redisLimiterId } from './redis-sliding.js';
 
-/** How often the live instance count is read again, ms. */
-const INSTANCES_EVERY_MS = 1000;
+/**
+ * How often the live instance count is read again, ms: for this long after an instance joins, the others
+ * still split by the old count (the bound holds while the count is current).
+ */
+const INSTANCES_EVERY_MS = 100;
 
 /** What this instance knows of one key. */
 interface HybridKey {
@@ -38,12 +41,18 @@ interface HybridKey {
   sending: number;
   /** In this interval's list of keys to sync. */
   active: boolean;
-  /** From the last sync: the window's room, and when one more fits (engine time, ms; 0: it fitted). */
+  /**
+   * From the last sync: the window's total (what the shares are split from), the room Redis reported
+   * (refusals report it), and when one more fits (engine time, ms; 0: it fitted).
+   */
+  total: number;
   room: number;
   freeAt: number;
   lastUsed: number;
   /** When the share was granted (engine time): a share older than the window is renewed while syncs fail. */
   since: number;
+  /** A sync (or a Redis decision) has told this instance the key's total. */
+  synced: boolean;
 }
 
 export interface HybridContext {
@@ -142,12 +151,13 @@ export class HybridAbsolute {
       // A key this instance has not synced: Redis may hold counts of it already (other instances, an
       // earlier life of this one). One event may go before its first sync, the rest waits for it.
       const share = this.instancesKnown && limit >= 1 ? 1 : 0;
-      k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, room: limit, freeAt: 0, lastUsed: 0, since: this.ctx.time.now() };
+      k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, total: 0, room: limit, freeAt: 0, lastUsed: 0, since: this.ctx.time.now(), synced: false };
       this.keys.set(key, k);
     } else if (k.limit !== limit) {
-      // Another rate for the key: a share of the new limit's room, by the total the last sync read.
-      k.room = Math.max(0, limit - (k.limit - k.room));
-      k.share = Math.min(k.share, Math.ceil(k.room / this.instanceCount));
+      // Another rate for the key: a share of the new limit's room, by the total the last sync read (up
+      // for a higher limit, down for a lower one; what was used since the sync counts either way).
+      k.room = Math.max(0, limit - k.total);
+      if (k.synced) k.share = Math.ceil(k.room / this.instanceCount);
       k.limit = limit;
     }
     if (!k.active) {
@@ -187,11 +197,13 @@ export class HybridAbsolute {
     room = Math.floor(room);
     let k = this.keys.get(key);
     if (k === undefined) {
-      k = { key, limit, share: 0, used: 0, pending: 0, sending: 0, active: false, room, freeAt: 0, lastUsed: this.ctx.time.now(), since: this.ctx.time.now() };
+      k = { key, limit, share: 0, used: 0, pending: 0, sending: 0, active: false, total: limit - room, room, freeAt: 0, lastUsed: this.ctx.time.now(), since: this.ctx.time.now(), synced: true };
       this.keys.set(key, k);
     }
     if (k.pending > 0 || k.sending > 0) return; // deciding locally already: its own view is newer
     k.limit = limit;
+    k.synced = true;
+    k.total = limit - room;
     k.room = Math.max(0, room);
     k.share = Math.ceil(k.room / this.instanceCount);
     k.used = 0;
@@ -265,11 +277,14 @@ export class HybridAbsolute {
         const retry = r[4 * i + 1]!;
         k.freeAt = retry < 0 ? Infinity : at + retry;
         // Admitted since the commit left count against the new share.
+        k.total = total;
         k.share = Math.ceil(Math.max(0, k.limit - total) / n);
-        k.room = Math.max(0, k.limit - total);
+        // The room now, or, with the window full, the room once the oldest groups have left.
+        k.room = Math.max(0, r[4 * i + 2]!);
         k.used = k.pending;
         k.sending = 0;
         k.since = at;
+        k.synced = true;
       }
     } catch {
       for (const k of batch) again(k); // Redis not ready: nothing was sent

@@ -38,9 +38,13 @@ interface Queue {
 /**
  * Decisions per script call at most: a burst larger than this goes out in several calls, so no call runs
  * long enough inside Redis to pass the command timeout behind the others (a probe's 200k-decision burst
- * made 16 calls of ~155 ms each).
+ * made 16 calls of ~155 ms each); with one call per partition in Redis at once, the last of them waits
+ * for 15 others.
  */
-const MAX_PER_CALL = 1000;
+const MAX_PER_CALL = 500;
+
+/** Script calls of one partition in Redis at once, at most (the others wait for a slot, as strict counters do). */
+const IN_FLIGHT = 1;
 
 /** Entities of an index looked at per cleanup call (the oldest first). */
 const CLEAN_BATCH = 256;
@@ -55,6 +59,9 @@ export class RedisSliding {
   private scheduled = false;
   /** Calls being sent, so the engine's close() can wait for them before it closes the client. */
   private readonly inflight = new Set<Promise<void>>();
+  /** Per partition: calls in Redis, and calls waiting for a slot. */
+  private readonly busy = new Int32Array(PARTITIONS);
+  private readonly waiting: Array<Array<() => void>> = Array.from({ length: PARTITIONS }, () => []);
   /** Script calls sent, and the decisions they carried. */
   calls = 0;
   decisions = 0;
@@ -162,12 +169,17 @@ export class RedisSliding {
   /** One call; each queued caller gets its 4 values (`whole`: the one caller gets the call's results). */
   private async send(p: number, q: Queue, whole = false): Promise<void> {
     const client = this.client!;
+    // At most IN_FLIGHT calls per partition in Redis: a larger burst waits here, not in Redis's queue, where
+    // the last calls of a 200k-decision burst passed the command timeout (found by a probe).
+    if (this.busy[p]! < IN_FLIGHT) this.busy[p]!++;
+    else await new Promise<void>((resolve) => this.waiting[p]!.push(resolve)); // handed a slot by release()
     this.calls++;
     this.decisions += q.entities.length;
     let results: number[];
     try {
       results = await runRate(client, this.names[p]!, q.entities, this.config, q.ops);
     } catch (err) {
+      this.release(p);
       followRedirect(client, err);
       // Refused before it ran (or never sent): not applied. Otherwise the reply was lost: it may have been.
       const error = refusedByRedis(err)
@@ -176,8 +188,16 @@ export class RedisSliding {
       for (const reject of q.rejects) reject(error);
       return;
     }
+    this.release(p);
     if (whole) q.resolves[0]!(results);
     else for (let i = 0; i < q.resolves.length; i++) q.resolves[i]!(results.slice(4 * i, 4 * i + 4));
+  }
+
+  /** One call of partition `p` ended: its slot goes to the next waiting call, or is free. */
+  private release(p: number): void {
+    const next = this.waiting[p]!.shift();
+    if (next !== undefined) next();
+    else this.busy[p]!--;
   }
 
   /** Waits for every call in flight (and those queued this tick). */

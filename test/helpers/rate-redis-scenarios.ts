@@ -268,4 +268,32 @@ export function rateRedisScenarios(mode: () => Mode): void {
       await hybrid.sync();
     }
   });
+
+  it('hybrid (found by a probe): calls of two rates on one key each get their own limit; a lower rate never starves a higher one', async () => {
+    const [{ limiter }] = await hybrids(1);
+    const hybrid = limiter!.hybrid.absolute;
+    hybrid.inc('mix', 100 / 60);
+    await hybrid.sync();
+    let low = 0;
+    let high = 1;
+    for (let round = 0; round < 300; round++) {
+      if (hybrid.inc('mix', 10 / 60).allowed) low++;
+      if (hybrid.inc('mix', 100 / 60).allowed) high++;
+      if (round % 5 === 4) await hybrid.sync();
+    }
+    await hybrid.sync();
+    assert.ok(low <= 10, `calls at limit 10 admitted only while the total was under 10: ${low}`);
+    assert.ok(low + high <= 101 && low + high >= 95, `the limit-100 calls fill the window: ${low} + ${high}`);
+  });
+
+  it('a burst of 100k decisions in one tick is answered in full (a bounded number of calls per partition in Redis at once)', async () => {
+    const e = await engine();
+    const absolute = e.rateLimiter({ windowSeconds: 2, groupMs: 100 }).redis.absolute;
+    const keys = Array.from({ length: 5000 }, (_, i) => `b${i}`);
+    const decided = await Promise.allSettled(Array.from({ length: 100_000 }, (_, i) => absolute.inc(keys[i % keys.length]!, 5)));
+    const failed = decided.filter((d) => d.status === 'rejected');
+    assert.equal(failed.length, 0, `failed: ${failed.length}, e.g. ${String((failed[0] as PromiseRejectedResult | undefined)?.reason)}`);
+    const admitted = decided.filter((d) => d.status === 'fulfilled' && d.value.allowed).length;
+    assert.equal(admitted, 5000 * 10, 'each key admits exactly its limit of 10');
+  });
 }
