@@ -57,6 +57,8 @@ export class RedisSliding {
   private readonly queues: Queue[] = [];
   private readonly names: string[] = [];
   private scheduled = false;
+  /** Values per op in the script's ops. */
+  private readonly stride: number;
   /** Calls being sent, so the engine's close() can wait for them before it closes the client. */
   private readonly inflight = new Set<Promise<void>>();
   /** Per partition: calls in Redis, and calls waiting for a slot. */
@@ -73,6 +75,7 @@ export class RedisSliding {
     private readonly config: readonly number[],
   ) {
     this.client = ctx.client;
+    this.stride = config[0] === RateStrategy.ABSOLUTE ? 1 + config[1]! : config[0] === RateStrategy.SUPPRESSED ? 5 : 3;
     for (let p = 0; p < PARTITIONS; p++) {
       this.queues.push({ entities: [], ops: [], resolves: [], rejects: [] });
       this.names.push(`${partitionKey(ctx.prefix, 'rl', p)}:${id}`);
@@ -102,7 +105,7 @@ export class RedisSliding {
       for (let i = 0; i < op.length; i++) q.ops.push(op[i]!);
       q.resolves.push(resolve);
       q.rejects.push(reject);
-      if (q.entities.length === MAX_PER_CALL) this.sendQueue(p);
+      if (q.entities.length >= MAX_PER_CALL && this.busy[p]! < IN_FLIGHT) this.sendQueue(p);
       if (!this.scheduled) {
         this.scheduled = true;
         // Ref'd on purpose: a caller awaits this call; it runs in this loop turn's check phase.
@@ -154,13 +157,20 @@ export class RedisSliding {
 
   private sendAll(): void {
     this.scheduled = false;
-    for (let p = 0; p < PARTITIONS; p++) if (this.queues[p]!.entities.length > 0) this.sendQueue(p);
+    for (let p = 0; p < PARTITIONS; p++) if (this.queues[p]!.entities.length > 0 && this.busy[p]! < IN_FLIGHT) this.sendQueue(p);
   }
 
   /** Sends partition `p`'s queued decisions as one call. */
   private sendQueue(p: number): void {
-    const q = this.queues[p]!;
-    this.queues[p] = { entities: [], ops: [], resolves: [], rejects: [] };
+    let q = this.queues[p]!;
+    if (q.entities.length <= MAX_PER_CALL) {
+      this.queues[p] = { entities: [], ops: [], resolves: [], rejects: [] };
+    } else {
+      // The first MAX_PER_CALL go now; the rest when this call's slot frees (see release).
+      const rest = q;
+      const n = MAX_PER_CALL;
+      q = { entities: rest.entities.splice(0, n), ops: rest.ops.splice(0, n * this.stride), resolves: rest.resolves.splice(0, n), rejects: rest.rejects.splice(0, n) };
+    }
     const sending = this.send(p, q);
     this.inflight.add(sending);
     void sending.finally(() => this.inflight.delete(sending));
@@ -193,11 +203,15 @@ export class RedisSliding {
     else for (let i = 0; i < q.resolves.length; i++) q.resolves[i]!(results.slice(4 * i, 4 * i + 4));
   }
 
-  /** One call of partition `p` ended: its slot goes to the next waiting call, or is free. */
+  /**
+   * One call of partition `p` ended: its slot goes to the next waiting call (a commit batch), or to the
+   * decisions queued meanwhile, all in one call, or is free.
+   */
   private release(p: number): void {
     const next = this.waiting[p]!.shift();
-    if (next !== undefined) next();
-    else this.busy[p]!--;
+    if (next !== undefined) return next();
+    this.busy[p]!--;
+    if (this.queues[p]!.entities.length > 0) this.sendQueue(p);
   }
 
   /** Waits for every call in flight (and those queued this tick). */
