@@ -14,12 +14,13 @@ import { type RateLimiterLink, RateLinkHost } from './link.js';
 import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed, type RateDecision, readRecord, staleRecord } from './providers.js';
 import { checkIncrement, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { SlidingDirectory } from './sliding-directory.js';
-import { RedisAbsolute, type RedisRateContext, RedisSuppressed, RedisWindows, redisLimiterId } from './redis-sliding.js';
+import { type RedisRateContext, redisLimiterId } from './redis-sliding.js';
+import { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 import { HybridAbsolute } from './hybrid.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
 export { LocalAbsolute, LocalSuppressed } from './providers.js';
-export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-sliding.js';
+export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 export { HybridAbsolute, type HybridStats } from './hybrid.js';
 
 /** What every limiter of an engine shares: where records go, who decides, the clock, and whether it is closed. */

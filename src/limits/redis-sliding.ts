@@ -1,9 +1,10 @@
 /**
- * The Redis provider of the sliding-window limiters: `rateLimiter().redis.absolute.inc(key, rate, n)`,
- * `.redis.suppressed.inc(key, rate, n)` and `rateLimits().redis.inc(key, n)`, each a Promise of the same
- * decision values as the local provider. Every decision runs in common/scripts/rl.lua, atomically, on
- * Redis TIME (one clock for every instance); the decisions of one limiter issued in the same tick for one
- * partition share one script call, as strict counters do.
+ * How the Redis provider of the sliding-window limiters reaches Redis (its strategies are in
+ * ./redis-providers.ts: `rateLimiter().redis.absolute.inc(key, rate, n)`, `.redis.suppressed.inc(key,
+ * rate, n)` and `rateLimits().redis.inc(key, n)`, each a Promise of the local provider's decision values).
+ * Every decision runs in common/scripts/rl.lua, atomically, on Redis TIME (one clock for every instance);
+ * the decisions of one limiter issued in the same tick for one partition share one script call, as strict
+ * counters do.
  *
  * Layout: an entity (a limiter's key) is the hash `{<prefix>:rl:<p>}:<limiter>:<key>`, p = the key's
  * partition, `<limiter>` its strategy and windows (so two processes with the same limiter share its
@@ -15,10 +16,8 @@
  */
 import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import { followRedirect, isReady, notReady, PARTITIONS, partitionKey, partitionOf, type RedisClient, redisFailure, refusedByRedis } from '../../common/redis.js';
-import { RateOutcome, RateStrategy, runRate, runRateClean } from '../../common/scripts.js';
-import { validateKey } from '../keys.js';
-import { ALLOWED, type RateDecision } from './providers.js';
-import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions, type ResolvedWindow } from './rate-options.js';
+import { RateStrategy, runRate, runRateClean } from '../../common/scripts.js';
+import type { ResolvedWindow } from './rate-options.js';
 
 /** What the Redis provider needs of the engine: its client (absent: embedded), prefix and closed state. */
 export interface RedisRateContext {
@@ -240,140 +239,11 @@ export class RedisSliding {
   }
 }
 
-function noRedis(): TallyworksError {
+export function noRedis(): TallyworksError {
   return new TallyworksError(ErrorCode.REDIS_UNAVAILABLE, 'this engine was created without the `redis` option: the Redis rate-limit provider has no server to decide in');
 }
 
 /** The limiter's name in Redis: its strategy and windows (window ms / group ms each). */
 export function redisLimiterId(strategy: 'a' | 's' | 'm', windows: readonly Pick<ResolvedWindow, 'windowMs' | 'groupMs'>[]): string {
   return `${strategy}${windows.map((w) => `${w.windowMs}/${w.groupMs}`).join(',')}`;
-}
-
-function configOf(strategy: number, windows: readonly Pick<ResolvedWindow, 'windowMs' | 'groupMs'>[]): number[] {
-  return [strategy, windows.length, ...windows.flatMap((w) => [w.windowMs, w.groupMs])];
-}
-
-/** A refusal from rl.lua's results (refused window, retry, room then). */
-function rejection(r: readonly number[], windowSeconds: readonly number[], names?: readonly string[]): RateDecision {
-  const k = r[1]!;
-  const retryAfterMs = r[2]! < 0 ? Infinity : r[2]!;
-  const d = { kind: 'rejected' as const, allowed: false as const, windowSeconds: windowSeconds[k]!, retryAfterMs, remainingAfterWaiting: r[3]! };
-  return names === undefined ? d : { ...d, window: names[k]! };
-}
-
-/** What a Redis decision does when Redis cannot decide (option `onStoreError`). */
-export interface StoreFallback {
-  readonly choice: ResolvedRateOptions['onStoreError'];
-  /** 'local': the decision on this instance's share (the hybrid provider's). */
-  readonly local?: (key: string, rate: number, n: number) => RateDecision;
-  /** 'local': learns the room Redis left for `key` after a decision there (the share it would decide on). */
-  readonly observe?: (key: string, rate: number, room: number) => void;
-}
-
-/** How long a 'fail-closed' rejection asks to wait, ms (Redis's return is not known). */
-const STORE_ERROR_RETRY_MS = 1000;
-
-/** The decision `fallback` makes for a Redis failure `err`; any other error is thrown. */
-function onStoreError(err: unknown, fallback: StoreFallback, key: string, rate: number, n: number, windowSeconds: number): RateDecision {
-  const storeFailure = err instanceof TallyworksError && (err.code === ErrorCode.REDIS_UNAVAILABLE || err.code === ErrorCode.REDIS_OUTCOME_UNKNOWN);
-  if (!storeFailure || fallback.choice === 'throw') throw err;
-  if (fallback.choice === 'fail-open') return ALLOWED;
-  if (fallback.choice === 'local') return fallback.local!(key, rate, n);
-  return { kind: 'rejected', allowed: false, windowSeconds, retryAfterMs: STORE_ERROR_RETRY_MS, remainingAfterWaiting: 0, storeError: err };
-}
-
-/** The absolute strategy in Redis: admitted while the window holds at most rate × windowSeconds, n included. */
-export class RedisAbsolute {
-  /** @internal */
-  readonly sliding: RedisSliding;
-  private readonly windowSeconds: number[];
-
-  /** @internal */
-  constructor(
-    ctx: RedisRateContext,
-    options: Pick<ResolvedRateOptions, 'windows'>,
-    private readonly fallback: StoreFallback = { choice: 'throw' },
-  ) {
-    this.sliding = new RedisSliding(ctx, redisLimiterId('a', options.windows), configOf(RateStrategy.ABSOLUTE, options.windows));
-    this.windowSeconds = [options.windows[0]!.windowSeconds];
-  }
-
-  async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
-    validateKey(key, 'key');
-    checkRate(rate);
-    if (n !== 1) checkIncrement(n);
-    this.sliding.requireRedis();
-    let r;
-    try {
-      r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds[0]!)]);
-    } catch (err) {
-      return onStoreError(err, this.fallback, key, rate, n, this.windowSeconds[0]!);
-    }
-    this.fallback.observe?.(key, rate, r[0] === 1 ? limitOf(rate, this.windowSeconds[0]!) - r[1]! : 0);
-    return r[0] === 1 ? ALLOWED : rejection(r, this.windowSeconds);
-  }
-}
-
-/** The suppressed strategy in Redis: the hard limit holds at once (the same call), not one cache period late. */
-export class RedisSuppressed {
-  /** @internal */
-  readonly sliding: RedisSliding;
-  private readonly windowSeconds: number;
-
-  /** @internal */
-  constructor(
-    ctx: RedisRateContext,
-    private readonly options: Pick<ResolvedRateOptions, 'windows' | 'hardLimitFactor' | 'suppressionFactorCacheMs' | 'random'>,
-    private readonly fallback: StoreFallback = { choice: 'throw' },
-  ) {
-    this.sliding = new RedisSliding(ctx, redisLimiterId('s', options.windows), configOf(RateStrategy.SUPPRESSED, options.windows));
-    this.windowSeconds = options.windows[0]!.windowSeconds;
-  }
-
-  async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
-    validateKey(key, 'key');
-    checkRate(rate);
-    if (n !== 1) checkIncrement(n);
-    const draw = this.options.random();
-    if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
-    const soft = limitOf(rate, this.windowSeconds);
-    this.sliding.requireRedis();
-    let r;
-    try {
-      r = await this.sliding.decide(key, [n, soft, soft * this.options.hardLimitFactor, this.options.suppressionFactorCacheMs, draw]);
-    } catch (err) {
-      // Locally, on this instance's share of the soft limit: admitted, or declined (the strategy's shapes).
-      const d = onStoreError(err, this.fallback, key, rate, n, this.windowSeconds);
-      return d.kind !== 'rejected' || d.storeError !== undefined ? d : { kind: 'suppressed', allowed: false, suppressionFactor: 1 };
-    }
-    if (r[0] === RateOutcome.BELOW_SOFT) return ALLOWED;
-    return { kind: 'suppressed', allowed: r[0] === RateOutcome.ADMITTED, suppressionFactor: r[1]! };
-  }
-}
-
-/** Several named windows with fixed limits, in one Redis call per decision batch, all-or-nothing. */
-export class RedisWindows {
-  /** @internal */
-  readonly sliding: RedisSliding;
-  private readonly limits: number[];
-  private readonly seconds: number[];
-
-  /** @internal */
-  constructor(
-    ctx: RedisRateContext,
-    windows: readonly ResolvedWindow[],
-    private readonly names: readonly string[],
-  ) {
-    this.sliding = new RedisSliding(ctx, redisLimiterId('m', windows), configOf(RateStrategy.ABSOLUTE, windows));
-    this.limits = windows.map((w) => w.limit);
-    this.seconds = windows.map((w) => w.windowSeconds);
-  }
-
-  /** Counts `n` in every window if every window has room for it (in Redis, atomically); otherwise nothing. */
-  async inc(key: string, n = 1): Promise<RateDecision> {
-    validateKey(key, 'key');
-    if (n !== 1) checkIncrement(n);
-    const r = await this.sliding.decide(key, [n, ...this.limits]);
-    return r[0] === 1 ? ALLOWED : rejection(r, this.seconds, this.names);
-  }
 }
