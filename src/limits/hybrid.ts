@@ -112,14 +112,14 @@ export class HybridAbsolute {
     if (this.timer !== undefined) void this.refreshInstances(ctx.time.now());
   }
 
-  /** Reads the live instance count (until the first answer, a new key's share is 0: see inc). */
+  /** Reads the live instance count (until the first answer, a new key's share is 0: see decide). */
   private async refreshInstances(now: number): Promise<void> {
     this.instancesAt = now;
     try {
       this.instanceCount = Math.max(1, await this.ctx.instances());
       this.instancesKnown = true;
     } catch {
-      // Redis away: the count stays as it was; the next sync asks again a second later.
+      // Redis away: the count stays as it was; a sync asks again INSTANCES_EVERY_MS later.
     }
   }
 
@@ -234,7 +234,8 @@ export class HybridAbsolute {
       this.active.length = 0;
       return;
     }
-    if (now - this.instancesAt >= INSTANCES_EVERY_MS || !this.instancesKnown) await this.refreshInstances(now);
+    // A hybrid nobody decides on (every rateLimiter() with Redis has one) reads nothing from Redis.
+    if (this.keys.size > 0 && (now - this.instancesAt >= INSTANCES_EVERY_MS || !this.instancesKnown)) await this.refreshInstances(now);
     const batch = this.active;
     this.active = [];
     if (batch.length === 0) return;
