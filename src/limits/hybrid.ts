@@ -83,7 +83,8 @@ export class HybridAbsolute {
   private readonly windowMs: number;
   /** It commits to the suppressed limiter's keys (their declined counts slide too). */
   private readonly suppressedKeys: boolean;
-  private readonly timer: NodeJS.Timeout | undefined;
+  private readonly hasRedis: boolean;
+  private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private instanceCount = 1;
   private instancesAt = -Infinity;
@@ -108,9 +109,17 @@ export class HybridAbsolute {
     this.sliding = new RedisSliding(ctx.redis, redisLimiterId(strategy, options.windows), [RateStrategy.COMMIT, 1, w.windowMs, w.groupMs]);
     this.suppressedKeys = strategy === 's';
     this.nextSyncAt = ctx.time.now() + options.syncIntervalMs;
-    this.timer = ctx.redis.client === undefined ? undefined : setInterval(() => void this.sync(), options.syncIntervalMs).unref();
-    if (this.timer !== undefined) void this.refreshInstances(ctx.time.now());
+    this.hasRedis = ctx.redis.client !== undefined;
+    // The count now (a decision soon after needs it); the sync timer once a key is used (decide, observe).
+    if (this.hasRedis) void this.refreshInstances(ctx.time.now());
   }
+
+  /** The sync timer: every rateLimiter() on a Redis engine has a hybrid; one nobody uses has no timer. */
+  private startSyncing(): void {
+    if (!this.stopped) this.timer = setInterval(() => void this.sync(), this.options.syncIntervalMs).unref();
+  }
+
+  private stopped = false;
 
   /** Reads the live instance count (until the first answer, a new key's share is 0: see decide). */
   private async refreshInstances(now: number): Promise<void> {
@@ -130,7 +139,7 @@ export class HybridAbsolute {
    * Without Redis it is the local provider's decision.
    */
   inc(key: string, rate: number, n = 1): RateDecision {
-    if (this.timer === undefined) return this.local.inc(key, rate, n);
+    if (!this.hasRedis) return this.local.inc(key, rate, n);
     if (this.ctx.state.closed) throw closedError('rate limiter');
     return this.decide(key, rate, n);
   }
@@ -153,6 +162,7 @@ export class HybridAbsolute {
       const share = this.instancesKnown && limit >= 1 ? 1 : 0;
       k = { key, limit, share, used: 0, pending: 0, sending: 0, active: false, total: 0, room: limit, freeAt: 0, lastUsed: 0, since: this.ctx.time.now(), synced: false };
       this.keys.set(key, k);
+      if (this.timer === undefined) this.startSyncing();
     } else if (k.limit !== limit) {
       // Another rate for the key: a share of the new limit's room, by the total the last sync read (up
       // for a higher limit, down for a lower one; what was used since the sync counts either way).
@@ -199,6 +209,7 @@ export class HybridAbsolute {
     if (k === undefined) {
       k = { key, limit, share: 0, used: 0, pending: 0, sending: 0, active: false, total: limit - room, room, freeAt: 0, lastUsed: this.ctx.time.now(), since: this.ctx.time.now(), synced: true };
       this.keys.set(key, k);
+      if (this.timer === undefined) this.startSyncing();
     }
     if (k.pending > 0 || k.sending > 0) return; // deciding locally already: its own view is newer
     k.limit = limit;
@@ -318,6 +329,7 @@ export class HybridAbsolute {
 
   /** @internal the engine commits what is pending (one last sync) when it closes */
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     await this.sync();
     if (this.active.length > 0) await this.syncNow(); // admitted while the last one was in flight

@@ -7,7 +7,7 @@
  * "no Redis command" is asserted, a TestClock keeps the warm key warm.
  */
 import assert from 'node:assert/strict';
-import { afterEach, test, type TestContext } from 'node:test';
+import { after, afterEach, before, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import {
@@ -24,7 +24,7 @@ import {
 } from '../../src/index.js';
 import { internals } from '../../src/engine.js';
 import { partitionOf } from '../../common/redis.js';
-import type { RedisServer } from '../../bench/redis-server.js';
+import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
 
 export const MAX = Number.MAX_SAFE_INTEGER;
 
@@ -153,6 +153,34 @@ export function redisMode(getServer: () => RedisServer, getRedis: () => Redis): 
       };
     },
   };
+}
+
+/** What {@link privateRedis} gives a describe block once its `before` ran. */
+export interface PrivateRedis {
+  readonly server: RedisServer;
+  /** A client of the test's own, to look at what Redis holds. */
+  readonly redis: Redis;
+  readonly mode: Mode;
+}
+
+/**
+ * A private redis-server for the describe block this is called in: started before its tests (with a
+ * client and a Redis {@link Mode} over it, which `ready` receives), stopped after them.
+ */
+export function privateRedis(ready: (r: PrivateRedis) => void): void {
+  let server: RedisServer | undefined;
+  let redis: Redis | undefined;
+  before(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.url);
+    const s = server;
+    const c = redis;
+    ready({ server: s, redis: c, mode: redisMode(() => s, () => c) });
+  });
+  after(async () => {
+    await redis?.quit();
+    await server?.stop();
+  });
 }
 
 export const embeddedMode: Mode = {

@@ -5,29 +5,19 @@
  * heartbeat period, and the options.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe } from 'node:test';
+import { describe } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { pack } from 'msgpackr';
 import { partitionKey, partitionOf } from '../../../common/redis.js';
 import { internals } from '../../../src/engine.js';
-import { freshPrefix, it, type Mode, redisMode, until } from '../../helpers/counter-scenarios.js';
+import { freshPrefix, it, type Mode, privateRedis, until } from '../../helpers/counter-scenarios.js';
 import { instanceAwareScenarios, sliceInRedis } from '../../helpers/ia-scenarios.js';
-import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 
 describe('instance-aware counters with Redis', () => {
-  let server: RedisServer;
   let redis: Redis;
   let mode: Mode;
-  before(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.url);
-    mode = redisMode(() => server, () => redis);
-  });
-  after(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  privateRedis((r) => ({ redis, mode } = r));
 
   describe('scenarios 17–27 and the seed bugs', () => instanceAwareScenarios(() => mode));
 

@@ -10,7 +10,7 @@ import { after, before, describe } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { always, ErrorCode } from '../../../src/index.js';
-import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, redisMode, strictScenarios, until } from '../../helpers/counter-scenarios.js';
+import { type Mode, batchTests, freshPrefix, it, laxValueScenarios, open, privateRedis, strictScenarios, until } from '../../helpers/counter-scenarios.js';
 import { laxRedisScenarios } from '../../helpers/lax-redis-scenarios.js';
 import { internals } from '../../../src/engine.js';
 import { partitionOf } from '../../../common/redis.js';
@@ -19,18 +19,8 @@ import { type RedisServer, startRedisServer } from '../../../bench/redis-server.
 // ── Redis mode ──────────────────────────────────────────────────────────────────────────────────────
 
 describe('counters with Redis', () => {
-  let server: RedisServer;
-  let redis: Redis;
   let mode: Mode;
-  before(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.url);
-    mode = redisMode(() => server, () => redis);
-  });
-  after(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  privateRedis((r) => ({ mode } = r));
 
   describe('strict scenarios 2–8', () => strictScenarios(() => mode));
 

@@ -3,26 +3,17 @@
  * (test/helpers/rate-redis-scenarios.ts), a killed server, and an engine without Redis.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe } from 'node:test';
+import { describe } from 'node:test';
 import { Redis } from 'ioredis';
 import { createEngine, ErrorCode, type HybridAbsolute } from '../../../src/index.js';
-import { expectError, freshPrefix, it, type Mode, open, redisMode, until } from '../../helpers/counter-scenarios.js';
+import { expectError, freshPrefix, it, type Mode, open, privateRedis, until } from '../../helpers/counter-scenarios.js';
 import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
-import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
+import { startRedisServer } from '../../../bench/redis-server.js';
 
 describe('sliding-window rate limits in Redis', () => {
-  let server: RedisServer;
   let redis: Redis;
   let mode: Mode;
-  before(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.url);
-    mode = redisMode(() => server, () => redis);
-  });
-  after(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  privateRedis((r) => ({ redis, mode } = r));
 
   describe('scenarios', () => rateRedisScenarios(() => mode));
 
