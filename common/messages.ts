@@ -319,11 +319,17 @@ export interface FlusherCloseReport {
 
 /** Control plane of the flusher (comlink). */
 export interface FlusherControl {
-  /** Runs flush cycles until everything dirty when called has been offered to Redis once. */
-  flushNow(): Promise<FlusherStats>;
+  /**
+   * Runs flush cycles until everything dirty when called has been offered to Redis once, after the first
+   * `registrationsSent` registration messages of the data port arrived (the two ports keep no order between them).
+   */
+  flushNow(registrationsSent: number): Promise<FlusherStats>;
   stats(): FlusherStats;
-  /** Flushes until nothing is pending or `timeoutMs` passed, closes the connection, reports the rest. */
-  close(timeoutMs: number): Promise<FlusherCloseReport>;
+  /**
+   * Flushes until nothing is pending or `timeoutMs` passed, closes the connection, reports the rest (after
+   * the first `registrationsSent` registration messages arrived, as for flushNow).
+   */
+  close(timeoutMs: number, registrationsSent: number): Promise<FlusherCloseReport>;
   /** Test hook: the next `count` calls that land in Redis lose their reply, as if the connection dropped. */
   loseRepliesForTest(count: number): void;
   /** Test hook: stops (true) or resumes the heartbeats, as a process that froze would. */

@@ -57,10 +57,29 @@ function schedule(delayMs = core.nextDelayMs(init.flushIntervalMs)): void {
   timer.unref();
 }
 
+/**
+ * Registration messages received on the data port. A control call (another port: no order between the two)
+ * names how many the main thread had sent before it, and waits for them: a flush or close started right
+ * after a new key's first add must see that key.
+ */
+let registrations = 0;
+const registrationWaiters: Array<{ readonly count: number; readonly resolve: () => void }> = [];
+
+function registered(count: number): Promise<void> | undefined {
+  if (registrations >= count) return undefined;
+  return new Promise((resolve) => registrationWaiters.push({ count, resolve }));
+}
+
 init.data.on('message', (message: FlusherMessage) => {
   switch (message.type) {
     case 'register':
       core.register(message.entries);
+      registrations++;
+      for (let i = registrationWaiters.length - 1; i >= 0; i--) {
+        if (registrationWaiters[i]!.count > registrations) continue;
+        registrationWaiters[i]!.resolve();
+        registrationWaiters.splice(i, 1);
+      }
       break;
     case 'request':
       core.request(message.id, message.ops);
@@ -73,7 +92,8 @@ init.data.on('message', (message: FlusherMessage) => {
 });
 
 const control: FlusherControl = {
-  async flushNow(): Promise<FlusherStats> {
+  async flushNow(registrationsSent: number): Promise<FlusherStats> {
+    await registered(registrationsSent);
     // The cycle running may have scanned before the caller's deltas landed: wait for it, then run one more.
     if (running !== undefined) await running;
     await runCycle();
@@ -86,7 +106,8 @@ const control: FlusherControl = {
     // Paused means no heartbeat reaches Redis from now on: wait for one already sent.
     if (paused && beating !== undefined) await beating;
   },
-  async close(timeoutMs: number) {
+  async close(timeoutMs: number, registrationsSent: number) {
+    await registered(registrationsSent);
     closing = true;
     clearTimeout(timer);
     clearInterval(heartbeat);

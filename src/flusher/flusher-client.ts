@@ -69,6 +69,8 @@ interface FlusherThread {
   readonly gone: Promise<never>;
   /** Requests posted to this thread and not answered yet. */
   readonly sent: Set<number>;
+  /** Registration messages posted to this thread (control calls wait for them: see FlusherControl.flushNow). */
+  registrations: number;
   readonly replacement: boolean;
   /** Set once `ready` resolved. */
   answered: boolean;
@@ -161,6 +163,7 @@ export class FlusherClient {
       ready: Promise.race([remote.stats().then(() => undefined), firstError]),
       gone,
       sent: new Set(),
+      registrations: 0,
       replacement,
       answered: false,
       retired: false,
@@ -257,6 +260,7 @@ export class FlusherClient {
     if (this.unsent.length === 0) return;
     const message: FlusherMessage = { type: 'register', entries: this.unsent };
     this.unsent = [];
+    this.thread.registrations++;
     this.thread.data.postMessage(message);
   }
 
@@ -301,14 +305,14 @@ export class FlusherClient {
    * A control call to the flusher thread; if that thread dies first, it is asked again of the replacement
    * (control calls read, or flush, which is safe to repeat). Rejects once the flusher is given up.
    */
-  private async call<T>(run: (c: Remote<FlusherControl>) => Promise<T>): Promise<T> {
+  private async call<T>(run: (c: Remote<FlusherControl>, thread: FlusherThread) => Promise<T>): Promise<T> {
     for (;;) {
       if (this.failure !== undefined) throw this.failure;
       const thread = this.thread;
       try {
         await Promise.race([thread.ready, thread.gone]);
         this.sendRegistrations();
-        return await Promise.race([run(thread.control), thread.gone]);
+        return await Promise.race([run(thread.control, thread), thread.gone]);
       } catch (err) {
         if (err !== LOST) throw err;
       }
@@ -317,7 +321,7 @@ export class FlusherClient {
 
   /** Runs a flush cycle now (after the one running) and resolves with the flusher's figures. */
   flushNow(): Promise<FlusherStats> {
-    return this.call((c) => c.flushNow());
+    return this.call((c, thread) => c.flushNow(thread.registrations));
   }
 
   /** Test hook: see FlusherControl.loseRepliesForTest. */
@@ -359,7 +363,7 @@ export class FlusherClient {
         try {
           await Promise.race([thread.ready, thread.gone]);
           this.sendRegistrations();
-          report = await Promise.race([thread.control.close(Math.max(0, deadline - Date.now())), thread.gone]);
+          report = await Promise.race([thread.control.close(Math.max(0, deadline - Date.now()), thread.registrations), thread.gone]);
         } catch (err) {
           if (err !== LOST) throw err;
           if (Date.now() >= deadline) break; // no time left for a replacement's final flush

@@ -7,12 +7,11 @@
  * "no Redis command" is asserted, a TestClock keeps the warm key warm.
  */
 import assert from 'node:assert/strict';
-import { after, afterEach, before, test, type TestContext } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import {
   always,
-  createEngine,
   type Counters,
   type Engine,
   type EngineOptions,
@@ -25,6 +24,9 @@ import {
 import { internals } from '../../src/engine.js';
 import { partitionOf } from '../../common/redis.js';
 import { type RedisServer, startRedisServer } from '../../bench/redis-server.js';
+import { open, opened } from './engines.js';
+
+export { open, opened };
 
 export const MAX = Number.MAX_SAFE_INTEGER;
 
@@ -90,17 +92,6 @@ export function keysInDistinctPartitions(count: number, stem: string): string[] 
   return keys;
 }
 
-/** Engines a test opened; closed after each test even when an assertion failed. */
-export const opened: Engine[] = [];
-export async function open(options: EngineOptions): Promise<Engine> {
-  const engine = await createEngine({ shards: 1, ...options });
-  opened.push(engine);
-  return engine;
-}
-afterEach(async () => {
-  const engines = opened.splice(0);
-  await Promise.allSettled(engines.map((e) => e.close()));
-});
 
 export interface Mode {
   readonly name: 'redis' | 'embedded';

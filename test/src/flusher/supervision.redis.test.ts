@@ -11,7 +11,8 @@ import { Redis } from 'ioredis';
 import { type RedisServer, startRedisServer } from '../../../bench/redis-server.js';
 import { PARTITIONS, partitionKey, partitionOf } from '../../../common/redis.js';
 import { internals } from '../../../src/engine.js';
-import { createEngine, type Engine, ErrorCode, TallyworksError, UndeliveredError } from '../../../src/index.js';
+import { type Engine, ErrorCode, TallyworksError, UndeliveredError } from '../../../src/index.js';
+import { open } from '../../helpers/engines.js';
 
 let server: RedisServer;
 let redis: Redis;
@@ -58,7 +59,7 @@ describe('the flusher thread is supervised', () => {
   for (const how of ['terminate', 'crash'] as const) {
     test(`${how}d three times under lax load: replaced each time, ops keep working, every delta lands exactly once`, { timeout: 60_000 }, async () => {
       const prefix = `sup${how}`;
-      const engine = await createEngine({ redis: server.url, prefix, shards: 2 });
+      const engine = await open({ redis: server.url, prefix, shards: 2 });
       const flusher = engine[internals].flusher!;
       const load = producer(engine);
       for (let i = 0; i < 3; i++) {
@@ -81,7 +82,7 @@ describe('the flusher thread is supervised', () => {
 
   test('a flush call in flight when the thread died is settled from its marker: landed, it is not sent again', { timeout: 30_000 }, async () => {
     const prefix = 'supmarker';
-    const engine = await createEngine({ redis: server.url, prefix, shards: 1 });
+    const engine = await open({ redis: server.url, prefix });
     const flusher = engine[internals].flusher!;
     // The calls land in Redis but their replies are lost: x's delta sits in a call in flight.
     await flusher.loseRepliesForTest(1_000_000);
@@ -100,7 +101,7 @@ describe('the flusher thread is supervised', () => {
   test('a flusher that keeps dying before it finishes a cycle is given up: adds and ops reject TW_FLUSHER_FAILED, close() lists what Redis never got', { timeout: 30_000 }, async () => {
     const prefix = 'supgiveup';
     // No cycle for a minute: each thread dies before it finishes one.
-    const engine = await createEngine({ redis: server.url, prefix, shards: 1, maxRestarts: 2, flushIntervalMs: 60_000 });
+    const engine = await open({ redis: server.url, prefix, maxRestarts: 2, flushIntervalMs: 60_000 });
     const flusher = engine[internals].flusher!;
     engine.lax.add('a', 4);
     engine.lax.add('b', -1);
