@@ -57,3 +57,18 @@ export {
   TallyworksRangeError,
   UndeliveredError,
 } from '../common/errors.js';
+export { ratePolicy, type RatePolicy, type RatePolicyOptions, type PolicyLimiter, type PolicyOutcome, type Quota } from './http/policy.js';
+export { rateLimitHeaders, type HeaderDraft } from './http/headers.js';
+export { ipKey, requestKey } from './http/client-key.js';
+export type { HttpRateLimitOptions, LimitedHandler } from './http/middleware.js';
+export {
+  expressRateLimit,
+  fastifyRateLimit,
+  withRateLimit,
+  type ExpressRequestLike,
+  type ExpressResponseLike,
+  type ExpressNext,
+  type FastifyRequestLike,
+  type FastifyReplyLike,
+} from './http/adapters.js';
+export { TallyworksStore, type TallyworksStoreOptions, type ClientRateLimitInfo, type StoreInitOptions } from './http/erl-store.js';

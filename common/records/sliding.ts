@@ -275,6 +275,60 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
   return refused === -1 ? ADMITTED : REFUSED;
 }
 
+/**
+ * Takes up to `n` events back out of every window of an absolute record at the time the shape is at (its
+ * newest groups first: the events counted last), for an event that should not have counted. Returns what
+ * window 0 gave back (less than `n` if it held less), or STALE. A group is lowered before its total, the
+ * write order the repair relies on.
+ */
+export function releaseAbsolute(i32: Int32Array, f64: Float64Array, o: number, stamp: number, shape: SlidingShape, n: number, d: Decider): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  if (i32[2 * o + SL_STAMP] !== stamp) {
+    unlockRecord(i32, o, version);
+    return STALE;
+  }
+  let released = 0;
+  for (let k = 0; k < shape.count; k++) {
+    const s = o + shape.base[k]!;
+    const G = shape.groups[k]!;
+    slide(f64, s, G, shape.g[k]!, false);
+    const head = f64[s + SLW_HEAD]!;
+    let left = n;
+    let p = head === -Infinity ? 0 : head % G;
+    for (let j = 0; j < G && left > 0 && head !== -Infinity; j++) {
+      const take = Math.min(f64[s + SLW_GROUPS + p]!, left);
+      f64[s + SLW_GROUPS + p] = f64[s + SLW_GROUPS + p]! - take;
+      f64[s + SLW_TOTAL] = f64[s + SLW_TOTAL]! - take;
+      left -= take;
+      if (--p < 0) p = G - 1;
+    }
+    if (k === 0) released = n - left;
+  }
+  unlockRecord(i32, o, version);
+  return released;
+}
+
+/** Empties every window of the record (its groups first, then the totals). Returns 0, or STALE. */
+export function clearSliding(i32: Int32Array, f64: Float64Array, o: number, stamp: number, shape: SlidingShape, d: Decider): number {
+  const version = lockRecord(i32, f64, o, d, shape);
+  if (i32[2 * o + SL_STAMP] !== stamp) {
+    unlockRecord(i32, o, version);
+    return STALE;
+  }
+  for (let k = 0; k < shape.count; k++) {
+    const s = o + shape.base[k]!;
+    const G = shape.groups[k]!;
+    const groups = G * (shape.suppressed ? 2 : 1);
+    for (let j = 0; j < groups; j++) f64[s + SLW_GROUPS + j] = 0;
+    f64[s + SLW_TOTAL] = 0;
+    f64[s + SLW_DECLINED] = 0;
+    f64[s + SLW_TAIL] = Infinity;
+  }
+  f64[o + SLF_SF_UNTIL] = -Infinity;
+  unlockRecord(i32, o, version);
+  return 0;
+}
+
 /** Events of window section `s` in groups that began less than a second before `now`. */
 function lastSecond(f64: Float64Array, s: number, G: number, gm: number, now: number): number {
   const head = f64[s + SLW_HEAD]!;

@@ -277,18 +277,30 @@ export class LimitBuilder {
 
   /** Count, limit and what remains of the first `atMost` constraint on `id`; throws like {@link checkSync}. */
   usageSync(id: string): Usage {
+    return this.quotaSync(id);
+  }
+
+  /**
+   * @internal {@link usageSync}, with the constraint's window as it stands now: its length (the calendar
+   * units it spans) and when its oldest unit ends, ms from now (the HTTP policy's reset).
+   */
+  quotaSync(id: string): Usage & { readonly windowMs: number; readonly resetMs: number } {
     const c = this.constraints.find((x): x is AtMost => x.kind === 'atMost' && (x.id === undefined || x.id === id));
     if (c === undefined) throw argumentTypeError('limit', 'a limiter with an atMost constraint on this id for usage()', undefined);
     const store = this.store;
     if (store.isClosed) throw closedError('event store');
     if (!store.counters.has(id)) validateKey(id, 'id');
-    const g = store.gateFor(id, c.window);
-    if (g === undefined) return { count: 0, reserved: 0, limit: c.limit, remaining: c.limit };
     const t = store.decisionNow();
     store.shape.seek(t);
-    const count = countFixed(g.f64, g.offset, c.window.shape, store.shape.ks[c.window.ring]!);
+    const k = store.shape.ks[c.window.ring]!;
+    const next = c.window.startOf(k + 1);
+    const windowMs = next - c.window.startOf(k - c.window.n + 1);
+    const resetMs = Math.max(0, next - t);
+    const g = store.gateFor(id, c.window);
+    if (g === undefined) return { count: 0, reserved: 0, limit: c.limit, remaining: c.limit, windowMs, resetMs };
+    const count = countFixed(g.f64, g.offset, c.window.shape, k);
     const reserved = store.holdsOf(g, t);
-    return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved) };
+    return { count, reserved, limit: c.limit, remaining: Math.max(0, c.limit - count - reserved), windowMs, resetMs };
   }
 
   // ── awaited terminals (resolved at once from the same path) ─────────────────────────────────────

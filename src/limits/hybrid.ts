@@ -79,7 +79,8 @@ export class HybridAbsolute {
   readonly sliding: RedisSliding;
   private readonly keys = new Map<string, HybridKey>();
   private active: HybridKey[] = [];
-  private readonly windowSeconds: number;
+  /** The window's length, seconds. */
+  readonly windowSeconds: number;
   private readonly windowMs: number;
   /** It commits to the suppressed limiter's keys (their declined counts slide too). */
   private readonly suppressedKeys: boolean;
@@ -193,6 +194,18 @@ export class HybridAbsolute {
       return ALLOWED;
     }
     return this.rejected(k, now, n > most);
+  }
+
+  /**
+   * @internal The room left for `key` as this instance knows it: the limit less the window's total at the
+   * last sync and what this instance admitted since (the HTTP policy's remaining quota; other instances'
+   * events since the sync are not known here). The whole limit for a key not decided on.
+   */
+  remainingEstimate(key: string, rate: number): number {
+    const k = this.keys.get(key);
+    const limit = Math.floor(limitOf(rate, this.windowSeconds));
+    if (k === undefined) return limit;
+    return Math.max(0, limit - k.total - k.pending - k.sending);
   }
 
   /** True while the last sync failed (Redis away). */

@@ -10,9 +10,11 @@ import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js'
 import { type Decider, lockRecord, unlockRecord } from '../../common/records/owner-lock.js';
 import {
   ADMITTED,
+  clearSliding,
   countInWindow,
   decideAbsolute,
   decideSuppressed,
+  releaseAbsolute,
   type SlidingShape,
   STALE,
   SUPPRESSED_ADMITTED,
@@ -125,13 +127,30 @@ export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string,
   throw staleRecord(key);
 }
 
+/**
+ * Runs `write` on `key`'s record under its lock (it returns STALE when the handle's record was retired: looked
+ * up again). A key no decision has touched has no record: nothing to write, 0.
+ */
+function writeRecord(ctx: DecisionContext, dir: RecordSource, key: string, write: (e: SlidingEntry) => number): number {
+  if (ctx.state.closed) throw closedError('rate limiter');
+  for (let attempt = 0; attempt < STALE_RETRIES; attempt++) {
+    const e = dir.get(key) ?? (validateKey(key, 'key'), dir.find(key));
+    if (e === undefined) return 0;
+    const r = write(e);
+    if (r !== STALE) return r;
+    dir.forget(key);
+  }
+  throw staleRecord(key);
+}
+
 /** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
 export class LocalAbsolute {
   /** The last rejection returned, reused while its figures repeat. */
   private lastRejected: Rejected | undefined;
 
   private readonly limits = new Float64Array(1);
-  private readonly windowSeconds: number;
+  /** The window's length, seconds. */
+  readonly windowSeconds: number;
   private readonly shape: SlidingShape;
   /** The last rate and its limit (a caller mostly passes the same rate). */
   private lastRate = NaN;
@@ -187,6 +206,23 @@ export class LocalAbsolute {
     const shape = this.directory.shape;
     return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
   }
+
+  /**
+   * Takes back up to `n` events counted for `key` (the newest first), e.g. for a request that should not
+   * count after all; returns how many were taken back (fewer if the window held fewer).
+   */
+  release(key: string, n = 1): number {
+    if (n !== 1) checkIncrement(n);
+    const shape = this.shape;
+    shape.at(this.ctx.time.now());
+    return writeRecord(this.ctx, this.directory, key, (e) => releaseAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, n, this.decider));
+  }
+
+  /** Forgets every event counted for `key`: its next decision sees an empty window. */
+  reset(key: string): void {
+    const shape = this.shape;
+    writeRecord(this.ctx, this.directory, key, (e) => clearSliding(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.decider));
+  }
 }
 
 /**
@@ -195,7 +231,8 @@ export class LocalAbsolute {
  * hardLimitFactor) never. Every call counts.
  */
 export class LocalSuppressed {
-  private readonly windowSeconds: number;
+  /** The window's length, seconds. */
+  readonly windowSeconds: number;
 
   /** @internal */
   constructor(

@@ -215,6 +215,8 @@ export class RateLimiter {
 /** `engine.rateLimits({ windows })`: several named windows per key with fixed limits, decided all-or-nothing. */
 export class RateLimits {
   readonly windows: readonly string[];
+  /** Each window's name, limit and length, in the order given. */
+  readonly windowLimits: ReadonlyArray<{ readonly name: string; readonly limit: number; readonly windowSeconds: number }>;
   private readonly directory: SlidingDirectory;
   private readonly decider: Decider;
   private readonly limits: Float64Array;
@@ -230,6 +232,7 @@ export class RateLimits {
   ) {
     const o = resolveRateLimitsOptions(options);
     this.windows = Object.freeze(o.windows.map((w) => w.name));
+    this.windowLimits = Object.freeze(o.windows.map((w) => Object.freeze({ name: w.name, limit: w.limit, windowSeconds: w.windowSeconds })));
     this.seconds = o.windows.map((w) => w.windowSeconds);
     this.limits = Float64Array.from(o.windows, (w) => w.limit);
     this.decider = ctx.registry.mainDecider(o.lockTimeoutMs);

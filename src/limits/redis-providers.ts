@@ -47,7 +47,9 @@ function onStoreError(err: unknown, fallback: StoreFallback, key: string, rate: 
 export class RedisAbsolute {
   /** @internal */
   readonly sliding: RedisSliding;
-  private readonly windowSeconds: number[];
+  /** The window's length, seconds. */
+  readonly windowSeconds: number;
+  private readonly seconds: number[];
 
   /** @internal */
   constructor(
@@ -56,22 +58,31 @@ export class RedisAbsolute {
     private readonly fallback: StoreFallback = { choice: 'throw' },
   ) {
     this.sliding = new RedisSliding(ctx, redisLimiterId('a', options.windows), configOf(RateStrategy.ABSOLUTE, options.windows));
-    this.windowSeconds = [options.windows[0]!.windowSeconds];
+    this.windowSeconds = options.windows[0]!.windowSeconds;
+    this.seconds = [this.windowSeconds];
   }
 
   async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
+    return (await this.incCounted(key, rate, n)).decision;
+  }
+
+  /**
+   * @internal {@link inc}, with the window's count after an admitted decision as Redis answered it (the
+   * HTTP policy's remaining quota; undefined when refused, or decided by a fallback).
+   */
+  async incCounted(key: string, rate: number, n = 1): Promise<{ readonly decision: RateDecision; readonly count: number | undefined }> {
     validateKey(key, 'key');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
     this.sliding.requireRedis();
     let r;
     try {
-      r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds[0]!)]);
+      r = await this.sliding.decide(key, [n, limitOf(rate, this.windowSeconds)]);
     } catch (err) {
-      return onStoreError(err, this.fallback, key, rate, n, this.windowSeconds[0]!);
+      return { decision: onStoreError(err, this.fallback, key, rate, n, this.windowSeconds), count: undefined };
     }
-    this.fallback.observe?.(key, rate, r[0] === 1 ? limitOf(rate, this.windowSeconds[0]!) - r[1]! : 0);
-    return r[0] === 1 ? ALLOWED : rejection(r, this.windowSeconds);
+    this.fallback.observe?.(key, rate, r[0] === 1 ? limitOf(rate, this.windowSeconds) - r[1]! : 0);
+    return r[0] === 1 ? { decision: ALLOWED, count: r[1]! } : { decision: rejection(r, this.seconds), count: undefined };
   }
 }
 
@@ -79,7 +90,8 @@ export class RedisAbsolute {
 export class RedisSuppressed {
   /** @internal */
   readonly sliding: RedisSliding;
-  private readonly windowSeconds: number;
+  /** The window's length, seconds. */
+  readonly windowSeconds: number;
 
   /** @internal */
   constructor(

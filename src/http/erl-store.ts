@@ -1,0 +1,97 @@
+/**
+ * An express-rate-limit 8 `Store` on Tallyworks: `rateLimit({ windowMs, limit, store: new TallyworksStore(engine) })`.
+ * It counts in a sliding window of the engine (`engine.rateLimiter`, local absolute strategy) instead of
+ * express-rate-limit's fixed buckets: no window resets all clients at once, and a refused request does
+ * not count (a client that keeps hammering is let in again as its oldest requests leave the window). Any
+ * key is accepted (`:` in IPv6 addresses and `user:123` included), mapped one to one onto limiter keys.
+ */
+import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
+import type { Engine } from '../engine.js';
+import type { LocalAbsolute } from '../limits/providers.js';
+import { requestKey } from './client-key.js';
+
+/** What express-rate-limit passes to `init` (the members used). */
+export interface StoreInitOptions {
+  readonly windowMs: number;
+  readonly limit: unknown;
+}
+
+/** A client's count and when its window frees up, as express-rate-limit reads it. */
+export interface ClientRateLimitInfo {
+  totalHits: number;
+  resetTime: Date | undefined;
+}
+
+export interface TallyworksStoreOptions {
+  /** Width of the sliding window's groups, ms (the window must be a whole number of them; default: the rate limiter's). */
+  groupMs?: number;
+  /** Prefix for keys (express-rate-limit's `prefix` convention; distinct stores on one engine need distinct ones). */
+  prefix?: string;
+}
+
+export class TallyworksStore {
+  /** Counts are this process's own (express-rate-limit uses it to detect double counting). */
+  readonly localKeys = true;
+  readonly prefix: string;
+  private limiter: LocalAbsolute | undefined;
+  private rate = 0;
+  private limit = 0;
+  private windowMs = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly options: TallyworksStoreOptions = {},
+  ) {
+    if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object', options);
+    if (options.prefix !== undefined && typeof options.prefix !== 'string') throw argumentTypeError('options.prefix', 'a string', options.prefix);
+    this.prefix = options.prefix ?? '';
+  }
+
+  /** Called by express-rate-limit with its options: the window and a fixed limit. */
+  init(options: StoreInitOptions): void {
+    const { windowMs, limit } = options;
+    if (!(Number.isInteger(windowMs) && windowMs >= 1000 && windowMs % 1000 === 0)) throw argumentRangeError('windowMs', 'a whole number of seconds in ms (≥ 1000) for TallyworksStore', windowMs);
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw argumentTypeError('limit', 'a fixed integer ≥ 1 for TallyworksStore (a limit function is not supported)', limit);
+    const windowSeconds = windowMs / 1000;
+    const rl = this.engine.rateLimiter({ windowSeconds, ...(this.options.groupMs === undefined ? {} : { groupMs: this.options.groupMs }) });
+    this.limiter = rl.local.absolute;
+    this.rate = limit / windowSeconds;
+    this.limit = limit;
+    this.windowMs = windowMs;
+  }
+
+  private ready(): LocalAbsolute {
+    if (this.limiter === undefined) throw new TallyworksError(ErrorCode.INVALID_OPTION, 'TallyworksStore: init() was not called, or failed (see its error): pass the store to express-rate-limit with a windowMs in whole seconds and a fixed limit');
+    return this.limiter;
+  }
+
+  private keyOf(key: string): string {
+    return requestKey(this.prefix + key);
+  }
+
+  /** Counts a hit if the window has room; a refused hit reports limit + 1 and is not counted. */
+  increment(key: string): ClientRateLimitInfo {
+    const limiter = this.ready();
+    const k = this.keyOf(key);
+    const d = limiter.inc(k, this.rate);
+    const now = this.engine.clock.now();
+    if (d.kind === 'rejected') return { totalHits: this.limit + 1, resetTime: new Date(now + (Number.isFinite(d.retryAfterMs) ? d.retryAfterMs : this.windowMs)) };
+    return { totalHits: limiter.count(k), resetTime: new Date(now + this.windowMs) };
+  }
+
+  /** Takes back one counted hit (express-rate-limit's skipSuccessfulRequests / skipFailedRequests). */
+  decrement(key: string): void {
+    this.ready().release(this.keyOf(key));
+  }
+
+  resetKey(key: string): void {
+    this.ready().reset(this.keyOf(key));
+  }
+
+  get(key: string): ClientRateLimitInfo | undefined {
+    const limiter = this.ready();
+    const k = this.keyOf(key);
+    const hits = limiter.count(k);
+    return hits === 0 ? undefined : { totalHits: hits, resetTime: new Date(this.engine.clock.now() + this.windowMs) };
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * RateLimit headers of the IETF draft (draft-ietf-httpapi-ratelimit-headers) in its three shapes:
+ * - draft-6: `RateLimit-Policy: 100;w=60`, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`;
+ * - draft-7: `RateLimit: limit=100, remaining=42, reset=17` and `RateLimit-Policy: 100;w=60`;
+ * - draft-8 (to -10): named structured-field items, `RateLimit-Policy: "permin";q=50;w=60, "perhr";q=1000;w=3600`
+ *   and `RateLimit: "permin";r=42;t=17, "perhr";r=958;t=3600`.
+ * With several quotas, draft-6 and draft-7 (one set of figures) report the one closest to running out.
+ */
+import { argumentRangeError } from '../../common/errors.js';
+import type { PolicyOutcome, Quota } from './policy.js';
+
+/** Which shape of the headers to send (false: none but Retry-After). */
+export type HeaderDraft = 'draft-6' | 'draft-7' | 'draft-8' | false;
+
+export const HEADER_DRAFTS: readonly HeaderDraft[] = ['draft-6', 'draft-7', 'draft-8', false];
+
+export function checkDraft(draft: unknown): HeaderDraft {
+  if (!HEADER_DRAFTS.includes(draft as HeaderDraft)) throw argumentRangeError('options.headers', "'draft-6', 'draft-7', 'draft-8' or false", draft);
+  return draft as HeaderDraft;
+}
+
+/** The quota closest to running out: the least remaining, then the latest reset. */
+function tightest(quotas: readonly Quota[]): Quota {
+  let q = quotas[0]!;
+  for (let i = 1; i < quotas.length; i++) {
+    const c = quotas[i]!;
+    if (c.remaining < q.remaining || (c.remaining === q.remaining && c.resetSeconds > q.resetSeconds)) q = c;
+  }
+  return q;
+}
+
+const whole = (x: number): number => Math.max(0, Math.floor(x));
+
+/** The headers of `outcome` in `draft`'s shape, with Retry-After when refused: [name, value] pairs. */
+export function rateLimitHeaders(outcome: PolicyOutcome, draft: HeaderDraft): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const quotas = outcome.quotas;
+  if (draft !== false && quotas.length > 0) {
+    if (draft === 'draft-8') {
+      out.push(['RateLimit-Policy', quotas.map((q) => `"${q.name}";q=${whole(q.limit)};w=${whole(q.windowSeconds)}`).join(', ')]);
+      out.push(['RateLimit', quotas.map((q) => `"${q.name}";r=${whole(q.remaining)};t=${whole(q.resetSeconds)}`).join(', ')]);
+    } else {
+      const policy = quotas.map((q) => `${whole(q.limit)};w=${whole(q.windowSeconds)}`).join(', ');
+      const q = tightest(quotas);
+      if (draft === 'draft-7') {
+        out.push(['RateLimit-Policy', policy]);
+        out.push(['RateLimit', `limit=${whole(q.limit)}, remaining=${whole(q.remaining)}, reset=${whole(q.resetSeconds)}`]);
+      } else {
+        out.push(['RateLimit-Policy', policy]);
+        out.push(['RateLimit-Limit', String(whole(q.limit))]);
+        out.push(['RateLimit-Remaining', String(whole(q.remaining))]);
+        out.push(['RateLimit-Reset', String(whole(q.resetSeconds))]);
+      }
+    }
+  }
+  if (!outcome.allowed) out.push(['Retry-After', String(Math.max(1, whole(outcome.retryAfterSeconds ?? 1)))]);
+  return out;
+}

@@ -1,0 +1,147 @@
+/**
+ * The one interface the HTTP layer decides through: a policy checks (and counts) a request's key and says
+ * what each of its quotas holds afterwards, which is what the RateLimit headers carry. `ratePolicy()` makes
+ * one of any Tallyworks limiter; a limiter added later plugs in by implementing {@link RatePolicy}.
+ */
+import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { LimitBuilder } from '../events/limiter.js';
+import { HybridAbsolute } from '../limits/hybrid.js';
+import { LocalAbsolute, LocalSuppressed, type RateDecision } from '../limits/providers.js';
+import { RedisAbsolute } from '../limits/redis-providers.js';
+import { RateLimits } from '../limits/rate-limiter.js';
+import { checkRate, limitOf } from '../limits/rate-options.js';
+
+/** One quota of a policy after a check: the figures of one RateLimit policy item. */
+export interface Quota {
+  /** The policy item's name (draft-8 and later name each quota; a token or a string). */
+  readonly name: string;
+  /** Requests the quota allows in its window. */
+  readonly limit: number;
+  readonly windowSeconds: number;
+  /** What is left of it after this request. */
+  readonly remaining: number;
+  /** Seconds until the quota frees up (a refused request: until it would fit). */
+  readonly resetSeconds: number;
+}
+
+/** What a policy decided for one request. */
+export interface PolicyOutcome {
+  readonly allowed: boolean;
+  /** Every quota the check evaluated (one header item each). */
+  readonly quotas: readonly Quota[];
+  /** Refused: seconds until a retry may pass (Retry-After). */
+  readonly retryAfterSeconds?: number;
+}
+
+/** Checks and counts one request of `key`; refused requests count or not as the limiter defines. */
+export interface RatePolicy {
+  check(key: string): PolicyOutcome | Promise<PolicyOutcome>;
+}
+
+/** Options of {@link ratePolicy} for a limiter that takes a rate per call (the sliding-window providers). */
+export interface RatePolicyOptions {
+  /** Requests per second on average over the limiter's window (its quota is rate × windowSeconds). */
+  rate?: number;
+  /** The quota's name in the headers (default `"default"`). */
+  name?: string;
+}
+
+/** A limiter {@link ratePolicy} adapts. */
+export type PolicyLimiter = LocalAbsolute | LocalSuppressed | HybridAbsolute | RedisAbsolute | RateLimits | LimitBuilder;
+
+const seconds = (ms: number): number => (Number.isFinite(ms) ? Math.max(0, Math.ceil(ms / 1000)) : 0);
+
+function nameOf(options: RatePolicyOptions | undefined): string {
+  const name = options?.name ?? 'default';
+  if (typeof name !== 'string' || !/^[A-Za-z*][A-Za-z0-9_\-.:%*/]*$/.test(name)) {
+    throw argumentTypeError('options.name', 'a token (a letter, then letters, digits or _-.:%*/), e.g. "per-minute"', name);
+  }
+  return name;
+}
+
+function rateOf(options: RatePolicyOptions | undefined): number {
+  const rate = options?.rate;
+  if (rate === undefined) throw argumentTypeError('options.rate', 'a number > 0 (requests per second over the window) for a sliding-window limiter', rate);
+  checkRate(rate);
+  return rate;
+}
+
+/** A sliding window's outcome: admitted with `remaining` left, or refused by `d`. */
+function slidingOutcome(d: RateDecision, name: string, limit: number, windowSeconds: number, remaining: () => number): PolicyOutcome {
+  if (d.kind === 'rejected') {
+    const retry = Number.isFinite(d.retryAfterMs) ? seconds(d.retryAfterMs) : windowSeconds;
+    return { allowed: false, quotas: [{ name, limit, windowSeconds, remaining: 0, resetSeconds: retry }], retryAfterSeconds: retry };
+  }
+  if (!d.allowed) {
+    // Suppressed and declined: the soft limit is passed; a retry may pass at once, with probability.
+    return { allowed: false, quotas: [{ name, limit, windowSeconds, remaining: 0, resetSeconds: windowSeconds }], retryAfterSeconds: 1 };
+  }
+  // In a sliding window, what is counted now has all left once a whole window has passed.
+  return { allowed: true, quotas: [{ name, limit, windowSeconds, remaining: Math.max(0, Math.floor(remaining())), resetSeconds: windowSeconds }] };
+}
+
+/**
+ * The policy of a Tallyworks limiter:
+ * - `limiter.local.absolute`, `.local.suppressed`, `.hybrid.absolute`, `.redis.absolute` with `{ rate }`:
+ *   one quota of rate × windowSeconds (suppressed: the soft limit; a declined request is a 429);
+ * - `engine.rateLimits({ windows })`: every window, checked all-or-nothing, one named quota each;
+ * - a calendar limiter (`events.limit().atMost(n, unit)`…): decided by `checkAndRecordSync`, its first
+ *   `atMost` constraint reported as the quota (a refusal of any constraint is a 429).
+ */
+export function ratePolicy(limiter: PolicyLimiter, options?: RatePolicyOptions): RatePolicy {
+  if (limiter instanceof LocalAbsolute || limiter instanceof LocalSuppressed || limiter instanceof HybridAbsolute) {
+    const rate = rateOf(options);
+    const name = nameOf(options);
+    const windowSeconds = limiter.windowSeconds;
+    const limit = limitOf(rate, windowSeconds);
+    if (limiter instanceof HybridAbsolute) {
+      return { check: (key) => slidingOutcome(limiter.inc(key, rate), name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate)) };
+    }
+    return { check: (key) => slidingOutcome(limiter.inc(key, rate), name, limit, windowSeconds, () => limit - limiter.count(key)) };
+  }
+  if (limiter instanceof RedisAbsolute) {
+    const rate = rateOf(options);
+    const name = nameOf(options);
+    const windowSeconds = limiter.windowSeconds;
+    const limit = limitOf(rate, windowSeconds);
+    return {
+      check: async (key) => {
+        const r = await limiter.incCounted(key, rate);
+        return slidingOutcome(r.decision, name, limit, windowSeconds, () => (r.count === undefined ? 0 : limit - r.count));
+      },
+    };
+  }
+  if (limiter instanceof RateLimits) {
+    if (options?.rate !== undefined) throw argumentRangeError('options.rate', 'not given for rateLimits (each window has its limit)', options.rate);
+    const windows = limiter.windowLimits;
+    for (const w of windows) nameOf({ name: w.name });
+    return {
+      check: (key) => {
+        const d = limiter.inc(key);
+        const quotas = windows.map((w): Quota => {
+          if (d.kind === 'rejected' && d.window === w.name) return { name: w.name, limit: w.limit, windowSeconds: w.windowSeconds, remaining: 0, resetSeconds: seconds(d.retryAfterMs) };
+          return { name: w.name, limit: w.limit, windowSeconds: w.windowSeconds, remaining: Math.max(0, w.limit - limiter.count(key, w.name)), resetSeconds: w.windowSeconds };
+        });
+        if (d.kind !== 'rejected') return { allowed: true, quotas };
+        const retry = Number.isFinite(d.retryAfterMs) ? seconds(d.retryAfterMs) : d.windowSeconds;
+        return { allowed: false, quotas, retryAfterSeconds: retry };
+      },
+    };
+  }
+  if (limiter instanceof LimitBuilder) {
+    if (options?.rate !== undefined) throw argumentRangeError('options.rate', 'not given for a calendar limiter (its atMost constraints hold the limits)', options.rate);
+    const name = nameOf(options);
+    limiter.quotaSync('probe'); // a limiter without an atMost constraint has no quota to report: fail now
+    return {
+      check: (key) => {
+        const d = limiter.checkAndRecordSync(key);
+        const q = limiter.quotaSync(key);
+        const windowSeconds = seconds(q.windowMs);
+        if (d.allowed) return { allowed: true, quotas: [{ name, limit: q.limit, windowSeconds, remaining: q.remaining, resetSeconds: seconds(q.resetMs) }] };
+        const retry = d.retryAfterMs === undefined ? seconds(q.resetMs) : seconds(d.retryAfterMs);
+        return { allowed: false, quotas: [{ name, limit: q.limit, windowSeconds, remaining: 0, resetSeconds: retry }], retryAfterSeconds: retry };
+      },
+    };
+  }
+  throw argumentTypeError('limiter', 'a Tallyworks limiter (a rateLimiter provider, rateLimits, or events.limit()…)', limiter);
+}
