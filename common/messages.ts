@@ -309,6 +309,8 @@ export interface FlusherStats {
   readonly unresolved: number;
   /** Heartbeat rounds that reached Redis (one call per instance-aware partition each). */
   readonly heartbeats: number;
+  /** When the last cycle ended in which every call landed (ms since the Unix epoch; the flusher's start before one did). */
+  readonly lastSuccessAt: number;
   readonly lastError: string | undefined;
 }
 

@@ -2,6 +2,8 @@
  * The engine: starts the shard actors, owns the router and the clock, hands out windows, and closes
  * everything it started.
  */
+import { renderMetrics, type MetricFamily } from './metrics/exposition.js';
+import { collectMetrics, metricsSourceOf, type MetricsOptions } from './metrics/engine-metrics.js';
 import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
 import type { BufferOptions } from './buffers/buffer-options.js';
@@ -34,6 +36,8 @@ export interface EngineShardStats extends ShardStats {
   readonly restarts: number;
   /** Batches sent and not yet acknowledged. */
   readonly inflight: number;
+  /** Ops waiting for the shard (the queue depth): written and not applied yet, in the open batch or in flight. */
+  readonly queuedOps: number;
   /** Bytes of the shard's decision memory (rate limiters' records). */
   readonly decisionBytes: number;
 }
@@ -90,6 +94,8 @@ export class Engine implements AsyncDisposable {
   /** This engine's id among the instances sharing its prefix (option `instanceId`). */
   readonly instanceId: string;
   private readonly redis: RedisParts | undefined;
+  /** The strict counters' records without Redis (the opt-in counter metrics list their keys). */
+  private readonly strictLocal: LocalCounters | undefined;
 
   /** @internal use {@link createEngine} */
   constructor(options: ResolvedOptions, router: Router, redis?: RedisParts) {
@@ -100,7 +106,8 @@ export class Engine implements AsyncDisposable {
     this.redis = redis;
     this.events = this.eventStore(options.events);
     const isClosed = (): boolean => this.closing !== undefined;
-    this.strict = new CounterSet(redis?.strict ?? new LocalCounters(router, this.clock), isClosed);
+    this.strictLocal = redis === undefined ? new LocalCounters(router, this.clock) : undefined;
+    this.strict = new CounterSet(redis?.strict ?? this.strictLocal!, isClosed);
     const flusher = redis?.flusher;
     const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, partitionOf(rec.key))));
     const adds = new LaxAdds(flusher, options.maxPendingKeys);
@@ -146,7 +153,7 @@ export class Engine implements AsyncDisposable {
    */
   rateLimiter(options: RateLimiterOptions = {}): RateLimiter {
     if (this.closing !== undefined) throw closedError('engine');
-    const limiter = new RateLimiter(this.limiterContextOf(), options);
+    const limiter = new RateLimiter(this.limiterContextOf(), options, `rate-limiter-${this.limiters.length + 1}`);
     this.limiters.push(limiter);
     return limiter;
   }
@@ -154,7 +161,7 @@ export class Engine implements AsyncDisposable {
   /** Several named sliding windows per key with fixed limits (e.g. 10 a second and 1000 an hour), decided all-or-nothing. */
   rateLimits(options: RateLimitsOptions): RateLimits {
     if (this.closing !== undefined) throw closedError('engine');
-    const limits = new RateLimits(this.limiterContextOf(), options);
+    const limits = new RateLimits(this.limiterContextOf(), options, `rate-limits-${this.limiters.length + 1}`);
     this.limiters.push(limits);
     return limits;
   }
@@ -231,6 +238,35 @@ export class Engine implements AsyncDisposable {
     if (this.redis === undefined) return { shards };
     const flusher = await this.redis.flusher.stats();
     return { shards, flusher: { ...flusher, restarts: this.redis.flusher.threadRestarts }, strict: this.redis.strict.stats() };
+  }
+
+  /**
+   * The engine's own figures as Prometheus text exposition (format 0.0.4): shard queue depth, batches in
+   * flight and restarts, the flusher's restarts, flush lag and pending lax deltas, Redis round trips and
+   * errors, stat buffers, limiter decisions; with `counters`, the values of user counters (capped). Every
+   * metric is listed in the README ("Metrics"). For a prom-client registry, see `registerMetrics()`.
+   */
+  async metrics(options?: MetricsOptions): Promise<string> {
+    return renderMetrics(await this.metricFamilies(options));
+  }
+
+  /** @internal the families engine.metrics() renders (the prom-client collector reads them too) */
+  metricFamilies(options?: MetricsOptions): Promise<MetricFamily[]> {
+    if (this.closing !== undefined) return Promise.reject(closedError('engine'));
+    const strict = this.strictLocal;
+    return collectMetrics(
+      metricsSourceOf({
+        stats: () => this.stats(),
+        buffers: [...this.buffers.values()].filter((b) => !b.closed),
+        limiters: this.limiters,
+        stores: this.stores,
+        counters: {
+          lax: { keys: () => this.lax.keys(), get: (k) => this.lax.get(k) },
+          strict: strict === undefined ? undefined : { keys: () => Array.from(strict.all(), (r) => r.key), get: (k) => this.strict.get(k) },
+        },
+      }),
+      options,
+    );
   }
 
   /**

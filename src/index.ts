@@ -72,3 +72,5 @@ export {
   type FastifyReplyLike,
 } from './http/adapters.js';
 export { TallyworksStore, type TallyworksStoreOptions, type ClientRateLimitInfo, type StoreInitOptions } from './http/erl-store.js';
+export { METRICS, type MetricName, type MetricsOptions } from './metrics/engine-metrics.js';
+export { registerMetrics, type PromRegistryLike } from './metrics/prom-client.js';

@@ -128,6 +128,7 @@ export class FlusherCore {
   private failures = 0;
   private delivered = 0;
   private heartbeats = 0;
+  private lastSuccessAt = Date.now();
   private lastError: string | undefined;
   /** Consecutive cycles with a failed call (sets the backoff). */
   private failing = 0;
@@ -221,6 +222,7 @@ export class FlusherCore {
     }
     const outcomes = await Promise.all(calls.map((c) => this.send(c)));
     this.failing = outcomes.includes(false) ? this.failing + 1 : 0;
+    if (this.failing === 0 && this.recovering.size === 0) this.lastSuccessAt = Date.now();
     this.expireRequests();
     this.publishGauges();
   }
@@ -514,6 +516,7 @@ export class FlusherCore {
       pendingKeys: this.pendingKeys(),
       unresolved: this.unresolved.filter((c) => c !== undefined).length,
       heartbeats: this.heartbeats,
+      lastSuccessAt: this.lastSuccessAt,
       lastError: this.lastError,
     };
   }

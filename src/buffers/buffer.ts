@@ -31,6 +31,8 @@ export interface BufferStats {
   readonly handlerCalls: number;
   /** Entries (key counts) delivered. */
   readonly delivered: number;
+  /** Deliveries scheduled again after a failure (each a handler call to come). */
+  readonly retries: number;
   /** Handler calls that failed or timed out. */
   readonly failures: number;
   /** Of those, the ones that timed out. */
@@ -102,6 +104,7 @@ export class StatBuffer implements AsyncDisposable {
   private handlerCalls = 0;
   private deliveredEntries = 0;
   private failures = 0;
+  private retries = 0;
   private timeouts = 0;
   private deadLettered = 0;
 
@@ -167,6 +170,7 @@ export class StatBuffer implements AsyncDisposable {
       deliveries: this.deliveries.size,
       handlerCalls: this.handlerCalls,
       delivered: this.deliveredEntries,
+      retries: this.retries,
       failures: this.failures,
       timeouts: this.timeouts,
       deadLettered: this.deadLettered,
@@ -396,6 +400,7 @@ export class StatBuffer implements AsyncDisposable {
     const base = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** Math.min(d.attempts - 1, 40));
     // Half fixed, half random, so that retries of many keys failing together spread out.
     d.retryAt = this.clock.now() + base / 2 + (Math.random() * base) / 2;
+    this.retries++;
     this.heap.push(d.retryAt, d.id * 4 + RETRY);
     this.arm();
   }

@@ -85,6 +85,11 @@ export class LaxCounters extends CounterSet {
     this.adds = adds;
   }
 
+  /** @internal the keys this process has counted (the opt-in counter metrics) */
+  keys(): IterableIterator<string> {
+    return this.records.keys();
+  }
+
   /**
    * Adds `n` (default 1) to `key` without waiting: synchronous, no I/O, allocation-free for a known key.
    * Throws TW_CAPACITY when Redis has been unreachable so long that `maxPendingKeys` keys hold undelivered

@@ -69,6 +69,8 @@ interface Partition {
 export interface StrictRedisStats {
   /** Script calls sent. */
   readonly calls: number;
+  /** Of those, the ones that failed (an error from Redis, or no reply). */
+  readonly failures: number;
   /** Ops those calls carried. */
   readonly ops: number;
 }
@@ -82,6 +84,7 @@ export class StrictRedis implements CounterBackend {
   /** Calls being sent (and resolved), so close() can wait for them. */
   private readonly inflight = new Set<Promise<void>>();
   private calls = 0;
+  private failures = 0;
   private opsSent = 0;
   private readyWait: Promise<boolean> | undefined;
 
@@ -130,7 +133,7 @@ export class StrictRedis implements CounterBackend {
   }
 
   stats(): StrictRedisStats {
-    return { calls: this.calls, ops: this.opsSent };
+    return { calls: this.calls, failures: this.failures, ops: this.opsSent };
   }
 
   /** Queues ops ([partition, mode, key, cmp, x, n]); resolves with [new, old] per op in input order. */
@@ -237,6 +240,7 @@ export class StrictRedis implements CounterBackend {
     try {
       reply = await this.flavor.send(this.client, part.key, part.marker, seq, args);
     } catch (err) {
+      this.failures++;
       followRedirect(this.client, err);
       if (seq === 0) throw redisFailure('the strict counter read', err);
       // Refused by Redis before it ran: it did not apply, and there is no outcome to wait for.

@@ -259,15 +259,20 @@ export class LimitBuilder {
           if (!decideFixed(f64, o, w.shape, shape.ks[w.ring]!, t, shape.reservationTtlMs, single.limit)) {
             // The common refusal repeats: a one-unit window with no holds, refused in the same ms and unit
             // as the fast path's last refusal, waits as long (until the unit ends): that refusal again.
+            store.decisions.rejected++;
             if (t === this.refusedAt && f64[o + FXF_HEAD] === this.refusedHead && f64[o + FXF_HOLDS] === 0 && w.shape.n === 1) return this.lastRefusal;
             return this.refusedNow(single, f64, o);
           }
           store.addDecided(c!, t, w.index);
+          store.decisions.allowed++;
           return ALLOWED;
         }
       }
     }
-    return this.decide(id, RECORD, undefined);
+    const d = this.decide(id, RECORD, undefined);
+    if (d.allowed) this.store.decisions.allowed++;
+    else this.store.decisions.rejected++;
+    return d;
   }
 
   /** `checkSync(id).allowed`. */
@@ -351,6 +356,8 @@ export class LimitBuilder {
   private reserveSync(id: string): Reservation {
     const held: Held[] = [];
     const d = this.decide(id, RESERVE, held);
+    if (d.allowed) this.store.decisions.allowed++;
+    else this.store.decisions.rejected++;
     let ended = !d.allowed;
     const end = (commit: boolean): Promise<void> => {
       const store = this.store;

@@ -2,6 +2,7 @@
  * What queries (./query.ts) and the limiter (./limiter.ts) read of an event store: the interface between
  * the store (./store.ts, which implements it) and its readers, so that neither imports the other's module.
  */
+import type { DecisionTally } from '../limits/tally.js';
 import type { CalShape } from '../../common/records/calendar/shape.js';
 import type { Clock } from '../clock/clock.js';
 import type { Lane } from '../router/lane.js';
@@ -39,6 +40,8 @@ export interface EventReader {
   loadedCounter(id: string): Promise<EventCounter | undefined>;
   /** Counters in memory, by id. */
   readonly counters: ReadonlyMap<string, EventCounter>;
+  /** Limiter decisions that record or reserve, made on this thread (the metrics read them). */
+  readonly decisions: DecisionTally;
   readonly gates: Gates;
   readonly isClosed: boolean;
   /** The clock's time for decisions. */

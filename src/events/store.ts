@@ -11,6 +11,7 @@
  * export / import / merge, which read and write many counters at once.
  */
 import { randomUUID } from 'node:crypto';
+import { type DecisionTally, newTally } from '../limits/tally.js';
 import { readRing, ringNow, seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { holdsAt } from '../../common/records/fixed-window.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
@@ -48,6 +49,8 @@ function checkCount(n: unknown): void {
 export class EventStore implements EventReader {
   /** The zone calendar units align to. */
   readonly timeZone: string;
+  /** @internal limiter decisions on this store's ids that recorded or reserved, on this thread */
+  readonly decisions: DecisionTally = newTally();
   /** The rings kept, as bucket counts per unit. */
   readonly intervals: Readonly<IntervalCounts>;
   /** @internal */

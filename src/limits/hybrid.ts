@@ -14,6 +14,7 @@
  * When a commit fails (Redis away), the admitted counts stay pending and go with the next sync; meanwhile
  * the instance decides on the share it holds, and refuses once it is spent.
  */
+import { newTally, tallied } from './tally.js';
 import { closedError } from '../../common/errors.js';
 import { RateStrategy } from '../../common/scripts.js';
 import type { TimeSource } from '../clock/clock.js';
@@ -75,6 +76,8 @@ export interface HybridStats {
 
 /** The absolute strategy, hybrid: local decisions on a share of the limit, committed and refreshed in Redis. */
 export class HybridAbsolute {
+  /** @internal decisions returned on this thread with Redis, by outcome (without Redis they are the local provider's) */
+  readonly decisions = newTally();
   /** @internal */
   readonly sliding: RedisSliding;
   private readonly keys = new Map<string, HybridKey>();
@@ -142,7 +145,7 @@ export class HybridAbsolute {
   inc(key: string, rate: number, n = 1): RateDecision {
     if (!this.hasRedis) return this.local.inc(key, rate, n);
     if (this.ctx.state.closed) throw closedError('rate limiter');
-    return this.decide(key, rate, n);
+    return tallied(this.decisions, this.decide(key, rate, n));
   }
 
   /** @internal {@link inc} without the closed check: the Redis provider's fallback for a decision issued before close. */

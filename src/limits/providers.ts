@@ -24,6 +24,7 @@ import {
 } from '../../common/records/sliding.js';
 import { readBegin, readValid } from '../../common/seqlock.js';
 import { validateKey } from '../keys.js';
+import { newTally, tallied } from './tally.js';
 import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions } from './rate-options.js';
 import type { RecordSource, SlidingEntry } from './sliding-directory.js';
 
@@ -145,6 +146,8 @@ function writeRecord(ctx: DecisionContext, dir: RecordSource, key: string, write
 
 /** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
 export class LocalAbsolute {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   /** The last rejection returned, reused while its figures repeat. */
   private lastRejected: Rejected | undefined;
 
@@ -182,7 +185,11 @@ export class LocalAbsolute {
     }
     let r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
     if (r === STALE) r = this.again(key, n);
-    if (r === ADMITTED) return ALLOWED;
+    if (r === ADMITTED) {
+      this.decisions.allowed++;
+      return ALLOWED;
+    }
+    this.decisions.rejected++;
     // A burst of refusals within one ms has the same figures: one frozen value for all of them.
     const last = this.lastRejected;
     if (last !== undefined && last.retryAfterMs === shape.retryAfterMs && last.remainingAfterWaiting === shape.remainingAfterWaiting) return last;
@@ -231,6 +238,8 @@ export class LocalAbsolute {
  * hardLimitFactor) never. Every call counts.
  */
 export class LocalSuppressed {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   /** The window's length, seconds. */
   readonly windowSeconds: number;
 
@@ -263,8 +272,11 @@ export class LocalSuppressed {
       const e = entryOf(this.directory, key, this.ctx.time);
       r = decideSuppressed(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.windowSeconds, soft, soft * o.hardLimitFactor, o.suppressionFactorCacheMs, n, draw, now, this.decider);
     }
-    if (r === SUPPRESSED_BELOW_SOFT) return ALLOWED;
-    return { kind: 'suppressed', allowed: r === SUPPRESSED_ADMITTED, suppressionFactor: shape.sf };
+    if (r === SUPPRESSED_BELOW_SOFT) {
+      this.decisions.allowed++;
+      return ALLOWED;
+    }
+    return tallied(this.decisions, { kind: 'suppressed', allowed: r === SUPPRESSED_ADMITTED, suppressionFactor: shape.sf });
   }
 
   /** The suppression factor of `key` now at `rate` (computed afresh, not the cached one; nothing counted). */

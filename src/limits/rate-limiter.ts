@@ -4,6 +4,7 @@
  * `local.suppressed.inc(key, rate, n)` (./providers.ts), and `engine.rateLimits({ windows })` decides
  * several named windows of a key all-or-nothing. Both retire keys idle longer than `staleAfterMs`.
  */
+import { newTally } from './tally.js';
 import { argumentRangeError, closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Decider } from '../../common/records/owner-lock.js';
 import { ADMITTED, countInWindow, decideAbsolute, REFUSED, SlidingShape } from '../../common/records/sliding.js';
@@ -128,6 +129,8 @@ export class RateLimiter {
   readonly hybrid: { readonly absolute: HybridAbsolute };
   readonly windowSeconds: number;
   readonly groupMs: number;
+  /** Its name in engine.metrics() (option `name`). */
+  readonly name: string;
   private readonly cleanupRun: Cleanup;
   /** This thread's decider on the limiter's records (alone until the first link). */
   private readonly decider: Decider;
@@ -139,8 +142,10 @@ export class RateLimiter {
   constructor(
     private readonly ctx: LimiterContext,
     options: unknown,
+    defaultName: string,
   ) {
     const o = resolveRateLimiterOptions(options);
+    this.name = o.name ?? defaultName;
     const w = o.windows[0]!;
     this.windowSeconds = w.windowSeconds;
     this.groupMs = w.groupMs;
@@ -214,7 +219,11 @@ export class RateLimiter {
 
 /** `engine.rateLimits({ windows })`: several named windows per key with fixed limits, decided all-or-nothing. */
 export class RateLimits {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   readonly windows: readonly string[];
+  /** Its name in engine.metrics() (option `name`). */
+  readonly name: string;
   /** Each window's name, limit and length, in the order given. */
   readonly windowLimits: ReadonlyArray<{ readonly name: string; readonly limit: number; readonly windowSeconds: number }>;
   private readonly directory: SlidingDirectory;
@@ -229,8 +238,10 @@ export class RateLimits {
   constructor(
     private readonly ctx: LimiterContext,
     options: unknown,
+    defaultName: string,
   ) {
     const o = resolveRateLimitsOptions(options);
+    this.name = o.name ?? defaultName;
     this.windows = Object.freeze(o.windows.map((w) => w.name));
     this.windowLimits = Object.freeze(o.windows.map((w) => Object.freeze({ name: w.name, limit: w.limit, windowSeconds: w.windowSeconds })));
     this.seconds = o.windows.map((w) => w.windowSeconds);
@@ -251,8 +262,12 @@ export class RateLimits {
     const shape = this.directory.shape;
     shape.at(now);
     const r = decideAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, this.limits, n, now, this.decider);
-    if (r === ADMITTED) return ALLOWED;
+    if (r === ADMITTED) {
+      this.decisions.allowed++;
+      return ALLOWED;
+    }
     if (r !== REFUSED) throw staleRecord(key);
+    this.decisions.rejected++;
     const k = shape.refused;
     return { kind: 'rejected', allowed: false, window: this.windows[k]!, windowSeconds: this.seconds[k]!, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting };
   }

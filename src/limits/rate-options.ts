@@ -7,6 +7,8 @@ import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
 import { MAX_GROUPS } from '../../common/records/sliding.js';
 
 export interface RateLimiterOptions {
+  /** The limiter's name in engine.metrics() (default `rate-limiter-<n>`, n counting the engine's limiters from 1). */
+  name?: string;
   /** Window length, whole seconds ≥ 1 (default 10). */
   windowSeconds?: number;
   /**
@@ -51,6 +53,8 @@ export interface NamedWindow {
 }
 
 export interface RateLimitsOptions {
+  /** The limiter's name in engine.metrics() (default `rate-limits-<n>`). */
+  name?: string;
   /** The windows, by name, e.g. `{ perSecond: { limit: 10, windowSeconds: 1 }, perHour: { limit: 1000, windowSeconds: 3600, groupMs: 60000 } }`. */
   windows: Record<string, NamedWindow>;
   staleAfterMs?: number;
@@ -67,6 +71,7 @@ export interface ResolvedWindow {
 }
 
 export interface ResolvedRateOptions {
+  readonly name: string | undefined;
   readonly windows: readonly ResolvedWindow[];
   readonly hardLimitFactor: number;
   readonly suppressionFactorCacheMs: number;
@@ -123,10 +128,11 @@ function common(o: Record<string, unknown>, path: string): Pick<ResolvedRateOpti
 /** Validates `engine.rateLimiter(options)`; a bad option is a typed error naming it. */
 export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOptions {
   const path = 'options';
-  const o = objectOf(options, path, ['windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'syncIntervalMs', 'onStoreError', 'random']);
+  const o = objectOf(options, path, ['name', 'windowSeconds', 'groupMs', 'hardLimitFactor', 'suppressionFactorCacheMs', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs', 'syncIntervalMs', 'onStoreError', 'random']);
   const random = Object.hasOwn(o, 'random') && o.random !== undefined ? o.random : Math.random;
   if (typeof random !== 'function') throw argumentTypeError('options.random', 'a function returning a number in [0, 1)', random);
   return {
+    name: nameOf(o),
     windows: [window(o, path, 'window', NaN)],
     hardLimitFactor: numberIn(o, 'hardLimitFactor', path, 'a finite number ≥ 1', (v) => Number.isFinite(v) && v >= 1, 1),
     suppressionFactorCacheMs: numberIn(o, 'suppressionFactorCacheMs', path, ANY_MS.rule, ANY_MS.ok, 100),
@@ -139,7 +145,7 @@ export function resolveRateLimiterOptions(options: unknown = {}): ResolvedRateOp
 
 /** Validates `engine.rateLimits(options)`. */
 export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions {
-  const o = objectOf(options, 'options', ['windows', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs']);
+  const o = objectOf(options, 'options', ['name', 'windows', 'staleAfterMs', 'cleanupIntervalMs', 'lockTimeoutMs']);
   const windowsOption = Object.hasOwn(o, 'windows') ? o.windows : undefined;
   const named = objectOf(windowsOption, 'options.windows', Object.keys((windowsOption as object | null) ?? {}));
   const names = Object.keys(named);
@@ -151,7 +157,14 @@ export function resolveRateLimitsOptions(options: unknown): ResolvedRateOptions 
     const limit = numberIn(w, 'limit', path, 'a finite number ≥ 0', (v) => Number.isFinite(v) && v >= 0, undefined);
     return window(w, path, name, limit);
   });
-  return { windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, syncIntervalMs: 10, onStoreError: 'throw', ...common(o, 'options'), random: Math.random };
+  return { name: nameOf(o), windows, hardLimitFactor: 1, suppressionFactorCacheMs: 100, syncIntervalMs: 10, onStoreError: 'throw', ...common(o, 'options'), random: Math.random };
+}
+
+function nameOf(o: Record<string, unknown>): string | undefined {
+  const name = o.name;
+  if (name === undefined) return undefined;
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128) throw argumentTypeError('options.name', 'a string of 1 to 128 characters', name);
+  return name;
 }
 
 const STORE_ERROR_CHOICES = ['throw', 'fail-closed', 'fail-open', 'local'] as const;

@@ -3,6 +3,7 @@
  * `rateLimiter().redis.absolute` and `.redis.suppressed`, `rateLimits().redis`, and what each does when
  * Redis cannot decide (option `onStoreError`).
  */
+import { newTally, tallied } from './tally.js';
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import { RateOutcome, RateStrategy } from '../../common/scripts.js';
 import { validateKey } from '../keys.js';
@@ -45,6 +46,8 @@ function onStoreError(err: unknown, fallback: StoreFallback, key: string, rate: 
 
 /** The absolute strategy in Redis: admitted while the window holds at most rate × windowSeconds, n included. */
 export class RedisAbsolute {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   /** @internal */
   readonly sliding: RedisSliding;
   /** The window's length, seconds. */
@@ -71,6 +74,12 @@ export class RedisAbsolute {
    * HTTP policy's remaining quota; undefined when refused, or decided by a fallback).
    */
   async incCounted(key: string, rate: number, n = 1): Promise<{ readonly decision: RateDecision; readonly count: number | undefined }> {
+    const r = await this.decideCounted(key, rate, n);
+    tallied(this.decisions, r.decision);
+    return r;
+  }
+
+  private async decideCounted(key: string, rate: number, n: number): Promise<{ readonly decision: RateDecision; readonly count: number | undefined }> {
     validateKey(key, 'key');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
@@ -88,6 +97,8 @@ export class RedisAbsolute {
 
 /** The suppressed strategy in Redis: the hard limit holds at once (the same call), not one cache period late. */
 export class RedisSuppressed {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   /** @internal */
   readonly sliding: RedisSliding;
   /** The window's length, seconds. */
@@ -104,6 +115,10 @@ export class RedisSuppressed {
   }
 
   async inc(key: string, rate: number, n = 1): Promise<RateDecision> {
+    return tallied(this.decisions, await this.decide(key, rate, n));
+  }
+
+  private async decide(key: string, rate: number, n: number): Promise<RateDecision> {
     validateKey(key, 'key');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
@@ -126,6 +141,8 @@ export class RedisSuppressed {
 
 /** Several named windows with fixed limits, in one Redis call per decision batch, all-or-nothing. */
 export class RedisWindows {
+  /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
+  readonly decisions = newTally();
   /** @internal */
   readonly sliding: RedisSliding;
   private readonly limits: number[];
@@ -147,6 +164,6 @@ export class RedisWindows {
     validateKey(key, 'key');
     if (n !== 1) checkIncrement(n);
     const r = await this.sliding.decide(key, [n, ...this.limits]);
-    return r[0] === 1 ? ALLOWED : rejection(r, this.seconds, this.names);
+    return tallied(this.decisions, r[0] === 1 ? ALLOWED : rejection(r, this.seconds, this.names));
   }
 }

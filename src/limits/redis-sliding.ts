@@ -63,9 +63,10 @@ export class RedisSliding {
   /** Per partition: calls in Redis, and calls waiting for a slot. */
   private readonly busy = new Int32Array(PARTITIONS);
   private readonly waiting: Array<Array<() => void>> = Array.from({ length: PARTITIONS }, () => []);
-  /** Script calls sent, and the decisions they carried. */
+  /** Script calls sent, the decisions they carried, and the calls that failed (an error, or no reply). */
   calls = 0;
   decisions = 0;
+  failures = 0;
 
   constructor(
     private readonly ctx: RedisRateContext,
@@ -188,6 +189,7 @@ export class RedisSliding {
     try {
       results = await runRate(client, this.names[p]!, q.entities, this.config, q.ops);
     } catch (err) {
+      this.failures++;
       this.release(p);
       followRedirect(client, err);
       // Refused before it ran (or never sent): not applied. Otherwise the reply was lost: it may have been.

@@ -412,6 +412,14 @@ export class BatchPipeline {
     return this.inflight.length;
   }
 
+  /** Ops waiting for the shard: in the open batch, held as deferred adds, and in batches sent and not applied. */
+  queuedOps(): number {
+    this.reclaim();
+    let n = this.open.n + this.deferred.length;
+    for (const b of this.inflight) n += b.n;
+    return n;
+  }
+
   /** Resolves the waiters whose batch the shard has applied. */
   resolveApplied(): void {
     if (this.waiters.length === 0) return;

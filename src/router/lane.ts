@@ -119,9 +119,9 @@ export class Lane {
 
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────
 
-  async stats(): Promise<ShardStats & { restarts: number; inflight: number; decisionBytes: number }> {
+  async stats(): Promise<ShardStats & { restarts: number; inflight: number; queuedOps: number; decisionBytes: number }> {
     const s = await this.supervisor.stats();
-    return { ...s, restarts: this.supervisor.restarts, inflight: this.batches.inflightCount(), decisionBytes: this.decisions.byteLength };
+    return { ...s, restarts: this.supervisor.restarts, inflight: this.batches.inflightCount(), queuedOps: this.batches.queuedOps(), decisionBytes: this.decisions.byteLength };
   }
 
   /** Drains, then refuses further ops and ends the shard's thread. */

@@ -300,7 +300,7 @@ describe('stat buffer spec scenarios', () => {
     // Delivered: 10 once (c3) and 5 once (c4) = every increment, none twice.
     assert.equal(c3.count + c4.count, 7 + 3 + 3 + 2);
     assert.equal(b.count('k'), undefined);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 4, delivered: 2, failures: 2, timeouts: 0, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 4, delivered: 2, retries: 2, failures: 2, timeouts: 0, deadLettered: 0 });
   });
 
   it('scenario 6: flush(k) → the handler runs promptly; flush of an unknown key → no handler call', async () => {
@@ -421,7 +421,7 @@ describe('stat buffer spec scenarios', () => {
     assert.equal(seen.length, 2);
     assert.equal(new Set(seen).size, 1, 'the sink sees the same flush id twice: a duplicate it can drop');
     assert.equal(b.count('k'), undefined);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, failures: 1, timeouts: 1, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, retries: 1, failures: 1, timeouts: 1, deadLettered: 0 });
   });
 });
 
@@ -585,7 +585,7 @@ describe('stat buffer retries and timeouts', () => {
     assert.equal(r.calls.length, 2);
     assert.deepEqual([r.calls[1]!.key, r.calls[1]!.count, r.calls[1]!.flushId], ['k', 3, r.calls[0]!.flushId]);
     assert.equal(b.count('k'), undefined);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, failures: 1, timeouts: 0, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, retries: 1, failures: 1, timeouts: 0, deadLettered: 0 });
   });
 
   it('a late success of a timed-out attempt counts as delivered and cancels the pending retry', async () => {
@@ -606,7 +606,7 @@ describe('stat buffer retries and timeouts', () => {
     assert.equal(b.stats().delivered, 1);
     await stepTo(clock, 4000, 5);
     assert.equal(r.calls.length, 1, 'the retry was cancelled');
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 1, delivered: 1, failures: 1, timeouts: 1, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 1, delivered: 1, retries: 1, failures: 1, timeouts: 1, deadLettered: 0 });
   });
 
   it('a late success of a timed-out attempt while its retry runs: delivered once, the retry settling later changes nothing', async () => {
@@ -627,7 +627,7 @@ describe('stat buffer retries and timeouts', () => {
     await settle();
     await stepTo(clock, 6000, 10);
     assert.equal(r.calls.length, 2);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, failures: 1, timeouts: 1, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, retries: 1, failures: 1, timeouts: 1, deadLettered: 0 });
   });
 
   it('a late failure of a timed-out attempt is not counted twice; the retry delivers', async () => {
@@ -644,7 +644,7 @@ describe('stat buffer retries and timeouts', () => {
     await stepTo(clock, 2200, 5);
     assert.equal(r.calls.length, 2);
     assert.equal(r.calls[1]!.flushId, r.calls[0]!.flushId);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, failures: 1, timeouts: 1, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2, delivered: 1, retries: 1, failures: 1, timeouts: 1, deadLettered: 0 });
   });
 });
 
@@ -668,7 +668,7 @@ describe('stat buffer maxAttempts and onDeadLetter', () => {
     assert.equal(letters.length, 1);
     assert.deepEqual(letters[0], [{ key: 'k', count: 7, flushId: r.calls[0]!.flushId, attempts: 3, error: errors[2], unsettled: false }]);
     assert.equal(b.count('k'), undefined);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 3, delivered: 0, failures: 3, timeouts: 0, deadLettered: 1 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 3, delivered: 0, retries: 2, failures: 3, timeouts: 0, deadLettered: 1 });
     await stepTo(clock, 10_000, 50);
     assert.equal(r.calls.length, 3, 'no call after the dead letter');
   });
@@ -844,7 +844,7 @@ describe('stat buffer close()', () => {
       ['k', 4, 1000, true],
       ['k', 4, 1000, true],
     ]);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 3, delivered: 2, failures: 1, timeouts: 0, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 3, delivered: 2, retries: 1, failures: 1, timeouts: 0, deadLettered: 0 });
   });
 
   it('close() is idempotent and flush()/link() on a closed buffer fail with TW_CLOSED', async () => {
@@ -1009,7 +1009,7 @@ describe('stat buffer flush(), count() and keys', () => {
     await stepTo(clock, 1000);
     await settle();
     assert.equal(calls, 2000);
-    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2000, delivered: 2000, failures: 0, timeouts: 0, deadLettered: 0 });
+    assert.deepEqual(b.stats(), { keys: 0, deliveries: 0, handlerCalls: 2000, delivered: 2000, retries: 0, failures: 0, timeouts: 0, deadLettered: 0 });
     assert.equal(b.count('key-0'), undefined);
     // Slots are reused: a second round works the same.
     for (let i = 0; i < 2000; i++) b.increment(`other-${i}`);
