@@ -1,9 +1,10 @@
 /**
  * An express-rate-limit 8 `Store` on Tallyworks: `rateLimit({ windowMs, limit, store: new TallyworksStore(engine) })`.
- * It counts in a sliding window of the engine (`engine.rateLimiter`, local absolute strategy) instead of
- * express-rate-limit's fixed buckets: no window resets all clients at once, and a refused request does
- * not count (a client that keeps hammering is let in again as its oldest requests leave the window). Any
- * key is accepted (`:` in IPv6 addresses and `user:123` included), mapped one to one onto limiter keys.
+ * It counts in a sliding window of the engine (`engine.rateLimiter` records) instead of express-rate-limit's
+ * fixed buckets, so no window end resets every client at once. As express-rate-limit's own stores do, it
+ * counts every hit, refused ones too (express-rate-limit decides by `totalHits > limit`, and with
+ * skipFailedRequests it decrements its own 429s). Any key is accepted (`:` in IPv6 addresses and
+ * `user:123` included), mapped one to one onto limiter keys.
  */
 import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Engine } from '../engine.js';
@@ -34,8 +35,8 @@ export class TallyworksStore {
   readonly localKeys = true;
   readonly prefix: string;
   private limiter: LocalAbsolute | undefined;
+  /** A rate no window reaches: every hit is counted (express-rate-limit compares the count with its limit). */
   private rate = 0;
-  private limit = 0;
   private windowMs = 0;
 
   constructor(
@@ -55,8 +56,7 @@ export class TallyworksStore {
     const windowSeconds = windowMs / 1000;
     const rl = this.engine.rateLimiter({ windowSeconds, ...(this.options.groupMs === undefined ? {} : { groupMs: this.options.groupMs }) });
     this.limiter = rl.local.absolute;
-    this.rate = limit / windowSeconds;
-    this.limit = limit;
+    this.rate = 2 ** 52 / windowSeconds;
     this.windowMs = windowMs;
   }
 
@@ -69,14 +69,15 @@ export class TallyworksStore {
     return requestKey(this.prefix + key);
   }
 
-  /** Counts a hit if the window has room; a refused hit reports limit + 1 and is not counted. */
+  /**
+   * Counts a hit; returns the client's hits in the window now and when they have all left it (wall-clock
+   * time: express-rate-limit reads resetTime against Date.now(), whatever clock the engine runs on).
+   */
   increment(key: string): ClientRateLimitInfo {
     const limiter = this.ready();
     const k = this.keyOf(key);
-    const d = limiter.inc(k, this.rate);
-    const now = this.engine.clock.now();
-    if (d.kind === 'rejected') return { totalHits: this.limit + 1, resetTime: new Date(now + (Number.isFinite(d.retryAfterMs) ? d.retryAfterMs : this.windowMs)) };
-    return { totalHits: limiter.count(k), resetTime: new Date(now + this.windowMs) };
+    limiter.inc(k, this.rate);
+    return { totalHits: limiter.count(k), resetTime: new Date(Date.now() + this.windowMs) };
   }
 
   /** Takes back one counted hit (express-rate-limit's skipSuccessfulRequests / skipFailedRequests). */
@@ -92,6 +93,6 @@ export class TallyworksStore {
     const limiter = this.ready();
     const k = this.keyOf(key);
     const hits = limiter.count(k);
-    return hits === 0 ? undefined : { totalHits: hits, resetTime: new Date(this.engine.clock.now() + this.windowMs) };
+    return hits === 0 ? undefined : { totalHits: hits, resetTime: new Date(Date.now() + this.windowMs) };
   }
 }
