@@ -69,7 +69,7 @@ interface Partition {
 export interface StrictRedisStats {
   /** Script calls sent. */
   readonly calls: number;
-  /** Of those, the ones that failed (an error from Redis, or no reply). */
+  /** Calls that failed: an error from Redis, no reply, or not sent because the connection was down. */
   readonly failures: number;
   /** Ops those calls carried. */
   readonly ops: number;
@@ -103,7 +103,7 @@ export class StrictRedis implements CounterBackend {
   }
 
   single<T = number | [number, number]>(key: string, mode: number, cmp: CmpCode, x: number, n: number, pick: number): Promise<T> {
-    if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(this.unready());
     const part = this.partitions[partitionOf(key)]!;
     return new Promise<T>((resolve, reject) => {
       part.singles.push(part.args.length / 5, pick, resolve, reject);
@@ -132,13 +132,19 @@ export class StrictRedis implements CounterBackend {
     await dropMarkers(this.client, this.partitions.map((p) => p.marker));
   }
 
+  /** An op refused because the connection is down: a failure of Redis, counted as such. */
+  private unready(): Error {
+    this.failures++;
+    return notReady(this.client, 'the strict counter operation');
+  }
+
   stats(): StrictRedisStats {
     return { calls: this.calls, failures: this.failures, ops: this.opsSent };
   }
 
   /** Queues ops ([partition, mode, key, cmp, x, n]); resolves with [new, old] per op in input order. */
   private enqueue(ops: ReadonlyArray<readonly [number, number, string, number, number, number]>): Promise<number[]> {
-    if (!isReady(this.client)) return Promise.reject(notReady(this.client, 'the strict counter operation'));
+    if (!isReady(this.client)) return Promise.reject(this.unready());
     return new Promise((resolve, reject) => {
       const request: Request = { results: new Array<number>(ops.length * this.flavor.stride), remaining: 0, resolve, reject, failed: false };
       const first = ops[0]![0];
@@ -233,7 +239,7 @@ export class StrictRedis implements CounterBackend {
    * unconditional increments runs inc.lua instead); on a lost reply, the marker decides whether it applied.
    */
   private async call(part: Partition, seq: number, args: Array<string | number>): Promise<number[]> {
-    if (!isReady(this.client)) throw notReady(this.client, 'the strict counter operation');
+    if (!isReady(this.client)) throw this.unready();
     this.calls++;
     this.opsSent += args.length / 5;
     let reply;

@@ -63,7 +63,7 @@ export class RedisSliding {
   /** Per partition: calls in Redis, and calls waiting for a slot. */
   private readonly busy = new Int32Array(PARTITIONS);
   private readonly waiting: Array<Array<() => void>> = Array.from({ length: PARTITIONS }, () => []);
-  /** Script calls sent, the decisions they carried, and the calls that failed (an error, or no reply). */
+  /** Script calls sent, the decisions they carried, and the calls that failed (an error, no reply, or the connection down). */
   calls = 0;
   decisions = 0;
   failures = 0;
@@ -97,7 +97,10 @@ export class RedisSliding {
     if (this.ctx.state.closed) return Promise.reject(closedError('rate limiter'));
     const client = this.client;
     if (client === undefined) return Promise.reject(noRedis());
-    if (!isReady(client)) return Promise.reject(notReady(client, 'the rate-limit decision'));
+    if (!isReady(client)) {
+      this.failures++;
+      return Promise.reject(notReady(client, 'the rate-limit decision'));
+    }
     const p = partitionOf(key);
     const q = this.queues[p]!;
     return new Promise<number[]>((resolve, reject) => {
@@ -123,7 +126,10 @@ export class RedisSliding {
   async decideMany(keys: readonly string[], ops: readonly number[], stride: number): Promise<number[]> {
     const client = this.client;
     if (client === undefined) throw noRedis();
-    if (!isReady(client)) throw notReady(client, 'the rate-limit commit');
+    if (!isReady(client)) {
+      this.failures++;
+      throw notReady(client, 'the rate-limit commit');
+    }
     // Per partition, in calls of at most MAX_PER_CALL keys.
     const chunks: Array<[number, number[]]> = [];
     const open = new Map<number, number[]>();

@@ -61,7 +61,7 @@ export const METRICS = {
   lax_delivered_total: { type: 'counter', help: 'Lax deltas delivered to Redis by the current flusher thread.' },
   heartbeats_total: { type: 'counter', help: 'Heartbeat rounds that reached Redis.' },
   redis_round_trips_total: { type: 'counter', help: 'Script calls sent to Redis, by component.' },
-  redis_errors_total: { type: 'counter', help: 'Redis calls that failed (an error, or no reply), by component.' },
+  redis_errors_total: { type: 'counter', help: 'Redis calls that failed (an error, no reply, or not sent while the connection was down), by component.' },
   buffer_pending_keys: { type: 'gauge', help: 'Stat-buffer keys holding a count not delivered yet.' },
   buffer_deliveries_in_progress: { type: 'gauge', help: 'Stat-buffer handler calls running or waiting for a retry.' },
   buffer_handler_calls_total: { type: 'counter', help: 'Stat-buffer handler calls (first attempts and retries).' },
