@@ -13,7 +13,7 @@ import type { PolicyOutcome, RatePolicy } from './policy.js';
 export type LimitedHandler<Req, Res> = (req: Req, res: Res, outcome: PolicyOutcome) => void;
 
 export interface HttpRateLimitOptions<Req = IncomingMessage, Res = ServerResponse> {
-  /** What decides: one policy (see `ratePolicy()`), or several checked in order (the first refusal wins; those before it have counted). */
+  /** What decides: one policy (see `ratePolicy()`), or several checked in order (the first refusal answers; the policies before it take the request back where their limiter can: local, hybrid and rateLimits ones). */
   policy: RatePolicy | readonly RatePolicy[];
   /** The request's key (default: the client's IP address, IPv6 grouped by `ipv6Subnet`). Any string: it is mapped one to one onto limiter keys. */
   key?: (req: Req) => string | Promise<string>;
@@ -133,6 +133,8 @@ export class HttpRateLimit<Req, Res> {
         outcomes.push(o);
         if (!o.allowed) break;
       }
+      // Refused by a later policy: the earlier ones that counted the request take it back where they can.
+      if (!outcomes[outcomes.length - 1]!.allowed) for (let i = 0; i < outcomes.length - 1; i++) this.policies[i]!.undo?.(key);
     } catch (err) {
       return this.failed(err, req, res);
     }

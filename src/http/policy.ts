@@ -10,6 +10,7 @@ import { LocalAbsolute, LocalSuppressed, type RateDecision } from '../limits/pro
 import { RedisAbsolute } from '../limits/redis-providers.js';
 import { RateLimits } from '../limits/rate-limiter.js';
 import { checkRate, limitOf } from '../limits/rate-options.js';
+import { requestKey } from './client-key.js';
 
 /** One quota of a policy after a check: the figures of one RateLimit policy item. */
 export interface Quota {
@@ -36,6 +37,11 @@ export interface PolicyOutcome {
 /** Checks and counts one request of `key`; refused requests count or not as the limiter defines. */
 export interface RatePolicy {
   check(key: string): PolicyOutcome | Promise<PolicyOutcome>;
+  /**
+   * Optional: takes back the request an admitting `check` of `key` just counted, when a later policy of
+   * the same check refused it (so a refusal does not use up the earlier policies' quotas).
+   */
+  undo?(key: string): void;
 }
 
 /** Options of {@link ratePolicy} for a limiter that takes a rate per call (the sliding-window providers). */
@@ -44,6 +50,12 @@ export interface RatePolicyOptions {
   rate?: number;
   /** The quota's name in the headers (default `"default"`). */
   name?: string;
+  /**
+   * Put before every key this policy decides on. In Redis (and so in the hybrid provider) the limiters of
+   * one strategy and window share their keys: two routes limited by limiters of the same window need
+   * distinct prefixes to count apart (e.g. `'login/'`). Default none.
+   */
+  keyPrefix?: string;
 }
 
 /** A limiter {@link ratePolicy} adapts. */
@@ -89,15 +101,29 @@ function slidingOutcome(d: RateDecision, name: string, limit: number, windowSeco
  *   `atMost` constraint reported as the quota (a refusal of any constraint is a 429).
  */
 export function ratePolicy(limiter: PolicyLimiter, options?: RatePolicyOptions): RatePolicy {
+  const prefix = options?.keyPrefix ?? '';
+  if (typeof prefix !== 'string') throw argumentTypeError('options.keyPrefix', 'a string', prefix);
+  const policy = adapt(limiter, options);
+  if (prefix === '') return policy;
+  const undo = policy.undo;
+  return { check: (key) => policy.check(requestKey(prefix + key)), ...(undo === undefined ? {} : { undo: (key: string) => undo(requestKey(prefix + key)) }) };
+}
+
+function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): RatePolicy {
   if (limiter instanceof LocalAbsolute || limiter instanceof LocalSuppressed || limiter instanceof HybridAbsolute) {
     const rate = rateOf(options);
     const name = nameOf(options);
     const windowSeconds = limiter.windowSeconds;
     const limit = limitOf(rate, windowSeconds);
     if (limiter instanceof HybridAbsolute) {
-      return { check: (key) => slidingOutcome(limiter.inc(key, rate), name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate)) };
+      return {
+        check: (key) => slidingOutcome(limiter.inc(key, rate), name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate)),
+        undo: (key) => void limiter.release(key),
+      };
     }
-    return { check: (key) => slidingOutcome(limiter.inc(key, rate), name, limit, windowSeconds, () => limit - limiter.count(key)) };
+    const check = (key: string): PolicyOutcome => slidingOutcome(limiter.inc(key, rate), name, limit, windowSeconds, () => limit - limiter.count(key));
+    // The suppressed strategy counts every call, admitted or not: nothing to take back.
+    return limiter instanceof LocalAbsolute ? { check, undo: (key) => void limiter.release(key) } : { check };
   }
   if (limiter instanceof RedisAbsolute) {
     const rate = rateOf(options);
@@ -126,6 +152,7 @@ export function ratePolicy(limiter: PolicyLimiter, options?: RatePolicyOptions):
         const retry = Number.isFinite(d.retryAfterMs) ? seconds(d.retryAfterMs) : d.windowSeconds;
         return { allowed: false, quotas, retryAfterSeconds: retry };
       },
+      undo: (key) => void limiter.release(key),
     };
   }
   if (limiter instanceof LimitBuilder) {

@@ -102,7 +102,7 @@ export class HybridAbsolute {
   constructor(
     private readonly ctx: HybridContext,
     private readonly options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>,
-    private readonly local: { inc(key: string, rate: number, n?: number): RateDecision },
+    private readonly local: { inc(key: string, rate: number, n?: number): RateDecision; count(key: string): number; release(key: string, n?: number): number },
     /** Whose keys in Redis it commits to: the absolute limiter's (its own), or the suppressed one's (a fallback). */
     strategy: 'a' | 's' = 'a',
   ) {
@@ -200,13 +200,29 @@ export class HybridAbsolute {
   }
 
   /**
+   * Takes back up to `n` events this instance admitted for `key` and has not committed to Redis yet (the
+   * next sync then commits fewer); returns how many. Without Redis, the local provider's release.
+   */
+  release(key: string, n = 1): number {
+    if (n !== 1) checkIncrement(n);
+    if (!this.hasRedis) return this.local.release(key, n);
+    const k = this.keys.get(key);
+    if (k === undefined) return 0;
+    const back = Math.min(n, k.pending, k.used);
+    k.pending -= back;
+    k.used -= back;
+    return back;
+  }
+
+  /**
    * @internal The room left for `key` as this instance knows it: the limit less the window's total at the
    * last sync and what this instance admitted since (the HTTP policy's remaining quota; other instances'
    * events since the sync are not known here). The whole limit for a key not decided on.
    */
   remainingEstimate(key: string, rate: number): number {
-    const k = this.keys.get(key);
     const limit = Math.floor(limitOf(rate, this.windowSeconds));
+    if (!this.hasRedis) return Math.max(0, limit - this.local.count(key)); // the local provider decides
+    const k = this.keys.get(key);
     if (k === undefined) return limit;
     return Math.max(0, limit - k.total - k.pending - k.sending);
   }

@@ -132,7 +132,7 @@ export function readRecord(ctx: DecisionContext, dir: RecordSource, key: string,
  * Runs `write` on `key`'s record under its lock (it returns STALE when the handle's record was retired: looked
  * up again). A key no decision has touched has no record: nothing to write, 0.
  */
-function writeRecord(ctx: DecisionContext, dir: RecordSource, key: string, write: (e: SlidingEntry) => number): number {
+export function writeRecord(ctx: DecisionContext, dir: RecordSource, key: string, write: (e: SlidingEntry) => number): number {
   if (ctx.state.closed) throw closedError('rate limiter');
   for (let attempt = 0; attempt < STALE_RETRIES; attempt++) {
     const e = dir.get(key) ?? (validateKey(key, 'key'), dir.find(key));

@@ -12,6 +12,7 @@ import type { MetricFamily, MetricType, Sample } from './exposition.js';
 import type { EventStore } from '../events/store.js';
 import { RateLimiter, type RateLimits } from '../limits/rate-limiter.js';
 import type { RedisSliding } from '../limits/redis-sliding.js';
+import type { HybridStats } from '../limits/hybrid.js';
 
 /** Options of engine.metrics() and of the prom-client collector. */
 export interface MetricsOptions {
@@ -34,6 +35,8 @@ export interface MetricsSource {
   stats(): Promise<EngineStats>;
   readonly buffers: Iterable<StatBuffer>;
   readonly limiters: Iterable<LimiterTallies>;
+  /** The hybrid providers (one per window: limiters of one window share theirs), named by their limiters' names joined with ','. */
+  readonly hybrids: ReadonlyArray<{ readonly name: string; stats(): HybridStats }>;
   /** Redis calls and failures of the rate limiters (the flusher's and strict counters' are in stats). */
   readonly rateRedis: { readonly calls: number; readonly failures: number };
   /** User counters by kind, for the opt-in series. */
@@ -69,6 +72,9 @@ export const METRICS = {
   buffer_failures_total: { type: 'counter', help: 'Stat-buffer handler calls that failed or timed out.' },
   buffer_delivered_total: { type: 'counter', help: 'Stat-buffer entries (key counts) delivered.' },
   buffer_dead_letters_total: { type: 'counter', help: 'Stat-buffer entries handed to onDeadLetter (or listed by close()).' },
+  hybrid_pending_events: { type: 'gauge', help: "Events the hybrid provider admitted and has not committed to Redis yet, by limiter (limiters of one window share a hybrid: their names joined with ',')." },
+  hybrid_syncs_total: { type: 'counter', help: "Syncs of the hybrid provider with Redis, by limiter (each commits what it admitted and refreshes this instance's shares)." },
+  hybrid_failed_syncs_total: { type: 'counter', help: 'Hybrid syncs that failed (Redis away): their counts go with a later one.' },
   decisions_total: { type: 'counter', help: 'Limiter decisions returned on this thread, by limiter, provider and outcome.' },
   counter_value: { type: 'gauge', help: 'Value of a user counter (opt-in: metrics({ counters })).' },
   metrics_series_dropped: { type: 'gauge', help: 'User counter series left out by the maxSeries cap in the last exposition.' },
@@ -162,6 +168,14 @@ export async function collectMetrics(source: MetricsSource, options?: MetricsOpt
     }
   }
   out.push(family('decisions_total', decisions));
+  if (f !== undefined) {
+    const hybrids = source.hybrids.map((h) => ({ name: h.name, s: h.stats() }));
+    out.push(
+      family('hybrid_pending_events', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.pending }))),
+      family('hybrid_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.syncs }))),
+      family('hybrid_failed_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.failedSyncs }))),
+    );
+  }
   if (o.lax || o.strict) out.push(...(await counterFamilies(source, o)));
   return out;
 }
@@ -200,6 +214,8 @@ export interface EngineParts {
 /** The metrics source of an engine's parts: each limiter's providers, the rate limiters' Redis calls. */
 export function metricsSourceOf(parts: EngineParts): MetricsSource {
   const limiters: LimiterTallies[] = [];
+  const hybrids: Array<{ name: string; stats(): HybridStats }> = [];
+  const hybridOf = new Map<object, { name: string }>();
   // Limiters of one window share their hybrid (and its Redis calls): it is reported once, under the first.
   const seen = new Set<object>();
   const slidings: RedisSliding[] = [];
@@ -210,6 +226,8 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
   };
   for (const l of parts.limiters) {
     if (l instanceof RateLimiter) {
+      const shared = hybridOf.get(l.hybrid.absolute);
+      if (shared !== undefined) shared.name += `,${l.name}`;
       const hybrid = once(l.hybrid.absolute);
       const providers: Array<readonly [string, DecisionTally]> = [
         ['local.absolute', l.local.absolute.decisions],
@@ -217,7 +235,12 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
         ['redis.absolute', l.redis.absolute.decisions],
         ['redis.suppressed', l.redis.suppressed.decisions],
       ];
-      if (hybrid !== undefined) providers.push(['hybrid.absolute', hybrid.decisions]);
+      if (hybrid !== undefined) {
+        providers.push(['hybrid.absolute', hybrid.decisions]);
+        const entry = { name: l.name, stats: () => hybrid.stats() };
+        hybrids.push(entry);
+        hybridOf.set(hybrid, entry);
+      }
       limiters.push({ name: l.name, providers });
       slidings.push(l.redis.absolute.sliding, l.redis.suppressed.sliding, ...(hybrid === undefined ? [] : [hybrid.sliding]));
     } else {
@@ -230,6 +253,7 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
     stats: () => parts.stats(),
     buffers: parts.buffers,
     limiters,
+    hybrids,
     rateRedis: {
       calls: slidings.reduce((n, s) => n + s.calls, 0),
       failures: slidings.reduce((n, s) => n + s.failures, 0),

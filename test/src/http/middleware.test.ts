@@ -234,6 +234,18 @@ describe('policies', () => {
     assert.equal(outcomes[3]!.retryAfterSeconds, 1);
   });
 
+  test('keyPrefix: two policies on one limiter count apart; the key reaches the limiter prefixed', () => {
+    const rl = engine.rateLimiter({ windowSeconds: 60 });
+    const login = ratePolicy(rl.local.absolute, { rate: 1 / 60, keyPrefix: 'login/' });
+    const api = ratePolicy(rl.local.absolute, { rate: 1 / 60, keyPrefix: 'api/' });
+    assert.equal((login.check('1.2.3.4') as PolicyOutcome).allowed, true);
+    assert.equal((api.check('1.2.3.4') as PolicyOutcome).allowed, true, 'its own count');
+    assert.equal((login.check('1.2.3.4') as PolicyOutcome).allowed, false);
+    assert.equal(rl.local.absolute.count('login/1.2.3.4'), 1);
+    login.undo!('1.2.3.4');
+    assert.equal(rl.local.absolute.count('login/1.2.3.4'), 0, 'undo takes it back under the same prefix');
+  });
+
   test('bad arguments are typed errors naming the argument', () => {
     const rl = engine.rateLimiter({ windowSeconds: 10 });
     const invalid = (fn: () => unknown, name: RegExp): void => {
@@ -243,6 +255,7 @@ describe('policies', () => {
     invalid(() => ratePolicy(rl.local.absolute, { rate: -1 }), /rate/);
     invalid(() => ratePolicy(rl.local.absolute, { rate: 1, name: 'two words' }), /options\.name/);
     invalid(() => ratePolicy({} as never), /limiter/);
+    invalid(() => ratePolicy(rl.local.absolute, { rate: 1, keyPrefix: 7 as never }), /options\.keyPrefix/);
     invalid(() => ratePolicy(engine.rateLimits({ windows: { a: { limit: 1, windowSeconds: 1 } } }), { rate: 1 }), /options\.rate/);
     invalid(() => expressRateLimit({} as never), /options\.policy/);
     invalid(() => expressRateLimit({ policy: [] }), /options\.policy/);
