@@ -5,6 +5,7 @@
  * (no Redis); `--redis URL` adds the Redis scenarios.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { redactSecrets } from '../../common/errors.js';
@@ -76,6 +77,16 @@ async function runOnce(side: Side, ctx: BenchContext, ops: number): Promise<Side
   return { name: side.name, ...m, opsPerSecond: m.ops / (m.ms / 1000) };
 }
 
+/** Whether `name` resolves from here (a dev dependency in a clone; absent where tallyworks is installed). */
+function installed(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function isMissingPackage(err: unknown): boolean {
   return (err as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND';
 }
@@ -91,12 +102,19 @@ async function runScenario(s: Scenario, ctx: BenchContext, opts: RunOptions, pro
   let note: string | undefined;
   const ours: SideResult[] = [];
   const peer: SideResult[] = [];
+  const baseline: SideResult[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
     const tag = opts.rounds > 1 ? ` (round ${round}/${opts.rounds})` : '';
     progress.start(`${s.name} · ${s.ours.name}${tag}`);
     const o = await runOnce(s.ours, ctx, oursOps);
     ours.push(o);
     progress.finish(`${s.name} · Tallyworks${tag}`, `${(o.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${o.verified}`);
+    if (s.baseline !== undefined) {
+      progress.start(`${s.name} · ${s.baseline.name}${tag}`);
+      const b = await runOnce(s.baseline, ctx, oursOps);
+      baseline.push(b);
+      progress.finish(`${s.name} · baseline${tag}`, `${(b.opsPerSecond / 1e6).toFixed(3)} M ops/s, ${b.verified}`);
+    }
     progress.start(`${s.name} · ${s.peer.name}${tag}`);
     if (note === undefined) {
       try {
@@ -113,9 +131,11 @@ async function runScenario(s: Scenario, ctx: BenchContext, opts: RunOptions, pro
     progress.finish(`${s.name} · peer${tag}`, note);
   }
   const o = medianRound(s.ours.name, ours);
-  if (peer.length === 0) return { scenario: s.name, title: s.title, ours: o, peer: undefined, ratio: undefined, note };
+  const base = s.baseline === undefined ? {} : { baseline: medianRound(s.baseline.name, baseline) };
+  const baseRatio = base.baseline === undefined ? {} : { baselineRatio: o.opsPerSecond / base.baseline.opsPerSecond };
+  if (peer.length === 0) return { scenario: s.name, title: s.title, ours: o, peer: undefined, ratio: undefined, note, ...base, ...baseRatio };
   const p = medianRound(s.peer.name, peer);
-  return { scenario: s.name, title: s.title, ours: o, peer: p, ratio: o.opsPerSecond / p.opsPerSecond };
+  return { scenario: s.name, title: s.title, ours: o, peer: p, ratio: o.opsPerSecond / p.opsPerSecond, ...base, ...baseRatio };
 }
 
 interface RunOptions {
@@ -166,6 +186,16 @@ async function bench(args: string[]): Promise<void> {
   const chosen = SCENARIOS.filter((s) => (names === undefined ? !s.redis || values.redis !== undefined : names.includes(s.name)));
   const needless = chosen.find((s) => s.redis && values.redis === undefined);
   if (needless !== undefined) throw new UsageError(`scenario "${needless.name}" needs --redis URL`);
+  // A scenario whose packages are not installed (dev dependencies; an installed tallyworks has none) is
+  // left out when not asked for by name, and refused when it is.
+  const skipped: string[] = [];
+  for (const s of [...chosen]) {
+    const missing = (s.requires ?? []).filter((p) => !installed(p));
+    if (missing.length === 0) continue;
+    if (names !== undefined) throw new UsageError(`scenario "${s.name}" needs ${missing.join(', ')} (npm install ${missing.join(' ')})`);
+    chosen.splice(chosen.indexOf(s), 1);
+    skipped.push(`${s.name} (needs ${missing.join(', ')})`);
+  }
 
   const redis: BenchRedis | undefined = values.redis === undefined ? undefined : await benchRedis(values.redis);
   const ctx: BenchContext = {
@@ -177,7 +207,8 @@ async function bench(args: string[]): Promise<void> {
   if (!values.json) process.stdout.write(`tallyworks bench · ${machine}\n${keys.toLocaleString('en-US')} keys · ${ctx.shards} shard thread(s)${redis ? ` · Redis ${values.redis}` : ' · embedded (no Redis)'}\n\n`);
   const started = new Date();
   const t0 = performance.now();
-  const progress = new Progress(chosen.length * 2 * rounds);
+  if (skipped.length > 0 && !values.json) process.stdout.write(`Skipped: ${skipped.join('; ')}\n\n`);
+  const progress = new Progress(chosen.reduce((n, s) => n + (s.baseline === undefined ? 2 : 3), 0) * rounds);
   const results: ScenarioResult[] = [];
   try {
     for (const s of chosen) results.push(await runScenario(s, ctx, { ops, duration, rounds }, progress));

@@ -14,6 +14,9 @@ export interface ScenarioResult {
   readonly peer: SideResult | undefined;
   /** ours / peer in ops per second. */
   readonly ratio: number | undefined;
+  /** The scenario's baseline side (e.g. the app without a limiter), and ours / baseline. */
+  readonly baseline?: SideResult;
+  readonly baselineRatio?: number;
   readonly note?: string;
 }
 
@@ -99,7 +102,7 @@ export function table(report: Report): string {
   const rows = report.results.map((r) => [
     r.scenario,
     `${r.ours.name}: ${rate(r.ours.opsPerSecond)}`,
-    r.peer === undefined ? (r.note ?? '–') : `${r.peer.name}: ${rate(r.peer.opsPerSecond)}`,
+    `${r.peer === undefined ? (r.note ?? '–') : `${r.peer.name}: ${rate(r.peer.opsPerSecond)}`}${r.baseline === undefined ? '' : `; baseline ${r.baseline.name}: ${rate(r.baseline.opsPerSecond)}, ours ${r.baselineRatio!.toFixed(3)}× of it`}`,
     r.ratio === undefined ? '–' : `${r.ratio.toFixed(2)}×`,
     r.ours.p50Ms === undefined ? '–' : `${ms(r.ours.p50Ms)} / ${ms(r.ours.p99Ms)}${r.peer?.p50Ms === undefined ? '' : ` (peer ${ms(r.peer.p50Ms)} / ${ms(r.peer.p99Ms)})`}`,
     `${bytes(r.ours.bytesPerKey)}${r.peer?.bytesPerKey === undefined ? '' : ` (peer ${bytes(r.peer.bytesPerKey)})`}`,

@@ -15,6 +15,7 @@ import { mapLoop } from '../machine.js';
 import type { BenchRedis } from '../redis.js';
 import type { RateWorkerInput, RateWorkerOutput } from './rate-worker.js';
 import { expectEqual, heapBytes, Latencies, share, yieldTurn } from './measure.js';
+import { httpScenario } from './http-scenario.js';
 
 export interface BenchContext {
   readonly keys: readonly string[];
@@ -54,6 +55,10 @@ export interface Scenario {
   readonly peerShare: number;
   readonly ours: Side;
   readonly peer: Side;
+  /** A third side the ours side is also compared with (e.g. the app without a limiter), in the same rounds. */
+  readonly baseline?: Side;
+  /** Packages every side needs (dev dependencies: an installed package skips the scenario without them). */
+  readonly requires?: readonly string[];
 }
 
 /** Loops `ops` times over the keys (`op` gets the key and its index), yielding every 64k ops. */
@@ -779,4 +784,4 @@ const slidingHybrid: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, laxInc, strictInc, slidingRedis, slidingHybrid];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, httpScenario, laxInc, strictInc, slidingRedis, slidingHybrid];

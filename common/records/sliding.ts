@@ -66,6 +66,8 @@ export class SlidingShape implements Repairer {
   remainingAfterWaiting = 0;
   /** Set by a suppressed decision: the suppression factor it used. */
   sf = 0;
+  /** Set by an absolute decision: each window's count after it (what is left is the limit less this). */
+  readonly totals: Float64Array;
 
   constructor(windows: readonly SlidingWindowSpec[], suppressed: boolean) {
     const k = windows.length;
@@ -78,6 +80,7 @@ export class SlidingShape implements Repairer {
     this.base = new Int32Array(k);
     this.g = new Float64Array(k);
     this.pos = new Int32Array(k);
+    this.totals = new Float64Array(k);
     let words = SLF_WINDOWS;
     windows.forEach((w, i) => {
       const groups = w.windowMs / w.groupMs;
@@ -249,6 +252,7 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
   for (let k = 0; k < shape.count; k++) {
     const s = o + shape.base[k]!;
     slide(f64, s, shape.groups[k]!, shape.g[k]!, false);
+    shape.totals[k] = f64[s + SLW_TOTAL]!;
     const after = f64[s + SLW_TOTAL]! + n;
     if (after > limits[k]! || after > Number.MAX_SAFE_INTEGER) {
       whenRoom(f64, s, shape, k, limits[k]!, n);
@@ -267,6 +271,7 @@ export function decideAbsolute(i32: Int32Array, f64: Float64Array, o: number, st
       const p = s + SLW_GROUPS + addPosition(f64, s, shape, k);
       f64[p] = f64[p]! + n;
       f64[s + SLW_TOTAL] = f64[s + SLW_TOTAL]! + n;
+      shape.totals[k] = shape.totals[k]! + n;
     }
   }
   shape.refused = refused;

@@ -121,7 +121,9 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
         undo: (key) => void limiter.release(key),
       };
     }
-    const check = (key: string): PolicyOutcome => slidingOutcome(limiter.inc(key, rate), name, limit, windowSeconds, () => limit - limiter.count(key));
+    // The absolute strategy: the count its decision left (read right after it, on this thread).
+    const remaining = limiter instanceof LocalAbsolute ? () => limit - limiter.lastCount() : (key: string) => limit - limiter.count(key);
+    const check = (key: string): PolicyOutcome => slidingOutcome(limiter.inc(key, rate), name, limit, windowSeconds, () => remaining(key));
     // The suppressed strategy counts every call, admitted or not: nothing to take back.
     return limiter instanceof LocalAbsolute ? { check, undo: (key) => void limiter.release(key) } : { check };
   }
@@ -140,13 +142,14 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
   if (limiter instanceof RateLimits) {
     if (options?.rate !== undefined) throw argumentRangeError('options.rate', 'not given for rateLimits (each window has its limit)', options.rate);
     const windows = limiter.windowLimits;
+    const index = new Map(windows.map((w, k) => [w.name, k]));
     for (const w of windows) nameOf({ name: w.name });
     return {
       check: (key) => {
         const d = limiter.inc(key);
         const quotas = windows.map((w): Quota => {
           if (d.kind === 'rejected' && d.window === w.name) return { name: w.name, limit: w.limit, windowSeconds: w.windowSeconds, remaining: 0, resetSeconds: seconds(d.retryAfterMs) };
-          return { name: w.name, limit: w.limit, windowSeconds: w.windowSeconds, remaining: Math.max(0, w.limit - limiter.count(key, w.name)), resetSeconds: w.windowSeconds };
+          return { name: w.name, limit: w.limit, windowSeconds: w.windowSeconds, remaining: Math.max(0, w.limit - limiter.lastCount(index.get(w.name)!)), resetSeconds: w.windowSeconds };
         });
         if (d.kind !== 'rejected') return { allowed: true, quotas };
         const retry = Number.isFinite(d.retryAfterMs) ? seconds(d.retryAfterMs) : d.windowSeconds;

@@ -214,6 +214,11 @@ export class LocalAbsolute {
     return readRecord(this.ctx, this.directory, key, this.decider, (f64, o, now) => countInWindow(f64, o, shape, 0, now));
   }
 
+  /** @internal the window's count right after the last decision of this thread (the HTTP policy's remaining) */
+  lastCount(): number {
+    return this.shape.totals[0]!;
+  }
+
   /**
    * Takes back up to `n` events counted for `key` (the newest first), e.g. for a request that should not
    * count after all; returns how many were taken back (fewer if the window held fewer).

@@ -272,6 +272,11 @@ export class RateLimits {
     return { kind: 'rejected', allowed: false, window: this.windows[k]!, windowSeconds: this.seconds[k]!, retryAfterMs: shape.retryAfterMs, remainingAfterWaiting: shape.remainingAfterWaiting };
   }
 
+  /** @internal window `k`'s count right after the last decision of this thread (the HTTP policy's remaining) */
+  lastCount(k: number): number {
+    return this.directory.shape.totals[k]!;
+  }
+
   /** Takes back up to `n` events counted for `key` in every window (the newest first); returns how many. */
   release(key: string, n = 1): number {
     if (n !== 1) checkIncrement(n);

@@ -22,9 +22,9 @@ mkdirSync(join(project, 'node_modules'));
 symlinkSync(root, join(project, 'node_modules', 'tallyworks'), 'dir');
 after(() => rmSync(project, { recursive: true, force: true }));
 
-test('the README has runnable examples in the quick start, calendar, rate limit, counter and stat buffer sections', () => {
+test('the README has runnable examples in the quick start, calendar, rate limit, counter, stat buffer, HTTP and metrics sections', () => {
   const sections = new Set(examples.map((e) => e.section));
-  for (const s of ['Quick start', 'Sliding-window rate limits', 'Calendar event counts', 'Strict and lax counters', 'Stat buffers']) assert.ok(sections.has(s), `${s} in ${[...sections].join(', ')}`);
+  for (const s of ['Quick start', 'Sliding-window rate limits', 'Calendar event counts', 'Strict and lax counters', 'Stat buffers', 'HTTP middleware', 'Metrics']) assert.ok(sections.has(s), `${s} in ${[...sections].join(', ')}`);
 });
 
 test('the README shows no TypeScript-only syntax in a js block, and no js example outside a js block', () => {
