@@ -3,6 +3,9 @@
  * everything it started.
  */
 import { renderMetrics, type MetricFamily } from './metrics/exposition.js';
+import type { EngineStats } from './engine-stats.js';
+
+export type { EngineShardStats, EngineStats } from './engine-stats.js';
 import { collectMetrics, metricsSourceOf, type MetricsOptions } from './metrics/engine-metrics.js';
 import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
@@ -12,13 +15,11 @@ import { type RedisParts, startRedis } from './redis-parts.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
-import type { StrictRedisStats } from './counters/strict-redis.js';
 import { EmbeddedInstanceAware, type InstanceAwareCounters, InstanceAwareSet } from './counters/instance-aware.js';
 import { LaxInstanceAware } from './counters/ia-lax.js';
 import { LaxAdds } from './counters/lax-adds.js';
 import type { InstancesReport } from './counters/instances.js';
 import { FlusherClient } from './flusher/flusher-client.js';
-import type { FlusherStats, ShardStats } from '../common/messages.js';
 import { type Clock, DecisionTime } from './clock/clock.js';
 import { type EngineOptions, resolveOptions, type ResolvedOptions } from './options.js';
 import { EventStore } from './events/store.js';
@@ -29,26 +30,6 @@ import { type LimiterContext, RateLimiter, RateLimits } from './limits/rate-limi
 import type { RateLimiterOptions, RateLimitsOptions } from './limits/rate-options.js';
 import { Window, WindowSet } from './windows/window.js';
 import { resolveWindowOptions, type WindowOptions } from './windows/window-options.js';
-
-/** Per-shard figures from the shard actors' control plane. */
-export interface EngineShardStats extends ShardStats {
-  /** Times the shard thread was replaced after dying. */
-  readonly restarts: number;
-  /** Batches sent and not yet acknowledged. */
-  readonly inflight: number;
-  /** Ops waiting for the shard (the queue depth): written and not applied yet, in the open batch or in flight. */
-  readonly queuedOps: number;
-  /** Bytes of the shard's decision memory (rate limiters' records). */
-  readonly decisionBytes: number;
-}
-
-export interface EngineStats {
-  readonly shards: readonly EngineShardStats[];
-  /** The flusher's figures (with Redis), and how often its thread was replaced after dying. */
-  readonly flusher?: FlusherStats & { readonly restarts: number };
-  /** Strict counter script calls and the ops they carried (with Redis). */
-  readonly strict?: StrictRedisStats;
-}
 
 /** Instance-aware counters (every instance owns a slice of each key; see the README). */
 export interface InstanceAwareKinds {

@@ -8,7 +8,7 @@ import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { HttpAppMode, HttpAppStats } from '../http-app.js';
-import type { Measurement, Scenario, Side } from './scenarios.js';
+import type { Measurement, Scenario, Side } from './scenario.js';
 
 const APP = fileURLToPath(new URL('../http-app.js', import.meta.url));
 /** Concurrent connections autocannon keeps open (no pipelining). */

@@ -13,6 +13,9 @@
  *
  * When a commit fails (Redis away), the admitted counts stay pending and go with the next sync; meanwhile
  * the instance decides on the share it holds, and refuses once it is spent.
+ *
+ * Over 350 lines because it is one algorithm whose parts share each key's state: the decision on a share,
+ * the sync that commits and splits, the fallback while Redis is away, and what it reports of a key.
  */
 import { newTally, tallied } from './tally.js';
 import { closedError } from '../../common/errors.js';

@@ -5,7 +5,7 @@
  * opt-in, the values of user counters up to a cardinality cap.
  */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import type { EngineStats } from '../engine.js';
+import type { EngineStats } from '../engine-stats.js';
 import type { StatBuffer } from '../buffers/buffer.js';
 import type { DecisionTally } from '../limits/tally.js';
 import type { MetricFamily, MetricType, Sample } from './exposition.js';
