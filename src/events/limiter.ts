@@ -282,7 +282,8 @@ export class LimitBuilder {
 
   /** Count, limit and what remains of the first `atMost` constraint on `id`; throws like {@link checkSync}. */
   usageSync(id: string): Usage {
-    return this.quotaSync(id);
+    const { count, reserved, limit, remaining } = this.quotaSync(id);
+    return { count, reserved, limit, remaining };
   }
 
   /**
