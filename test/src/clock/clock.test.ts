@@ -39,3 +39,23 @@ test('an idle engine lets the ticker sleep; an observation after the sleep is st
     await engine.close();
   }
 });
+
+test('a sparse decider (an HTTP service) lets the ticker sleep while it decides; a dense burst wakes it', { timeout: 60_000 }, async () => {
+  const engine = await createEngine({ shards: 1 });
+  try {
+    const limiter = engine.rateLimiter({ windowSeconds: 60 }).local.absolute;
+    // One decision every 20 ms: the ticker falls asleep all the same.
+    let asleep = false;
+    for (let i = 0; i < 750 && !asleep; i++) {
+      limiter.inc('sparse', 1000);
+      await delay(20);
+      asleep = tickerSleepsForTest();
+    }
+    assert.ok(asleep, 'the ticker sleeps under sparse decisions');
+    for (let i = 0; i < 10_000; i++) limiter.inc('dense', 1e9);
+    await until(() => !tickerSleepsForTest(), 'a dense burst to wake the ticker');
+    assert.equal(limiter.count('dense'), 10_000);
+  } finally {
+    await engine.close();
+  }
+});
