@@ -28,7 +28,7 @@ const SMOKE: Record<string, string[]> = {
   'typed-array-views.js': ['--ops', '10000'],
 };
 /** Modules of bench/ that are helpers, not benchmarks. */
-const HELPERS = new Set(['machine.js', 'redis.js', 'redis-server.js']);
+const HELPERS = new Set(['machine.js', 'redis.js', 'redis-server.js', 'http-app.js']); // http-app.js: the http scenario's app (run by the CLI test)
 
 function run(file: string, args: readonly string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {

@@ -53,7 +53,7 @@ function assertWellFormedSvg(text: string): void {
   assert.doesNotMatch(stripped, /[<>]/, 'text content is escaped');
 }
 
-const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid'];
+const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'http', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid'];
 
 describe('tallyworks bench', () => {
   let redis: RedisServer;
