@@ -26,7 +26,7 @@ import { EventStore } from './events/store.js';
 import type { EventStoreOptions } from './events/store-options.js';
 import { Router } from './router/router.js';
 import { DeciderRegistry } from './limits/deciders.js';
-import { type LimiterContext, RateLimiter, RateLimits } from './limits/rate-limiter.js';
+import { type LimiterContext, limiterName, RateLimiter, RateLimits } from './limits/rate-limiter.js';
 import type { RateLimiterOptions, RateLimitsOptions } from './limits/rate-options.js';
 import { Window, WindowSet } from './windows/window.js';
 import { resolveWindowOptions, type WindowOptions } from './windows/window-options.js';
@@ -134,7 +134,7 @@ export class Engine implements AsyncDisposable {
    */
   rateLimiter(options: RateLimiterOptions = {}): RateLimiter {
     if (this.closing !== undefined) throw closedError('engine');
-    const limiter = new RateLimiter(this.limiterContextOf(), options, `rate-limiter-${this.limiters.length + 1}`);
+    const limiter = new RateLimiter(this.limiterContextOf(), options, limiterName(this.limiters, options, 'rate-limiter'));
     this.limiters.push(limiter);
     return limiter;
   }
@@ -142,7 +142,7 @@ export class Engine implements AsyncDisposable {
   /** Several named sliding windows per key with fixed limits (e.g. 10 a second and 1000 an hour), decided all-or-nothing. */
   rateLimits(options: RateLimitsOptions): RateLimits {
     if (this.closing !== undefined) throw closedError('engine');
-    const limits = new RateLimits(this.limiterContextOf(), options, `rate-limits-${this.limiters.length + 1}`);
+    const limits = new RateLimits(this.limiterContextOf(), options, limiterName(this.limiters, options, 'rate-limits'));
     this.limiters.push(limits);
     return limits;
   }

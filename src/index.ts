@@ -59,7 +59,7 @@ export {
 } from '../common/errors.js';
 export { ratePolicy, type RatePolicy, type RatePolicyOptions, type PolicyLimiter, type PolicyOutcome, type Quota } from './http/policy.js';
 export { rateLimitHeaders, type HeaderDraft } from './http/headers.js';
-export { ipKey, requestKey } from './http/client-key.js';
+export { ipKey, prefixedKey, requestKey } from './http/client-key.js';
 export type { HttpRateLimitOptions, LimitedHandler } from './http/middleware.js';
 export {
   expressRateLimit,

@@ -71,6 +71,8 @@ export class SystemClock implements Clock {
   /** Sparse mode: the wall-clock ms of the last slow read, and how many slow reads fell in it. */
   private sparseMs = NaN;
   private sparseReads = 0;
+  /** The last wall-clock time a sparse read returned. */
+  private lastWall = -Infinity;
 
   /**
    * `now()` for a caller that reads the clock millions of times a second (a limiter's decisions): it
@@ -96,28 +98,37 @@ export class SystemClock implements Clock {
     return +this.touchedNow();
   }
 
-  /** nowRelaxed's slow path, apart so that the fast one stays small enough to inline. */
+  /**
+   * nowRelaxed's slow path, apart so that the fast one stays small enough to inline. Times never go back
+   * across the two modes: the ticker's cell can lag the wall clock (a descheduled ticker), so dense mode
+   * starts only once the cell has reached the last wall-clock time this thread returned.
+   */
   private touchedNow(): number {
     if (ticker === undefined) return Date.now();
     if (this.reads >= DENSE_READS) {
       // Dense: the last ms was read often; stay on the ticker's cell.
       this.reads = 0;
       const now = this.now();
-      this.lastTouched = now;
-      return now;
+      if (now >= this.lastWall) {
+        this.lastTouched = now;
+        return now;
+      }
     }
     this.reads = 0;
     this.lastTouched = NaN; // every read comes here until they are dense again
     const wall = Date.now();
+    this.lastWall = wall;
     if (wall !== this.sparseMs) {
       this.sparseMs = wall;
       this.sparseReads = 1;
       return wall;
     }
     if (++this.sparseReads < DENSE_READS) return wall;
-    // Dense again: touch (and wake) the ticker, and read its cell from now on.
-    this.reads = DENSE_READS;
-    return this.touchedNow();
+    // Dense again: touch (and wake) the ticker, and read its cell from now on, once it is not behind.
+    const now = this.now();
+    if (now < wall) return wall;
+    this.lastTouched = now;
+    return now;
   }
 
   touch(): void {

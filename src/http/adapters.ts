@@ -44,11 +44,19 @@ export function withRateLimit(handler: (req: IncomingMessage, res: ServerRespons
   return (req, res) => {
     const r = core.handle(req, res);
     if (r === true) handler(req, res);
-    else if (r !== false)
-      r.then(
-        (pass) => pass && handler(req, res),
-        () => undefined, // the core answers its own failures: a rejection here cannot happen
-      );
+    else if (r !== false) {
+      // A throw on the way (a `limited` or `onError` that throws, or the handler itself) is not swallowed:
+      // the client gets a 500, and the error goes to `onError`, or without one on as an unhandled
+      // rejection, as a throw in a listener would.
+      r.then((pass) => pass && handler(req, res)).catch((err: unknown) => {
+        if (!res.headersSent) {
+          res.statusCode = 500;
+          res.end();
+        } else if (!res.writableEnded) res.destroy();
+        if (options.onError === undefined) throw err;
+        options.onError(err, req);
+      });
+    }
   };
 }
 

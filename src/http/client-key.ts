@@ -64,6 +64,17 @@ export function ipKey(ip: string, ipv6Subnet = 64): string {
 }
 
 /**
+ * The limiter key of `key` under `prefix`: `%p`, the prefix as a request key, `%/`, then `key` (a request
+ * key already: the middleware's). No request key holds `%p` or `%/` (a `%` in one is always `%25`, `%3A`
+ * or a leading `%h`), so a prefixed key is never an unprefixed one, and no two prefixes meet.
+ */
+export function prefixedKey(prefix: string, key: string): string {
+  const joined = `%p${requestKey(prefix)}%/${key}`;
+  if (joined.length * 3 <= MAX_KEY_BYTES || Buffer.byteLength(joined, 'utf8') <= MAX_KEY_BYTES) return joined;
+  return `%h${createHash('sha256').update(Buffer.from(joined, 'utf16le')).digest('base64url')}`;
+}
+
+/**
  * The limiter key of any string, one to one: `%` and `:` percent-encoded (limiter keys hold no `:`), and a
  * key that is still not one (empty, ill-formed, over 255 UTF-8 bytes) as `%h` and the SHA-256 of its UTF-16
  * units (an encoded key never holds `%h`).

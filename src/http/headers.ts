@@ -29,7 +29,14 @@ function tightest(quotas: readonly Quota[]): Quota {
   return q;
 }
 
-const whole = (x: number): number => Math.max(0, Math.floor(x));
+/** The largest sf-integer (15 digits): anything larger, or not finite, is written as it. */
+const SF_MAX = 999_999_999_999_999;
+/** A count as an sf-integer: whole (rounded down), 0 to SF_MAX (NaN: 0). */
+const whole = (x: number): number => (x >= 0 ? Math.min(SF_MAX, Math.floor(x)) : 0);
+/** Seconds as an sf-integer, rounded up (a client told to wait must not come back early). */
+const secondsUp = (x: number): number => (x >= 0 ? Math.min(SF_MAX, Math.ceil(x)) : 0);
+/** A quota name as an sf-string: `\` and `"` escaped, anything outside printable ASCII as `?`. */
+const sfString = (name: string): string => `"${name.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[^\x20-\x7e]/g, '?')}"`;
 
 /** The headers of `outcome` in `draft`'s shape, with Retry-After when refused: [name, value] pairs. */
 export function rateLimitHeaders(outcome: PolicyOutcome, draft: HeaderDraft): Array<[string, string]> {
@@ -37,22 +44,22 @@ export function rateLimitHeaders(outcome: PolicyOutcome, draft: HeaderDraft): Ar
   const quotas = outcome.quotas;
   if (draft !== false && quotas.length > 0) {
     if (draft === 'draft-8') {
-      out.push(['RateLimit-Policy', quotas.map((q) => `"${q.name}";q=${whole(q.limit)};w=${whole(q.windowSeconds)}`).join(', ')]);
-      out.push(['RateLimit', quotas.map((q) => `"${q.name}";r=${whole(q.remaining)};t=${whole(q.resetSeconds)}`).join(', ')]);
+      out.push(['RateLimit-Policy', quotas.map((q) => `${sfString(q.name)};q=${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ')]);
+      out.push(['RateLimit', quotas.map((q) => `${sfString(q.name)};r=${whole(q.remaining)};t=${secondsUp(q.resetSeconds)}`).join(', ')]);
     } else {
-      const policy = quotas.map((q) => `${whole(q.limit)};w=${whole(q.windowSeconds)}`).join(', ');
+      const policy = quotas.map((q) => `${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ');
       const q = tightest(quotas);
       if (draft === 'draft-7') {
         out.push(['RateLimit-Policy', policy]);
-        out.push(['RateLimit', `limit=${whole(q.limit)}, remaining=${whole(q.remaining)}, reset=${whole(q.resetSeconds)}`]);
+        out.push(['RateLimit', `limit=${whole(q.limit)}, remaining=${whole(q.remaining)}, reset=${secondsUp(q.resetSeconds)}`]);
       } else {
         out.push(['RateLimit-Policy', policy]);
         out.push(['RateLimit-Limit', String(whole(q.limit))]);
         out.push(['RateLimit-Remaining', String(whole(q.remaining))]);
-        out.push(['RateLimit-Reset', String(whole(q.resetSeconds))]);
+        out.push(['RateLimit-Reset', String(secondsUp(q.resetSeconds))]);
       }
     }
   }
-  if (!outcome.allowed) out.push(['Retry-After', String(Math.max(1, whole(outcome.retryAfterSeconds ?? 1)))]);
+  if (!outcome.allowed) out.push(['Retry-After', String(Math.max(1, secondsUp(outcome.retryAfterSeconds ?? 1)))]);
   return out;
 }

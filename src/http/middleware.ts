@@ -117,7 +117,9 @@ export class HttpRateLimit<Req, Res> {
     try {
       if (this.policies.length === 1) {
         const o = this.policies[0]!.check(key);
-        return isPromise(o) ? o.then((x) => this.answer(x, req, res), (err) => this.failed(err, req, res)) : this.answer(o, req, res);
+        // A policy that fails is `failed`; an `answer` that throws (a `limited` handler) rejects: the adapter
+        // hears of it (Express: next(err); Fastify: the hook's error; node:http: a 500).
+        return isPromise(o) ? o.then((x) => this.answer(x, req, res), (err: unknown) => this.failed(err, req, res)) : this.answer(o, req, res);
       }
       return this.inOrder(key, req, res);
     } catch (err) {
@@ -133,12 +135,27 @@ export class HttpRateLimit<Req, Res> {
         outcomes.push(o);
         if (!o.allowed) break;
       }
-      // Refused by a later policy: the earlier ones that counted the request take it back where they can.
-      if (!outcomes[outcomes.length - 1]!.allowed) for (let i = 0; i < outcomes.length - 1; i++) this.policies[i]!.undo?.(key);
     } catch (err) {
+      // A later policy failed: the request is not served, so the ones that counted it take it back.
+      this.undo(key, outcomes, outcomes.length);
       return this.failed(err, req, res);
     }
-    return this.answer(combine(outcomes), req, res);
+    const last = outcomes.length - 1;
+    if (outcomes[last]!.allowed) return this.answer(combine(outcomes), req, res);
+    // Refused by a later policy: the earlier ones take it back where they can, and say so in their figures.
+    return this.answer(combine(this.undo(key, outcomes, last)), req, res);
+  }
+
+  /** Takes the request back from the first `count` policies (all admitted it); their quotas show one more left. */
+  private undo(key: string, outcomes: PolicyOutcome[], count: number): PolicyOutcome[] {
+    for (let i = 0; i < count; i++) {
+      const undo = this.policies[i]!.undo;
+      if (undo === undefined) continue;
+      undo(key);
+      const o = outcomes[i]!;
+      outcomes[i] = { ...o, quotas: o.quotas.map((q) => ({ ...q, remaining: Math.min(q.limit, q.remaining + 1) })) };
+    }
+    return outcomes;
   }
 
   private answer(outcome: PolicyOutcome, req: Req, res: Res): boolean {

@@ -3,14 +3,17 @@
  * what each of its quotas holds afterwards, which is what the RateLimit headers carry. `ratePolicy()` makes
  * one of any Tallyworks limiter; a limiter added later plugs in by implementing {@link RatePolicy}.
  */
-import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { LimitBuilder } from '../events/limiter.js';
+import { argumentRangeError, argumentTypeError, ErrorCode, type ErrorCodeValue, TallyworksError } from '../../common/errors.js';
+import { type Decision, LimitBuilder } from '../events/limiter.js';
 import { HybridAbsolute } from '../limits/hybrid.js';
 import { LocalAbsolute, LocalSuppressed, type RateDecision } from '../limits/providers.js';
 import { RedisAbsolute } from '../limits/redis-providers.js';
 import { RateLimits } from '../limits/rate-limiter.js';
 import { checkRate, limitOf } from '../limits/rate-options.js';
-import { requestKey } from './client-key.js';
+import { prefixedKey } from './client-key.js';
+
+/** Errors after which a calendar decision is asked again of the awaited terminal, which waits them out. */
+const WAITABLE: ReadonlySet<ErrorCodeValue> = new Set([ErrorCode.NOT_READY, ErrorCode.SHARD_STALLED, ErrorCode.RECORD_BUSY]);
 
 /** One quota of a policy after a check: the figures of one RateLimit policy item. */
 export interface Quota {
@@ -78,11 +81,14 @@ function rateOf(options: RatePolicyOptions | undefined): number {
   return rate;
 }
 
-/** A sliding window's outcome: admitted with `remaining` left, or refused by `d`. */
+/**
+ * A sliding window's outcome: admitted with `remaining` left, or refused by `d` (`remaining` then says
+ * what is left, which for the hybrid provider need not be 0: this instance's share may be what ran out).
+ */
 function slidingOutcome(d: RateDecision, name: string, limit: number, windowSeconds: number, remaining: () => number): PolicyOutcome {
   if (d.kind === 'rejected') {
     const retry = Number.isFinite(d.retryAfterMs) ? seconds(d.retryAfterMs) : windowSeconds;
-    return { allowed: false, quotas: [{ name, limit, windowSeconds, remaining: 0, resetSeconds: retry }], retryAfterSeconds: retry };
+    return { allowed: false, quotas: [{ name, limit, windowSeconds, remaining: Math.max(0, Math.floor(remaining())), resetSeconds: retry }], retryAfterSeconds: retry };
   }
   if (!d.allowed) {
     // Suppressed and declined: the soft limit is passed; a retry may pass at once, with probability.
@@ -106,7 +112,7 @@ export function ratePolicy(limiter: PolicyLimiter, options?: RatePolicyOptions):
   const policy = adapt(limiter, options);
   if (prefix === '') return policy;
   const undo = policy.undo;
-  return { check: (key) => policy.check(requestKey(prefix + key)), ...(undo === undefined ? {} : { undo: (key: string) => undo(requestKey(prefix + key)) }) };
+  return { check: (key) => policy.check(prefixedKey(prefix, key)), ...(undo === undefined ? {} : { undo: (key: string) => undo(prefixedKey(prefix, key)) }) };
 }
 
 function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): RatePolicy {
@@ -116,8 +122,19 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
     const windowSeconds = limiter.windowSeconds;
     const limit = limitOf(rate, windowSeconds);
     if (limiter instanceof HybridAbsolute) {
+      const outcome = (key: string, d: RateDecision): PolicyOutcome => slidingOutcome(d, name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate));
       return {
-        check: (key) => slidingOutcome(limiter.inc(key, rate), name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate)),
+        check: (key) => {
+          const d = limiter.inc(key, rate);
+          // A key this instance has not synced yet admits one request, then waits for its first sync (at
+          // most syncIntervalMs): the request waits for it too instead of being refused.
+          if (d.allowed || !limiter.awaitsFirstSync(key)) return outcome(key, d);
+          // (A sync already running may have started before the key came: then the next one.)
+          return limiter
+            .sync()
+            .then(() => (limiter.awaitsFirstSync(key) ? limiter.sync() : undefined))
+            .then(() => outcome(key, limiter.inc(key, rate)));
+        },
         undo: (key) => void limiter.release(key),
       };
     }
@@ -162,14 +179,25 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
     if (options?.rate !== undefined) throw argumentRangeError('options.rate', 'not given for a calendar limiter (its atMost constraints hold the limits)', options.rate);
     const name = nameOf(options);
     limiter.quotaSync('probe'); // a limiter without an atMost constraint has no quota to report: fail now
+    const outcome = (key: string, d: Decision): PolicyOutcome => {
+      const q = limiter.quotaSync(key);
+      const windowSeconds = seconds(q.windowMs);
+      if (d.allowed) return { allowed: true, quotas: [{ name, limit: q.limit, windowSeconds, remaining: q.remaining, resetSeconds: seconds(q.resetMs) }] };
+      const retry = d.retryAfterMs === undefined ? seconds(q.resetMs) : seconds(d.retryAfterMs);
+      return { allowed: false, quotas: [{ name, limit: q.limit, windowSeconds, remaining: 0, resetSeconds: retry }], retryAfterSeconds: retry };
+    };
     return {
       check: (key) => {
-        const d = limiter.checkAndRecordSync(key);
-        const q = limiter.quotaSync(key);
-        const windowSeconds = seconds(q.windowMs);
-        if (d.allowed) return { allowed: true, quotas: [{ name, limit: q.limit, windowSeconds, remaining: q.remaining, resetSeconds: seconds(q.resetMs) }] };
-        const retry = d.retryAfterMs === undefined ? seconds(q.resetMs) : seconds(d.retryAfterMs);
-        return { allowed: false, quotas: [{ name, limit: q.limit, windowSeconds, remaining: 0, resetSeconds: retry }], retryAfterSeconds: retry };
+        let d: Decision;
+        try {
+          d = limiter.checkAndRecordSync(key);
+        } catch (err) {
+          // The store reloading (from its storage, or a compaction) or a shard catching up: the awaited
+          // terminal waits for it, as the events API does.
+          if (!(err instanceof TallyworksError && WAITABLE.has(err.code))) throw err;
+          return limiter.checkAndRecord(key).then((awaited) => outcome(key, awaited));
+        }
+        return outcome(key, d);
       },
     };
   }

@@ -217,6 +217,12 @@ export class HybridAbsolute {
     return back;
   }
 
+  /** @internal true while `key` waits for its first sync here (its refusals then are not the limit's) */
+  awaitsFirstSync(key: string): boolean {
+    const k = this.keys.get(key);
+    return this.hasRedis && k !== undefined && !k.synced;
+  }
+
   /**
    * @internal The room left for `key` as this instance knows it: the limit less the window's total at the
    * last sync and what this instance admitted since (the HTTP policy's remaining quota; other instances'

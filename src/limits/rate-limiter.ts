@@ -54,6 +54,22 @@ function hybridFor(ctx: LimiterContext, o: ResolvedRateOptions, local: LocalAbso
   return hybrid;
 }
 
+/**
+ * A new limiter's name in the metrics, unique among the engine's `limiters` and its event stores
+ * (`events`, `events-<n>`): the name asked for (option `name`), else `<stem>-<n>` with the first n free.
+ */
+export function limiterName(limiters: ReadonlyArray<{ readonly name: string }>, options: unknown, stem: string): string {
+  const taken = (n: string): boolean => limiters.some((l) => l.name === n) || /^events(-\d+)?$/.test(n);
+  const asked = (options as { name?: unknown } | undefined)?.name;
+  if (typeof asked === 'string') {
+    if (taken(asked)) throw argumentRangeError('options.name', 'a name no other limiter of this engine has (nor events, events-<n>)', asked);
+    return asked;
+  }
+  let n = limiters.length + 1;
+  while (taken(`${stem}-${n}`)) n++;
+  return `${stem}-${n}`;
+}
+
 /** Runs the sweep of `dirs` every `cleanupIntervalMs` of the clock's time (on its moves, for a test clock). */
 class Cleanup {
   private timer: NodeJS.Timeout | undefined;

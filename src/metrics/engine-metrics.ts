@@ -216,6 +216,7 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
   const limiters: LimiterTallies[] = [];
   const hybrids: Array<{ name: string; stats(): HybridStats }> = [];
   const hybridOf = new Map<object, { name: string }>();
+  const hybridDecisions: Array<[{ name: string }, DecisionTally]> = [];
   // Limiters of one window share their hybrid (and its Redis calls): it is reported once, under the first.
   const seen = new Set<object>();
   const slidings: RedisSliding[] = [];
@@ -236,10 +237,11 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
         ['redis.suppressed', l.redis.suppressed.decisions],
       ];
       if (hybrid !== undefined) {
-        providers.push(['hybrid.absolute', hybrid.decisions]);
         const entry = { name: l.name, stats: () => hybrid.stats() };
         hybrids.push(entry);
         hybridOf.set(hybrid, entry);
+        // Under the hybrid's own name (its limiters' names joined, known once every limiter is seen).
+        hybridDecisions.push([entry, hybrid.decisions]);
       }
       limiters.push({ name: l.name, providers });
       slidings.push(l.redis.absolute.sliding, l.redis.suppressed.sliding, ...(hybrid === undefined ? [] : [hybrid.sliding]));
@@ -248,6 +250,7 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
       slidings.push(l.redis.sliding);
     }
   }
+  for (const [entry, tally] of hybridDecisions) limiters.push({ name: entry.name, providers: [['hybrid.absolute', tally]] });
   parts.stores.forEach((st, i) => limiters.push({ name: i === 0 ? 'events' : `events-${i + 1}`, providers: [['calendar', st.decisions]] }));
   return {
     stats: () => parts.stats(),

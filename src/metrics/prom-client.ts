@@ -49,14 +49,16 @@ export function registerMetrics(engine: Engine, registry: PromRegistryLike, opti
   for (const key of Object.keys(METRICS) as MetricName[]) {
     const { type, help } = METRICS[key];
     const name = `tallyworks_${key}`;
-    const metric: PromMetric = {
+    const metric: PromMetric & { name: string } = {
       name,
       help,
       type,
       aggregator: 'sum',
       get: async () => {
         const f = (await families()).get(name);
-        return { name, help, type, aggregator: 'sum', values: (f?.samples ?? []).map((s) => ({ labels: { ...s.labels }, value: s.value })) };
+        // `metric.name`, not `name`: an OpenMetrics registry renames a counter (drops `_total`, which it
+        // writes back on every sample).
+        return { name: metric.name, help, type, aggregator: 'sum', values: (f?.samples ?? []).map((s) => ({ labels: { ...s.labels }, value: s.value })) };
       },
       reset: () => undefined,
     };

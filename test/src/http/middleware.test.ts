@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createEngine, type Engine, ErrorCode, expressRateLimit, type PolicyOutcome, type RatePolicy, ratePolicy, TestClock, withRateLimit } from '../../../src/index.js';
+import { createEngine, type Engine, ErrorCode, expressRateLimit, type PolicyOutcome, prefixedKey, type RatePolicy, ratePolicy, requestKey, TestClock, withRateLimit } from '../../../src/index.js';
 import { FRAMEWORKS, get, serve } from '../../helpers/http.js';
 
 let engine: Engine;
@@ -206,6 +206,68 @@ for (const framework of FRAMEWORKS) {
   });
 }
 
+describe('failures on the way', () => {
+  test('a limited handler that throws on the awaited path: Express answers 500 (next(err)), node:http answers 500 and hands the error to onError', async () => {
+    const rl = engine.rateLimiter({ windowSeconds: 60 });
+    const asyncPolicy: RatePolicy = { check: async (key) => ratePolicy(rl.local.absolute, { rate: 1 / 60 }).check(key) };
+    const limited = (): never => {
+      throw new Error('handler bug');
+    };
+    const seen: unknown[] = [];
+    const express = await serve('express5', { policy: asyncPolicy, limited });
+    const node = await serve('node', { policy: asyncPolicy, limited, onError: (err: unknown) => seen.push(err) });
+    try {
+      await get(express.url, '192.0.2.77');
+      assert.equal((await get(express.url, '192.0.2.77')).status, 500);
+      await get(node.url, '192.0.2.78');
+      assert.equal((await get(node.url, '192.0.2.78')).status, 500);
+      for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setImmediate(r));
+      assert.equal((seen[0] as Error).message, 'handler bug');
+    } finally {
+      await express.close();
+      await node.close();
+    }
+  });
+
+  test('a later policy that fails or refuses: the earlier ones take the request back, and their figures say so', async () => {
+    const rl = engine.rateLimiter({ windowSeconds: 60 });
+    const first = ratePolicy(rl.local.absolute, { rate: 3 / 60, name: 'first' });
+    let fail = true;
+    const second: RatePolicy = {
+      check: async () => {
+        if (fail) throw new Error('store away');
+        return { allowed: false, quotas: [{ name: 'second', limit: 1, windowSeconds: 60, remaining: 0, resetSeconds: 60 }], retryAfterSeconds: 60 };
+      },
+    };
+    const served = await serve('express5', { policy: [first, second] });
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await get(served.url, '192.0.2.90')).status, 503);
+      assert.equal(rl.local.absolute.count(requestKey('192.0.2.90')), 0, 'requests that failed were not counted');
+      fail = false;
+      const r = await get(served.url, '192.0.2.90');
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('ratelimit'), '"first";r=3;t=60, "second";r=0;t=60', 'first took it back: all 3 left');
+      assert.equal(rl.local.absolute.count(requestKey('192.0.2.90')), 0);
+    } finally {
+      await served.close();
+    }
+  });
+
+  test('a calendar policy while its store reloads waits for it (the awaited terminal), not a 503', async () => {
+    const e = await createEngine({ clock: new TestClock(), shards: 1 });
+    try {
+      const policy = ratePolicy(e.events.limit().atMost(2, 'hour'));
+      await policy.check('c');
+      void e.events.compact();
+      const outcome = (await policy.check('c')) as PolicyOutcome;
+      assert.equal(outcome.allowed, true);
+      assert.equal(outcome.quotas[0]!.remaining, 0);
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe('policies', () => {
   test('the calendar limiter: its atMost quota, reset at the end of the calendar unit', async () => {
     const c = new TestClock(Date.UTC(2026, 0, 1, 10, 59, 30));
@@ -241,9 +303,15 @@ describe('policies', () => {
     assert.equal((login.check('1.2.3.4') as PolicyOutcome).allowed, true);
     assert.equal((api.check('1.2.3.4') as PolicyOutcome).allowed, true, 'its own count');
     assert.equal((login.check('1.2.3.4') as PolicyOutcome).allowed, false);
-    assert.equal(rl.local.absolute.count('login/1.2.3.4'), 1);
+    assert.equal(rl.local.absolute.count(prefixedKey('login/', '1.2.3.4')), 1);
     login.undo!('1.2.3.4');
-    assert.equal(rl.local.absolute.count('login/1.2.3.4'), 0, 'undo takes it back under the same prefix');
+    assert.equal(rl.local.absolute.count(prefixedKey('login/', '1.2.3.4')), 0, 'undo takes it back under the same prefix');
+    // A prefixed key is never an unprefixed one: a client called "login/1.2.3.4" on a route without a
+    // prefix is not the client 1.2.3.4 of the login route.
+    const plain = ratePolicy(rl.local.absolute, { rate: 1 / 60 });
+    assert.equal((plain.check('login/1.2.3.4') as PolicyOutcome).allowed, true);
+    assert.equal((login.check('1.2.3.4') as PolicyOutcome).allowed, true);
+    assert.equal((plain.check('login/1.2.3.4') as PolicyOutcome).allowed, false);
   });
 
   test('bad arguments are typed errors naming the argument', () => {

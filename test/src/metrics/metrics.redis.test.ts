@@ -45,7 +45,13 @@ test('with Redis: flusher, round trips per component, Redis and hybrid decisions
   assert.equal(value(text, 'tallyworks_redis_errors_total', 'component=flusher'), 0);
   assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=redis.absolute,outcome=allowed'), 1);
   assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=redis.absolute,outcome=rejected'), 1);
-  assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=hybrid.absolute,outcome=allowed') ?? 0, rl.hybrid.absolute.decisions.allowed);
+  assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=hybrid.absolute,outcome=allowed'), 1);
+  // A second limiter of the same window shares the hybrid: its series carry both names.
+  engine.rateLimiter({ name: 'twin', windowSeconds: 10 }).hybrid.absolute.inc('h2', 100);
+  text = await engine.metrics();
+  assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=hybrid.absolute,outcome=allowed'), undefined);
+  assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,twin,provider=hybrid.absolute,outcome=allowed'), 2);
+  assert.ok(value(text, 'tallyworks_hybrid_syncs_total', 'limiter=shared,twin')! >= 0);
 
   await server.kill();
   engine.lax.add('after', 1);

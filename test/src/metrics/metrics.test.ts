@@ -122,6 +122,25 @@ test("registerMetrics: the same families in prom-client's own Registry; a closed
   assert.equal((await registry.getMetricsAsJSON()).length, 0);
 });
 
+test('an OpenMetrics prom-client registry: counters keep one _total; limiter names are unique per engine', async () => {
+  const e = await createEngine({ shards: 1 });
+  try {
+    const registry = new Registry<typeof Registry.OPENMETRICS_CONTENT_TYPE>();
+    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    registerMetrics(e, registry);
+    e.rateLimiter({ name: 'om' }).local.absolute.inc('k', 1);
+    const text = await registry.metrics();
+    assert.match(text, /^tallyworks_decisions_total\{limiter="om",provider="local.absolute",outcome="allowed"\} 1$/m);
+    assert.doesNotMatch(text, /_total_total/);
+    assert.throws(() => e.rateLimiter({ name: 'om' }), /options\.name/);
+    assert.throws(() => e.rateLimits({ name: 'events', windows: { a: { limit: 1, windowSeconds: 1 } } }), /options\.name/);
+    e.rateLimiter({ name: 'rate-limiter-3' });
+    assert.equal(e.rateLimiter().name, 'rate-limiter-4', 'a default name skips one taken');
+  } finally {
+    await e.close();
+  }
+});
+
 test('every metric is named and documented in the README', () => {
   const readme = readFileSync(new URL('../../../../README.md', import.meta.url), 'utf8');
   for (const name of Object.keys(METRICS)) assert.ok(readme.includes(`\`tallyworks_${name}\``), `README documents tallyworks_${name}`);
