@@ -8,12 +8,15 @@ import { type Exchange, HttpRateLimit, type HttpRateLimitOptions } from './middl
 /** The members of an Express request and response the middleware uses (Express 4 and 5 both have them). */
 export interface ExpressRequestLike extends IncomingMessage {
   readonly ip?: string | undefined;
+  readonly app?: { get(setting: string): unknown };
 }
 export type ExpressResponseLike = ServerResponse;
 export type ExpressNext = (err?: unknown) => void;
 
-const nodeExchange: Exchange<IncomingMessage & { readonly ip?: string | undefined }, ServerResponse> = {
-  address: (req) => req.ip ?? req.socket.remoteAddress,
+const nodeExchange: Exchange<ExpressRequestLike, ServerResponse> = {
+  // Express's `req.ip` parses X-Forwarded-For by its `trust proxy` setting on every read (about 3 µs a
+  // request under load); with the setting off (the default) it is the socket's address.
+  address: (req) => (req.app === undefined || req.app.get('trust proxy') ? (req.ip ?? req.socket.remoteAddress) : req.socket.remoteAddress),
   setHeader: (res, name, value) => res.setHeader(name, value),
   reply: (res, status, body) => {
     res.statusCode = status;

@@ -33,7 +33,8 @@ function groupsOf(ip: string): number[] {
  */
 export function ipKey(ip: string, ipv6Subnet = 64): string {
   if (!(Number.isInteger(ipv6Subnet) && ipv6Subnet >= 1 && ipv6Subnet <= 128)) throw argumentRangeError('ipv6Subnet', 'an integer from 1 to 128', ipv6Subnet);
-  if (isIPv4(ip) || !isIPv6(ip)) return ip;
+  // No ':': an IPv4 address, or no address at all; either way the key is the text itself.
+  if (!ip.includes(':') || isIPv4(ip) || !isIPv6(ip)) return ip;
   const groups = groupsOf(ip);
   if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
     return `${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;

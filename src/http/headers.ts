@@ -36,7 +36,32 @@ const whole = (x: number): number => (x >= 0 ? Math.min(SF_MAX, Math.floor(x)) :
 /** Seconds as an sf-integer, rounded up (a client told to wait must not come back early). */
 const secondsUp = (x: number): number => (x >= 0 ? Math.min(SF_MAX, Math.ceil(x)) : 0);
 /** A quota name as an sf-string: `\` and `"` escaped, anything outside printable ASCII as `?`. */
-const sfString = (name: string): string => `"${name.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[^\x20-\x7e]/g, '?')}"`;
+/** Names as sf-strings, by name (a policy's few names are escaped once, not on every request). */
+const sfNames = new Map<string, string>();
+function sfString(name: string): string {
+  let s = sfNames.get(name);
+  if (s === undefined) {
+    s = `"${name.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[^\x20-\x7e]/g, '?')}"`;
+    if (sfNames.size >= 1024) sfNames.clear(); // names made per request (a custom policy's) stay bounded
+    sfNames.set(name, s);
+  }
+  return s;
+}
+
+/** The last one-quota RateLimit-Policy value of each draft, reused while its figures repeat (the common case). */
+const lastPolicy = { name: '', limit: NaN, windowSeconds: NaN, draft8: '', draft67: '' };
+
+function policyOf(q: Quota): typeof lastPolicy {
+  const p = lastPolicy;
+  if (q.name !== p.name || q.limit !== p.limit || q.windowSeconds !== p.windowSeconds) {
+    p.name = q.name;
+    p.limit = q.limit;
+    p.windowSeconds = q.windowSeconds;
+    p.draft8 = `${sfString(q.name)};q=${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`;
+    p.draft67 = `${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`;
+  }
+  return p;
+}
 
 /** The headers of `outcome` in `draft`'s shape, with Retry-After when refused: [name, value] pairs. */
 export function rateLimitHeaders(outcome: PolicyOutcome, draft: HeaderDraft): Array<[string, string]> {
@@ -44,10 +69,10 @@ export function rateLimitHeaders(outcome: PolicyOutcome, draft: HeaderDraft): Ar
   const quotas = outcome.quotas;
   if (draft !== false && quotas.length > 0) {
     if (draft === 'draft-8') {
-      out.push(['RateLimit-Policy', quotas.map((q) => `${sfString(q.name)};q=${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ')]);
+      out.push(['RateLimit-Policy', quotas.length === 1 ? policyOf(quotas[0]!).draft8 : quotas.map((q) => `${sfString(q.name)};q=${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ')]);
       out.push(['RateLimit', quotas.map((q) => `${sfString(q.name)};r=${whole(q.remaining)};t=${secondsUp(q.resetSeconds)}`).join(', ')]);
     } else {
-      const policy = quotas.map((q) => `${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ');
+      const policy = quotas.length === 1 ? policyOf(quotas[0]!).draft67 : quotas.map((q) => `${whole(q.limit)};w=${secondsUp(q.windowSeconds)}`).join(', ');
       const q = tightest(quotas);
       if (draft === 'draft-7') {
         out.push(['RateLimit-Policy', policy]);
