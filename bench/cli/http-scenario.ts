@@ -13,6 +13,11 @@ import type { Measurement, Scenario, Side } from './scenario.js';
 const APP = fileURLToPath(new URL('../http-app.js', import.meta.url));
 /** Concurrent connections autocannon keeps open (no pipelining). */
 const CONNECTIONS = 32;
+/**
+ * autocannon's sampling interval, ms. It notices that `amount` requests are done only at a sample tick:
+ * at its default (1 s) every run lasted a whole number of seconds, and the timings were that rounding.
+ */
+const SAMPLE_MS = 10;
 
 async function drive(mode: HttpAppMode, requests: number): Promise<Measurement> {
   const { default: autocannon } = await import('autocannon');
@@ -20,10 +25,10 @@ async function drive(mode: HttpAppMode, requests: number): Promise<Measurement> 
   try {
     const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(([code]) => Promise.reject(new Error(`the ${mode} app exited (${String(code)}) before listening`)))])) as [{ port: number }];
     const url = `http://127.0.0.1:${message.port}`;
-    const warm = await autocannon({ url, amount: Math.min(2000, requests), connections: CONNECTIONS });
-    // Timed here: autocannon's own `duration` is whole seconds.
+    const warm = await autocannon({ url, amount: Math.min(2000, requests), connections: CONNECTIONS, sampleInt: SAMPLE_MS });
+    // Timed here (autocannon's own `duration` is whole seconds), to within a sample tick.
     const start = performance.now();
-    const result = await autocannon({ url, amount: requests, connections: CONNECTIONS });
+    const result = await autocannon({ url, amount: requests, connections: CONNECTIONS, sampleInt: SAMPLE_MS });
     const ms = performance.now() - start;
     const stats = (await (await fetch(`${url}/__stats`)).json()) as HttpAppStats;
     const answered = result.requests.total;
