@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -86,6 +86,29 @@ export interface RedisServer {
    * the directory. Idempotent: later calls return the same promise.
    */
   stop(): Promise<void>;
+}
+
+/**
+ * Cuts the AOF back to its last whole transaction before a restart, with `redis-check-aof --fix`.
+ *
+ * Why: a SIGKILL can cut Redis's write() of the AOF short inside a script's `MULTI … EXEC` block (Redis
+ * persists a script's effects, not the script). Redis 7.0's loader (`aof-load-truncated yes`) then
+ * truncates at the last whole command, which is inside the MULTI, and leaves the file ending in a MULTI
+ * without EXEC. The next block appended (a client sending the lost call again: it never applied) is
+ * then read into that open transaction at the following load, and the cut-off commands apply with it: a
+ * second crash doubled part of one call in a lax counter test (126 increments over 40 keys, once in ~30
+ * runs). `redis-check-aof --fix` truncates before the incomplete MULTI instead, as Redis does on its
+ * own once that loader bug is fixed. Nothing to do without an AOF yet; without the tool, nothing is done.
+ */
+async function repairAof(dir: string): Promise<void> {
+  const manifest = join(dir, 'appendonlydir', 'appendonly.aof.manifest');
+  if (!existsSync(manifest)) return;
+  await new Promise<void>((resolve) => {
+    const child = spawn('redis-check-aof', ['--fix', manifest], { stdio: ['pipe', 'ignore', 'ignore'] });
+    child.once('error', () => resolve()); // not installed: Redis's own truncation is all there is
+    child.once('exit', () => resolve());
+    child.stdin!.end('y\n'); // it asks before it truncates
+  });
 }
 
 /**
@@ -318,6 +341,7 @@ class RedisServerProcess implements RedisServer {
   async restart(): Promise<void> {
     if (this.stopping) throw new Error(`redis-server on port ${this.port} was stopped; it cannot be restarted`);
     await this.kill('SIGKILL');
+    if (this.options.appendOnly === true) await repairAof(this.dir);
     await this.launch();
   }
 

@@ -3,6 +3,7 @@
  * the shared Redis on 6379.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,6 +112,36 @@ test('restart with appendOnly: writes acknowledged before a SIGKILL survive', as
   await withClient(server, async (redis) => {
     assert.equal(await redis.get('harness:counter'), '5');
     assert.equal(await redis.incr('harness:counter'), 6);
+  });
+});
+
+test('restart with appendOnly after a SIGKILL cut the MULTI block of a script call short: the call is lost whole, and sent again it counts once', async (t) => {
+  const server = await startRedisServer({ appendOnly: true });
+  t.after(() => server.stop());
+  // A script like apply.lua: increments and a marker in one call (the AOF holds it as MULTI … EXEC).
+  const script = "redis.call('HINCRBY', KEYS[1], 'a', 1) redis.call('HINCRBY', KEYS[1], 'b', 1) redis.call('HINCRBY', KEYS[1], 'c', 1) redis.call('SET', KEYS[2], ARGV[1]) return 1";
+  const call = (seq: number): Promise<void> => withClient(server, async (redis) => void (await redis.eval(script, 2, 'h', 'marker', String(seq))));
+  await call(1);
+  await call(2);
+  await server.kill();
+  // What a SIGKILL during write() can leave: the last MULTI block cut inside its third command.
+  const aofDir = join(server.dir, 'appendonlydir');
+  const incr = join(aofDir, readdirSync(aofDir).find((f) => f.endsWith('.incr.aof'))!);
+  const bytes = readFileSync(incr);
+  const multi = bytes.lastIndexOf('*1\r\n$5\r\nMULTI');
+  const cut = bytes.indexOf('$1\r\nc', multi) + 3;
+  assert.ok(multi > 0 && cut > multi, 'the AOF holds the second call as a MULTI block');
+  writeFileSync(incr, bytes.subarray(0, cut));
+  await server.restart();
+  await withClient(server, async (redis) => {
+    assert.deepEqual(await redis.hgetall('h'), { a: '1', b: '1', c: '1' }, 'the cut call is lost whole');
+    assert.equal(await redis.get('marker'), '1');
+  });
+  await call(2); // its client sends the lost call again
+  await server.restart();
+  await withClient(server, async (redis) => {
+    // Without the repair, Redis 7.0 left a MULTI open at the cut and this load counted a and b twice.
+    assert.deepEqual(await redis.hgetall('h'), { a: '2', b: '2', c: '2' });
   });
 });
 
