@@ -14,7 +14,6 @@ import { requestKey } from './client-key.js';
 /** What express-rate-limit passes to `init` (the members used). */
 export interface StoreInitOptions {
   readonly windowMs: number;
-  readonly limit: unknown;
 }
 
 /** A client's count and when its window frees up, as express-rate-limit reads it. */
@@ -26,7 +25,7 @@ export interface ClientRateLimitInfo {
 export interface TallyworksStoreOptions {
   /** Width of the sliding window's groups, ms (the window must be a whole number of them; default: the rate limiter's). */
   groupMs?: number;
-  /** Prefix for keys (express-rate-limit's `prefix` convention; distinct stores on one engine need distinct ones). */
+  /** Put before every key (express-rate-limit's `prefix` convention; each store counts in records of its own anyway). */
   prefix?: string;
 }
 
@@ -48,11 +47,13 @@ export class TallyworksStore {
     this.prefix = options.prefix ?? '';
   }
 
-  /** Called by express-rate-limit with its options: the window and a fixed limit. */
+  /**
+   * Called by express-rate-limit with its options: the window (whole seconds). Its `limit`, a number or a
+   * function of the request, is express-rate-limit's to compare: the store counts every hit.
+   */
   init(options: StoreInitOptions): void {
-    const { windowMs, limit } = options;
+    const { windowMs } = options;
     if (!(Number.isInteger(windowMs) && windowMs >= 1000 && windowMs % 1000 === 0)) throw argumentRangeError('windowMs', 'a whole number of seconds in ms (≥ 1000) for TallyworksStore', windowMs);
-    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw argumentTypeError('limit', 'a fixed integer ≥ 1 for TallyworksStore (a limit function is not supported)', limit);
     const windowSeconds = windowMs / 1000;
     const rl = this.engine.rateLimiter({ windowSeconds, ...(this.options.groupMs === undefined ? {} : { groupMs: this.options.groupMs }) });
     this.limiter = rl.local.absolute;
@@ -61,7 +62,7 @@ export class TallyworksStore {
   }
 
   private ready(): LocalAbsolute {
-    if (this.limiter === undefined) throw new TallyworksError(ErrorCode.INVALID_OPTION, 'TallyworksStore: init() was not called, or failed (see its error): pass the store to express-rate-limit with a windowMs in whole seconds and a fixed limit');
+    if (this.limiter === undefined) throw new TallyworksError(ErrorCode.INVALID_OPTION, 'TallyworksStore: init() was not called, or failed (see its error): pass the store to express-rate-limit with a windowMs in whole seconds');
     return this.limiter;
   }
 

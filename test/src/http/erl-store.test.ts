@@ -99,11 +99,17 @@ describe('express-rate-limit with TallyworksStore', () => {
     }
   });
 
-  test('a window that is not whole seconds, or a limit function, is refused naming the option', () => {
+  test('a window that is not whole seconds is refused naming the option; a limit function is express-rate-limit\'s to apply', async () => {
     const store = new TallyworksStore(engine);
-    assert.throws(() => store.init({ windowMs: 1500, limit: 3 }), /windowMs/);
-    assert.throws(() => store.init({ windowMs: 60_000, limit: () => 3 }), /limit/);
+    assert.throws(() => store.init({ windowMs: 1500 }), /windowMs/);
     assert.throws(() => store.increment('k'), /init\(\)/);
+    const served = await app(rateLimit({ validate: { trustProxy: false }, windowMs: 60_000, limit: (req) => (req.headers['x-forwarded-for'] === 'vip' ? 3 : 1), store: new TallyworksStore(engine) }));
+    try {
+      assert.deepEqual([await get(served.url, 'vip'), await get(served.url, 'vip'), await get(served.url, 'vip'), await get(served.url, 'vip')].map((r) => r.status), [200, 200, 200, 429]);
+      assert.deepEqual([await get(served.url, 'other'), await get(served.url, 'other')].map((r) => r.status), [200, 429]);
+    } finally {
+      await served.close();
+    }
     assert.throws(() => new TallyworksStore(engine, { prefix: 3 as never }), /options\.prefix/);
   });
 });
