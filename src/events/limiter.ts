@@ -19,6 +19,7 @@
  * constraint validated once), the fast path of the common case, the general decision, reservations, and
  * the synchronous and awaited terminals over them.
  */
+import { tallied } from '../limits/tally.js';
 import { closedError, argumentRangeError, argumentTypeError, ErrorCode, registerErrorClass, TallyworksError } from '../../common/errors.js';
 import { seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { countFixed, decideFixed, holdFixed, loadFixed, releaseFixed, retryFixed } from '../../common/records/fixed-window.js';
@@ -129,6 +130,11 @@ export class LimitBuilder {
     const only = constraints.length === 1 ? constraints[0]! : undefined;
     this.single = only?.kind === 'atMost' && only.id === undefined ? only : undefined;
     this.limits = constraints.filter((c): c is AtMost => c.kind === 'atMost');
+  }
+
+  /** @internal whether an `atMost` constraint holds a quota (what the HTTP policy reports) */
+  get hasAtMost(): boolean {
+    return this.limits.length > 0;
   }
 
   /** The last refusal made, reused while its figures repeat (a burst of refusals in one ms allocates one). */
@@ -269,10 +275,7 @@ export class LimitBuilder {
         }
       }
     }
-    const d = this.decide(id, RECORD, undefined);
-    if (d.allowed) this.store.decisions.allowed++;
-    else this.store.decisions.rejected++;
-    return d;
+    return tallied(this.store.decisions, this.decide(id, RECORD, undefined));
   }
 
   /** `checkSync(id).allowed`. */
@@ -356,9 +359,7 @@ export class LimitBuilder {
 
   private reserveSync(id: string): Reservation {
     const held: Held[] = [];
-    const d = this.decide(id, RESERVE, held);
-    if (d.allowed) this.store.decisions.allowed++;
-    else this.store.decisions.rejected++;
+    const d = tallied(this.store.decisions, this.decide(id, RESERVE, held));
     let ended = !d.allowed;
     const end = (commit: boolean): Promise<void> => {
       const store = this.store;

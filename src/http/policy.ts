@@ -178,7 +178,7 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
   if (limiter instanceof LimitBuilder) {
     if (options?.rate !== undefined) throw argumentRangeError('options.rate', 'not given for a calendar limiter (its atMost constraints hold the limits)', options.rate);
     const name = nameOf(options);
-    limiter.quotaSync('probe'); // a limiter without an atMost constraint has no quota to report: fail now
+    if (!limiter.hasAtMost) throw argumentTypeError('limiter', 'a calendar limiter with an atMost constraint (its quota)', limiter);
     const outcome = (key: string, d: Decision): PolicyOutcome => {
       const q = limiter.quotaSync(key);
       const windowSeconds = seconds(q.windowMs);

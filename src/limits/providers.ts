@@ -144,6 +144,14 @@ export function writeRecord(ctx: DecisionContext, dir: RecordSource, key: string
   throw staleRecord(key);
 }
 
+/** Takes back up to `n` events of `key` from every window of an absolute record (newest first); returns how many. */
+export function releaseEvents(ctx: DecisionContext, dir: RecordSource, decider: Decider, key: string, n: number): number {
+  if (n !== 1) checkIncrement(n);
+  const shape = dir.shape;
+  shape.at(ctx.time.now());
+  return writeRecord(ctx, dir, key, (e) => releaseAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, n, decider));
+}
+
 /** The absolute strategy: admitted while the window holds at most rate × windowSeconds, n included. */
 export class LocalAbsolute {
   /** @internal decisions returned on this thread, by outcome (engine.metrics()) */
@@ -224,10 +232,7 @@ export class LocalAbsolute {
    * count after all; returns how many were taken back (fewer if the window held fewer).
    */
   release(key: string, n = 1): number {
-    if (n !== 1) checkIncrement(n);
-    const shape = this.shape;
-    shape.at(this.ctx.time.now());
-    return writeRecord(this.ctx, this.directory, key, (e) => releaseAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, n, this.decider));
+    return releaseEvents(this.ctx, this.directory, this.decider, key, n);
   }
 
   /** Forgets every event counted for `key`: its next decision sees an empty window. */

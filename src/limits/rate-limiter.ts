@@ -7,12 +7,12 @@
 import { newTally } from './tally.js';
 import { argumentRangeError, closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { Decider } from '../../common/records/owner-lock.js';
-import { ADMITTED, countInWindow, decideAbsolute, REFUSED, releaseAbsolute, SlidingShape } from '../../common/records/sliding.js';
+import { ADMITTED, countInWindow, decideAbsolute, REFUSED, SlidingShape } from '../../common/records/sliding.js';
 import { type Clock, SystemClock } from '../clock/clock.js';
 import type { Router } from '../router/router.js';
 import type { DeciderRegistry } from './deciders.js';
 import { type RateLimiterLink, RateLinkHost } from './link.js';
-import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed, type RateDecision, readRecord, staleRecord, writeRecord } from './providers.js';
+import { ALLOWED, type DecisionContext, entryOf, LocalAbsolute, LocalSuppressed, type RateDecision, readRecord, releaseEvents, staleRecord } from './providers.js';
 import { checkIncrement, type ResolvedRateOptions, resolveRateLimiterOptions, resolveRateLimitsOptions } from './rate-options.js';
 import { SlidingDirectory } from './sliding-directory.js';
 import { type RedisRateContext, redisLimiterId } from './redis-sliding.js';
@@ -295,10 +295,7 @@ export class RateLimits {
 
   /** Takes back up to `n` events counted for `key` in every window (the newest first); returns how many. */
   release(key: string, n = 1): number {
-    if (n !== 1) checkIncrement(n);
-    const shape = this.directory.shape;
-    shape.at(this.ctx.time.now());
-    return writeRecord(this.ctx, this.directory, key, (e) => releaseAbsolute(e.views.i32, e.views.f64, e.offset, e.stamp, shape, n, this.decider));
+    return releaseEvents(this.ctx, this.directory, this.decider, key, n);
   }
 
   /** Events counted for `key` now in the window named `window`. */

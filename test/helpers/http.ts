@@ -19,7 +19,8 @@ export interface Served {
   close(): Promise<void>;
 }
 
-async function listening(server: Server): Promise<Served> {
+/** Listens on a free loopback port; `close()` ends every connection and the server. */
+export async function listening(server: Server): Promise<Served> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());

@@ -10,8 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { createEngine, type Engine, TallyworksStore, TestClock } from '../../../src/index.js';
-import { get, type Served } from '../../helpers/http.js';
-import type { AddressInfo } from 'node:net';
+import { get, listening, type Served } from '../../helpers/http.js';
 
 let engine: Engine;
 let clock: TestClock;
@@ -26,15 +25,7 @@ async function app(limiter: express.RequestHandler, route: express.RequestHandle
   a.set('trust proxy', true);
   a.use(limiter);
   a.get('/', route);
-  const server = createServer(a);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
+  return listening(createServer(a));
 }
 
 describe('express-rate-limit with TallyworksStore', () => {
