@@ -49,6 +49,8 @@ export const ErrorCode = {
   RESERVATION: 'TW_RESERVATION',
   /** A storage backend failed, or holds data that cannot be read. */
   STORAGE: 'TW_STORAGE',
+  /** An optional peer dependency a feature needs is not installed (the message names it and its version). */
+  MISSING_DEPENDENCY: 'TW_MISSING_DEPENDENCY',
   /** Redis could not be reached (or answered an error); the operation was not applied. */
   REDIS_UNAVAILABLE: 'TW_REDIS_UNAVAILABLE',
   /** Redis refused the credentials (WRONGPASS, NOAUTH) or an ACL permission (NOPERM); nothing was applied. */

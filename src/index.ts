@@ -35,7 +35,9 @@ export { connectRateLimiter, LinkedRateLimiter, type RateLimiterLink } from './l
 export type { EventsExport } from './events/snapshot.js';
 export type { Storage, StorageOp } from './storage/storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
-export { FileStorage } from './storage/file-storage.js';
+export { FileStorage, type FileStorageOptions } from './storage/file-storage.js';
+export { SqliteStorage, type SqliteStorageOptions } from './storage/sqlite-storage.js';
+export { migrateStorage, type MigrateOptions } from './storage/migrate.js';
 export type { Counters } from './counters/counters.js';
 export { LaxCounters, type LaxHandle } from './counters/lax-counters.js';
 export type { StrictRedisStats } from './counters/strict-redis.js';

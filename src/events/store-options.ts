@@ -2,7 +2,7 @@
 import type { CalUnitCode } from '../../common/calendar.js';
 import { canonicalTimeZone } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { guardStorage, type Storage } from '../storage/storage.js';
+import { checkStorage, guardStorage, type Storage } from '../storage/storage.js';
 import { DEFAULT_INTERVALS, type Intervals, type IntervalCounts, resolveIntervals } from './intervals.js';
 
 export interface EventStoreOptions {
@@ -44,7 +44,6 @@ export interface ResolvedEventStoreOptions {
 }
 
 const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId', 'reservationTtlMs'];
-const STORAGE_METHODS = ['save', 'load', 'delete', 'keys'] as const;
 
 /**
  * Checks every event store option (named `options.<name>`) and resolves the defaults. Nothing is started,
@@ -66,13 +65,7 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
     throw argumentRangeError('options.timeZone', 'an IANA time zone name this Node.js knows, such as "Europe/Berlin"', zone);
   }
   const storage = o.storage;
-  if (storage !== undefined) {
-    const rule = 'a Storage: an object with save, load, delete and keys functions (transaction optional)';
-    if (typeof storage !== 'object' || storage === null) throw argumentTypeError('options.storage', rule, storage);
-    const s = storage as Record<string, unknown>;
-    for (const m of STORAGE_METHODS) if (typeof s[m] !== 'function') throw argumentTypeError(`options.storage.${m}`, `a function (${rule})`, s[m]);
-    if (s.transaction !== undefined && typeof s.transaction !== 'function') throw argumentTypeError('options.storage.transaction', 'a function, or absent', s.transaction);
-  }
+  if (storage !== undefined) checkStorage(storage, 'options.storage');
   const name = o.name ?? 'events';
   if (typeof name !== 'string' || name.length === 0) throw argumentTypeError('options.name', 'a non-empty string', name);
   const sourceId = o.sourceId;

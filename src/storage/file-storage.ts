@@ -14,8 +14,14 @@
  * `[key, value]` pairs. Any number of keys; reading and writing go frame by frame and yield to the event
  * loop between frames, so a large store does not stall the process.
  *
+ * Format `json` (`new FileStorage(path, { format: 'json' })`), for people who want to read their data: one
+ * JSON document `{ format, version, encoding: "json", count, entries: { key: value, … } }`, one entry per
+ * line, each value the JSON form of its msgpack bytes (an event store's counter reads as its rings), or
+ * `{ "$bytes": "<base64>" }` for bytes that JSON cannot give back exactly. Either format is read whatever
+ * the option says, so changing the option converts the file on its next write.
+ *
  * Writes are queued one after another (a transaction is one write). Suited to stores that fit in memory
- * comfortably — the file is rewritten in full each time.
+ * comfortably — the file is rewritten in full each time; {@link SqliteStorage} writes only what changed.
  */
 import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
@@ -34,6 +40,46 @@ interface Header {
   format: string;
   version: number;
   count: number;
+}
+
+/** The header of a `json` file; its entries follow. */
+interface JsonContents extends Header {
+  encoding: 'json';
+  entries: Record<string, unknown>;
+}
+
+export interface FileStorageOptions {
+  /** `msgpack` (default: compact, framed) or `json` (readable). */
+  format?: 'msgpack' | 'json';
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The JSON form of one stored value: its decoded msgpack when that encodes back to the same bytes. */
+function toJson(bytes: Uint8Array): unknown {
+  try {
+    const value = decode(bytes);
+    const text = JSON.stringify(value);
+    if (text !== undefined && !(typeof value === 'object' && value !== null && Object.hasOwn(value, '$bytes'))) {
+      if (sameBytes(encode(JSON.parse(text)), bytes)) return value;
+    }
+  } catch {
+    // not msgpack: kept as bytes
+  }
+  return { $bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') };
+}
+
+function fromJson(value: unknown): Uint8Array {
+  if (typeof value === 'object' && value !== null && Object.hasOwn(value, '$bytes')) {
+    const b64 = (value as { $bytes: unknown }).$bytes;
+    if (typeof b64 !== 'string') throw new TypeError('a "$bytes" value that is not a base64 string');
+    return new Uint8Array(Buffer.from(b64, 'base64'));
+  }
+  return encode(value);
 }
 
 /** Format 1: one msgpack map of every entry. */
@@ -67,15 +113,21 @@ function frame(value: unknown): Uint8Array {
 export class FileStorage implements Storage {
   /** The snapshot file. */
   readonly path: string;
+  /** The format this storage writes. */
+  readonly format: 'msgpack' | 'json';
   private map: Map<string, Uint8Array> | undefined;
   private opening: Promise<Map<string, Uint8Array>> | undefined;
   private queue: Promise<void> = Promise.resolve();
 
-  constructor(path: string) {
+  constructor(path: string, options: FileStorageOptions = {}) {
     // Described by the shared helper: `String(path)` itself throws for a value such as { toString: 0 }.
     if (typeof path !== 'string') throw argumentTypeError('path', 'a non-empty file path', path);
     if (path.length === 0) throw argumentRangeError('path', 'a non-empty file path', path);
+    if (typeof options !== 'object' || options === null) throw argumentTypeError('options', 'an object', options);
+    const format = options.format ?? 'msgpack';
+    if (format !== 'msgpack' && format !== 'json') throw argumentTypeError('options.format', "'msgpack' or 'json'", format);
     this.path = path;
+    this.format = format;
   }
 
   private entries(): Promise<Map<string, Uint8Array>> {
@@ -113,6 +165,7 @@ export class FileStorage implements Storage {
       at += 4 + length;
       return value;
     };
+    if (bytes.length > 0 && bytes[0] === 0x7b) return this.parseJson(bytes, notOurs);
     // Format 1 is one msgpack map (its first byte is a map marker, never a frame length's high byte 0).
     if (bytes.length > 0 && bytes[0] !== 0) {
       const v1 = decode<ContentsV1>(bytes);
@@ -132,6 +185,22 @@ export class FileStorage implements Storage {
       await yieldTurn();
     }
     if (map.size !== header.count || at !== bytes.length) throw notOurs(`the header counts ${header.count} entries`);
+    return map;
+  }
+
+  /** A `json` file ('{' first: never the first byte of a msgpack file). */
+  private async parseJson(bytes: Buffer, notOurs: (why: string) => TallyworksError): Promise<Map<string, Uint8Array>> {
+    const doc = JSON.parse(bytes.toString('utf8')) as JsonContents;
+    if (doc?.format !== FORMAT || doc.version !== VERSION || doc.encoding !== 'json' || typeof doc.entries !== 'object' || doc.entries === null) {
+      throw notOurs('no JSON header');
+    }
+    const map = new Map<string, Uint8Array>();
+    let i = 0;
+    for (const [key, value] of Object.entries(doc.entries)) {
+      map.set(key, fromJson(value));
+      if ((++i & 0x1fff) === 0) await yieldTurn();
+    }
+    if (map.size !== doc.count) throw notOurs(`the header counts ${doc.count} entries and ${map.size} follow`);
     return map;
   }
 
@@ -188,10 +257,21 @@ export class FileStorage implements Storage {
     try {
       const file = await open(tmp, 'wx', 0o600);
       try {
-        await file.write(frame({ format: FORMAT, version: VERSION, count } satisfies Header));
+        const json = this.format === 'json';
+        const header: Header = { format: FORMAT, version: VERSION, count };
+        if (json) await file.write(`${JSON.stringify({ ...header, encoding: 'json' }).slice(0, -1)},"entries":{`);
+        else await file.write(frame(header));
         let pairs: Array<[string, Uint8Array]> = [];
+        let first = true;
         const flush = async (): Promise<void> => {
-          await file.write(frame(pairs));
+          if (json) {
+            let text = '';
+            for (const [key, value] of pairs) {
+              text += `${first ? '' : ','}\n${JSON.stringify(key)}:${JSON.stringify(toJson(value))}`;
+              first = false;
+            }
+            await file.write(text);
+          } else await file.write(frame(pairs));
           pairs = [];
         };
         for (const [key, value] of m) {
@@ -205,6 +285,7 @@ export class FileStorage implements Storage {
           if (pairs.length === FRAME_ENTRIES) await flush();
         }
         if (pairs.length > 0) await flush();
+        if (json) await file.write('\n}}\n');
         await file.sync();
       } finally {
         await file.close();

@@ -2,7 +2,7 @@
  * Where event stores persist their counters: a small key → bytes interface, so that any backend can be
  * plugged in. Values are msgpack (see src/events/snapshot.ts); keys are `<prefix>/<id>`.
  */
-import { ErrorCode, TallyworksError } from '../../common/errors.js';
+import { argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 
 /**
  * One write of a transaction. A save with `owned: true` hands its bytes over: the caller never changes them
@@ -26,6 +26,17 @@ export interface Storage {
    * `persist()` when present, else they save key by key.
    */
   transaction?(ops: readonly StorageOp[]): Promise<void>;
+}
+
+const STORAGE_METHODS = ['save', 'load', 'delete', 'keys'] as const;
+const STORAGE_RULE = 'a Storage: an object with save, load, delete and keys functions (transaction optional)';
+
+/** Throws a TypeError naming `name` (or its method) unless `value` has the shape of a {@link Storage}. */
+export function checkStorage(value: unknown, name: string): asserts value is Storage {
+  if (typeof value !== 'object' || value === null) throw argumentTypeError(name, STORAGE_RULE, value);
+  const s = value as Record<string, unknown>;
+  for (const m of STORAGE_METHODS) if (typeof s[m] !== 'function') throw argumentTypeError(`${name}.${m}`, `a function (${STORAGE_RULE})`, s[m]);
+  if (s.transaction !== undefined && typeof s.transaction !== 'function') throw argumentTypeError(`${name}.transaction`, 'a function, or absent', s.transaction);
 }
 
 /** Applies ops through a storage's transaction when it has one, else one by one. */

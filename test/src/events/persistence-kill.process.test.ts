@@ -1,13 +1,13 @@
 /**
- * A child process (test/fixtures/persist-child.ts) killed with SIGKILL while it auto-persists to a
- * FileStorage, eight times: the file always holds one complete snapshot.
+ * A child process (test/fixtures/persist-child.ts) killed with SIGKILL while it auto-persists, ten times,
+ * to a FileStorage and to a SqliteStorage: the storage always holds one complete persist.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createEngine, FileStorage, TestClock } from '../../../src/index.js';
+import { createEngine, FileStorage, SqliteStorage, type Storage, TestClock } from '../../../src/index.js';
 import { tempDir, tmpFilesOf } from '../../helpers/temp-files.js';
 
 const childScript = fileURLToPath(new URL('../../fixtures/persist-child.js', import.meta.url));
@@ -20,9 +20,9 @@ const KILL_IDS = Array.from({ length: 200 }, (_, i) => `r${i}`);
  * Runs the child (test/fixtures/persist-child.ts) on `path` until it printed `ready` (its first persist
  * reached the file), lets it run `delayMs` more, and kills it with SIGKILL.
  */
-async function runAndKill(path: string, delayMs: number): Promise<{ readyMs: number }> {
+async function runAndKill(path: string, kind: Kind, delayMs: number): Promise<{ readyMs: number }> {
   const started = Date.now();
-  const child = spawn(process.execPath, [childScript, path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [childScript, path, kind], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
@@ -60,30 +60,34 @@ async function runAndKill(path: string, delayMs: number): Promise<{ readyMs: num
   }
 }
 
-/** The ever() total of every id r0..r199 in the file, read by a fresh engine (undefined: not in the file). */
-async function totalsInFile(path: string): Promise<Array<number | undefined>> {
-  const engine = await createEngine({ clock: new TestClock(Date.now()), shards: 1, events: { storage: new FileStorage(path) } });
+type Kind = 'file' | 'sqlite';
+
+/** The ever() total of every id r0..r199 in the storage, read by a fresh engine (undefined: not stored). */
+async function totalsInFile(path: string, kind: Kind): Promise<Array<number | undefined>> {
+  const storage: Storage & { close?: () => Promise<void> } = kind === 'file' ? new FileStorage(path) : new SqliteStorage(path);
+  const engine = await createEngine({ clock: new TestClock(Date.now()), shards: 1, events: { storage } });
   try {
     const out: Array<number | undefined> = [];
     for (const id of KILL_IDS) out.push(await engine.events.query(id).ever().sum());
     return out;
   } finally {
     await engine.close();
+    await storage.close?.();
   }
 }
 
 describe('kill -9 during auto-persist', () => {
-  test('after each of 8 SIGKILLs the file is readable and holds one complete snapshot; totals only grow', { timeout: 60_000 }, async (t) => {
-    const path = join(await tempDir(), 'killed.tw');
+  for (const kind of ['file', 'sqlite'] as const) test(`${kind}: after each of 10 SIGKILLs the storage is readable and holds one complete persist; totals only grow`, { timeout: 90_000 }, async (t) => {
+    const path = join(await tempDir(), kind === 'file' ? 'killed.tw' : 'killed.db');
     let previous: number[] = KILL_IDS.map(() => 0);
     const log: string[] = [];
     let leftovers = 0;
-    for (let run = 0; run < 8; run++) {
+    for (let run = 0; run < 10; run++) {
       const delayMs = 50 + Math.floor(Math.random() * 351);
-      const { readyMs } = await runAndKill(path, delayMs);
+      const { readyMs } = await runAndKill(path, kind, delayMs);
       leftovers += (await tmpFilesOf(path)).length;
       // A torn or foreign file would make this reject with TW_STORAGE.
-      const totals = await totalsInFile(path);
+      const totals = await totalsInFile(path, kind);
       assert.deepEqual(await tmpFilesOf(path), [], 'opening the file removed any temporary file the kill left');
       const missing = KILL_IDS.filter((_, i) => totals[i] === undefined);
       assert.deepEqual(missing, [], `run ${run}: every id is in the file`);
@@ -96,7 +100,8 @@ describe('kill -9 during auto-persist', () => {
        * hence one persist stores r_i = base_i + rounds completed before r_i was read, which does not
        * decrease with i — a persist is not a single instant, so totals may differ by more than 1, but
        * never in the wrong direction. Every persist writes all 200 ids in one transaction (one atomic file
-       * replace), so the file is always one such snapshot, whatever order overlapping persists land in.
+       * replace, or one SQLite transaction), so the storage is always one such snapshot: the last
+       * committed persist.
        * base is what the run loaded from the file, itself such a snapshot (0 on the first run), so:
        *   - totals are non-decreasing from r0 to r199 (a mix of two persists, or a torn file, breaks it);
        *   - every total grew since the previous kill: `ready` came after a persist of this run, which
