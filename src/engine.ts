@@ -7,7 +7,7 @@ import type { EngineStats } from './engine-stats.js';
 
 export type { EngineShardStats, EngineStats } from './engine-stats.js';
 import { collectMetrics, metricsSourceOf, type MetricsOptions } from './metrics/engine-metrics.js';
-import { argumentRangeError, closedError, UndeliveredError } from '../common/errors.js';
+import { argumentRangeError, argumentTypeError, closedError, UndeliveredError } from '../common/errors.js';
 import { StatBuffer } from './buffers/buffer.js';
 import type { BufferOptions } from './buffers/buffer-options.js';
 import { closeClient, PARTITIONS, partitionOf, type RedisClient } from '../common/redis.js';
@@ -29,7 +29,7 @@ import { DeciderRegistry } from './limits/deciders.js';
 import { type LimiterContext, limiterName, RateLimiter, RateLimits } from './limits/rate-limiter.js';
 import type { RateLimiterOptions, RateLimitsOptions } from './limits/rate-options.js';
 import { Window, WindowSet } from './windows/window.js';
-import { resolveWindowOptions, type WindowOptions } from './windows/window-options.js';
+import { resolveSetOptions, resolveWindowOptions, type WindowOptions, type WindowSetOptions } from './windows/window-options.js';
 
 /** Instance-aware counters (every instance owns a slice of each key; see the README). */
 export interface InstanceAwareKinds {
@@ -165,9 +165,13 @@ export class Engine implements AsyncDisposable {
     return this.limiterContext;
   }
 
-  /** The set of hopping windows of this shape; the same object for the same shape. */
-  windows(options: WindowOptions): WindowSet {
+  /**
+   * The set of hopping windows of this shape; the same object for the same shape. `setOptions` (storage,
+   * auto-persist, idle eviction, maxKeys) are given once, by the call that makes the set.
+   */
+  windows(options: WindowOptions, setOptions?: WindowSetOptions): WindowSet {
     if (this.closing !== undefined) throw closedError('engine');
+    if (setOptions !== undefined) return this.windowSetOf(options, setOptions);
     if (typeof options !== 'object' || options === null) return this.windowSetOf(options);
     // The shape is a function of these three fields alone: the same three as the last call are the same set,
     // with no validation and no name string (what makes `engine.window(id, shape)` as cheap as a set's own).
@@ -179,12 +183,16 @@ export class Engine implements AsyncDisposable {
     return set;
   }
 
-  private windowSetOf(options: unknown): WindowSet {
+  private windowSetOf(options: unknown, setOptions?: unknown): WindowSet {
     const shape = resolveWindowOptions(options);
+    const resolved = setOptions === undefined ? undefined : resolveSetOptions(setOptions, shape);
     const name = `${shape.size}x${shape.unitMs}`;
     let set = this.windowSets.get(name);
+    if (set !== undefined && resolved !== undefined) {
+      throw argumentTypeError('setOptions', `absent: the window set of ${shape.size} × ${shape.unitMs} ms exists (set options are given by the call that makes the set)`, setOptions);
+    }
     if (set === undefined) {
-      set = new WindowSet(shape, this.router, this.clock);
+      set = new WindowSet(shape, this.router, this.clock, resolved);
       this.windowSets.set(name, set);
     }
     return set;
@@ -265,8 +273,8 @@ export class Engine implements AsyncDisposable {
         const limitersStopped = Promise.allSettled(this.limiters.map((l) => l.stop()));
         // Buffers deliver first: their handlers may still use the engine.
         const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));
-        // Stores persist next: reading their counters needs the shards.
-        const persisted = await Promise.allSettled(this.stores.map((st) => st.close()));
+        // Stores and window sets persist next: reading their counters needs the shards.
+        const persisted = await Promise.allSettled([...this.stores.map((st) => st.close()), ...[...this.windowSets.values()].map((set) => set.close())]);
         // The flusher's final flush reads the totals: every lane applies what it holds first.
         await Promise.allSettled(this.router.lanes.map((l) => l.drain()));
         const delivered = this.redis === undefined ? undefined : await settled(this.redis.flusher.close(this.options.closeTimeoutMs));

@@ -7,7 +7,7 @@ export { closeOnSignals, type Closable, type CloseOnSignalsOptions } from './sig
 export type { EngineOptions } from './options.js';
 export { type Clock, SystemClock, TestClock, SPEC_START } from './clock/clock.js';
 export { Window, WindowSet } from './windows/window.js';
-export { WINDOW_UNITS, type WindowOptions, type WindowUnit } from './windows/window-options.js';
+export { WINDOW_UNITS, type MaxKeysPolicy, type WindowOptions, type WindowSetOptions, type WindowUnit } from './windows/window-options.js';
 export { validateKey, sanitizeKey, MAX_KEY_BYTES } from './keys.js';
 export { EventStore } from './events/store.js';
 export type { EventStoreOptions } from './events/store-options.js';

@@ -44,7 +44,7 @@ import type { BatchEnvelope, CalConfig, CtrlOp, RecordInit, ShardStats } from '.
 import { CalShape } from '../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../common/records/calendar/write.js';
 import { addCounter, counterOp, DirtyMarks, initCounter, laxIndexOf } from '../common/records/counter.js';
-import { addHop, initHop } from '../common/records/hop.js';
+import { addHop, initHop, loadHop } from '../common/records/hop.js';
 import type { Journal, RecordMemory } from '../common/records/journal.js';
 import { writeBegin, writeEnd } from '../common/seqlock.js';
 
@@ -305,6 +305,10 @@ export class ShardCore implements Journal, RecordMemory {
     if (op.type === 'counter') {
       if (i32[2 * o + 1] !== KIND_CNT) throw protocolError(`shard ${this.shard} counter op on record ${o}`, i32[2 * o + 1]);
       counterOp(this.views, this, op, this.shard);
+      return;
+    }
+    if (i32[2 * o + 1] === KIND_HOP && op.type === 'merge') {
+      loadHop(this.views.f64, this, o, op.heads[0] ?? -Infinity, op.values[0] ?? []);
       return;
     }
     if (i32[2 * o + 1] !== KIND_CAL) throw protocolError(`shard ${this.shard} ${op.type} on record ${o}`, i32[2 * o + 1]);

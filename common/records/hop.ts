@@ -130,3 +130,27 @@ export function bucketsHop(f64: Float64Array, o: number, now: number, out: numbe
   for (let i = 0; i < n; i++) out[size - 1 - (kNow - head) - i] = f64[base + ((head - i) % size)]!;
   return out;
 }
+
+/**
+ * Adds stored bucket counts into the record (a window's warm restart): `head` is the unit index of
+ * `values[0]`, the values go newest first. The window moves forward to `head` first when it is behind
+ * (never backwards); units already out of the window are skipped. As one change for readers. Adds commute,
+ * so counts observed in the new record before the load arrives are kept.
+ */
+export function loadHop(f64: Float64Array, journal: Journal, o: number, head: number, values: readonly number[]): void {
+  const unitMs = f64[o + HOP_UNIT_MS]!;
+  const size = f64[o + HOP_SIZE]!;
+  journal.lock(o);
+  if (head > f64[o + HOP_HEAD]!) moveHop(f64, o, unitStart(head, unitMs));
+  const now = f64[o + HOP_HEAD]!;
+  const base = o + HOP_BUCKETS;
+  for (let j = 0; j < values.length && j < size; j++) {
+    const k = head - j;
+    if (k <= now - size) break;
+    const v = values[j]!;
+    if (k > now || v === 0) continue;
+    const pos = base + (k % size);
+    journal.write(pos, f64[pos]! + v);
+  }
+  journal.unlock(o);
+}

@@ -2,7 +2,7 @@
 import type { CalUnitCode } from '../../common/calendar.js';
 import { canonicalTimeZone } from '../../common/calendar.js';
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
-import { checkStorage, guardStorage, type Storage } from '../storage/storage.js';
+import { checkStorage, guardStorage, persistErrorReporter, type Storage } from '../storage/storage.js';
 import { DEFAULT_INTERVALS, type Intervals, type IntervalCounts, resolveIntervals } from './intervals.js';
 
 export interface EventStoreOptions {
@@ -83,20 +83,13 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
   if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1000 || ttl > 2 ** 31 - 1) {
     throw argumentRangeError('options.reservationTtlMs', 'an integer number of ms from 1000 to 2147483647', ttl);
   }
-  const report = (handler as ((err: Error) => void) | undefined) ?? ((err: Error) => process.emitWarning(err));
   return {
     rings,
     timeZone,
     storage: storage === undefined ? undefined : guardStorage(storage as Storage),
     prefix: `${name}/`,
     autoPersistMs: every as number | undefined,
-    onPersistError: (err) => {
-      try {
-        report(err);
-      } catch (thrown) {
-        process.emitWarning(new Error(`onPersistError threw while handling "${err.message}": ${(thrown as Error)?.message ?? String(thrown)}`, { cause: thrown }));
-      }
-    },
+    onPersistError: persistErrorReporter(handler as ((err: Error) => void) | undefined),
     sourceId: sourceId as string | undefined,
     reservationTtlMs: ttl,
   };

@@ -89,3 +89,18 @@ export function guardStorage(storage: Storage): Storage {
   if (storage.transaction !== undefined) guarded.transaction = (ops) => call(`transaction(${ops.length} ops)`, () => storage.transaction!(ops));
   return guarded;
 }
+
+/**
+ * A background persist's error reporter: the user's handler (a process warning by default); a handler
+ * that throws is reported as a warning too, never as an uncaught exception.
+ */
+export function persistErrorReporter(handler: ((err: Error) => void) | undefined): (err: Error) => void {
+  const report = handler ?? ((err: Error) => process.emitWarning(err));
+  return (err) => {
+    try {
+      report(err);
+    } catch (thrown) {
+      process.emitWarning(new Error(`onPersistError threw while handling "${err.message}": ${(thrown as Error)?.message ?? String(thrown)}`, { cause: thrown }));
+    }
+  };
+}

@@ -3,6 +3,7 @@
  */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
 import { MAX_HOP_SIZE } from '../../common/layout.js';
+import { checkStorage, guardStorage, persistErrorReporter, type Storage } from '../storage/storage.js';
 
 /** Named units and their length in ms. A week is 7 × 24 h (it starts on Monday 00:00 UTC). */
 export const WINDOW_UNITS = {
@@ -58,4 +59,72 @@ export function resolveWindowOptions(options: unknown): WindowShape {
   if (typeof unitMs !== 'number') throw argumentTypeError('options.unitMs', UNIT_MS_RULE, unitMs);
   if (!(unitMs >= MIN_UNIT_MS && unitMs <= MAX_UNIT_MS)) throw argumentRangeError('options.unitMs', UNIT_MS_RULE, unitMs);
   return { size, unitMs };
+}
+
+/** What happens when a set holding `maxKeys` windows is asked for a new one. */
+export type MaxKeysPolicy = 'reject' | 'evict';
+
+/** Options of a window set beyond its shape: storage (warm restart) and bounded keys. */
+export interface WindowSetOptions {
+  /** Where the set saves its windows (see the README, "Warm restart"). Default: none. */
+  storage?: Storage;
+  /** Storage keys are `<name>/<id>`. Default `windows-<size>x<unitMs>`. */
+  name?: string;
+  /** Persist the windows observed since the last persist every this many ms (needs `storage`). Default: off. */
+  autoPersistMs?: number;
+  /** Called with the error of a failed background persist (or eviction save). Default: a process warning. */
+  onPersistError?: (err: Error) => void;
+  /** Windows with no observe for this many ms are let go (saved first when the set has storage). Default: never. */
+  idleMs?: number;
+  /** At most this many windows in memory. Default: no limit (shard memory still bounds it). */
+  maxKeys?: number;
+  /** At `maxKeys`: `reject` (TW_CAPACITY, nothing created; the default) or `evict` a window not observed lately. */
+  onMaxKeys?: MaxKeysPolicy;
+}
+
+export interface ResolvedSetOptions {
+  readonly storage: Storage | undefined;
+  readonly name: string;
+  readonly autoPersistMs: number | undefined;
+  readonly onPersistError: (err: Error) => void;
+  readonly idleMs: number | undefined;
+  readonly maxKeys: number;
+  readonly onMaxKeys: MaxKeysPolicy;
+}
+
+const SET_OPTIONS = ['storage', 'name', 'autoPersistMs', 'onPersistError', 'idleMs', 'maxKeys', 'onMaxKeys'];
+
+function positiveMs(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!(typeof value === 'number' && Number.isSafeInteger(value) && value >= 1)) throw argumentRangeError(name, 'an integer number of ms ≥ 1', value);
+  return value;
+}
+
+/** Validates the set options (the second argument of `engine.windows`) of a set of shape `shape`. */
+export function resolveSetOptions(setOptions: unknown, shape: WindowShape): ResolvedSetOptions {
+  if (typeof setOptions !== 'object' || setOptions === null) throw argumentTypeError('setOptions', 'an object of window set options', setOptions);
+  const options = setOptions as Record<string, unknown>;
+  for (const key of Object.keys(options)) {
+    if (!SET_OPTIONS.includes(key)) throw argumentTypeError(`setOptions.${key}`, `a known option (${SET_OPTIONS.join(', ')})`, options[key]);
+  }
+  const { storage, name, onPersistError, maxKeys, onMaxKeys } = options;
+  if (storage !== undefined) checkStorage(storage, 'setOptions.storage');
+  const resolvedName = name ?? `windows-${shape.size}x${shape.unitMs}`;
+  if (typeof resolvedName !== 'string' || resolvedName.length === 0 || resolvedName.includes('/')) throw argumentTypeError('setOptions.name', 'a non-empty string without "/"', name);
+  const autoPersistMs = positiveMs(options.autoPersistMs, 'setOptions.autoPersistMs');
+  if (autoPersistMs !== undefined && storage === undefined) throw argumentTypeError('setOptions.autoPersistMs', 'given only with setOptions.storage', autoPersistMs);
+  if (onPersistError !== undefined && typeof onPersistError !== 'function') throw argumentTypeError('setOptions.onPersistError', 'a function', onPersistError);
+  const idleMs = positiveMs(options.idleMs, 'setOptions.idleMs');
+  if (maxKeys !== undefined && !(typeof maxKeys === 'number' && Number.isSafeInteger(maxKeys) && maxKeys >= 1)) throw argumentRangeError('setOptions.maxKeys', 'an integer ≥ 1', maxKeys);
+  const policy = onMaxKeys ?? 'reject';
+  if (policy !== 'reject' && policy !== 'evict') throw argumentTypeError('setOptions.onMaxKeys', "'reject' or 'evict'", onMaxKeys);
+  return {
+    storage: storage === undefined ? undefined : guardStorage(storage as Storage),
+    name: resolvedName,
+    autoPersistMs,
+    onPersistError: persistErrorReporter(onPersistError as ((err: Error) => void) | undefined),
+    idleMs,
+    maxKeys: (maxKeys as number | undefined) ?? Number.POSITIVE_INFINITY,
+    onMaxKeys: policy,
+  };
 }
