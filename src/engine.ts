@@ -15,6 +15,7 @@ import { type RedisParts, startRedis } from './redis-parts.js';
 import { type Counters, CounterSet } from './counters/counters.js';
 import { LaxCounters } from './counters/lax-counters.js';
 import { LocalCounters } from './counters/local-counters.js';
+import { CounterPersistence } from './counters/counter-persistence.js';
 import { EmbeddedInstanceAware, type InstanceAwareCounters, InstanceAwareSet } from './counters/instance-aware.js';
 import { LaxInstanceAware } from './counters/ia-lax.js';
 import { LaxAdds } from './counters/lax-adds.js';
@@ -77,6 +78,7 @@ export class Engine implements AsyncDisposable {
   private readonly redis: RedisParts | undefined;
   /** The strict counters' records without Redis (the opt-in counter metrics list their keys). */
   private readonly strictLocal: LocalCounters | undefined;
+  private readonly counterStore: CounterPersistence | undefined;
 
   /** @internal use {@link createEngine} */
   constructor(options: ResolvedOptions, router: Router, redis?: RedisParts) {
@@ -95,10 +97,43 @@ export class Engine implements AsyncDisposable {
     this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, adds, isClosed);
     this.instanceId = options.instanceId;
     const iaLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, PARTITIONS + partitionOf(rec.key))));
+    const iaStrictLocal = redis === undefined ? new LocalCounters(router, this.clock) : undefined;
     this.instanceAware = {
-      strict: new InstanceAwareSet(redis?.strictInstanceAware ?? new EmbeddedInstanceAware(new LocalCounters(router, this.clock)), isClosed),
+      strict: new InstanceAwareSet(redis?.strictInstanceAware ?? new EmbeddedInstanceAware(iaStrictLocal!), isClosed),
       lax: new LaxInstanceAware(iaLocal, flusher, this.clock, options.allowedLagMs, adds, new EmbeddedInstanceAware(iaLocal), isClosed),
     };
+    // Embedded only (the options refuse `counters` with `redis`): every local counter set, by kind.
+    this.counterStore =
+      options.counters === undefined || redis !== undefined
+        ? undefined
+        : new CounterPersistence(
+            [
+              ['strict', this.strictLocal!],
+              ['lax', laxLocal],
+              ['ia-strict', iaStrictLocal!],
+              ['ia-lax', iaLocal],
+            ],
+            options.counters,
+          );
+  }
+
+  /** @internal createEngine: brings stored embedded counters back before the engine is handed out */
+  restoreCounters(): Promise<number> {
+    return this.counterStore?.restore() ?? Promise.resolve(0);
+  }
+
+  /**
+   * Persists everything that has a storage: every event store, every window set, and the embedded
+   * counters (the `counters` option). Resolves to the number of entries written.
+   */
+  async persist(): Promise<number> {
+    if (this.closing !== undefined) throw closedError('engine');
+    const counts = await Promise.all([
+      ...this.stores.filter((st) => st.persists).map((st) => st.persist()),
+      ...[...this.windowSets.values()].filter((set) => set.keeper?.options.storage !== undefined).map((set) => set.persist()),
+      this.counterStore?.persist() ?? 0,
+    ]);
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /**
@@ -274,7 +309,11 @@ export class Engine implements AsyncDisposable {
         // Buffers deliver first: their handlers may still use the engine.
         const buffered = await Promise.allSettled([...this.buffers.values()].map((b) => b.close()));
         // Stores and window sets persist next: reading their counters needs the shards.
-        const persisted = await Promise.allSettled([...this.stores.map((st) => st.close()), ...[...this.windowSets.values()].map((set) => set.close())]);
+        const persisted = await Promise.allSettled([
+          ...this.stores.map((st) => st.close()),
+          ...[...this.windowSets.values()].map((set) => set.close()),
+          this.counterStore?.close() ?? Promise.resolve(),
+        ]);
         // The flusher's final flush reads the totals: every lane applies what it holds first.
         await Promise.allSettled(this.router.lanes.map((l) => l.drain()));
         const delivered = this.redis === undefined ? undefined : await settled(this.redis.flusher.close(this.options.closeTimeoutMs));
@@ -337,6 +376,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     }
     const engine = new Engine(resolved, router, redis);
     await engine.events.ready();
+    await engine.restoreCounters();
     return engine;
   } catch (err) {
     await flusher?.close(0).catch(() => undefined);

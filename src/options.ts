@@ -12,6 +12,8 @@ import { type EventStoreOptions, resolveEventStoreOptions } from './events/store
 import type { RedisOptions } from 'ioredis';
 import { connectionSpec, type ConnectionSpec, type IoredisClient, isRedisClient } from '../common/redis.js';
 import { MAX_KEY_BYTES } from './keys.js';
+import type { CounterStorageOptions, ResolvedCounterStorage } from './counters/counter-persistence.js';
+import { checkStorage, guardStorage, persistErrorReporter, type Storage } from './storage/storage.js';
 
 export interface EngineOptions {
   /** Shard threads. Default: available parallelism − 1 (the calling thread produces), at least 1. 1–64. */
@@ -40,6 +42,8 @@ export interface EngineOptions {
   timeZone?: string;
   /** Options of the default event store, `engine.events` (its time zone defaults to `timeZone`). */
   events?: EventStoreOptions;
+  /** Embedded counters (no `redis`) saved to a storage and restored by the next engine (see the README). */
+  counters?: CounterStorageOptions;
   /**
    * Where strict and lax counters coordinate: a URL (`redis://host:port/db`), ioredis options, or a ready
    * ioredis `Redis`/`Cluster` instance (the engine opens its own connections with its settings; it never
@@ -98,6 +102,7 @@ export interface ResolvedOptions {
   readonly timeZone: string;
   /** Validated when the default store is created (by createEngine, before any thread starts). */
   readonly events: EventStoreOptions;
+  readonly counters: ResolvedCounterStorage | undefined;
   /** How to reach Redis, or undefined: embedded. */
   readonly redis: ConnectionSpec | undefined;
   readonly prefix: string;
@@ -132,6 +137,7 @@ const known = [
   'restartBacklogBatches',
   'timeZone',
   'events',
+  'counters',
   'redis',
   'prefix',
   'flushIntervalMs',
@@ -234,6 +240,33 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     maxRestarts: integer(o, 'maxRestarts', 0, 100, 5),
     timeZone,
     events: (o.events as EventStoreOptions | undefined) ?? {},
+    counters: resolveCounterStorage(o.counters, o.redis !== undefined),
+  };
+}
+
+const COUNTER_STORAGE_OPTIONS = ['storage', 'name', 'autoPersistMs', 'onPersistError'];
+
+function resolveCounterStorage(value: unknown, withRedis: boolean): ResolvedCounterStorage | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw optionTypeError('counters', 'an object with a storage', value);
+  if (withRedis) throw optionTypeError('counters', 'absent with redis (Redis holds the counters); it saves embedded counters', value);
+  const o = value as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!COUNTER_STORAGE_OPTIONS.includes(k)) throw optionTypeError(`counters.${k}`, `a known option (${COUNTER_STORAGE_OPTIONS.join(', ')})`, o[k]);
+  try {
+    checkStorage(o.storage, 'counters.storage');
+  } catch (err) {
+    throw asOptionError(err, 'counters.storage', 'counters.storage');
+  }
+  const name = o.name ?? 'counters';
+  if (typeof name !== 'string' || name.length === 0 || name.includes('/')) throw optionTypeError('counters.name', 'a non-empty string without "/"', o.name);
+  const every = o.autoPersistMs;
+  if (every !== undefined && !(typeof every === 'number' && Number.isSafeInteger(every) && every >= 1)) throw optionRangeError('counters.autoPersistMs', 'an integer number of ms ≥ 1', every);
+  if (o.onPersistError !== undefined && typeof o.onPersistError !== 'function') throw optionTypeError('counters.onPersistError', 'a function', o.onPersistError);
+  return {
+    storage: guardStorage(o.storage as Storage),
+    name,
+    autoPersistMs: every as number | undefined,
+    onPersistError: persistErrorReporter(o.onPersistError as ((err: Error) => void) | undefined),
   };
 }
 

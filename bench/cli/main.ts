@@ -21,7 +21,7 @@ const USAGE = `Usage: tallyworks bench [options]
 Runs each scenario and its peer in one process, verifies every total, prints a table.
 
 Options:
-  --scenario NAMES  comma-separated scenarios (default: every one that can run)
+  --scenario NAMES  comma-separated scenarios (default: every one that can run, but the heavy ones)
   --keys N          distinct keys (default 10000)
   --ops N           ops of each scenario's Tallyworks side (default: the scenario's own, ~1 min in all)
   --duration S      seconds per side instead of --ops (sized by a short calibration run)
@@ -33,7 +33,9 @@ Options:
   --list            list the scenarios and exit
   -h, --help        this text
 
-Scenarios: ${SCENARIOS.map((s) => `${s.name}${s.redis ? ' (Redis)' : ''}`).join(', ')}
+Scenarios: ${SCENARIOS.map((s) => `${s.name}${s.redis ? ' (Redis)' : ''}${s.heavy === true ? ' (heavy)' : ''}`).join(', ')}
+Heavy scenarios take minutes and GiB at their default size (--ops sets the number of ids); they run only
+when named, e.g. --scenario persist-incremental.
 `;
 
 class UsageError extends Error {}
@@ -183,7 +185,7 @@ async function bench(args: string[]): Promise<void> {
   }
   const names = values.scenario?.split(',').map((n) => n.trim());
   for (const n of names ?? []) if (!SCENARIOS.some((s) => s.name === n)) throw new UsageError(`unknown scenario "${n}"; --list shows them`);
-  const chosen = SCENARIOS.filter((s) => (names === undefined ? !s.redis || values.redis !== undefined : names.includes(s.name)));
+  const chosen = SCENARIOS.filter((s) => (names === undefined ? s.heavy !== true && (!s.redis || values.redis !== undefined) : names.includes(s.name)));
   const needless = chosen.find((s) => s.redis && values.redis === undefined);
   if (needless !== undefined) throw new UsageError(`scenario "${needless.name}" needs --redis URL`);
   // A scenario whose packages are not installed (dev dependencies; an installed tallyworks has none) is

@@ -41,6 +41,8 @@ export interface Scenario {
   readonly peer: Side;
   /** A third side the ours side is also compared with (e.g. the app without a limiter), in the same rounds. */
   readonly baseline?: Side;
+  /** Minutes and GiB at the default size: run only when named with --scenario. */
+  readonly heavy?: boolean;
   /** Packages every side needs (dev dependencies: an installed package skips the scenario without them). */
   readonly requires?: readonly string[];
 }

@@ -16,6 +16,7 @@ import type { BenchRedis } from '../redis.js';
 import type { RateWorkerInput, RateWorkerOutput } from './rate-worker.js';
 import { expectEqual, heapBytes, Latencies, share, yieldTurn } from './measure.js';
 import { httpScenario } from './http-scenario.js';
+import { churn, persistFull, persistIncremental, restart } from './storage-scenarios.js';
 import type { BenchContext, Measurement, Scenario, Side } from './scenario.js';
 
 export type { BenchContext, Measurement, Scenario, Side } from './scenario.js';
@@ -743,4 +744,4 @@ const slidingHybrid: Scenario = {
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, httpScenario, laxInc, strictInc, slidingRedis, slidingHybrid];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, httpScenario, laxInc, strictInc, slidingRedis, slidingHybrid, persistFull, persistIncremental, restart, churn];

@@ -1,5 +1,6 @@
 /** Stat buffer options: validation and defaults (README, "Stat buffers"). */
 import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { checkStorage, guardStorage, persistErrorReporter, type Storage } from '../storage/storage.js';
 
 /** One key's count in a batch handed to `onFlushBatch`. */
 export interface BufferEntry {
@@ -55,6 +56,12 @@ export interface BufferOptions {
   onFlushBatch?: FlushBatchHandler;
   /** Receives what the buffer gave up on. Without it, `close()` rejects with TW_UNDELIVERED listing them. */
   onDeadLetter?: (entries: DeadLetter[]) => unknown;
+  /** Opt-in: save the counts not yet delivered here, and deliver them after a restart (see the README). */
+  storage?: Storage;
+  /** With `storage`: save every this many ms (default `intervalMs`). */
+  persistMs?: number;
+  /** With `storage`: called with the error of a failed save. Default: a process warning. */
+  onPersistError?: (err: Error) => void;
 }
 
 export interface ResolvedBufferOptions {
@@ -70,10 +77,13 @@ export interface ResolvedBufferOptions {
   readonly onFlush: FlushHandler | undefined;
   readonly onFlushBatch: FlushBatchHandler | undefined;
   readonly onDeadLetter: ((entries: DeadLetter[]) => unknown) | undefined;
+  readonly storage: Storage | undefined;
+  readonly persistMs: number;
+  readonly onPersistError: (err: Error) => void;
 }
 
 const MAX_MS = 2 ** 31 - 1;
-const known = ['name', 'intervalMs', 'jitterMs', 'backoffMs', 'maxBackoffMs', 'maxAttempts', 'timeoutMs', 'maxBatch', 'closeTimeoutMs', 'onFlush', 'onFlushBatch', 'onDeadLetter'];
+const known = ['name', 'intervalMs', 'jitterMs', 'backoffMs', 'maxBackoffMs', 'maxAttempts', 'timeoutMs', 'maxBatch', 'closeTimeoutMs', 'onFlush', 'onFlushBatch', 'onDeadLetter', 'storage', 'persistMs', 'onPersistError'];
 
 function integer(o: Record<string, unknown>, name: string, min: number, max: number, fallback: number): number {
   const value = o[name];
@@ -114,9 +124,13 @@ export function resolveBufferOptions(options: unknown): ResolvedBufferOptions {
   const backoffMs = integer(o, 'backoffMs', 0, MAX_MS, 1000);
   const maxBackoffMs = integer(o, 'maxBackoffMs', 0, MAX_MS, Math.max(30_000, backoffMs));
   if (maxBackoffMs < backoffMs) throw argumentRangeError('options.maxBackoffMs', `at least options.backoffMs (${backoffMs})`, maxBackoffMs);
+  const intervalMs = integer(o, 'intervalMs', 1, MAX_MS, 5000);
+  if (o.storage !== undefined) checkStorage(o.storage, 'options.storage');
+  else if (o.persistMs !== undefined) throw argumentTypeError('options.persistMs', 'given only with options.storage', o.persistMs);
+  const onPersistError = handler<(err: Error) => void>(o, 'onPersistError');
   return {
     name: o.name,
-    intervalMs: integer(o, 'intervalMs', 1, MAX_MS, 5000),
+    intervalMs,
     jitterMs: integer(o, 'jitterMs', 0, MAX_MS, 0),
     backoffMs,
     maxBackoffMs,
@@ -127,5 +141,8 @@ export function resolveBufferOptions(options: unknown): ResolvedBufferOptions {
     onFlush,
     onFlushBatch,
     onDeadLetter,
+    storage: o.storage === undefined ? undefined : guardStorage(o.storage as Storage),
+    persistMs: integer(o, 'persistMs', 1, MAX_MS, intervalMs),
+    onPersistError: persistErrorReporter(onPersistError),
   };
 }

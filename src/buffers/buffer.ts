@@ -18,6 +18,7 @@ import { argumentRangeError, argumentTypeError, closedError, ErrorCode, Tallywor
 import type { Clock } from '../clock/clock.js';
 import { type BufferEntry, type DeadLetter, resolveBufferOptions, type ResolvedBufferOptions } from './buffer-options.js';
 import { DueHeap } from './due-heap.js';
+import { BufferPersistence } from './buffer-persistence.js';
 import { type BufferLink, LinkHost } from './link.js';
 import { validateBufferKey } from '../keys.js';
 
@@ -99,6 +100,7 @@ export class StatBuffer implements AsyncDisposable {
   private shut = false;
   private closing: Promise<void> | undefined;
   private readonly links: LinkHost;
+  private readonly persistence: BufferPersistence | undefined;
   private readonly undelivered: Array<[string, number]> = [];
   private idleWaiters: Array<() => void> = [];
   private handlerCalls = 0;
@@ -116,6 +118,29 @@ export class StatBuffer implements AsyncDisposable {
     this.flushPrefix = `${this.name}:${randomBytes(6).toString('hex')}:`;
     this.unwatch = clock.watch?.(this.poll);
     this.links = new LinkHost(this.name, (key, n) => this.add(key, n));
+    const host = { name: this.name, pending: () => this.pending(), restore: (key: string, n: number) => this.add(key, n) };
+    this.persistence = this.o.storage === undefined ? undefined : new BufferPersistence(host, this.o.storage, this.o.persistMs, this.o.onPersistError);
+  }
+
+  /** Resolves once counts stored by an earlier buffer of this name (the `storage` option) are back. */
+  ready(): Promise<void> {
+    return this.persistence?.ready ?? Promise.resolve();
+  }
+
+  /** With `storage`: saves the counts not yet delivered now (the buffer does it every `persistMs`). */
+  persist(): Promise<void> {
+    if (this.persistence === undefined) return Promise.reject(new TallyworksError(ErrorCode.INVALID_ARGUMENT, `persist() needs buffer "${this.name}" to have the storage option`));
+    return this.persistence.persist();
+  }
+
+  /** Every key's count not yet delivered: held, plus being delivered. */
+  private pending(): Array<[string, number]> {
+    const out: Array<[string, number]> = [];
+    for (const [key, pos] of this.index) {
+      const n = this.counts[pos]! + this.inflight[pos]!;
+      if (n !== 0) out.push([key, n]);
+    }
+    return out;
   }
 
   /**
@@ -192,10 +217,14 @@ export class StatBuffer implements AsyncDisposable {
         // ports has passed on the clock too; on a test clock the deadline stays closeTimeoutMs of clock
         // time, however long a loaded machine took to collect.
         await this.links.close(this.o.closeTimeoutMs);
+        // Stored counts still being read back are delivered with the rest (a failed read was reported).
+        await this.persistence?.ready.catch(() => undefined);
         this.heap.push(deadline, DEADLINE);
         this.flushAll();
         this.arm();
         if (this.deliveries.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+        // What could not be delivered is kept for the next buffer of this name (nothing, usually).
+        await this.persistence?.close(this.o.onDeadLetter === undefined ? [...this.undelivered] : []);
       } finally {
         this.holders--;
         this.unwatch?.();

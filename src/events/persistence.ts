@@ -29,7 +29,7 @@ export interface PersistenceHost {
   /** Counters in memory, by id. */
   readonly counters: Map<string, EventCounter>;
   /** Reads the rings of `ids` aligned to one now, handing each id's to `take` as it is read. */
-  eachRings(ids: readonly string[], take: (id: string, rings: number[][], nowMs: number) => void): Promise<number>;
+  eachRings(ids: readonly string[], take: (id: string, rings: number[][], nowMs: number) => void, trim: boolean): Promise<number>;
   /** The op that merges a one-id export into `c`'s record (throws when this store cannot take it). */
   mergeOp(c: EventCounter, exp: EventsExport): LoadOp;
   /** Retires the counter's limit gates before it goes; false (keep the counter) while one holds a live reservation. */
@@ -163,6 +163,9 @@ export class EventPersistence {
         const entry: StoredCounter = { timeZone, intervals, nowMs, rings };
         ops.push({ type: 'save', key: this.prefix + id, value: encode(entry), owned: true });
       },
+      // Older buckets that hold 0 are left off (a load reads a missing bucket as 0): an id counted in a
+      // few units encodes in tens of bytes instead of one number per bucket of every ring.
+      true,
     );
     await applyOps(storage, ops);
     return ops.length;
@@ -211,7 +214,7 @@ export class EventPersistence {
         throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(c.id)} cannot be read: ${(err as Error).message}`, { cause: err });
       }
       c.lane.batches.appendCtrl(op);
-      await c.lane.drain();
+      await c.lane.drainSoon();
     }
     c.loading = undefined;
   }

@@ -64,6 +64,11 @@ export class EventStore implements EventReader {
   readonly counters = new Map<string, EventCounter>();
   private readonly registered = new Set<Lane>();
   private readonly persistence: EventPersistence;
+
+  /** True when the store was made with a storage (persist() works). */
+  get persists(): boolean {
+    return this.persistence.storage !== undefined;
+  }
   private readonly sourceId: string | undefined;
   /** Set when close() begins: new operations and writes are refused with TW_CLOSED from then on. */
   private closed = false;
@@ -577,9 +582,10 @@ export class EventStore implements EventReader {
   /**
    * Reads the rings of `only` (every id when undefined, stored ones brought back) aligned to one `now`, and
    * hands each id's to `take` as it is read, in slices that let the event loop turn. Returns that now.
+   * With `trim`, each ring (newest first) ends at its oldest non-zero bucket (a load reads the rest as 0).
    */
   /** @internal */
-  async eachRings(only: readonly string[] | undefined, take: (id: string, rings: number[][], nowMs: number) => void): Promise<number> {
+  async eachRings(only: readonly string[] | undefined, take: (id: string, rings: number[][], nowMs: number) => void, trim = false): Promise<number> {
     await this.persistence.listing;
     if (only === undefined) {
       // Stored ids are part of the store: bring them back to export them.
@@ -587,19 +593,34 @@ export class EventStore implements EventReader {
     }
     const ids = only ?? [...this.counters.keys()];
     const nowMs = this.clock.now();
+    // Trimmed: each ring is read into a scratch array and copied up to its oldest non-zero bucket.
+    const scratch = trim ? this.shape.rings.map((ring) => new Array<number>(ring.count)) : undefined;
+    const read = (c: EventCounter) => (v: ShardViews): number[][] => {
+      this.shape.seek(nowMs);
+      return this.shape.rings.map((ring, r) => {
+        const out = scratch?.[r] ?? new Array<number>(ring.count);
+        readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, out);
+        if (scratch === undefined) return out;
+        let n = ring.count;
+        while (n > 0 && out[n - 1] === 0) n--;
+        return out.slice(0, n);
+      });
+    };
+    // Every lane applies what it holds once, up front: the reads below need no round trip each.
+    const lanes = new Set<Lane>();
+    for (const id of ids) {
+      const lane = this.counters.get(id)?.lane;
+      if (lane !== undefined) lanes.add(lane);
+    }
+    await Promise.all([...lanes].map((l) => l.drain()));
     const slice = timeSlicer();
     for (const id of ids) {
       await slice();
-      const c = await this.loadedCounter(id);
+      let c = this.counters.get(id);
+      if (c === undefined || c.loading !== undefined) c = await this.loadedCounter(id);
       if (c === undefined) continue;
-      const rings = await c.lane.readSettled(c.offset, this.clock, (v) => {
-        this.shape.seek(nowMs);
-        return this.shape.rings.map((ring, r) => {
-          const out = new Array<number>(ring.count);
-          readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, out);
-          return out;
-        });
-      });
+      let rings = c.lane.readConsistent(c.offset, read(c));
+      if (rings === MISSED) rings = await c.lane.readSettled(c.offset, this.clock, read(c));
       take(id, rings, nowMs);
     }
     return nowMs;

@@ -57,7 +57,8 @@ export class Lane {
    */
   releaseRecord(offset: number, words: number): Promise<void> {
     this.batches.appendCtrl({ type: 'release', offset });
-    return this.batches.drain().then(() => this.memory.returnRecord(offset, words));
+    // Many records let go in one turn (an idle sweep, a compaction) share one drain.
+    return this.drainSoon().then(() => this.memory.returnRecord(offset, words));
   }
 
   /** Registers a calendar config with the shard (in order, before any record that uses it). */
@@ -95,6 +96,19 @@ export class Lane {
 
   drain(): Promise<void> {
     return this.batches.drain();
+  }
+
+  private soon: Promise<void> | undefined;
+  /**
+   * A drain at the end of this turn, shared by every caller of the turn: many stored counters reloaded at
+   * once go to the shard as one batch, not one batch each.
+   */
+  drainSoon(): Promise<void> {
+    this.soon ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.soon = undefined;
+      return this.batches.drain();
+    });
+    return this.soon;
   }
 
   readConsistent<T>(offset: number, read: (views: ShardViews) => T): T | typeof MISSED {

@@ -127,7 +127,7 @@ export class WindowKeeper {
     const values: number[] = [];
     for (let i = entry.buckets.length - 1; i >= 0; i--) values.push(entry.buckets[i]!);
     w.lane.batches.appendCtrl({ type: 'merge', offset: w.offset, t: this.host.clock.now(), heads: [head], values: [values] });
-    await w.lane.drain();
+    await w.lane.drainSoon();
   }
 
   private decodeEntry(id: string, bytes: Uint8Array): StoredWindow {

@@ -54,6 +54,8 @@ function assertWellFormedSvg(text: string): void {
 }
 
 const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'http', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid'];
+/** Run only when named (minutes and GiB at their default sizes). */
+const HEAVY = ['persist-full', 'persist-incremental', 'restart', 'churn'];
 
 describe('tallyworks bench', () => {
   let redis: RedisServer;
@@ -70,7 +72,7 @@ describe('tallyworks bench', () => {
   test('--list names every scenario', async () => {
     const run = await cli(['bench', '--list']);
     assert.equal(run.code, 0, run.stderr);
-    assert.deepEqual(run.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]), SCENARIOS);
+    assert.deepEqual(run.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]), [...SCENARIOS, ...HEAVY]);
   });
 
   test('every scenario runs briefly with --redis; --json gives a complete, verified report and the chart is a valid SVG', async () => {
@@ -132,6 +134,22 @@ describe('tallyworks bench', () => {
     assert.equal(rows.length, 2 + 2, 'header, separator and one row per scenario');
     assert.match(rows[2]!, /^\| observe-key \| set\.observe\(key\): [\d.]+ [kM]?\/s \| Map loop: .* \| [\d.]+× \|/);
     assert.match(run.stdout, /All totals verified\. 2 scenarios/);
+  });
+
+  test('the heavy scenarios run when named, each verified: stores reloaded whole, keys accounted for, RSS reported', async () => {
+    const run = await cli(['bench', '--ops', '3000', '--rounds', '1', '--shards', '1', '--scenario', HEAVY.join(','), '--json', '--chart', 'none']);
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout) as { results: Array<{ scenario: string; ratio: number; ours: { ops: number; verified: string }; peer: { verified: string } }> };
+    assert.deepEqual(report.results.map((r) => r.scenario), HEAVY);
+    const by = new Map(report.results.map((r) => [r.scenario, r]));
+    for (const name of ['persist-full', 'restart']) {
+      assert.match(by.get(name)!.ours.verified, /^3,000 ids reloaded, every sum equal$/, name);
+      assert.match(by.get(name)!.peer.verified, /^3,000 ids reloaded, every sum equal$/, name);
+    }
+    assert.match(by.get('persist-incremental')!.ours.verified, /^1000 dirty of 3,000 ids reloaded, every sum equal$/);
+    assert.match(by.get('churn')!.ours.verified, /^3,000 keys: [\d,]+ let go \+ [\d,]+ live; RSS \d+ MiB–\d+ MiB after the first tenth/);
+    assert.match(by.get('churn')!.peer.verified, /^3,000 keys: [\d,]+ deleted \+ [\d,]+ live; RSS/);
+    for (const r of report.results) assert.ok(r.ratio > 0 && Number.isFinite(r.ratio), `${r.scenario} ratio`);
   });
 
   test('bad usage exits 2 with a message naming the problem', async () => {
