@@ -38,7 +38,7 @@ export { MemoryStorage } from './storage/memory-storage.js';
 export { FileStorage, type FileStorageOptions } from './storage/file-storage.js';
 export { SqliteStorage, type SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { migrateStorage, type MigrateOptions } from './storage/migrate.js';
-export type { CounterStorageOptions } from './counters/counter-persistence.js';
+export type { CounterStorageOptions } from './options.js';
 export type { Counters } from './counters/counters.js';
 export { LaxCounters, type LaxHandle } from './counters/lax-counters.js';
 export type { StrictRedisStats } from './counters/strict-redis.js';

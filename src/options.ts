@@ -12,7 +12,6 @@ import { type EventStoreOptions, resolveEventStoreOptions } from './events/store
 import type { RedisOptions } from 'ioredis';
 import { connectionSpec, type ConnectionSpec, type IoredisClient, isRedisClient } from '../common/redis.js';
 import { MAX_KEY_BYTES } from './keys.js';
-import type { CounterStorageOptions, ResolvedCounterStorage } from './counters/counter-persistence.js';
 import { checkStorage, guardStorage, persistErrorReporter, type Storage } from './storage/storage.js';
 
 export interface EngineOptions {
@@ -242,6 +241,25 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     events: (o.events as EventStoreOptions | undefined) ?? {},
     counters: resolveCounterStorage(o.counters, o.redis !== undefined),
   };
+}
+
+/** The `counters` option: embedded counters saved to a storage (see src/counters/counter-persistence.ts). */
+export interface CounterStorageOptions {
+  /** Where the counters are saved. */
+  storage: Storage;
+  /** Storage keys are `<name>/<kind>/<key>`. Default `counters`. */
+  name?: string;
+  /** Persist every this many ms. Default: off (the engine's close() and persist() persist). */
+  autoPersistMs?: number;
+  /** Called with the error of a failed background persist. Default: a process warning. */
+  onPersistError?: (err: Error) => void;
+}
+
+export interface ResolvedCounterStorage {
+  readonly storage: Storage;
+  readonly name: string;
+  readonly autoPersistMs: number | undefined;
+  readonly onPersistError: (err: Error) => void;
 }
 
 const COUNTER_STORAGE_OPTIONS = ['storage', 'name', 'autoPersistMs', 'onPersistError'];

@@ -10,26 +10,9 @@
  */
 import { decode, encode } from '../../common/codec.js';
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
-import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
+import { applyOps, type StorageOp } from '../storage/storage.js';
 import type { CounterRecord, LocalCounters } from './local-counters.js';
-
-export interface CounterStorageOptions {
-  /** Where the counters are saved. */
-  storage: Storage;
-  /** Storage keys are `<name>/<kind>/<key>`. Default `counters`. */
-  name?: string;
-  /** Persist every this many ms. Default: off (the engine's close() and persist() persist). */
-  autoPersistMs?: number;
-  /** Called with the error of a failed background persist. Default: a process warning. */
-  onPersistError?: (err: Error) => void;
-}
-
-export interface ResolvedCounterStorage {
-  readonly storage: Storage;
-  readonly name: string;
-  readonly autoPersistMs: number | undefined;
-  readonly onPersistError: (err: Error) => void;
-}
+import type { ResolvedCounterStorage } from '../options.js';
 
 export class CounterPersistence {
   private timer: NodeJS.Timeout | undefined;

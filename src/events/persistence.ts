@@ -34,6 +34,8 @@ export interface PersistenceHost {
   mergeOp(c: EventCounter, exp: EventsExport): LoadOp;
   /** Retires the counter's limit gates before it goes; false (keep the counter) while one holds a live reservation. */
   letGo(c: EventCounter): boolean;
+  /** The store clock's now. */
+  now(): number;
 }
 
 export class EventPersistence {
@@ -49,6 +51,8 @@ export class EventPersistence {
   private persistQueue: Promise<unknown> = Promise.resolve();
   private persisting = 0;
   private readonly timer: NodeJS.Timeout | undefined;
+  private readonly idleTimer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<number> | undefined;
 
   constructor(
     private readonly host: PersistenceHost,
@@ -56,7 +60,11 @@ export class EventPersistence {
     private readonly prefix: string,
     autoPersistMs: number | undefined,
     onPersistError: (err: Error) => void,
+    private readonly idleMs?: number,
   ) {
+    if (idleMs !== undefined) {
+      this.idleTimer = setInterval(() => void this.evictIdle().catch(onPersistError), Math.max(1, Math.floor(idleMs / 2))).unref();
+    }
     if (autoPersistMs !== undefined) {
       this.timer = setInterval(() => {
         if (this.persisting > 0) return; // the last one is still writing: no pile-up behind a slow storage
@@ -180,15 +188,59 @@ export class EventPersistence {
   async compact(): Promise<void> {
     this.requireStorage('compact');
     await this.queued(() => this.persistEvery());
+    await this.release([...this.host.counters.values()]);
+  }
+
+  /** Lets go those of `counters` saved and untouched since (kept: recorded meanwhile, loading, or reserved). */
+  private async release(counters: readonly EventCounter[]): Promise<number> {
     const releases: Array<Promise<void>> = [];
-    for (const c of [...this.host.counters.values()]) {
+    for (const c of counters) {
       if (c.dirty || c.loading !== undefined) continue; // recorded during the persist: keep it
+      if (this.host.counters.get(c.id) !== c) continue;
       if (!this.host.letGo(c)) continue; // a reservation is held on it
       this.host.counters.delete(c.id);
       this.stored.add(c.id);
       releases.push(c.lane.releaseRecord(c.offset, this.host.recordWords));
     }
     await Promise.all(releases);
+    return releases.length;
+  }
+
+  /**
+   * One idle pass (idleMs): notes the ids recorded since the last pass, then saves and lets go those not
+   * recorded for idleMs. One pass at a time. Never lets an id go before idleMs after its last record.
+   */
+  async evictIdle(): Promise<number> {
+    this.requireStorage('evictIdle');
+    if (this.idleMs === undefined) throw new TallyworksError(ErrorCode.INVALID_ARGUMENT, 'evictIdle() needs a store created with the idleMs option');
+    this.sweeping ??= this.sweep(this.idleMs).finally(() => (this.sweeping = undefined));
+    return this.sweeping;
+  }
+
+  private async sweep(idleMs: number): Promise<number> {
+    const now = this.host.now();
+    const idle: EventCounter[] = [];
+    for (const c of this.host.counters.values()) {
+      if (c.touched !== false) {
+        c.touched = false;
+        c.seenMs = now;
+      } else if (now - (c.seenMs ?? now) >= idleMs && c.loading === undefined) idle.push(c);
+    }
+    if (idle.length === 0) return 0;
+    const dirty = idle.filter((c) => c.dirty);
+    if (dirty.length > 0) {
+      await this.queued(async () => {
+        for (const c of dirty) c.dirty = false;
+        try {
+          return await this.save(dirty);
+        } catch (err) {
+          for (const c of dirty) if (!c.dirty && this.host.counters.get(c.id) === c) this.markDirty(c);
+          throw err;
+        }
+      });
+    }
+    // Recorded while saving: touched again, so kept.
+    return this.release(idle.filter((c) => c.touched === false));
   }
 
   /** A stored id got a new record: merge its stored counts in (reads wait for `c.loading`). */
@@ -227,6 +279,8 @@ export class EventPersistence {
   /** Stops auto-persist and persists what is dirty (queued behind a background persist still writing). */
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
+    await this.sweeping?.catch(() => undefined);
     if (this.storage !== undefined) await this.persist();
   }
 }

@@ -21,6 +21,10 @@ export interface EventCounter extends GatedCounter {
   dirty: boolean;
   /** Set while the id's persisted counts are being merged back in after compact(). */
   loading: Promise<void> | undefined;
+  /** Recorded since the last idle pass (idleMs). */
+  touched?: boolean;
+  /** When the last idle pass found it recorded (its creation at first). */
+  seenMs?: number;
 }
 
 export interface EventReader {

@@ -14,6 +14,10 @@ export interface EventStoreOptions {
   storage?: Storage;
   /** Storage keys are `<name>/<id>`. Default `events`. Two stores sharing a storage need different names. */
   name?: string;
+  /** Ids not recorded for this many ms are saved and let go from memory (needs `storage`). Default: never. */
+  idleMs?: number;
+  /** At most this many ids in memory; a new id past it is refused with TW_CAPACITY. Default: no limit. */
+  maxKeys?: number;
   /** Persist dirty counters every this many ms (needs `storage`). Default: off. */
   autoPersistMs?: number;
   /**
@@ -39,11 +43,13 @@ export interface ResolvedEventStoreOptions {
   readonly prefix: string;
   readonly autoPersistMs: number | undefined;
   readonly onPersistError: (err: Error) => void;
+  readonly idleMs: number | undefined;
+  readonly maxKeys: number;
   readonly sourceId: string | undefined;
   readonly reservationTtlMs: number;
 }
 
-const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId', 'reservationTtlMs'];
+const KNOWN_OPTIONS = ['intervals', 'timeZone', 'storage', 'name', 'autoPersistMs', 'onPersistError', 'sourceId', 'reservationTtlMs', 'idleMs', 'maxKeys'];
 
 /**
  * Checks every event store option (named `options.<name>`) and resolves the defaults. Nothing is started,
@@ -66,6 +72,13 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
   }
   const storage = o.storage;
   if (storage !== undefined) checkStorage(storage, 'options.storage');
+  const idle = o.idleMs;
+  if (idle !== undefined) {
+    if (!(typeof idle === 'number' && Number.isSafeInteger(idle) && idle >= 1)) throw argumentRangeError('options.idleMs', 'an integer number of ms ≥ 1', idle);
+    if (storage === undefined) throw argumentTypeError('options.idleMs', 'given only with options.storage (an idle id is saved before it goes)', idle);
+  }
+  const maxKeys = o.maxKeys;
+  if (maxKeys !== undefined && !(typeof maxKeys === 'number' && Number.isSafeInteger(maxKeys) && maxKeys >= 1)) throw argumentRangeError('options.maxKeys', 'an integer ≥ 1', maxKeys);
   const name = o.name ?? 'events';
   if (typeof name !== 'string' || name.length === 0) throw argumentTypeError('options.name', 'a non-empty string', name);
   const sourceId = o.sourceId;
@@ -91,6 +104,8 @@ export function resolveEventStoreOptions(options: unknown, defaultZone: string):
     autoPersistMs: every as number | undefined,
     onPersistError: persistErrorReporter(handler as ((err: Error) => void) | undefined),
     sourceId: sourceId as string | undefined,
+    idleMs: idle as number | undefined,
+    maxKeys: (maxKeys as number | undefined) ?? Number.POSITIVE_INFINITY,
     reservationTtlMs: ttl,
   };
 }

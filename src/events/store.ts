@@ -23,6 +23,7 @@ import {
   codedRangeError,
   ErrorCode,
   TallyworksError,
+  TallyworksRangeError,
 } from '../../common/errors.js';
 import { KIND_CAL, type ShardViews } from '../../common/layout.js';
 import type { CalConfig, LoadOp } from '../../common/messages.js';
@@ -70,6 +71,8 @@ export class EventStore implements EventReader {
     return this.persistence.storage !== undefined;
   }
   private readonly sourceId: string | undefined;
+  /** At most this many ids in memory (maxKeys; stored ids do not count). */
+  private readonly maxKeys: number;
   /** Set when close() begins: new operations and writes are refused with TW_CLOSED from then on. */
   private closed = false;
   /** Operations admitted before close() began; close() waits for them before its final persist. */
@@ -95,7 +98,8 @@ export class EventStore implements EventReader {
     this.router = router;
     this.clock = clock;
     this.sourceId = o.sourceId;
-    this.persistence = new EventPersistence(this, o.storage, o.prefix, o.autoPersistMs, o.onPersistError);
+    this.maxKeys = o.maxKeys;
+    this.persistence = new EventPersistence(this, o.storage, o.prefix, o.autoPersistMs, o.onPersistError, o.idleMs);
   }
 
   /** @internal Words of one counter record. */
@@ -126,6 +130,7 @@ export class EventStore implements EventReader {
     if (n !== 1) checkCount(n);
     if (c.limits?.gates === undefined) c.lane.batches.append(c.offset, n);
     else this.addEvents(c, n, this.decisionNow());
+    c.touched = true;
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -140,6 +145,7 @@ export class EventStore implements EventReader {
     const c = this.counters.get(id) ?? this.counterFor(id, n);
     if (n !== 1) checkCount(n);
     this.addEvents(c, n, t, now);
+    c.touched = true;
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -162,13 +168,16 @@ export class EventStore implements EventReader {
     if (c !== undefined) return c;
     const wasStored = this.persistence.stored.has(id);
     if (!create && !wasStored) return undefined;
+    if (this.counters.size >= this.maxKeys) {
+      throw new TallyworksRangeError(ErrorCode.CAPACITY, `the event store holds maxKeys (${this.maxKeys}) ids in memory; ${JSON.stringify(id)} was not created (idleMs or compact() lets ids go)`);
+    }
     const lane = this.router.laneFor(id);
     if (!this.registered.has(lane)) {
       lane.registerCalendar(this.config);
       this.registered.add(lane);
     }
     const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
-    c = { id, lane, offset, dirty: false, loading: undefined, limits: undefined };
+    c = { id, lane, offset, dirty: false, loading: undefined, limits: undefined, touched: true, seenMs: this.clock.now() };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);
     return c;
@@ -291,8 +300,14 @@ export class EventStore implements EventReader {
     return this.time.now();
   }
 
+  /** @internal The clock's now (persistence's idle passes). */
+  now(): number {
+    return this.clock.now();
+  }
+
   /** @internal Marks the counter recorded since the last persist. */
   markDirty(c: EventCounter): void {
+    c.touched = true;
     if (!c.dirty) this.persistence.markDirty(c);
   }
 
@@ -606,7 +621,8 @@ export class EventStore implements EventReader {
         return out.slice(0, n);
       });
     };
-    // Every lane applies what it holds once, up front: the reads below need no round trip each.
+    // Every lane applies what it holds once, up front: the reads below need no round trip each while
+    // nothing else is recorded meanwhile.
     const lanes = new Set<Lane>();
     for (const id of ids) {
       const lane = this.counters.get(id)?.lane;
@@ -619,7 +635,9 @@ export class EventStore implements EventReader {
       let c = this.counters.get(id);
       if (c === undefined || c.loading !== undefined) c = await this.loadedCounter(id);
       if (c === undefined) continue;
-      let rings = c.lane.readConsistent(c.offset, read(c));
+      // Read at once only while the lane is idle: a batch the shard is still applying would show some of
+      // its ops and not others (a persist must never store one id past another recorded with it).
+      let rings = c.lane.isIdle() ? c.lane.readConsistent(c.offset, read(c)) : MISSED;
       if (rings === MISSED) rings = await c.lane.readSettled(c.offset, this.clock, read(c));
       take(id, rings, nowMs);
     }
@@ -716,6 +734,14 @@ export class EventStore implements EventReader {
    * Persists every counter, then lets them go from shard memory (their words are reused by new ids).
    * Every later use of an id (record, query, limit) brings its counter back from storage first.
    */
+  /**
+   * Lets go now the ids not recorded for `idleMs` (saved first; the store's timer does this every
+   * idleMs / 2); resolves to how many. Needs a store made with `storage` and `idleMs`.
+   */
+  evictIdle(): Promise<number> {
+    return this.admit(() => this.persistence.evictIdle());
+  }
+
   compact(): Promise<void> {
     return this.admit(() => this.persistence.compact());
   }

@@ -18,9 +18,9 @@ import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import { bucketsHop, GO_EPOCH_OFFSET_MS, unitIndex } from '../../common/records/hop.js';
 import { hopRecordWords } from '../../common/layout.js';
 import { MISSED } from '../router/shard-memory.js';
+import type { Lane } from '../router/lane.js';
 import { applyOps, type StorageOp } from '../storage/storage.js';
 import type { Clock } from '../clock/clock.js';
-import type { Window } from './window.js';
 import type { ResolvedSetOptions, WindowShape } from './window-options.js';
 
 /** One window as stored: its buckets, oldest first, as they were at `nowMs`. */
@@ -33,6 +33,19 @@ interface StoredWindow {
 
 /** Windows per turn of the event loop in a pass over every window. */
 const PASS_SLICE = 16_384;
+
+/** What the keeper reads and marks on a window (src/windows/window.ts: Window). */
+export interface KeptWindow {
+  readonly id: string;
+  readonly lane: Lane;
+  readonly offset: number;
+  touched: boolean;
+  gone: boolean;
+  dirty: boolean;
+  seenMs: number;
+  pending: Promise<void> | undefined;
+}
+type Window = KeptWindow;
 
 /** What the keeper needs of its set. */
 export interface KeeperHost {

@@ -12,7 +12,7 @@ import { validateKey } from '../keys.js';
 import type { Clock } from '../clock/clock.js';
 import type { Lane } from '../router/lane.js';
 import type { Router } from '../router/router.js';
-import { WindowKeeper } from './window-keeper.js';
+import { type KeptWindow, WindowKeeper } from './window-keeper.js';
 import type { ResolvedSetOptions, WindowShape } from './window-options.js';
 
 /** Throws unless `n` is a count a window can take: a safe integer ≥ 0. */
@@ -23,7 +23,7 @@ function checkCount(n: number): void {
 }
 
 /** One hopping window, resolved to its shard and record. */
-export class Window {
+export class Window implements KeptWindow {
   readonly id: string;
   readonly size: number;
   readonly unitMs: number;
