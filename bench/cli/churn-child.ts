@@ -3,7 +3,9 @@
  * Observes `keys` distinct keys once each, 1,000 per ms of a test clock, through windows of 10 × 1 s whose
  * idle ones go after idleMs = keys / 10 ms-of-keys (so about a tenth of the keys is live at any time); a pass
  * over the windows runs every idleMs / 4 of the clock (the bench drives it: a set's own timer runs on real
- * time). Prints one JSON line: {@link ChurnResult}.
+ * time). RSS is read every 1/200 of the keys and each tenth reports its peak: the footprint that tenth
+ * needed, whatever phase of garbage collection a single reading would land on. Prints one JSON line:
+ * {@link ChurnResult}.
  */
 import { createEngine, TestClock } from '../../src/index.js';
 import type { ChurnResult } from './storage-scenarios.js';
@@ -17,9 +19,19 @@ if ((side !== 'tallyworks' && side !== 'map') || !Number.isSafeInteger(keys) || 
 const PER_MS = 1000;
 const idleMs = Math.max(1, Math.round(keys / 10 / PER_MS));
 const passEvery = Math.max(1, Math.round((idleMs * PER_MS) / 4));
-const sampleEvery = Math.ceil(keys / 10);
+const sampleEvery = Math.ceil(keys / 200);
 const T0 = Date.UTC(2026, 0, 5, 12);
+/** The peak RSS of each tenth of the keys. */
 const rss: number[] = [];
+let peak = 0;
+let samples = 0;
+function sample(): void {
+  peak = Math.max(peak, process.memoryUsage().rss);
+  if (++samples % 20 === 0) {
+    rss.push(peak);
+    peak = 0;
+  }
+}
 
 async function tallyworks(): Promise<Omit<ChurnResult, 'rss'>> {
   const clock = new TestClock(T0);
@@ -30,7 +42,7 @@ async function tallyworks(): Promise<Omit<ChurnResult, 'rss'>> {
     set.observe(`key-${i}`);
     if ((i + 1) % PER_MS === 0) clock.advance(1);
     if ((i + 1) % passEvery === 0) await set.evictIdle();
-    if ((i + 1) % sampleEvery === 0) rss.push(process.memoryUsage().rss);
+    if ((i + 1) % sampleEvery === 0) sample();
   }
   await engine.flush();
   const ms = performance.now() - start;
@@ -68,7 +80,7 @@ async function map(): Promise<Omit<ChurnResult, 'rss'>> {
       }
       await new Promise((resolve) => setImmediate(resolve));
     }
-    if ((i + 1) % sampleEvery === 0) rss.push(process.memoryUsage().rss);
+    if ((i + 1) % sampleEvery === 0) sample();
   }
   const ms = performance.now() - start;
   if (evicted + byKey.size !== keys) throw new Error(`evicted ${evicted} + live ${byKey.size} ≠ ${keys}`);

@@ -182,7 +182,7 @@ export const restart: Scenario = {
   requires: ['better-sqlite3'],
 };
 
-/** What a churn child prints: its timing, its RSS samples (bytes, after each tenth of the keys) and its check. */
+/** What a churn child prints: its timing, the peak RSS (bytes) of each tenth of the keys, and its check. */
 export interface ChurnResult {
   readonly ms: number;
   readonly rss: number[];
@@ -205,7 +205,7 @@ function churnSide(side: 'tallyworks' | 'map', name: string): Side {
       const lo = Math.min(...after);
       const hi = Math.max(...after);
       const mib = (b: number): string => `${Math.round(b / 2 ** 20)} MiB`;
-      return { ops, ms: r.ms, bytesPerKey: hi / r.live, verified: `${r.verified}; RSS ${mib(lo)}–${mib(hi)} after the first tenth (${(((hi - lo) / lo) * 100).toFixed(1)} % apart)` };
+      return { ops, ms: r.ms, bytesPerKey: hi / r.live, verified: `${r.verified}; peak RSS per tenth ${mib(lo)}–${mib(hi)} after the first (${(((hi - lo) / lo) * 100).toFixed(1)} % apart)` };
     },
   };
 }

@@ -142,6 +142,23 @@ export { options, n, sum, d, sink };
     ok(run(process.execPath, [join(consumer, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], consumer), 'tsc on the consumer');
   });
 
+  test('SqliteStorage without its optional peer better-sqlite3: TW_MISSING_DEPENDENCY naming it; the rest works', () => {
+    assert.equal(existsSync(join(consumer, 'node_modules', 'better-sqlite3')), false, 'an optional peer is not installed with the package');
+    writeFileSync(
+      join(consumer, 'no-sqlite.mjs'),
+      `import { SqliteStorage, FileStorage, ErrorCode } from 'tallyworks';
+try {
+  new SqliteStorage('x.db');
+  console.log('constructed');
+} catch (err) {
+  console.log(err.code === ErrorCode.MISSING_DEPENDENCY, /better-sqlite3@12/.test(err.message));
+}
+console.log(typeof new FileStorage('y.tw').path);
+`,
+    );
+    assert.equal(ok(run(process.execPath, ['no-sqlite.mjs'], consumer), 'node no-sqlite.mjs'), 'true true\nstring\n');
+  });
+
   test('every runnable README example runs as it stands and prints what its comments say', () => {
     const examples = readmeExamples(readFileSync(join(consumer, 'node_modules', pkg.name, 'README.md'), 'utf8'));
     assert.ok(examples.length >= 4, `runnable README examples: ${examples.length}`);

@@ -147,8 +147,8 @@ describe('tallyworks bench', () => {
       assert.match(by.get(name)!.peer.verified, /^3,000 ids reloaded, every sum equal$/, name);
     }
     assert.match(by.get('persist-incremental')!.ours.verified, /^1000 dirty of 3,000 ids reloaded, every sum equal$/);
-    assert.match(by.get('churn')!.ours.verified, /^3,000 keys: [\d,]+ let go \+ [\d,]+ live; RSS \d+ MiB–\d+ MiB after the first tenth/);
-    assert.match(by.get('churn')!.peer.verified, /^3,000 keys: [\d,]+ deleted \+ [\d,]+ live; RSS/);
+    assert.match(by.get('churn')!.ours.verified, /^3,000 keys: [\d,]+ let go \+ [\d,]+ live; peak RSS per tenth \d+ MiB–\d+ MiB after the first/);
+    assert.match(by.get('churn')!.peer.verified, /^3,000 keys: [\d,]+ deleted \+ [\d,]+ live; peak RSS per tenth/);
     for (const r of report.results) assert.ok(r.ratio > 0 && Number.isFinite(r.ratio), `${r.scenario} ratio`);
   });
 
