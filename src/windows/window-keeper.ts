@@ -16,7 +16,7 @@
 import { decode, encode } from '../../common/codec.js';
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import { bucketsHop, GO_EPOCH_OFFSET_MS, unitIndex } from '../../common/records/hop.js';
-import { hopRecordWords } from '../../common/layout.js';
+import { hopRecordWords, type ShardViews } from '../../common/layout.js';
 import { MISSED } from '../router/shard-memory.js';
 import type { Lane } from '../router/lane.js';
 import { applyOps, type StorageOp } from '../storage/storage.js';
@@ -287,7 +287,9 @@ export class WindowKeeper {
         const ops: StorageOp[] = [];
         for (const w of dirty) {
           if (w.pending !== undefined) await w.pending;
-          const value = w.lane.readConsistent(w.offset, (v) => encode({ unitMs: this.host.shape.unitMs, size: this.host.shape.size, nowMs: now, buckets: bucketsHop(v.f64, w.offset, now, []) } satisfies StoredWindow));
+          // At once only while the lane is idle: a batch being applied would show some of its ops only.
+          const read = (v: ShardViews): Uint8Array => encode({ unitMs: this.host.shape.unitMs, size: this.host.shape.size, nowMs: now, buckets: bucketsHop(v.f64, w.offset, now, []) } satisfies StoredWindow);
+          const value = w.lane.isIdle() ? w.lane.readConsistent(w.offset, read) : MISSED;
           ops.push(value === MISSED ? await this.saveOp(w) : { type: 'save', key: this.prefix + w.id, value, owned: true });
         }
         await applyOps(storage, ops);
