@@ -61,6 +61,14 @@ export class Lane {
     return this.drainSoon().then(() => this.memory.returnRecord(offset, words));
   }
 
+  /** {@link releaseRecord} for many records of one size: one promise for all of them. */
+  releaseRecords(offsets: readonly number[], words: number): Promise<void> {
+    for (const offset of offsets) this.batches.appendCtrl({ type: 'release', offset });
+    return this.drainSoon().then(() => {
+      for (const offset of offsets) this.memory.returnRecord(offset, words);
+    });
+  }
+
   /** Registers a calendar config with the shard (in order, before any record that uses it). */
   registerCalendar(config: CalConfig): void {
     this.batches.check();

@@ -216,16 +216,36 @@ export class WindowKeeper {
     const idleMs = this.options.idleMs;
     if (idleMs === undefined) return 0;
     const now = this.host.clock.now();
-    const released: Array<Promise<void>> = [];
+    const saved: Array<Promise<void>> = [];
+    // Without storage, records go back per lane in one release call each (no promise per window).
+    const offsets = new Map<Lane, number[]>();
+    let n = 0;
     let i = 0;
     for (const w of this.host.byId.values()) {
       this.consume(w, now);
-      if (now - w.seenMs >= idleMs && w.pending === undefined) released.push(this.letGo(w));
+      if (now - w.seenMs >= idleMs && w.pending === undefined) {
+        n++;
+        if (this.options.storage !== undefined) saved.push(this.letGo(w));
+        else {
+          this.take(w);
+          let list = offsets.get(w.lane);
+          if (list === undefined) offsets.set(w.lane, (list = []));
+          list.push(w.offset);
+        }
+      }
       if ((++i % PASS_SLICE) === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     // Resolved once their words can be reused (the shard applied the releases).
-    await Promise.all(released);
-    return released.length;
+    const words = hopRecordWords(this.host.shape.size);
+    await Promise.all([...saved, ...[...offsets].map(([lane, list]) => lane.releaseRecords(list, words).catch(() => undefined))]);
+    return n;
+  }
+
+  /** Takes `w` out of the set: its handle turns into a lookup of the id. */
+  private take(w: Window): void {
+    this.host.byId.delete(w.id);
+    w.gone = true;
+    this.evictions++;
   }
 
   /**
@@ -234,9 +254,7 @@ export class WindowKeeper {
    * lane that failed reports that itself on its next op).
    */
   private letGo(w: Window): Promise<void> {
-    this.host.byId.delete(w.id);
-    w.gone = true;
-    this.evictions++;
+    this.take(w);
     const words = hopRecordWords(this.host.shape.size);
     if (this.options.storage === undefined) return w.lane.releaseRecord(w.offset, words).catch(() => undefined);
     const id = w.id;
