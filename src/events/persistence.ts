@@ -135,25 +135,24 @@ export class EventPersistence {
     return next;
   }
 
-  private async persistDirty(): Promise<number> {
+  private persistDirty(): Promise<number> {
     const dirty = this.dirtyList.splice(0).filter((c) => c.dirty);
     for (const c of dirty) c.dirty = false;
-    try {
-      return await this.save(dirty);
-    } catch (err) {
-      // Not saved: dirty again, so the next persist retries them.
-      for (const c of dirty) if (!c.dirty && this.host.counters.get(c.id) === c) this.markDirty(c);
-      throw err;
-    }
+    return this.saveOrRemark(dirty);
   }
 
-  private async persistEvery(): Promise<number> {
+  private persistEvery(): Promise<number> {
     const all = [...this.host.counters.values()];
     this.clearDirty();
+    return this.saveOrRemark(all);
+  }
+
+  /** Saves `counters` (their dirty flags already cleared); not saved, they are dirty again for the next persist. */
+  private async saveOrRemark(counters: readonly EventCounter[]): Promise<number> {
     try {
-      return await this.save(all);
+      return await this.save(counters);
     } catch (err) {
-      for (const c of all) if (!c.dirty && this.host.counters.get(c.id) === c) this.markDirty(c);
+      for (const c of counters) if (!c.dirty && this.host.counters.get(c.id) === c) this.markDirty(c);
       throw err;
     }
   }
@@ -229,14 +228,9 @@ export class EventPersistence {
     if (idle.length === 0) return 0;
     const dirty = idle.filter((c) => c.dirty);
     if (dirty.length > 0) {
-      await this.queued(async () => {
+      await this.queued(() => {
         for (const c of dirty) c.dirty = false;
-        try {
-          return await this.save(dirty);
-        } catch (err) {
-          for (const c of dirty) if (!c.dirty && this.host.counters.get(c.id) === c) this.markDirty(c);
-          throw err;
-        }
+        return this.saveOrRemark(dirty);
       });
     }
     // Recorded while saving: touched again, so kept.

@@ -5,21 +5,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { createEngine, MemoryStorage, SqliteStorage, type Storage, TestClock } from '../../../src/index.js';
+import { createEngine, MemoryStorage, SqliteStorage, TestClock } from '../../../src/index.js';
 import { open } from '../../helpers/engines.js';
+import { counting } from '../../helpers/storages.js';
 import { tempDir } from '../../helpers/temp-files.js';
-
-function counting(inner: Storage): Storage & { transactions: number[] } {
-  const transactions: number[] = [];
-  return {
-    transactions,
-    save: (k, v) => inner.save(k, v),
-    load: (k) => inner.load(k),
-    delete: (k) => inner.delete(k),
-    keys: (p) => inner.keys(p),
-    transaction: (ops) => (transactions.push(ops.length), inner.transaction!(ops)),
-  };
-}
 
 describe('embedded counters: warm restart', () => {
   test('strict, lax and instance-aware counters come back with their values after a restart', async () => {

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { createEngine, FileStorage, MemoryStorage, migrateStorage, SqliteStorage, type Storage, type StorageOp, TestClock } from '../../../src/index.js';
+import { counting } from '../../helpers/storages.js';
 import { tempDir } from '../../helpers/temp-files.js';
 
 const bytes = (...b: number[]): Uint8Array => new Uint8Array(b);
@@ -164,14 +165,7 @@ describe('SqliteStorage', () => {
 
   test('an event store persists only its dirty ids, in one transaction', async () => {
     const sqlite = new SqliteStorage(join(await tempDir(), 'dirty.db'));
-    const calls: number[] = [];
-    const storage: Storage = {
-      save: (k, v) => sqlite.save(k, v),
-      load: (k) => sqlite.load(k),
-      delete: (k) => sqlite.delete(k),
-      keys: (p) => sqlite.keys(p),
-      transaction: (ops) => (calls.push(ops.length), sqlite.transaction(ops)),
-    };
+    const storage = counting(sqlite);
     const engine = await createEngine({ clock: new TestClock(Date.UTC(2026, 0, 5, 12)), shards: 2, events: { storage } });
     for (let i = 0; i < 1000; i++) engine.events.record(`u${i}`);
     assert.equal(await engine.events.persist(), 1000);
@@ -179,7 +173,7 @@ describe('SqliteStorage', () => {
     engine.events.record('u7', 5);
     engine.events.record('u8');
     assert.equal(await engine.events.persist(), 2);
-    assert.deepEqual(calls, [1000, 2]);
+    assert.deepEqual(storage.transactions, [1000, 2]);
     assert.deepEqual(await sqlite.load('events/u500'), before, 'an id not recorded since was not rewritten');
     await engine.close();
     const again = await createEngine({ clock: new TestClock(Date.UTC(2026, 0, 5, 13)), shards: 1, events: { storage: sqlite } });

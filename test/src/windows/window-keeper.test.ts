@@ -8,23 +8,11 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { type Engine, MemoryStorage, SqliteStorage, type Storage, TestClock } from '../../../src/index.js';
 import { open } from '../../helpers/engines.js';
+import { counting } from '../../helpers/storages.js';
 import { tempDir } from '../../helpers/temp-files.js';
 
 const SHAPE = { size: 60, unit: 'second' } as const;
 const T0 = Date.UTC(2026, 5, 1, 12);
-
-/** A storage that counts the ops of each transaction it is given. */
-function counting(inner: Storage): Storage & { transactions: number[] } {
-  const transactions: number[] = [];
-  return {
-    transactions,
-    save: (k, v) => inner.save(k, v),
-    load: (k) => inner.load(k),
-    delete: (k) => inner.delete(k),
-    keys: (p) => inner.keys(p),
-    transaction: (ops) => (transactions.push(ops.length), inner.transaction!(ops)),
-  };
-}
 
 const code = (c: string, name?: string) => (err: unknown) =>
   (err as { code?: string }).code === c && (name === undefined || (err as Error).message.includes(name));
