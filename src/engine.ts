@@ -56,8 +56,11 @@ export class Engine implements AsyncDisposable {
   private readonly options: ResolvedOptions;
   private readonly router: Router;
   private readonly windowSets = new Map<string, WindowSet>();
-  /** The fields of the last window options resolved, and their set (see windows()). */
-  private lastWindows: { size: unknown; unit: unknown; unitMs: unknown; set: WindowSet } | undefined;
+  /** The fields of the last window options resolved, and their set (see windows()); no set once closing. */
+  private lastSize: unknown;
+  private lastUnit: unknown;
+  private lastUnitMs: unknown;
+  private lastSet: WindowSet | undefined;
   private readonly stores: EventStore[] = [];
   private readonly buffers = new Map<string, StatBuffer>();
   private readonly limiters: Array<RateLimiter | RateLimits> = [];
@@ -215,10 +218,13 @@ export class Engine implements AsyncDisposable {
     // The shape is a function of these three fields alone: the same three as the last call are the same set,
     // with no validation and no name string (what makes `engine.window(id, shape)` as cheap as a set's own).
     const { size, unit, unitMs } = options;
-    const last = this.lastWindows;
-    if (last !== undefined && size === last.size && unit === last.unit && unitMs === last.unitMs) return last.set;
+    const last = this.lastSet;
+    if (last !== undefined && size === this.lastSize && unit === this.lastUnit && unitMs === this.lastUnitMs) return last;
     const set = this.windowSetOf({ size, unit, unitMs });
-    this.lastWindows = { size, unit, unitMs, set };
+    this.lastSize = size;
+    this.lastUnit = unit;
+    this.lastUnitMs = unitMs;
+    this.lastSet = set;
     return set;
   }
 
@@ -239,6 +245,12 @@ export class Engine implements AsyncDisposable {
 
   /** The hopping window `id` of this shape (windows of different shapes never share counts). */
   window(id: string, options: WindowOptions): Window {
+    // The hot case inline (the shape of the last call, the engine open): as cheap as the set's own `window(id)`.
+    const last = this.lastSet;
+    if (last !== undefined && options != null && options.size === this.lastSize && options.unit === this.lastUnit && options.unitMs === this.lastUnitMs) {
+      // The creating call apart: a set's window() inlines its creation path, too big to inline again here.
+      return last.byId.get(id) ?? last.window(id);
+    }
     return this.windows(options).window(id);
   }
 
@@ -305,6 +317,7 @@ export class Engine implements AsyncDisposable {
    * {@link UndeliveredError} listing what was not delivered.
    */
   close(): Promise<void> {
+    this.lastSet = undefined; // engine.window() then takes the way that throws
     this.closing ??= (async () => {
       try {
         if (this.limiterContext !== undefined) this.limiterContext.state.closed = true;

@@ -119,7 +119,11 @@ export class WindowSet {
   /** The window `id`, created if new: keep it to skip the id lookup on every observe. */
   window(id: string): Window {
     const existing = this.byId.get(id);
-    if (existing !== undefined) return existing;
+    return existing !== undefined ? existing : this.create(id);
+  }
+
+  /** A new window `id` (apart from window(), so the hot lookup stays small enough to inline). */
+  private create(id: string): Window {
     validateKey(id, 'id');
     if (this.byId.size >= this.maxKeys) {
       if (this.keeper?.options.onMaxKeys !== 'evict') {

@@ -77,6 +77,7 @@ describe('engine lifecycle', () => {
     const closed = (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.CLOSED;
     assert.throws(() => w.observe(), closed);
     assert.throws(() => engine.window('y', { size: 2, unit: 'minute' }), closed);
+    assert.throws(() => engine.window('x', { size: 2, unit: 'minute' }), closed, 'the last shape and a loaded window: still closed');
     await assert.rejects(engine.stats(), closed);
   });
 
