@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { CalShape } from '../common/records/calendar/shape.js';
 import { ARENA_FIRST_WORD, H_USED_WORDS, HEADER_BYTES, KIND_CAL } from '../common/layout.js';
-import type { BatchEnvelope, CalConfig, RecordInit } from '../common/messages.js';
+import { type BatchEnvelope, type CalConfig, INIT_STRIDE } from '../common/messages.js';
 import { ShardCore } from '../workers/shard-core.js';
 import { resolveIntervals, DEFAULT_INTERVALS } from '../src/events/intervals.js';
 import { describeMachine } from './machine.js';
@@ -22,12 +22,13 @@ const words = new CalShape(config).words;
 const header = new SharedArrayBuffer(HEADER_BYTES);
 new Int32Array(header)[H_USED_WORDS] = ARENA_FIRST_WORD + IDS * words;
 const core = new ShardCore(0, header, new SharedArrayBuffer(64 << 20, { maxByteLength: 256 << 20 }), new SharedArrayBuffer(8), [config]);
-const inits: RecordInit[] = Array.from({ length: IDS }, (_, k) => ({ offset: ARENA_FIRST_WORD + k * words, kind: KIND_CAL, config: 1, key: `k${k}` }));
+const offsetOf = (k: number): number => ARENA_FIRST_WORD + k * words;
+const inits = Float64Array.from({ length: IDS * INIT_STRIDE }, (_, i) => [offsetOf(Math.floor(i / INIT_STRIDE)), KIND_CAL, 1, 0][i % INIT_STRIDE]!);
 let seq = 1;
 core.apply({ seq: seq++, inits, calendars: [], ctrl: [], offsets: new Int32Array(0), deltas: new Float64Array(0), runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
-const offsets = new Int32Array(OPS).map((_, i) => inits[i % IDS]!.offset);
+const offsets = new Int32Array(OPS).map((_, i) => offsetOf(i % IDS));
 const deltas = new Float64Array(OPS).fill(1);
-const batch = (): BatchEnvelope => ({ seq: seq++, inits: [], calendars: [], ctrl: [], offsets, deltas, runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
+const batch = (): BatchEnvelope => ({ seq: seq++, inits: new Float64Array(0), calendars: [], ctrl: [], offsets, deltas, runStarts: Int32Array.of(0), runTimes: Float64Array.of(T) });
 
 console.log(`cal-apply · ${describeMachine()}`);
 for (let round = 0; round < 3; round++) {

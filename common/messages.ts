@@ -111,21 +111,22 @@ export interface ReleaseRecordOp {
 /** Ops that are not a plain add: they sit in the op columns as offset −1 − (index in `ctrl`). */
 export type CtrlOp = LoadOp | CounterOp | ReleaseRecordOp;
 
-/** A record to create, by kind (its key names it in errors and tests). */
-export type RecordSpec =
-  | { readonly kind: typeof KIND_HOP; readonly key: string; readonly unitMs: number; readonly size: number }
-  | { readonly kind: typeof KIND_CAL; readonly key: string; readonly config: number }
-  | { readonly kind: typeof KIND_CNT; readonly key: string; readonly lax: number };
+/** The kinds of record a batch creates. */
+export type RecordKind = typeof KIND_HOP | typeof KIND_CAL | typeof KIND_CNT;
 
-/** A record the batch creates at arena offset `offset` before its ops run. */
-export type RecordInit = RecordSpec & { readonly offset: number };
+/**
+ * Numbers per record in a batch's `inits` column: the arena offset, the kind and two parameters (hop:
+ * unitMs and size · calendar: the config id and 0 · counter: lax 1 or 0, and 0). A column of numbers, so
+ * that a batch's new records are copied as raw bytes, not encoded (and decoded) as an object each.
+ */
+export const INIT_STRIDE = 4;
 
 /** A batch of ops for one shard, as encoded into the msgpack envelope. */
 export interface BatchEnvelope {
   /** Serial number (Int32, wraps); the shard applies batches strictly in order. */
   readonly seq: number;
-  /** Records to create first; new keys travel with the batch that first uses them. */
-  readonly inits: RecordInit[];
+  /** Records to create first, {@link INIT_STRIDE} numbers each; new keys travel with the batch that first uses them. */
+  readonly inits: Float64Array;
   /** Calendar configs to register first. */
   readonly calendars: CalConfig[];
   /** Ops that are not a plain add, referenced from `offsets` (see {@link CtrlOp}). */

@@ -40,7 +40,7 @@ import {
   STEP_SCALE,
   type ShardViews,
 } from '../common/layout.js';
-import type { BatchEnvelope, CalConfig, CtrlOp, RecordInit, ShardStats } from '../common/messages.js';
+import { type BatchEnvelope, type CalConfig, type CtrlOp, INIT_STRIDE, type ShardStats } from '../common/messages.js';
 import { CalShape } from '../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../common/records/calendar/write.js';
 import { addCounter, counterOp, DirtyMarks, initCounter, laxIndexOf } from '../common/records/counter.js';
@@ -142,23 +142,25 @@ export class ShardCore implements Journal, RecordMemory {
 
   private initRecords(batch: BatchEnvelope): void {
     const { i32, f64, header } = this.views;
-    for (const init of batch.inits) {
-      const o = init.offset;
+    const inits = batch.inits;
+    for (let i = 0; i < inits.length; i += INIT_STRIDE) {
+      const o = inits[i]!;
+      const kind = inits[i + 1]!;
       if (i32[2 * o + 1] !== KIND_NONE) continue; // done before this thread's predecessor died
-      switch (init.kind) {
+      switch (kind) {
         case KIND_HOP:
-          initHop(f64, o, init.unitMs, init.size);
+          initHop(f64, o, inits[i + 2]!, inits[i + 3]!);
           break;
         case KIND_CAL:
-          initCal(this.views, o, this.shapeFor(init.config, o));
+          initCal(this.views, o, this.shapeFor(inits[i + 2]!, o));
           break;
         case KIND_CNT:
-          initCounter(this.views, o, init.lax);
+          initCounter(this.views, o, inits[i + 2]!);
           break;
         default:
-          throw protocolError(`shard ${this.shard} record init`, (init satisfies never as RecordInit).kind);
+          throw protocolError(`shard ${this.shard} record init`, kind);
       }
-      Atomics.store(i32, 2 * o + 1, init.kind);
+      Atomics.store(i32, 2 * o + 1, kind);
       header[H_RECORDS] = header[H_RECORDS]! + 1;
     }
   }

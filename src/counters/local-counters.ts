@@ -61,7 +61,7 @@ export class LocalCounters implements CounterBackend {
       validateKey(key);
       const lane = this.router.laneFor(key);
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
-      const offset = lane.createRecord(CNT_RECORD_WORDS, { kind: KIND_CNT, key, lax });
+      const offset = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax);
       rec = { key, lane, offset, lax, appended: 0, capped: false };
       (this.records as Map<string, CounterRecord>).set(key, rec);
       this.laxRegistrar?.(rec);

@@ -176,7 +176,7 @@ export class EventStore implements EventReader {
       lane.registerCalendar(this.config);
       this.registered.add(lane);
     }
-    const offset = lane.createRecord(this.shape.words, { kind: KIND_CAL, key: id, config: this.config.id });
+    const offset = lane.createRecord(this.shape.words, KIND_CAL, this.config.id);
     c = { id, lane, offset, dirty: false, loading: undefined, limits: undefined, touched: true, seenMs: this.clock.now() };
     this.counters.set(id, c);
     if (wasStored) this.persistence.restore(c);

@@ -31,7 +31,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { encode } from '../../common/codec.js';
 import { ErrorCode, TallyworksError, closedError } from '../../common/errors.js';
 import { seqAfter } from '../../common/layout.js';
-import type { BatchEnvelope, CalConfig, CtrlOp, DataMessage, RecordInit } from '../../common/messages.js';
+import { type BatchEnvelope, type CalConfig, type CtrlOp, type DataMessage, INIT_STRIDE, type RecordKind } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
 import type { ShardMemory } from './shard-memory.js';
 
@@ -53,8 +53,12 @@ export class Batch {
   readonly deltas: Float64Array;
   readonly runStarts: Int32Array;
   readonly runTimes: Float64Array;
-  /** Records the shard must create before it runs the ops (new keys travel with the batch). */
-  readonly inits: RecordInit[] = [];
+  /**
+   * Records the shard must create before it runs the ops (new keys travel with the batch): the first
+   * `initLength` numbers, INIT_STRIDE a record (common/messages.ts); grown as needed.
+   */
+  inits = new Float64Array(0);
+  initLength = 0;
   /** Calendar configs the shard must register before the inits. */
   readonly calendars: CalConfig[] = [];
   /** Ops that are not a plain add (decisions, loads, releases), referenced from `offsets`. */
@@ -69,14 +73,14 @@ export class Batch {
   }
 
   hasContent(): boolean {
-    return this.n > 0 || this.inits.length > 0 || this.calendars.length > 0;
+    return this.n > 0 || this.initLength > 0 || this.calendars.length > 0;
   }
 
   /** The envelope fields (views over the columns, no copy; the codec copies them). */
   envelope(): BatchEnvelope {
     return {
       seq: this.seq,
-      inits: this.inits,
+      inits: this.inits.subarray(0, this.initLength),
       calendars: this.calendars,
       ctrl: this.ctrl,
       offsets: this.offsets.subarray(0, this.n),
@@ -91,7 +95,7 @@ export class Batch {
     this.n = 0;
     this.runs = 0;
     this.lastTime = Number.NaN;
-    this.inits.length = 0;
+    this.initLength = 0;
     this.calendars.length = 0;
     this.ctrl.length = 0;
   }
@@ -266,11 +270,26 @@ export class BatchPipeline {
     this.append(-b.ctrl.length, 0);
   }
 
-  /** Queues a record's creation in the open batch (new keys travel with the batch that first uses them). */
-  appendInit(init: RecordInit): void {
+  /**
+   * Queues the creation of a record of `kind` at `offset` in the open batch, with its two parameters (see
+   * INIT_STRIDE); new keys travel with the batch that first uses them.
+   */
+  appendInit(offset: number, kind: RecordKind, a: number, b: number): void {
     this.check();
-    if (!this.open.hasContent()) this.firstOp();
-    this.open.inits.push(init);
+    const batch = this.open;
+    if (!batch.hasContent()) this.firstOp();
+    let at = batch.initLength;
+    if (at + INIT_STRIDE > batch.inits.length) {
+      const grown = new Float64Array(Math.max(16 * INIT_STRIDE, 2 * batch.inits.length));
+      grown.set(batch.inits.subarray(0, at));
+      batch.inits = grown;
+    }
+    const inits = batch.inits;
+    inits[at++] = offset;
+    inits[at++] = kind;
+    inits[at++] = a;
+    inits[at++] = b;
+    batch.initLength = at;
   }
 
   /** Queues a calendar config's registration in the open batch (before any record that uses it). */

@@ -7,7 +7,7 @@
  */
 import type { TallyworksError } from '../../common/errors.js';
 import type { ShardViews } from '../../common/layout.js';
-import type { CalConfig, RecordInit, RecordSpec, ShardStats } from '../../common/messages.js';
+import type { CalConfig, RecordKind, ShardStats } from '../../common/messages.js';
 import type { ResolvedOptions } from '../options.js';
 import { BatchPipeline, type PipelineConfig } from './batch-pipeline.js';
 import { DecisionArena } from './decision-arena.js';
@@ -42,12 +42,14 @@ export class Lane {
 
   // ── ops ───────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Reserves `words` 8-byte words for a new record and queues its creation in the open batch. */
-  createRecord(words: number, spec: RecordSpec): number {
+  /**
+   * Reserves `words` 8-byte words for a new record of `kind` and queues its creation in the open batch,
+   * with the kind's two parameters (common/messages.ts INIT_STRIDE).
+   */
+  createRecord(words: number, kind: RecordKind, a: number, b = 0): number {
     this.batches.check();
     const offset = this.memory.takeRecord(words);
-    const init: RecordInit = { ...spec, offset };
-    this.batches.appendInit(init);
+    this.batches.appendInit(offset, kind, a, b);
     return offset;
   }
 

@@ -132,7 +132,7 @@ export class WindowSet {
       this.keeper.evictOne();
     }
     const lane = this.router.laneFor(id);
-    const offset = lane.createRecord(hopRecordWords(this.shape.size), { kind: KIND_HOP, key: id, unitMs: this.shape.unitMs, size: this.shape.size });
+    const offset = lane.createRecord(hopRecordWords(this.shape.size), KIND_HOP, this.shape.unitMs, this.shape.size);
     const w = new Window(id, this, lane, offset);
     this.byId.set(id, w);
     this.keeper?.adopt(w);

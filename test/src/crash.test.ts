@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createEngine, ErrorCode, TallyworksError, TestClock } from '../../src/index.js';
 import { internals } from '../../src/engine.js';
-import type { RecordSpec } from '../../common/messages.js';
+import type { RecordKind } from '../../common/messages.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 const pause = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 1));
@@ -116,7 +116,7 @@ describe('shard crash recovery', () => {
     w.observe();
     assert.equal(await w.value(), 1);
     // A record of a kind no shard knows: applying its batch throws in the shard thread, every time.
-    lane.createRecord(4, { kind: 99, key: 'poison', lax: 0 } as unknown as RecordSpec);
+    lane.createRecord(4, 99 as RecordKind, 0);
     const failed = (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.SHARD_FAILED;
     await assert.rejects(w.value(), failed);
     assert.match(String(lane.failed?.message), /died 3 times without applying batch/);

@@ -59,10 +59,7 @@ function batch(): BatchEnvelope {
   });
   return {
     seq: 1,
-    inits: [
-      { offset: A, kind: L.KIND_CAL, config: 1, key: 'a' },
-      { offset: B, kind: L.KIND_CAL, config: 1, key: 'b' },
-    ],
+    inits: Float64Array.of(A, L.KIND_CAL, 1, 0, B, L.KIND_CAL, 1, 0),
     calendars: [config],
     ctrl,
     offsets: Int32Array.from(ops, ([o]) => o),

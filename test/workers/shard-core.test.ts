@@ -20,7 +20,7 @@ function memory() {
 function batch(seq: number, ops: number, init: boolean): BatchEnvelope {
   return {
     seq,
-    inits: init ? [{ offset: O, kind: L.KIND_HOP, unitMs: 1000, size: 5, key: 'k' }] : [],
+    inits: init ? Float64Array.of(O, L.KIND_HOP, 1000, 5) : new Float64Array(0),
     calendars: [],
     ctrl: [],
     offsets: new Int32Array(ops).fill(O),
@@ -96,7 +96,7 @@ test('time runs: each op uses the time of its run, also when resuming mid-batch'
   const core = new ShardCore(0, m.header, m.arena, new SharedArrayBuffer(8));
   const b: BatchEnvelope = {
     seq: 1,
-    inits: [{ offset: O, kind: L.KIND_HOP, unitMs: 1000, size: 5, key: 'k' }],
+    inits: Float64Array.of(O, L.KIND_HOP, 1000, 5),
     calendars: [],
     ctrl: [],
     offsets: new Int32Array(4).fill(O),
@@ -115,13 +115,7 @@ function counterBatch(seq: number, offsets: number[], deltas: number[], init: bo
   const C = O + 2 * L.CNT_RECORD_WORDS;
   return {
     seq,
-    inits: init
-      ? [
-          { offset: A, kind: L.KIND_CNT, lax: 3, key: 'a' },
-          { offset: B, kind: L.KIND_CNT, lax: 40, key: 'b' },
-          { offset: C, kind: L.KIND_CNT, lax: -1, key: 'c' },
-        ]
-      : [],
+    inits: init ? Float64Array.of(A, L.KIND_CNT, 3, 0, B, L.KIND_CNT, 40, 0, C, L.KIND_CNT, -1, 0) : new Float64Array(0),
     calendars: [],
     ctrl: [],
     offsets: Int32Array.from(offsets.map((s) => [A, B, C][s]!)),
