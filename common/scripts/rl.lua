@@ -16,15 +16,17 @@
 -- KEYS[2…] the entity hash of each op (in the partition's slot)
 -- ARGV[1]  msgpack { strategy, k, windowMs1, groupMs1, …, windowMsk, groupMsk }  (suppressed, commit: k = 1)
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
---          · COMMIT n, limit, suppressed (the hybrid provider: n were admitted locally and are counted
---          unchecked; suppressed = 1: the suppressed limiter's keys, whose declined counts slide too)
+--          · COMMIT n, limit, keys, declined (the hybrid provider: n calls were decided locally and are
+--          counted unchecked, `declined` of them declined; keys 0: the absolute limiter's, 1: the suppressed
+--          limiter's, whose declined counts slide too, 2: those keys with the suppressed reply)
 -- Reply    msgpack results, 4 values per op:
 --            ABSOLUTE   { 1, total of window 1 after, 0, 0 } admitted · { 0, window, retryAfterMs,
 --                       remainingAfterWaiting } refused
 --                       (retryAfterMs −1: never, the increment is larger than the limit)
 --            SUPPRESSED { outcome, suppressionFactor, 0, 0 }, outcome BELOW_SOFT, ADMITTED or DECLINED
 --            COMMIT     { total after, retryAfterMs, remainingAfterWaiting, 0 } for one more under limit
---                       (retryAfterMs 0: it fits now)
+--                       (retryAfterMs 0: it fits now) · keys 2: { total after, declined after, events of
+--                       the last second, 0 }
 --
 -- The numbers: the lines below are read by test/common/scripts.test.ts and must equal RateStrategy and
 -- RateOutcome (common/scripts.ts).
@@ -228,11 +230,27 @@ local function absolute(e, ops, at)
   return 0, refused - 1, retry, remaining
 end
 
--- The hybrid provider's commit of the op at ops[at + 1 …]: n admitted locally, counted without a check
--- (they were admitted), then the total and when one more would fit under `limit`.
+-- Events of the groups of window 1 that began less than a second before now.
+local function lastSecond(e, st)
+  if st.h == nil then return 0 end
+  local names = {}
+  for u = st.h, st.h - G[1] + 1, -1 do
+    if now - u * GM[1] >= 1000 then break end
+    names[#names + 1] = count(1, u)
+  end
+  if #names == 0 then return 0 end
+  local sum = 0
+  for _, v in ipairs(redis.call('HMGET', e, unpack(names))) do sum = sum + (tonumber(v) or 0) end
+  return sum
+end
+
+-- The hybrid provider's commit of the op at ops[at + 1 …]: n calls decided locally (nd of them declined),
+-- counted without a check (they were decided), then the total and when one more would fit under `limit`
+-- (keys 2: the totals the suppressed strategy decides on).
 local function commit(e, ops, at)
-  local n, limit, declined = ops[at + 1], ops[at + 2], ops[at + 3] == 1
-  local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1], 'd0')
+  local n, limit, keys, nd = ops[at + 1], ops[at + 2], ops[at + 3], ops[at + 4]
+  local declined = keys ~= 0
+  local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1], 'd0', declinedOf(1, g[1]))
   local h0 = tonumber(got[1])
   local st = { h = h0, t = tonumber(got[2]) or 0, l = tailOf(got[3]), d = tonumber(got[5]) or 0 }
   slide(e, st, 1, declined)
@@ -246,6 +264,13 @@ local function commit(e, ops, at)
     st.t = st.t + n
     out[#out + 1] = name
     out[#out + 1] = cell + n
+    if declined and nd > 0 then
+      local dname = declinedOf(1, pos)
+      local dcell = pos == g[1] and (tonumber(got[6]) or 0) or (tonumber(redis.call('HGET', e, dname)) or 0)
+      st.d = st.d + nd
+      out[#out + 1] = dname
+      out[#out + 1] = dcell + nd
+    end
   end
   if st.h ~= nil then
     out[#out + 1] = HF[1]
@@ -261,23 +286,10 @@ local function commit(e, ops, at)
   end
   redis.call('HSET', e, unpack(out))
   if h0 == nil or g[1] > h0 then opened(e) end
+  if keys == 2 then return st.t, st.d, lastSecond(e, st), 0 end
   if st.t + 1 <= limit then return st.t, 0, limit - st.t, 0 end
   local retry, room = whenRoom(e, st, 1, limit, 1)
   return st.t, retry, room, 0
-end
-
--- Events of the groups of window 1 that began less than a second before now.
-local function lastSecond(e, st)
-  if st.h == nil then return 0 end
-  local names = {}
-  for u = st.h, st.h - G[1] + 1, -1 do
-    if now - u * GM[1] >= 1000 then break end
-    names[#names + 1] = count(1, u)
-  end
-  if #names == 0 then return 0 end
-  local sum = 0
-  for _, v in ipairs(redis.call('HMGET', e, unpack(names))) do sum = sum + (tonumber(v) or 0) end
-  return sum
 end
 
 -- The suppressed decision of the op at ops[at + 1 …]: n, soft, hard, cacheMs, draw.
@@ -339,7 +351,7 @@ local function suppressed(e, ops, at)
 end
 
 local ops = cmsgpack.unpack(ARGV[2])
-local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 3
+local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 4
 local results = {}
 for i = 1, #KEYS - 1 do
   local a, b, c, d

@@ -6,6 +6,7 @@
 import { argumentRangeError, argumentTypeError, ErrorCode, type ErrorCodeValue, TallyworksError } from '../../common/errors.js';
 import { type Decision, LimitBuilder } from '../events/limiter.js';
 import { HybridAbsolute } from '../limits/hybrid.js';
+import { HybridSuppressed } from '../limits/hybrid-suppressed.js';
 import { LocalAbsolute, LocalSuppressed, type RateDecision } from '../limits/providers.js';
 import { RedisAbsolute } from '../limits/redis-providers.js';
 import { RateLimits } from '../limits/rate-limiter.js';
@@ -62,7 +63,7 @@ export interface RatePolicyOptions {
 }
 
 /** A limiter {@link ratePolicy} adapts. */
-export type PolicyLimiter = LocalAbsolute | LocalSuppressed | HybridAbsolute | RedisAbsolute | RateLimits | LimitBuilder;
+export type PolicyLimiter = LocalAbsolute | LocalSuppressed | HybridAbsolute | HybridSuppressed | RedisAbsolute | RateLimits | LimitBuilder;
 
 const seconds = (ms: number): number => (Number.isFinite(ms) ? Math.max(0, Math.ceil(ms / 1000)) : 0);
 
@@ -100,7 +101,7 @@ function slidingOutcome(d: RateDecision, name: string, limit: number, windowSeco
 
 /**
  * The policy of a Tallyworks limiter:
- * - `limiter.local.absolute`, `.local.suppressed`, `.hybrid.absolute`, `.redis.absolute` with `{ rate }`:
+ * - `limiter.local.absolute`, `.local.suppressed`, `.hybrid.absolute`, `.hybrid.suppressed`, `.redis.absolute` with `{ rate }`:
  *   one quota of rate × windowSeconds (suppressed: the soft limit; a declined request is a 429);
  * - `engine.rateLimits({ windows })`: every window, checked all-or-nothing, one named quota each;
  * - a calendar limiter (`events.limit().atMost(n, unit)`…): decided by `checkAndRecordSync`, its first
@@ -116,14 +117,15 @@ export function ratePolicy(limiter: PolicyLimiter, options?: RatePolicyOptions):
 }
 
 function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): RatePolicy {
-  if (limiter instanceof LocalAbsolute || limiter instanceof LocalSuppressed || limiter instanceof HybridAbsolute) {
+  if (limiter instanceof LocalAbsolute || limiter instanceof LocalSuppressed || limiter instanceof HybridAbsolute || limiter instanceof HybridSuppressed) {
     const rate = rateOf(options);
     const name = nameOf(options);
     const windowSeconds = limiter.windowSeconds;
     const limit = limitOf(rate, windowSeconds);
-    if (limiter instanceof HybridAbsolute) {
-      const outcome = (key: string, d: RateDecision): PolicyOutcome => slidingOutcome(d, name, Math.floor(limit), windowSeconds, () => limiter.remainingEstimate(key, rate));
-      return {
+    if (limiter instanceof HybridAbsolute || limiter instanceof HybridSuppressed) {
+      const remaining = limiter instanceof HybridAbsolute ? (key: string) => limiter.remainingEstimate(key, rate) : (key: string) => limit - limiter.count(key);
+      const outcome = (key: string, d: RateDecision): PolicyOutcome => slidingOutcome(d, name, Math.floor(limit), windowSeconds, () => remaining(key));
+      const policy: RatePolicy = {
         check: (key) => {
           const d = limiter.inc(key, rate);
           // A key this instance has not synced yet admits one request, then waits for its first sync (at
@@ -135,8 +137,9 @@ function adapt(limiter: PolicyLimiter, options: RatePolicyOptions | undefined): 
             .then(() => (limiter.awaitsFirstSync(key) ? limiter.sync() : undefined))
             .then(() => outcome(key, limiter.inc(key, rate)));
         },
-        undo: (key) => void limiter.release(key),
       };
+      // The suppressed strategy counts every call, admitted or not: nothing to take back.
+      return limiter instanceof HybridAbsolute ? { ...policy, undo: (key) => void limiter.release(key) } : policy;
     }
     // The absolute strategy: the count its decision left (read right after it, on this thread).
     const remaining = limiter instanceof LocalAbsolute ? () => limit - limiter.lastCount() : (key: string) => limit - limiter.count(key);

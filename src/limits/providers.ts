@@ -25,7 +25,7 @@ import {
 import { readBegin, readValid } from '../../common/seqlock.js';
 import { validateKey } from '../keys.js';
 import { newTally, tallied } from './tally.js';
-import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions } from './rate-options.js';
+import { checkIncrement, checkRate, drawFrom, limitOf, type ResolvedRateOptions } from './rate-options.js';
 import type { RecordSource, SlidingEntry } from './sliding-directory.js';
 
 /** Admitted. The one object every admitted decision returns (nothing is allocated). */
@@ -268,8 +268,7 @@ export class LocalSuppressed {
     if (this.ctx.state.closed) throw closedError('rate limiter');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const draw = this.options.random();
-    if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
+    const draw = drawFrom(this.options.random);
     const now = this.ctx.time.now();
     const shape = this.directory.shape;
     shape.at(now);

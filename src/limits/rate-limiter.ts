@@ -18,11 +18,14 @@ import { SlidingDirectory } from './sliding-directory.js';
 import { type RedisRateContext, redisLimiterId } from './redis-sliding.js';
 import { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 import { HybridAbsolute } from './hybrid.js';
+import { HybridSuppressed } from './hybrid-suppressed.js';
+import type { HybridSync, SyncedKey } from './hybrid-sync.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
 export { LocalAbsolute, LocalSuppressed } from './providers.js';
 export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 export { HybridAbsolute, type HybridStats } from './hybrid.js';
+export { HybridSuppressed } from './hybrid-suppressed.js';
 
 /** What every limiter of an engine shares: where records go, who decides, the clock, and whether it is closed. */
 export interface LimiterContext extends DecisionContext {
@@ -36,19 +39,18 @@ export interface LimiterContext extends DecisionContext {
   /** The live instances sharing the prefix (the hybrid provider splits its quotas by them). */
   instances(): Promise<number>;
   /**
-   * The engine's hybrid limiters by their keys in Redis: limiters of the same window share one (two would
-   * each hold a share of the same keys' limits).
+   * The engine's hybrid limiters by their keys in Redis (and, suppressed, their other options): limiters
+   * of the same window share one (two would each hold a share of the same keys' limits).
    */
-  readonly hybrids: Map<string, HybridAbsolute>;
+  readonly hybrids: Map<string, HybridSync<SyncedKey>>;
 }
 
-/** The hybrid of `strategy`'s keys of the window in `o`: the engine's one for those keys (with Redis). */
-function hybridFor(ctx: LimiterContext, o: ResolvedRateOptions, local: LocalAbsolute, strategy: 'a' | 's'): HybridAbsolute {
-  if (ctx.redis.client === undefined) return new HybridAbsolute(ctx, o, local, strategy);
-  const id = redisLimiterId(strategy, o.windows);
-  let hybrid = ctx.hybrids.get(id);
+/** The engine's hybrid named `id` (with Redis: limiters of one window share it), made by `make` if new. */
+function hybridFor<H extends HybridSync<SyncedKey>>(ctx: LimiterContext, id: string, make: () => H): H {
+  if (ctx.redis.client === undefined) return make();
+  let hybrid = ctx.hybrids.get(id) as H | undefined;
   if (hybrid === undefined) {
-    hybrid = new HybridAbsolute(ctx, o, local, strategy);
+    hybrid = make();
     ctx.hybrids.set(id, hybrid);
   }
   return hybrid;
@@ -142,7 +144,7 @@ export class RateLimiter {
   /** Decisions in Redis, shared by every engine on the prefix (a Promise each; needs the `redis` option). */
   readonly redis: { readonly absolute: RedisAbsolute; readonly suppressed: RedisSuppressed };
   /** Synchronous decisions on this instance's share of each limit, synced with Redis every syncIntervalMs. */
-  readonly hybrid: { readonly absolute: HybridAbsolute };
+  readonly hybrid: { readonly absolute: HybridAbsolute; readonly suppressed: HybridSuppressed };
   readonly windowSeconds: number;
   readonly groupMs: number;
   /** Its name in engine.metrics() (option `name`). */
@@ -151,7 +153,6 @@ export class RateLimiter {
   /** This thread's decider on the limiter's records (alone until the first link). */
   private readonly decider: Decider;
   private readonly links: RateLinkHost;
-  private readonly suppressedFallback: HybridAbsolute | undefined;
   private readonly linkFields: Omit<RateLimiterLink, 'port' | 'owner' | 'wake'>;
 
   /** @internal use `engine.rateLimiter()` */
@@ -171,12 +172,16 @@ export class RateLimiter {
     const absolute = new SlidingDirectory(ctx.router, new SlidingShape([w], false), ctx.registry, decider);
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
-    this.hybrid = Object.freeze({ absolute: hybridFor(ctx, o, this.local.absolute, 'a') });
-    // onStoreError 'local': the absolute provider decides on the hybrid's shares (its keys are the same);
-    // the suppressed one on shares of its own keys, committed by a hybrid of its own.
-    this.suppressedFallback = o.onStoreError === 'local' ? hybridFor(ctx, o, this.local.absolute, 's') : undefined;
+    const local = this.local;
+    // A suppressed hybrid also decides by hardLimitFactor and suppressionFactorCacheMs: shared by limiters
+    // that agree on them (option `random` is then the first one's).
+    this.hybrid = Object.freeze({
+      absolute: hybridFor(ctx, redisLimiterId('a', o.windows), () => new HybridAbsolute(ctx, o, local.absolute)),
+      suppressed: hybridFor(ctx, `${redisLimiterId('s', o.windows)}:${o.hardLimitFactor}:${o.suppressionFactorCacheMs}`, () => new HybridSuppressed(ctx, o, local.suppressed)),
+    });
+    // onStoreError 'local': each Redis strategy decides on its hybrid's shares (their keys are the same).
     const hybrid = this.hybrid.absolute;
-    const sf = this.suppressedFallback;
+    const sf = o.onStoreError === 'local' ? this.hybrid.suppressed : undefined;
     this.redis = Object.freeze({
       absolute: new RedisAbsolute(ctx.redis, o, {
         choice: o.onStoreError,
@@ -229,7 +234,7 @@ export class RateLimiter {
   async stop(): Promise<void> {
     this.links.close();
     await this.cleanupRun.stop();
-    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop(), this.suppressedFallback?.stop()]);
+    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop(), this.hybrid.suppressed.stop()]);
   }
 }
 

@@ -3,7 +3,7 @@
  * `engine.rateLimiter(options)` (one window, a rate per call) and `engine.rateLimits(options)` (several
  * named windows with fixed limits, decided all-or-nothing).
  */
-import { argumentRangeError, argumentTypeError } from '../../common/errors.js';
+import { argumentRangeError, argumentTypeError, ErrorCode, TallyworksError } from '../../common/errors.js';
 import { MAX_GROUPS } from '../../common/records/sliding.js';
 
 export interface RateLimiterOptions {
@@ -200,4 +200,11 @@ export function limitOf(rate: number, windowSeconds: number): number {
   const limit = rate * windowSeconds;
   const whole = Math.round(limit);
   return Math.abs(limit - whole) <= 1e-9 * Math.max(1, whole) ? whole : limit;
+}
+
+/** A draw of `random` for a suppressed decision (option `random`), checked to be in [0, 1). */
+export function drawFrom(random: () => number): number {
+  const draw = random();
+  if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
+  return draw;
 }

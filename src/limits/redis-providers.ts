@@ -8,7 +8,7 @@ import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import { RateOutcome, RateStrategy } from '../../common/scripts.js';
 import { validateKey } from '../keys.js';
 import { ALLOWED, type RateDecision } from './providers.js';
-import { checkIncrement, checkRate, limitOf, type ResolvedRateOptions, type ResolvedWindow } from './rate-options.js';
+import { checkIncrement, checkRate, drawFrom, limitOf, type ResolvedRateOptions, type ResolvedWindow } from './rate-options.js';
 import { type RedisRateContext, RedisSliding, redisLimiterId } from './redis-sliding.js';
 
 function configOf(strategy: number, windows: readonly Pick<ResolvedWindow, 'windowMs' | 'groupMs'>[]): number[] {
@@ -122,8 +122,7 @@ export class RedisSuppressed {
     validateKey(key, 'key');
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const draw = this.options.random();
-    if (!(draw >= 0 && draw < 1)) throw new TallyworksError(ErrorCode.INVALID_OPTION, `options.random returned ${String(draw)}, not a number in [0, 1); nothing was decided`);
+    const draw = drawFrom(this.options.random);
     const soft = limitOf(rate, this.windowSeconds);
     this.sliding.requireRedis();
     let r;

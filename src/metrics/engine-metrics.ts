@@ -35,8 +35,11 @@ export interface MetricsSource {
   stats(): Promise<EngineStats>;
   readonly buffers: Iterable<StatBuffer>;
   readonly limiters: Iterable<LimiterTallies>;
-  /** The hybrid providers (one per window: limiters of one window share theirs), named by their limiters' names joined with ','. */
-  readonly hybrids: ReadonlyArray<{ readonly name: string; stats(): HybridStats }>;
+  /**
+   * The hybrid providers (one per window and strategy: limiters of one window share theirs), named by their
+   * limiters' names joined with ','.
+   */
+  readonly hybrids: ReadonlyArray<{ readonly name: string; readonly strategy: 'absolute' | 'suppressed'; stats(): HybridStats }>;
   /** Redis calls and failures of the rate limiters (the flusher's and strict counters' are in stats). */
   readonly rateRedis: { readonly calls: number; readonly failures: number };
   /** User counters by kind, for the opt-in series. */
@@ -72,8 +75,8 @@ export const METRICS = {
   buffer_failures_total: { type: 'counter', help: 'Stat-buffer handler calls that failed or timed out.' },
   buffer_delivered_total: { type: 'counter', help: 'Stat-buffer entries (key counts) delivered.' },
   buffer_dead_letters_total: { type: 'counter', help: 'Stat-buffer entries handed to onDeadLetter (or listed by close()).' },
-  hybrid_pending_events: { type: 'gauge', help: "Events the hybrid provider admitted and has not committed to Redis yet, by limiter (limiters of one window share a hybrid: their names joined with ',')." },
-  hybrid_syncs_total: { type: 'counter', help: "Syncs of the hybrid provider with Redis, by limiter (each commits what it admitted and refreshes this instance's shares)." },
+  hybrid_pending_events: { type: 'gauge', help: "Calls the hybrid provider decided and has not committed to Redis yet, by limiter and strategy (limiters of one window share a hybrid: their names joined with ',')." },
+  hybrid_syncs_total: { type: 'counter', help: "Syncs of the hybrid provider with Redis, by limiter and strategy (each commits what it decided and refreshes this instance's shares)." },
   hybrid_failed_syncs_total: { type: 'counter', help: 'Hybrid syncs that failed (Redis away): their counts go with a later one.' },
   decisions_total: { type: 'counter', help: 'Limiter decisions returned on this thread, by limiter, provider and outcome.' },
   counter_value: { type: 'gauge', help: 'Value of a user counter (opt-in: metrics({ counters })).' },
@@ -169,11 +172,11 @@ export async function collectMetrics(source: MetricsSource, options?: MetricsOpt
   }
   out.push(family('decisions_total', decisions));
   if (f !== undefined) {
-    const hybrids = source.hybrids.map((h) => ({ name: h.name, s: h.stats() }));
+    const hybrids = source.hybrids.map((h) => ({ name: h.name, strategy: h.strategy, s: h.stats() }));
     out.push(
-      family('hybrid_pending_events', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.pending }))),
-      family('hybrid_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.syncs }))),
-      family('hybrid_failed_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name }, value: h.s.failedSyncs }))),
+      family('hybrid_pending_events', hybrids.map((h) => ({ labels: { limiter: h.name, strategy: h.strategy }, value: h.s.pending }))),
+      family('hybrid_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name, strategy: h.strategy }, value: h.s.syncs }))),
+      family('hybrid_failed_syncs_total', hybrids.map((h) => ({ labels: { limiter: h.name, strategy: h.strategy }, value: h.s.failedSyncs }))),
     );
   }
   if (o.lax || o.strict) out.push(...(await counterFamilies(source, o)));
@@ -214,9 +217,9 @@ export interface EngineParts {
 /** The metrics source of an engine's parts: each limiter's providers, the rate limiters' Redis calls. */
 export function metricsSourceOf(parts: EngineParts): MetricsSource {
   const limiters: LimiterTallies[] = [];
-  const hybrids: Array<{ name: string; stats(): HybridStats }> = [];
+  const hybrids: Array<{ name: string; strategy: 'absolute' | 'suppressed'; stats(): HybridStats }> = [];
   const hybridOf = new Map<object, { name: string }>();
-  const hybridDecisions: Array<[{ name: string }, DecisionTally]> = [];
+  const hybridDecisions: Array<[{ name: string; strategy: string }, DecisionTally]> = [];
   // Limiters of one window share their hybrid (and its Redis calls): it is reported once, under the first.
   const seen = new Set<object>();
   const slidings: RedisSliding[] = [];
@@ -227,30 +230,32 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
   };
   for (const l of parts.limiters) {
     if (l instanceof RateLimiter) {
-      const shared = hybridOf.get(l.hybrid.absolute);
-      if (shared !== undefined) shared.name += `,${l.name}`;
-      const hybrid = once(l.hybrid.absolute);
       const providers: Array<readonly [string, DecisionTally]> = [
         ['local.absolute', l.local.absolute.decisions],
         ['local.suppressed', l.local.suppressed.decisions],
         ['redis.absolute', l.redis.absolute.decisions],
         ['redis.suppressed', l.redis.suppressed.decisions],
       ];
-      if (hybrid !== undefined) {
-        const entry = { name: l.name, stats: () => hybrid.stats() };
+      limiters.push({ name: l.name, providers });
+      slidings.push(l.redis.absolute.sliding, l.redis.suppressed.sliding);
+      for (const [strategy, h] of [['absolute', l.hybrid.absolute], ['suppressed', l.hybrid.suppressed]] as const) {
+        const shared = hybridOf.get(h);
+        if (shared !== undefined) shared.name += `,${l.name}`;
+        const hybrid = once(h);
+        if (hybrid === undefined) continue;
+        const entry = { name: l.name, strategy, stats: () => hybrid.stats() };
         hybrids.push(entry);
         hybridOf.set(hybrid, entry);
         // Under the hybrid's own name (its limiters' names joined, known once every limiter is seen).
         hybridDecisions.push([entry, hybrid.decisions]);
+        slidings.push(hybrid.sliding);
       }
-      limiters.push({ name: l.name, providers });
-      slidings.push(l.redis.absolute.sliding, l.redis.suppressed.sliding, ...(hybrid === undefined ? [] : [hybrid.sliding]));
     } else {
       limiters.push({ name: l.name, providers: [['local', l.decisions], ['redis', l.redis.decisions]] });
       slidings.push(l.redis.sliding);
     }
   }
-  for (const [entry, tally] of hybridDecisions) limiters.push({ name: entry.name, providers: [['hybrid.absolute', tally]] });
+  for (const [entry, tally] of hybridDecisions) limiters.push({ name: entry.name, providers: [[`hybrid.${entry.strategy}`, tally]] });
   parts.stores.forEach((st, i) => limiters.push({ name: i === 0 ? 'events' : `events-${i + 1}`, providers: [['calendar', st.decisions]] }));
   return {
     stats: () => parts.stats(),

@@ -16,7 +16,7 @@ const PINNED: Record<string, string> = {
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
   'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
   'ia-beat.lua': '07d994f7e8c0e63bad45dcf4fa9fcce33a44443b',
-  'rl.lua': '6ed6356649b988f8dc63b524dc766e29a43590f3',
+  'rl.lua': '3451fcf5397505958d3bbc8f9e50b434ca978e6e',
   'rl-clean.lua': 'f3a3b0e2ae380790d3cd803761aef0310ab52b1a',
 };
 

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { type Engine, ErrorCode, type RateDecision } from '../../src/index.js';
 import { expectError, freshPrefix, it, type Mode, until } from './counter-scenarios.js';
 import type { TestContext } from 'node:test';
+import { type HybridEngines, hybridEngines, hybridSuppressedScenarios } from './hybrid-suppressed-scenarios.js';
 
 function rejected(d: RateDecision): Extract<RateDecision, { kind: 'rejected' }> {
   assert.equal(d.kind, 'rejected', `expected a rejection, got ${JSON.stringify(d)}`);
@@ -162,17 +163,7 @@ export function rateRedisScenarios(mode: () => Mode): void {
     await expectError(() => absolute.inc('k', 1), ErrorCode.CLOSED, 'after close');
   });
 
-  /** Engines on one prefix with their own instance ids, their hybrid limiters known to see all of them. */
-  async function hybrids(count: number, options = {}): Promise<Array<{ engine: Engine; limiter: ReturnType<Engine['rateLimiter']> }>> {
-    const prefix = freshPrefix('rlh');
-    const out: Engine[] = [];
-    for (let i = 0; i < count; i++) out.push(await engine(prefix, { instanceId: `h${i}` }));
-    await until(async () => (await out[0]!.instances()).count === count, 5000, `${count} instances are live`);
-    const limiters = out.map((e) => ({ engine: e, limiter: e.rateLimiter({ windowSeconds: 60, ...options }) }));
-    // Each has read the instance count once its first sync ran.
-    await until(() => limiters.every((l) => l.limiter.hybrid.absolute.stats().instances === count), 5000, 'the hybrids know the instance count');
-    return limiters;
-  }
+  const hybrids = (count: number, options = {}): Promise<HybridEngines> => hybridEngines(mode(), count, options);
 
   it('hybrid, scenario 2: limit 50, total 49, inc 10 → rejected; inc 1 → admitted; what it admitted reaches Redis', async () => {
     const [{ limiter }] = await hybrids(1);
@@ -299,4 +290,6 @@ export function rateRedisScenarios(mode: () => Mode): void {
     const calls = absolute.sliding.calls;
     assert.ok(calls >= 200 && calls <= 400, `100k decisions in calls of at most 500: ${calls} calls`);
   });
+
+  hybridSuppressedScenarios(mode);
 }

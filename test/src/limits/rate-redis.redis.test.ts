@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { Redis } from 'ioredis';
-import { createEngine, ErrorCode, type HybridAbsolute } from '../../../src/index.js';
+import { createEngine, ErrorCode } from '../../../src/index.js';
 import { expectError, freshPrefix, it, type Mode, open, privateRedis, until } from '../../helpers/counter-scenarios.js';
 import { rateRedisScenarios } from '../../helpers/rate-redis-scenarios.js';
 import { startRedisServer } from '../../../bench/redis-server.js';
@@ -85,6 +85,40 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
+  it('hybrid suppressed with a killed redis-server: it decides on the share it holds and commits every call, admitted and declined, after the restart', async () => {
+    const server = await startRedisServer({ appendOnly: true });
+    try {
+      const e = await open({ redis: server.url, prefix: freshPrefix('rlsk'), redisCommandTimeoutMs: 200 });
+      const limiter = e.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, random: () => 0.99 });
+      const hybrid = limiter.hybrid.suppressed;
+      await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
+      assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+      await hybrid.sync();
+      for (let i = 0; i < 9; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+      await hybrid.sync();
+      await server.kill();
+      let admitted = 0;
+      for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
+      assert.equal(admitted, 90, 'the share it held: the room it read (90) with one instance');
+      await hybrid.sync();
+      assert.ok(hybrid.stats().failedSyncs > 0 && hybrid.stats().pending === 200, JSON.stringify(hybrid.stats()));
+      await server.restart();
+      await until(
+        async () => {
+          await hybrid.sync();
+          return hybrid.stats().pending === 0;
+        },
+        5000,
+        'the calls are committed after the restart',
+        () => hybrid.stats(),
+      );
+      assert.equal(hybrid.count('k'), 210, 'Redis holds the 10 before, the 90 admitted and the 110 declined');
+      assert.deepEqual(await limiter.redis.suppressed.inc('k', 100 / 60), { kind: 'suppressed', allowed: false, suppressionFactor: 1 });
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("onStoreError with a killed redis-server: 'fail-closed' rejects naming the error, 'fail-open' admits, 'local' decides on the share Redis last left and commits it after the restart", async () => {
     const server = await startRedisServer({ appendOnly: true });
     try {
@@ -141,7 +175,7 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       await new Promise((resolve) => setTimeout(resolve, 500)); // the first groups leave the window meanwhile
       await server.restart();
       // The fallback's commit lands first (it slides the window past the declined calls), then Redis decides.
-      const fallback = (limiter as unknown as { suppressedFallback: HybridAbsolute }).suppressedFallback;
+      const fallback = limiter.hybrid.suppressed; // the suppressed strategy's fallback is its hybrid
       await until(
         async () => {
           await fallback.sync();
@@ -162,13 +196,16 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
-  it('an engine without `redis`: the hybrid provider is the local one', async () => {
+  it('an engine without `redis`: the hybrid providers are the local ones', async () => {
     const e = await createEngine({ shards: 1 });
     try {
       const limiter = e.rateLimiter({ windowSeconds: 10 });
       for (let i = 0; i < 50; i++) assert.equal(limiter.hybrid.absolute.inc('k', 5).allowed, true);
       assert.equal(limiter.hybrid.absolute.inc('k', 5).allowed, false);
       assert.equal(limiter.local.absolute.count('k'), 50, 'on the local records');
+      for (let i = 0; i < 50; i++) assert.equal(limiter.hybrid.suppressed.inc('s', 5).allowed, true);
+      assert.equal(limiter.hybrid.suppressed.inc('s', 5).kind, 'suppressed');
+      assert.equal(limiter.local.suppressed.count('s'), 51, 'the suppressed one too');
     } finally {
       await e.close();
     }

@@ -51,7 +51,14 @@ test('with Redis: flusher, round trips per component, Redis and hybrid decisions
   text = await engine.metrics();
   assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,provider=hybrid.absolute,outcome=allowed'), undefined);
   assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,twin,provider=hybrid.absolute,outcome=allowed'), 2);
-  assert.ok(value(text, 'tallyworks_hybrid_syncs_total', 'limiter=shared,twin')! >= 0);
+  assert.ok(value(text, 'tallyworks_hybrid_syncs_total', 'limiter=shared,twin,strategy=absolute')! >= 0);
+  // The suppressed hybrid has series of its own, labelled by strategy.
+  assert.equal(rl.hybrid.suppressed.inc('hs', 100).allowed, true);
+  await rl.hybrid.suppressed.sync();
+  text = await engine.metrics();
+  assert.equal(value(text, 'tallyworks_decisions_total', 'limiter=shared,twin,provider=hybrid.suppressed,outcome=allowed'), 1);
+  assert.ok(value(text, 'tallyworks_hybrid_syncs_total', 'limiter=shared,twin,strategy=suppressed')! >= 1);
+  assert.equal(value(text, 'tallyworks_hybrid_pending_events', 'limiter=shared,twin,strategy=suppressed'), 0, 'committed by the sync');
 
   await server.kill();
   engine.lax.add('after', 1);
