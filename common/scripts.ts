@@ -137,6 +137,15 @@ export async function runRate(client: ScriptHost, index: string, entities: reado
   return numbers(decode<Array<number | bigint>>(packed) as Array<number | bigint | false>) as number[];
 }
 
+/**
+ * Runs rl.lua's COMMIT strategy: as {@link runRate}, with the calling engine's `marker` for the partition
+ * and the call's sequence (a sequence the marker holds already counts nothing: see the script).
+ */
+export async function runRateCommit(client: ScriptHost, index: string, marker: string, seq: number, entities: readonly string[], config: readonly number[], ops: readonly number[]): Promise<number[]> {
+  const packed = await RATE.run(client, entities.length + 2, index, marker, ...entities, encodeArgs(config), encodeArgs(ops), String(seq), String(MARKER_TTL_MS));
+  return numbers(decode<Array<number | bigint>>(packed) as Array<number | bigint | false>) as number[];
+}
+
 /** Runs rl-clean.lua on `entities` of `index`: deletes those idle longer than `staleAfterMs` (Redis time); returns how many. */
 export async function runRateClean(client: ScriptHost, index: string, entities: readonly string[], staleAfterMs: number): Promise<number> {
   return Number(await RATE_CLEAN.run(client, entities.length + 1, index, ...entities, staleAfterMs));

@@ -199,7 +199,7 @@ export class Engine implements AsyncDisposable {
         clock,
         time: new DecisionTime(clock),
         state,
-        redis: { client: this.redis?.client, prefix: this.options.prefix, state },
+        redis: { client: this.redis?.client, prefix: this.options.prefix, state, callerId: this.redis?.callerId ?? this.instanceId },
         instances: async () => (await this.instances()).count,
         hybrids: new Map(),
       };

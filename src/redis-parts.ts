@@ -20,6 +20,8 @@ export interface RedisParts {
   readonly strictInstanceAware: StrictRedis;
   readonly registry: InstanceRegistry;
   readonly flusher: FlusherClient;
+  /** This engine's name in its call markers (unique per engine, even when a restart reuses the instance id). */
+  readonly callerId: string;
 }
 
 /**
@@ -70,5 +72,5 @@ export async function startRedis(resolved: ResolvedOptions, router: Router, open
     deadInstanceThresholdMs: resolved.deadInstanceThresholdMs,
     instanceRetentionMs: resolved.instanceRetentionMs,
   });
-  return { client, strict, strictInstanceAware, registry, flusher };
+  return { client, strict, strictInstanceAware, registry, flusher, callerId: instance };
 }

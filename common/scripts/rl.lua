@@ -13,12 +13,16 @@
 -- the newest group), so nothing lives forever if the cleanup never runs.
 --
 -- KEYS[1]  the partition's index: sorted set of entity keys by the time they last opened a group
--- KEYS[2…] the entity hash of each op (in the partition's slot)
+-- KEYS[2…] the entity hash of each op (in the partition's slot); COMMIT: KEYS[2] is the calling engine's
+--          commit marker for the partition (its last commit sequence applied) and the entities follow
 -- ARGV[1]  msgpack { strategy, k, windowMs1, groupMs1, …, windowMsk, groupMsk }  (suppressed, commit: k = 1)
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
 --          · COMMIT n, limit, keys, declined (the hybrid provider: n calls were decided locally and are
 --          counted unchecked, `declined` of them declined; keys 0: the absolute limiter's, 1: the suppressed
 --          limiter's, whose declined counts slide too, 2: those keys with the suppressed reply)
+-- ARGV[3]  COMMIT: the call's sequence (increasing per engine and partition); ARGV[4] the marker's TTL, ms.
+--          A sequence the marker holds already (a call re-sent after its reply was lost) counts nothing:
+--          the ops only read, so a commit lands exactly once.
 -- Reply    msgpack results, 4 values per op:
 --            ABSOLUTE   { 1, total of window 1 after, 0, 0 } admitted · { 0, window, retryAfterMs,
 --                       remainingAfterWaiting } refused
@@ -247,8 +251,10 @@ end
 -- The hybrid provider's commit of the op at ops[at + 1 …]: n calls decided locally (nd of them declined),
 -- counted without a check (they were decided), then the total and when one more would fit under `limit`
 -- (keys 2: the totals the suppressed strategy decides on).
+local replay = false
 local function commit(e, ops, at)
   local n, limit, keys, nd = ops[at + 1], ops[at + 2], ops[at + 3], ops[at + 4]
+  if replay then n, nd = 0, 0 end
   local declined = keys ~= 0
   local got = redis.call('HMGET', e, HF[1], TF[1], LF[1], CUR[1], 'd0', declinedOf(1, g[1]))
   local h0 = tonumber(got[1])
@@ -352,19 +358,26 @@ end
 
 local ops = cmsgpack.unpack(ARGV[2])
 local stride = strategy == ABSOLUTE and 1 + K or strategy == SUPPRESSED and 5 or 4
+local first, seq, marker = 2, 0, nil
+if strategy == COMMIT then
+  first, seq, marker = 3, tonumber(ARGV[3]), KEYS[2]
+  replay = (tonumber(redis.call('GET', marker)) or 0) >= seq
+end
 local results = {}
-for i = 1, #KEYS - 1 do
+for i = first, #KEYS do
   local a, b, c, d
+  local at = (i - first) * stride
   if strategy == ABSOLUTE then
-    a, b, c, d = absolute(KEYS[i + 1], ops, (i - 1) * stride)
+    a, b, c, d = absolute(KEYS[i], ops, at)
   elseif strategy == SUPPRESSED then
-    a, b, c, d = suppressed(KEYS[i + 1], ops, (i - 1) * stride)
+    a, b, c, d = suppressed(KEYS[i], ops, at)
   else
-    a, b, c, d = commit(KEYS[i + 1], ops, (i - 1) * stride)
+    a, b, c, d = commit(KEYS[i], ops, at)
   end
   results[#results + 1] = a
   results[#results + 1] = b
   results[#results + 1] = c
   results[#results + 1] = d
 end
+if marker and not replay then redis.call('SET', marker, seq, 'PX', ARGV[4]) end
 return cmsgpack.pack(results)

@@ -133,6 +133,13 @@ export class HybridSuppressed extends HybridSync<SuppressedKey> {
     return d;
   }
 
+  protected doubted(k: SuppressedKey): void {
+    // Counted in Redis once its commit is answered.
+    k.total += k.sending;
+    k.declined += k.declinedSending;
+    k.declinedSending = 0;
+  }
+
   protected commitLimit(k: SuppressedKey): number {
     return k.hard;
   }

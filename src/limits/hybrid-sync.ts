@@ -8,16 +8,13 @@ import { newTally } from './tally.js';
 import { RateStrategy } from '../../common/scripts.js';
 import type { TimeSource } from '../clock/clock.js';
 import type { ResolvedRateOptions } from './rate-options.js';
-import { type RedisRateContext, RedisSliding, redisLimiterId } from './redis-sliding.js';
+import { COMMIT_STRIDE, Committed, type RedisRateContext, RedisSliding, redisLimiterId } from './redis-sliding.js';
 
 /**
  * How often the live instance count is read again, ms: for this long after an instance joins, the others
  * still split by the old count (the bound holds while the count is current).
  */
 const INSTANCES_EVERY_MS = 100;
-
-/** Numbers per key in a commit (rl.lua COMMIT): calls, limit, keys, declined. */
-export const COMMIT_STRIDE = 4;
 
 /** Values per key in a commit's reply (rl.lua). */
 const REPLY_STRIDE = 4;
@@ -49,7 +46,7 @@ export interface HybridStats {
   /** Syncs run, and those that failed (Redis away): their counts went with a later one. */
   readonly syncs: number;
   readonly failedSyncs: number;
-  /** Calls decided here and not committed to Redis yet. */
+  /** Calls decided here and not committed to Redis yet (those of a commit whose reply was lost included, until Redis answers it). */
   readonly pending: number;
   /** The live instance count the shares are split by (0 until it is first read, at start). */
   readonly instances: number;
@@ -117,6 +114,12 @@ export abstract class HybridSync<K extends SyncedKey> {
     k.sending = 0;
   }
 
+  /**
+   * `k`'s commit lost its reply: the sliding sends it again until Redis answers (exactly once), so its
+   * calls are no longer this key's to send; a strategy counts them in its view of the window meanwhile.
+   */
+  protected abstract doubted(k: K): void;
+
   /** A key new to this instance, kept from now on (the sync timer starts with the first). */
   protected remember(k: K): void {
     this.keys.set(k.key, k);
@@ -168,7 +171,11 @@ export abstract class HybridSync<K extends SyncedKey> {
     if (this.keys.size > 0 && (now - this.instancesAt >= INSTANCES_EVERY_MS || !this.instancesKnown)) await this.refreshInstances(now);
     const batch = this.active;
     this.active = [];
-    if (batch.length === 0) return;
+    if (batch.length === 0) {
+      // Nothing new: a commit whose reply was lost is still sent again.
+      if (this.sliding.inDoubt > 0) await this.sliding.commitMany([], []).catch(() => undefined);
+      return;
+    }
     this.syncs++;
     const keys = new Array<string>(batch.length);
     const ops = new Array<number>(COMMIT_STRIDE * batch.length);
@@ -184,8 +191,7 @@ export abstract class HybridSync<K extends SyncedKey> {
     }
     let failed = false;
     const again = (k: K): void => {
-      // Not committed: pending again, with the next sync. (A call whose reply was lost may have landed:
-      // its counts are then sent again, an overcount of what Redis holds, never an undercount.)
+      // Not sent: pending again, with the next sync.
       failed = true;
       this.resend(k);
       if (!k.active) {
@@ -194,12 +200,18 @@ export abstract class HybridSync<K extends SyncedKey> {
       }
     };
     try {
-      const r = await this.sliding.decideMany(keys, ops, COMMIT_STRIDE);
+      const { results: r, status } = await this.sliding.commitMany(keys, ops);
       const at = this.ctx.time.now();
       for (let i = 0; i < batch.length; i++) {
         const k = batch[i]!;
-        if (Number.isNaN(r[REPLY_STRIDE * i]!)) {
+        if (status[i] === Committed.NOT_SENT) {
           again(k);
+          continue;
+        }
+        if (status[i] === Committed.IN_DOUBT) {
+          failed = true;
+          this.doubted(k);
+          k.sending = 0;
           continue;
         }
         this.learn(k, r, REPLY_STRIDE * i, at);
@@ -231,7 +243,7 @@ export abstract class HybridSync<K extends SyncedKey> {
   }
 
   stats(): HybridStats {
-    let pending = 0;
+    let pending = this.sliding.inDoubt;
     for (const k of this.keys.values()) pending += k.pending + k.sending;
     return { syncs: this.syncs, failedSyncs: this.failedSyncs, pending, instances: this.instancesKnown ? this.instanceCount : 0 };
   }
@@ -242,6 +254,7 @@ export abstract class HybridSync<K extends SyncedKey> {
     clearInterval(this.timer);
     await this.sync();
     if (this.active.length > 0) await this.syncNow(); // decided while the last one was in flight
+    await this.sliding.finishCommits();
     await this.sliding.settle();
   }
 }

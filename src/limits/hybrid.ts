@@ -12,7 +12,8 @@
  * limit + (N − 1) × ⌈limit / N⌉ + N while every sync succeeds, against the seed's N × limit.
  *
  * When a commit fails (Redis away), the admitted counts stay pending and go with the next sync; meanwhile
- * the instance decides on the share it holds, and refuses once it is spent.
+ * the instance decides on the share it holds, and refuses once it is spent. A commit whose reply was lost
+ * is sent again as it was until Redis answers it, and lands once (./redis-sliding.ts commitMany).
  *
  * The sync itself, the instance count and the keys' upkeep are ./hybrid-sync.ts's, shared with the
  * suppressed strategy (./hybrid-suppressed.ts).
@@ -167,6 +168,10 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
     // is spent); the room is what Redis reported.
     const retryAfterMs = never ? Infinity : Math.max(0, k.freeAt - now, this.nextSyncAt - now);
     return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs, remainingAfterWaiting: never ? k.limit : Math.max(0, k.room) };
+  }
+
+  protected doubted(k: HybridKey): void {
+    k.total += k.sending; // counted in Redis once its commit is answered
   }
 
   protected commitLimit(k: HybridKey): number {

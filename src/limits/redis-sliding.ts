@@ -13,10 +13,15 @@
  *
  * A decision that cannot reach Redis rejects with TW_REDIS_UNAVAILABLE (the call was not applied) or, when
  * its reply was lost, TW_REDIS_OUTCOME_UNKNOWN (it may have been counted). Nothing is retried.
+ *
+ * The hybrid providers' commits (commitMany) land exactly once: each call carries a sequence per engine and
+ * partition that the script keeps in the engine's marker; a commit whose reply was lost is kept and sent
+ * again as it was, before anything else of its partition, until Redis answers it (counted now, or found
+ * counted before: then it counts nothing).
  */
 import { closedError, ErrorCode, TallyworksError } from '../../common/errors.js';
-import { followRedirect, isReady, notReady, PARTITIONS, partitionKey, partitionOf, type RedisClient, redisFailure, refusedByRedis } from '../../common/redis.js';
-import { RateStrategy, runRate, runRateClean } from '../../common/scripts.js';
+import { dropMarkers, followRedirect, isReady, markerKey, notReady, PARTITIONS, partitionKey, partitionOf, type RedisClient, redisFailure, refusedByRedis } from '../../common/redis.js';
+import { RateStrategy, runRate, runRateClean, runRateCommit } from '../../common/scripts.js';
 import type { ResolvedWindow } from './rate-options.js';
 
 /** What the Redis provider needs of the engine: its client (absent: embedded), prefix and closed state. */
@@ -24,15 +29,31 @@ export interface RedisRateContext {
   readonly client: RedisClient | undefined;
   readonly prefix: string;
   readonly state: { readonly closed: boolean };
+  /** The engine's name in its commit markers (unique per engine). */
+  readonly callerId: string;
 }
 
-/** The ops of one partition waiting for the next call. */
+/** The ops of one partition waiting for the next call (a commit: with its sequence). */
 interface Queue {
   entities: string[];
   ops: number[];
   resolves: Array<(results: number[]) => void>;
   rejects: Array<(err: Error) => void>;
+  seq?: number;
 }
+
+/** Numbers per key in a commit (rl.lua COMMIT): calls, limit, keys, declined. */
+export const COMMIT_STRIDE = 4;
+
+/** What {@link RedisSliding.commitMany} says of each key. */
+export const Committed = {
+  /** Counted now: its 4 result values are given. */
+  DONE: 0,
+  /** Not sent (Redis away, or its partition waits for a commit in doubt): commit it again. */
+  NOT_SENT: 1,
+  /** Its reply was lost: the sliding keeps the commit and sends it again itself (do not). */
+  IN_DOUBT: 2,
+} as const;
 
 /**
  * Decisions per script call at most: a burst larger than this goes out in several calls, so no call runs
@@ -67,6 +88,12 @@ export class RedisSliding {
   calls = 0;
   decisions = 0;
   failures = 0;
+  /** Commits: this engine's markers by partition, their last sequences, the partitions committed to. */
+  private readonly markers: string[];
+  private readonly seqs = new Float64Array(PARTITIONS);
+  private readonly committedTo = new Set<number>();
+  /** Per partition, a commit whose reply was lost (sent again, first, until Redis answers it), and its calls. */
+  private readonly doubt: Array<{ readonly q: Queue; readonly calls: number } | undefined> = new Array(PARTITIONS);
 
   constructor(
     private readonly ctx: RedisRateContext,
@@ -75,11 +102,12 @@ export class RedisSliding {
     private readonly config: readonly number[],
   ) {
     this.client = ctx.client;
-    this.stride = config[0] === RateStrategy.ABSOLUTE ? 1 + config[1]! : config[0] === RateStrategy.SUPPRESSED ? 5 : 3;
+    this.stride = config[0] === RateStrategy.ABSOLUTE ? 1 + config[1]! : config[0] === RateStrategy.SUPPRESSED ? 5 : COMMIT_STRIDE;
     for (let p = 0; p < PARTITIONS; p++) {
       this.queues.push({ entities: [], ops: [], resolves: [], rejects: [] });
       this.names.push(`${partitionKey(ctx.prefix, 'rl', p)}:${id}`);
     }
+    this.markers = this.names.map((index) => markerKey(index, ctx.callerId));
   }
 
   /** Throws at once on an engine without Redis (a configuration, not a store failure: no fallback applies). */
@@ -118,47 +146,82 @@ export class RedisSliding {
   }
 
   /**
-   * Many decisions at once (the hybrid provider's commits, also its last one while the engine closes):
-   * `keys[i]`'s op is `ops[stride·i …]`; resolves
-   * with 4 result values per key, in order, NaN for the keys of a partition whose call failed. One call per
-   * partition, and one promise per partition.
+   * The hybrid providers' commits (their last one too, while the engine closes): `keys[i]`'s op is
+   * `ops[COMMIT_STRIDE·i …]`. Resolves with 4 result values per key (NaN where not DONE) and a status per
+   * key ({@link Committed}). One call per partition and MAX_PER_CALL keys, a partition's calls one after
+   * the other; after one whose reply was lost, the rest of its partition is NOT_SENT.
    */
-  async decideMany(keys: readonly string[], ops: readonly number[], stride: number): Promise<number[]> {
+  async commitMany(keys: readonly string[], ops: readonly number[]): Promise<{ readonly results: number[]; readonly status: Uint8Array }> {
     const client = this.client;
     if (client === undefined) throw noRedis();
     if (!isReady(client)) {
       this.failures++;
       throw notReady(client, 'the rate-limit commit');
     }
-    // Per partition, in calls of at most MAX_PER_CALL keys.
-    const chunks: Array<[number, number[]]> = [];
-    const open = new Map<number, number[]>();
+    const byPartition = new Map<number, number[][]>();
     for (let i = 0; i < keys.length; i++) {
       const p = partitionOf(keys[i]!);
-      let list = open.get(p);
-      if (list === undefined || list.length === MAX_PER_CALL) {
-        list = [];
-        open.set(p, list);
-        chunks.push([p, list]);
-      }
-      list.push(i);
+      let chunks = byPartition.get(p);
+      if (chunks === undefined) byPartition.set(p, (chunks = [[]]));
+      if (chunks.at(-1)!.length === MAX_PER_CALL) chunks.push([]);
+      chunks.at(-1)!.push(i);
     }
-    const out = new Array<number>(4 * keys.length);
-    const calls = chunks.map(async ([p, indexes]) => {
-      const q: Queue = { entities: indexes.map((i) => `${this.names[p]!}:${keys[i]!}`), ops: indexes.flatMap((i) => ops.slice(stride * i, stride * i + stride)), resolves: [], rejects: [] };
-      let results: number[] | undefined;
-      let failure: Error | undefined;
-      q.resolves.push((r) => (results = r));
-      q.rejects.push((err) => (failure = err));
-      const sending = this.send(p, q, true);
-      this.inflight.add(sending);
-      await sending.finally(() => this.inflight.delete(sending));
-      indexes.forEach((i, j) => {
-        for (let k = 0; k < 4; k++) out[4 * i + k] = failure === undefined ? results![4 * j + k]! : Number.NaN;
-      });
+    const results = new Array<number>(4 * keys.length).fill(Number.NaN);
+    const status = new Uint8Array(keys.length).fill(Committed.NOT_SENT);
+    // Partitions with a commit in doubt and nothing new: it is sent again all the same.
+    for (let p = 0; p < PARTITIONS; p++) if (this.doubt[p] !== undefined && !byPartition.has(p)) byPartition.set(p, []);
+    const partitions = [...byPartition].map(async ([p, chunks]) => {
+      if (!(await this.resolveDoubt(p))) return; // still in doubt: nothing new goes to p before it
+      for (const indexes of chunks) {
+        const seq = ++this.seqs[p]!;
+        this.committedTo.add(p);
+        const q: Queue = { entities: indexes.map((i) => `${this.names[p]!}:${keys[i]!}`), ops: indexes.flatMap((i) => ops.slice(COMMIT_STRIDE * i, COMMIT_STRIDE * i + COMMIT_STRIDE)), resolves: [], rejects: [], seq };
+        const failure = await this.sendTracked(p, q, (r) => indexes.forEach((i, j) => {
+          for (let k = 0; k < 4; k++) results[4 * i + k] = r[4 * j + k]!;
+          status[i] = Committed.DONE;
+        }));
+        if (failure === undefined) continue;
+        if (failure.code === ErrorCode.REDIS_OUTCOME_UNKNOWN) {
+          this.doubt[p] = { q, calls: indexes.reduce((n, i) => n + ops[COMMIT_STRIDE * i]!, 0) };
+          for (const i of indexes) status[i] = Committed.IN_DOUBT;
+        }
+        return; // the rest of p's keys go with the next commit
+      }
     });
-    await Promise.all(calls);
-    return out;
+    await Promise.all(partitions);
+    return { results, status };
+  }
+
+  /** Calls in commits whose reply was lost and that Redis has not answered since (see commitMany). */
+  get inDoubt(): number {
+    return this.doubt.reduce((n, d) => n + (d?.calls ?? 0), 0);
+  }
+
+  /** Sends partition `p`'s commit in doubt again, as it was: true once Redis answered it (or there is none). */
+  private async resolveDoubt(p: number): Promise<boolean> {
+    const d = this.doubt[p];
+    if (d === undefined) return true;
+    const failure = await this.sendTracked(p, { ...d.q, resolves: [], rejects: [] }, () => (this.doubt[p] = undefined));
+    // Refused now or lost again: the first call may still have counted, so it stays in doubt.
+    return failure === undefined;
+  }
+
+  /** Sends every commit in doubt once more (the engine closes); then, with none left, drops this engine's markers. */
+  async finishCommits(): Promise<void> {
+    if (this.client === undefined || !isReady(this.client)) return;
+    await Promise.all(this.doubt.map((d, p) => (d === undefined ? undefined : this.resolveDoubt(p))));
+    if (this.inDoubt === 0) await dropMarkers(this.client, [...this.committedTo].map((p) => this.markers[p]!));
+  }
+
+  /** One call of `q` (tracked for settle()), `done` given its results; resolves with its failure, if any. */
+  private async sendTracked(p: number, q: Queue, done: (results: number[]) => void): Promise<TallyworksError | undefined> {
+    let failure: TallyworksError | undefined;
+    q.resolves.push(done);
+    q.rejects.push((err) => (failure = err as TallyworksError));
+    const sending = this.send(p, q, true);
+    this.inflight.add(sending);
+    await sending.finally(() => this.inflight.delete(sending));
+    return failure;
   }
 
   private sendAll(): void {
@@ -193,7 +256,7 @@ export class RedisSliding {
     this.decisions += q.entities.length;
     let results: number[];
     try {
-      results = await runRate(client, this.names[p]!, q.entities, this.config, q.ops);
+      results = q.seq === undefined ? await runRate(client, this.names[p]!, q.entities, this.config, q.ops) : await runRateCommit(client, this.names[p]!, this.markers[p]!, q.seq, q.entities, this.config, q.ops);
     } catch (err) {
       this.failures++;
       this.release(p);

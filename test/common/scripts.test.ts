@@ -16,7 +16,7 @@ const PINNED: Record<string, string> = {
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
   'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
   'ia-beat.lua': '07d994f7e8c0e63bad45dcf4fa9fcce33a44443b',
-  'rl.lua': '3451fcf5397505958d3bbc8f9e50b434ca978e6e',
+  'rl.lua': '66f0315acfa2ce8ad5e312a96a97c3e0ed353ef5',
   'rl-clean.lua': 'f3a3b0e2ae380790d3cd803761aef0310ab52b1a',
 };
 
@@ -64,17 +64,19 @@ test('apply.lua compares modes and comparators only by name (no bare numbers lef
   }
 });
 
-test('rl.lua and rl-clean.lua touch only the keys they are given: the index (KEYS[1]) and the entities (KEYS[2…])', () => {
+test('rl.lua and rl-clean.lua touch only the keys they are given: the index (KEYS[1]), the entities and a commit\'s marker (KEYS[2…])', () => {
   for (const script of [RATE, RATE_CLEAN] as ReadonlyArray<RedisScript<never, unknown>>) {
     const calls = [...script.lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'\s*(?:,\s*([^,)]*))?/g)];
     assert.ok(calls.length > 0, script.file);
     for (const [text, command, keyArg] of calls) {
       if (command === 'TIME') continue;
-      assert.ok(['e', 'index', 'KEYS[1]'].includes(keyArg!.trim()), `${script.file}: ${command} touches ${keyArg}, not a given key: ${text}`);
+      assert.ok(['e', 'index', 'marker', 'KEYS[1]'].includes(keyArg!.trim()), `${script.file}: ${command} touches ${keyArg}, not a given key: ${text}`);
     }
     // `e` is only ever bound to an entity key, `index` to KEYS[1].
     for (const m of script.lua.matchAll(/\b(?:local )?e\s*=[^=](.*)/g)) assert.match(m[1]!, /^\s*KEYS\[i\]/, `${script.file}: e = ${m[1]}`);
     assert.ok(!/\.\.\s*['"]:/.test(script.lua.split('\n').filter((l) => /redis\.p?call/.test(l)).join('\n')), 'no key name is built inside a call');
   }
   assert.match(RATE.lua, /^local index = KEYS\[1\]$/m);
+  // `marker` is bound to KEYS[2] for a commit only (its entities then follow).
+  assert.deepEqual([...RATE.lua.matchAll(/marker = ([^\n]*)/g)].map((m) => m[1]), ['2, 0, nil', '3, tonumber(ARGV[3]), KEYS[2]']);
 });

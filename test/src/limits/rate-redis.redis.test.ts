@@ -119,6 +119,44 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
+  for (const strategy of ['absolute', 'suppressed'] as const) {
+    it(`hybrid ${strategy}: a commit whose reply was lost (Redis hung by CLIENT PAUSE past the command timeout) lands exactly once`, async () => {
+      const server = await startRedisServer();
+      const raw = new Redis(server.url);
+      try {
+        const e = await open({ redis: server.url, prefix: freshPrefix('rlx'), redisCommandTimeoutMs: 200 });
+        const limiter = e.rateLimiter({ windowSeconds: 60, random: () => 0.99 });
+        const hybrid = limiter.hybrid[strategy];
+        await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
+        hybrid.inc('k', 100 / 60);
+        await hybrid.sync();
+        for (let i = 0; i < 10; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+        // Writes (scripts included) wait for 1 s: the commit times out, then runs in Redis.
+        await raw.client('PAUSE', 1000, 'WRITE');
+        await hybrid.sync();
+        assert.equal(hybrid.stats().pending, 10, `the 10 are in doubt: ${JSON.stringify(hybrid.stats())}`);
+        const entity = limiter.redis[strategy].sliding.entityOf('k');
+        await until(async () => (await raw.hget(entity, 't0')) === '11', 5000, 'the hung commit ran once the pause ended');
+        for (let i = 0; i < 5; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+        await until(
+          async () => {
+            await hybrid.sync();
+            return hybrid.stats().pending === 0;
+          },
+          5000,
+          'the commit in doubt is answered, then the new calls go',
+          () => hybrid.stats(),
+        );
+        assert.equal(await raw.hget(entity, 't0'), '16', 'the commit sent again counted nothing: 1 + 10 + 5');
+        await e.close();
+        assert.deepEqual(await raw.keys('*:m:*'), [], 'close() dropped its commit markers');
+      } finally {
+        raw.disconnect();
+        await server.stop();
+      }
+    });
+  }
+
   it("onStoreError with a killed redis-server: 'fail-closed' rejects naming the error, 'fail-open' admits, 'local' decides on the share Redis last left and commits it after the restart", async () => {
     const server = await startRedisServer({ appendOnly: true });
     try {
