@@ -699,22 +699,18 @@ const slidingRedis: Scenario = {
 };
 
 /**
- * Hybrid decisions: synchronous on this instance's share, synced with Redis every 10 ms (one instance:
- * its share is the whole room, so the admitted counts are exact), against the awaited RateLimiterRedis.
+ * Hybrid decisions of `strategy`: synchronous on this instance's share, synced with Redis every 10 ms (one
+ * instance: its share is the whole room, so the admitted counts are exact; suppressed with hardLimitFactor
+ * 1, exact too), against the awaited RateLimiterRedis.
  */
-const slidingHybrid: Scenario = {
-  name: 'sliding-hybrid',
-  title: 'sliding-window decisions, hybrid (local share, synced with Redis), one thread',
-  redis: true,
-  defaultOps: 5_000_000,
-  peerShare: 0.02,
-  ours: {
-    name: 'rateLimiter().hybrid.absolute.inc(key, rate)',
+function hybridSide(strategy: 'absolute' | 'suppressed'): Side {
+  return {
+    name: `rateLimiter().hybrid.${strategy}.inc(key, rate)`,
     async run(ctx, ops) {
       const redis = needRedis(ctx);
       return withEngine(ctx, { redis: redis.url, prefix: freshPrefix() }, async (engine) => {
         const limit = limitFor(ctx, ops);
-        const hybrid = engine.rateLimiter({ windowSeconds: 3600 }).hybrid.absolute;
+        const hybrid = engine.rateLimiter({ windowSeconds: 3600, hardLimitFactor: 1 }).hybrid[strategy];
         const rate = limit / 3600;
         const allowed = new Float64Array(ctx.keys.length);
         // Not timed: the instance count is read, and every key met once and synced (a key not synced yet
@@ -733,15 +729,34 @@ const slidingHybrid: Scenario = {
           await cycle(ctx, ops, (k, i) => {
             if (hybrid.inc(k, rate).allowed) allowed[i]!++;
           });
-          await hybrid.sync(); // timed: what was admitted is committed to Redis
+          await hybrid.sync(); // timed: what was decided is committed to Redis
           return performance.now() - start;
         });
         return { ops, ms, redisCommands: commands, redisCpuUsPerOp: cpuPerOp(cpu, ops), verified: verifyAllowed(ctx, ops, limit, new Map(ctx.keys.map((k, i) => [k, allowed[i]!]))) };
       });
     },
-  },
+  };
+}
+
+const slidingHybrid: Scenario = {
+  name: 'sliding-hybrid',
+  title: 'sliding-window decisions, hybrid (local share, synced with Redis), one thread',
+  redis: true,
+  defaultOps: 5_000_000,
+  peerShare: 0.02,
+  ours: hybridSide('absolute'),
+  peer: slidingRedis.peer,
+};
+
+const slidingHybridSuppressed: Scenario = {
+  name: 'sliding-hybrid-suppressed',
+  title: 'sliding-window decisions, hybrid suppressed (hardLimitFactor 1), one thread',
+  redis: true,
+  defaultOps: 5_000_000,
+  peerShare: 0.02,
+  ours: hybridSide('suppressed'),
   peer: slidingRedis.peer,
 };
 
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, httpScenario, laxInc, strictInc, slidingRedis, slidingHybrid, persistFull, persistIncremental, restart, churn];
+export const SCENARIOS: readonly Scenario[] = [observeKey, observeHandle, observeWindow, eventsRecord, eventsQuery, eventsQuerySync, limiterSync, limiter, slidingAbsolute, slidingSuppressed, slidingThreads, bufferIncrement, httpScenario, laxInc, strictInc, slidingRedis, slidingHybrid, slidingHybridSuppressed, persistFull, persistIncremental, restart, churn];

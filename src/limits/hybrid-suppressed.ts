@@ -69,7 +69,6 @@ export class HybridSuppressed extends HybridSync<SuppressedKey> {
   decide(key: string, rate: number, n = 1): RateDecision {
     checkRate(rate);
     if (n !== 1) checkIncrement(n);
-    const draw = drawFrom(this.o.random);
     const soft = limitOf(rate, this.windowSeconds);
     const hard = soft * this.o.hardLimitFactor;
     const now = this.ctx.time.now();
@@ -111,7 +110,8 @@ export class HybridSuppressed extends HybridSync<SuppressedKey> {
       k.sf = Math.min(1, Math.max(0, 1 - soft / this.windowSeconds / perceived));
       k.sfUntil = now + this.o.suppressionFactorCacheMs;
     }
-    const admitted = draw >= k.sf;
+    // Drawn only here, where the factor decides (the other ways are certain).
+    const admitted = drawFrom(this.o.random) >= k.sf;
     return this.counted(k, n, admitted, { kind: 'suppressed', allowed: admitted, suppressionFactor: k.sf });
   }
 

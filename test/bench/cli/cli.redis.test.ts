@@ -53,7 +53,7 @@ function assertWellFormedSvg(text: string): void {
   assert.doesNotMatch(stripped, /[<>]/, 'text content is escaped');
 }
 
-const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'http', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid'];
+const SCENARIOS = ['observe-key', 'observe-handle', 'observe-window', 'events-record', 'events-query', 'events-query-sync', 'limiter-sync', 'limiter', 'sliding-absolute', 'sliding-suppressed', 'sliding-threads', 'buffer-increment', 'http', 'lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid', 'sliding-hybrid-suppressed'];
 /** Run only when named (minutes and GiB at their default sizes). */
 const HEAVY = ['persist-full', 'persist-incremental', 'restart', 'churn'];
 
@@ -105,7 +105,7 @@ describe('tallyworks bench', () => {
       const r = by.get(name)!;
       assert.ok(r.ours.p50Ms > 0 && r.ours.p99Ms >= r.ours.p50Ms, `${name} p50 ≤ p99`);
     }
-    for (const name of ['lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid']) {
+    for (const name of ['lax-inc', 'strict-inc', 'sliding-redis', 'sliding-hybrid', 'sliding-hybrid-suppressed']) {
       assert.ok(by.get(name)!.ours.redisCommands > 0, `${name} counted Redis commands`);
       assert.ok(by.get(name)!.peer.redisCommands > 0, `${name} peer counted Redis commands`);
       for (const side of [by.get(name)!.ours, by.get(name)!.peer]) {
