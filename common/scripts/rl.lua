@@ -27,7 +27,8 @@
 --            ABSOLUTE   { 1, total of window 1 after, 0, 0 } admitted · { 0, window, retryAfterMs,
 --                       remainingAfterWaiting } refused
 --                       (retryAfterMs −1: never, the increment is larger than the limit)
---            SUPPRESSED { outcome, suppressionFactor, 0, 0 }, outcome BELOW_SOFT, ADMITTED or DECLINED
+--            SUPPRESSED { outcome, suppressionFactor, total after, declined after }, outcome BELOW_SOFT,
+--                       ADMITTED or DECLINED
 --            COMMIT     { total after, retryAfterMs, remainingAfterWaiting, 0 } for one more under limit
 --                       (retryAfterMs 0: it fits now) · keys 2: { total after, declined after, events of
 --                       the last second, 0 }
@@ -353,7 +354,7 @@ local function suppressed(e, ops, at)
   end
   redis.call('HSET', e, unpack(out))
   if new then opened(e) end
-  return outcome, sf, 0, 0
+  return outcome, sf, st.t, st.d
 end
 
 local ops = cmsgpack.unpack(ARGV[2])

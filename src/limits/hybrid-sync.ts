@@ -120,6 +120,9 @@ export abstract class HybridSync<K extends SyncedKey> {
    */
   protected abstract doubted(k: K): void;
 
+  /** `k`'s share of the room its last sync read, split by the live instance count now. */
+  protected abstract reshare(k: K): void;
+
   /** A key new to this instance, kept from now on (the sync timer starts with the first). */
   protected remember(k: K): void {
     this.keys.set(k.key, k);
@@ -144,8 +147,13 @@ export abstract class HybridSync<K extends SyncedKey> {
   private async refreshInstances(now: number): Promise<void> {
     this.instancesAt = now;
     try {
-      this.instanceCount = Math.max(1, await this.ctx.instances());
+      const count = Math.max(1, await this.ctx.instances());
+      const changed = count !== this.instanceCount;
+      this.instanceCount = count;
       this.instancesKnown = true;
+      // Every key's share is split anew (found by a probe: a key idle since an instance joined kept the
+      // share of the old count until its next use, past the bound).
+      if (changed) for (const k of this.keys.values()) if (k.synced) this.reshare(k);
     } catch {
       // Redis away: the count stays as it was; a sync asks again INSTANCES_EVERY_MS later.
     }

@@ -170,6 +170,10 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
     return { kind: 'rejected', allowed: false, windowSeconds: this.windowSeconds, retryAfterMs, remainingAfterWaiting: never ? k.limit : Math.max(0, k.room) };
   }
 
+  protected reshare(k: HybridKey): void {
+    k.share = Math.ceil(Math.max(0, k.limit - k.total) / this.instanceCount);
+  }
+
   protected doubted(k: HybridKey): void {
     k.total += k.sending; // counted in Redis once its commit is answered
   }
@@ -184,7 +188,7 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
     k.freeAt = retry < 0 ? Infinity : now + retry;
     // Admitted since the commit left count against the new share.
     k.total = total;
-    k.share = Math.ceil(Math.max(0, k.limit - total) / this.instanceCount);
+    this.reshare(k);
     // The room now, or, with the window full, the room once the oldest groups have left.
     k.room = Math.max(0, r[at + 2]!);
     k.used = k.pending;

@@ -18,14 +18,14 @@ import { SlidingDirectory } from './sliding-directory.js';
 import { type RedisRateContext, redisLimiterId } from './redis-sliding.js';
 import { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 import { HybridAbsolute } from './hybrid.js';
-import { HybridSuppressed } from './hybrid-suppressed.js';
+import { HybridSuppressed, SuppressedShares } from './hybrid-suppressed.js';
 import type { HybridSync, SyncedKey } from './hybrid-sync.js';
 
 export type { Allowed, Rejected, Suppressed, RateDecision } from './providers.js';
 export { LocalAbsolute, LocalSuppressed } from './providers.js';
 export { RedisAbsolute, RedisSuppressed, RedisWindows } from './redis-providers.js';
 export { HybridAbsolute, type HybridStats } from './hybrid.js';
-export { HybridSuppressed } from './hybrid-suppressed.js';
+export { HybridSuppressed, SuppressedShares } from './hybrid-suppressed.js';
 
 /** What every limiter of an engine shares: where records go, who decides, the clock, and whether it is closed. */
 export interface LimiterContext extends DecisionContext {
@@ -173,11 +173,11 @@ export class RateLimiter {
     const suppressed = new SlidingDirectory(ctx.router, new SlidingShape([w], true), ctx.registry, decider);
     this.local = Object.freeze({ absolute: new LocalAbsolute(ctx, absolute, decider, o), suppressed: new LocalSuppressed(ctx, suppressed, decider, o) });
     const local = this.local;
-    // A suppressed hybrid also decides by hardLimitFactor and suppressionFactorCacheMs: shared by limiters
-    // that agree on them (option `random` is then the first one's).
+    // The suppressed one decides on the window's shares with this limiter's own factor, cache and random.
+    const shares = hybridFor(ctx, redisLimiterId('s', o.windows), () => new SuppressedShares(ctx, o));
     this.hybrid = Object.freeze({
       absolute: hybridFor(ctx, redisLimiterId('a', o.windows), () => new HybridAbsolute(ctx, o, local.absolute)),
-      suppressed: hybridFor(ctx, `${redisLimiterId('s', o.windows)}:${o.hardLimitFactor}:${o.suppressionFactorCacheMs}`, () => new HybridSuppressed(ctx, o, local.suppressed)),
+      suppressed: new HybridSuppressed(shares, o, local.suppressed),
     });
     // onStoreError 'local': each Redis strategy decides on its hybrid's shares (their keys are the same).
     const hybrid = this.hybrid.absolute;
@@ -188,7 +188,7 @@ export class RateLimiter {
         local: (key, rate, n) => hybrid.decide(key, rate, n),
         observe: o.onStoreError === 'local' ? (key, rate, room) => hybrid.observe(key, rate, room) : undefined,
       }),
-      suppressed: new RedisSuppressed(ctx.redis, o, { choice: o.onStoreError, local: sf && ((key, rate, n) => sf.decide(key, rate, n)) }),
+      suppressed: new RedisSuppressed(ctx.redis, o, { choice: o.onStoreError, local: sf && ((key, rate, n) => sf.decide(key, rate, n)), observeTotals: sf && ((key, rate, total, declined) => sf.observe(key, rate, total, declined)) }),
     });
     this.cleanupRun = new Cleanup(ctx, o, [absolute, suppressed], [this.redis.absolute, this.redis.suppressed]);
     this.links = new RateLinkHost({ absolute, suppressed }, ctx.time, (owner) => ctx.registry.markDead(owner));
@@ -234,7 +234,7 @@ export class RateLimiter {
   async stop(): Promise<void> {
     this.links.close();
     await this.cleanupRun.stop();
-    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop(), this.hybrid.suppressed.stop()]);
+    await Promise.all([this.redis.absolute.sliding.settle(), this.redis.suppressed.sliding.settle(), this.hybrid.absolute.stop(), this.hybrid.suppressed.shared.stop()]);
   }
 }
 

@@ -30,6 +30,8 @@ export interface StoreFallback {
   readonly local?: (key: string, rate: number, n: number) => RateDecision;
   /** 'local': learns the room Redis left for `key` after a decision there (the share it would decide on). */
   readonly observe?: (key: string, rate: number, room: number) => void;
+  /** 'local', suppressed: learns the window's total and declined calls after a decision there. */
+  readonly observeTotals?: (key: string, rate: number, total: number, declined: number) => void;
 }
 
 /** How long a 'fail-closed' rejection asks to wait, ms (Redis's return is not known). */
@@ -133,6 +135,7 @@ export class RedisSuppressed {
       const d = onStoreError(err, this.fallback, key, rate, n, this.windowSeconds);
       return d.kind !== 'rejected' || d.storeError !== undefined ? d : { kind: 'suppressed', allowed: false, suppressionFactor: 1 };
     }
+    this.fallback.observeTotals?.(key, rate, r[2]!, r[3]!);
     if (r[0] === RateOutcome.BELOW_SOFT) return ALLOWED;
     return { kind: 'suppressed', allowed: r[0] === RateOutcome.ADMITTED, suppressionFactor: r[1]! };
   }

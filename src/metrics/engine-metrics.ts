@@ -238,7 +238,7 @@ export function metricsSourceOf(parts: EngineParts): MetricsSource {
       ];
       limiters.push({ name: l.name, providers });
       slidings.push(l.redis.absolute.sliding, l.redis.suppressed.sliding);
-      for (const [strategy, h] of [['absolute', l.hybrid.absolute], ['suppressed', l.hybrid.suppressed]] as const) {
+      for (const [strategy, h] of [['absolute', l.hybrid.absolute], ['suppressed', l.hybrid.suppressed.shared]] as const) {
         const shared = hybridOf.get(h);
         if (shared !== undefined) shared.name += `,${l.name}`;
         const hybrid = once(h);

@@ -13,11 +13,10 @@ import { expectError, freshPrefix, it, type Mode, until } from './counter-scenar
 export type HybridEngines = Array<{ engine: Engine; limiter: ReturnType<Engine['rateLimiter']> }>;
 
 /**
- * `count` engines of `mode` on one fresh prefix with their own instance ids, each with a rate limiter
+ * `count` engines of `mode` on one prefix (a fresh one unless given) with their own instance ids, each with a rate limiter
  * (windowSeconds 60 unless `options` say otherwise) whose hybrids know the instance count.
  */
-export async function hybridEngines(mode: Mode, count: number, options = {}): Promise<HybridEngines> {
-  const prefix = freshPrefix('rlh');
+export async function hybridEngines(mode: Mode, count: number, options = {}, prefix = freshPrefix('rlh')): Promise<HybridEngines> {
   const out: Engine[] = [];
   for (let i = 0; i < count; i++) out.push(await mode.engine({ prefix, instanceId: `h${i}` }));
   await until(async () => (await out[0]!.instances()).count === count, 5000, `${count} instances are live`);
@@ -97,6 +96,59 @@ export function hybridSuppressedScenarios(mode: () => Mode): void {
       assert.deepEqual(await instances[0]!.limiter.redis.suppressed.inc('burst', 100 / 60), DECLINED, 'Redis holds every call');
     });
   }
+
+  for (const strategy of ['absolute', 'suppressed'] as const) {
+    it(`hybrid ${strategy} (found by a probe): a key idle while an instance joins gets its share split by the new count`, async () => {
+      const opts = { hardLimitFactor: 1, random: () => 0.99 };
+      const prefix = freshPrefix('rlj');
+      const [a] = await hybridEngines(mode(), 1, opts, prefix);
+      const ha = a!.limiter.hybrid[strategy];
+      ha.inc('k', 100 / 60);
+      await ha.sync(); // alone: A's share is the whole room
+      const b = await mode().engine({ prefix, instanceId: 'late' });
+      const hb = b.rateLimiter({ windowSeconds: 60, ...opts }).hybrid[strategy];
+      await until(() => ha.stats().instances === 2 && hb.stats().instances === 2, 5000, 'both count 2 instances');
+      let admitted = 1;
+      if (hb.inc('k', 100 / 60).allowed) admitted++;
+      await hb.sync();
+      for (let round = 0; round < 20; round++) {
+        for (let i = 0; i < 20; i++) if (hb.inc('k', 100 / 60).allowed) admitted++;
+        await hb.sync();
+      }
+      for (let i = 0; i < 200; i++) if (ha.inc('k', 100 / 60).allowed) admitted++;
+      const bound = 100 + Math.ceil(100 / 2) + 2;
+      assert.ok(admitted <= bound, `admitted ${admitted} ≤ ${bound} (A kept the share of one instance: up to 199)`);
+    });
+  }
+
+  it('hybrid suppressed (found by a probe): limiters of one window share its shares whatever their factor; each decides by its own', async () => {
+    const [{ engine }] = await hybridEngines(mode(), 1);
+    const one = engine.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, random: () => 0.99 }).hybrid.suppressed;
+    const other = engine.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1.01, suppressionFactorCacheMs: 101, random: () => 0.99 }).hybrid.suppressed;
+    assert.equal(one.shared, other.shared, 'one hybrid of the window');
+    let admitted = 0;
+    for (let round = 0; round < 30; round++) {
+      for (let i = 0; i < 5; i++) {
+        if (one.inc('k', 100 / 60).allowed) admitted++;
+        if (other.inc('k', 100 / 60).allowed) admitted++;
+      }
+      await one.sync();
+    }
+    assert.ok(admitted >= 100 && admitted <= 102, `one instance admits its hard limit (100 or 101), not one per limiter: ${admitted}`);
+  });
+
+  it('hybrid suppressed (found by a probe): a sync more than a second old says nothing of the last second', async () => {
+    const [{ limiter }] = await hybridEngines(mode(), 1, { windowSeconds: 10, hardLimitFactor: 10, random: () => 0.5 });
+    const hybrid = limiter!.hybrid.suppressed;
+    hybrid.inc('s', 1);
+    await hybrid.sync();
+    for (let i = 0; i < 19; i++) hybrid.inc('s', 1);
+    await hybrid.sync(); // 20 calls, all in the last second
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const d = hybrid.inc('s', 1) as { suppressionFactor: number };
+    // perceived = max(21 / 10 s, the last second's 1) = 2.1/s → sf = 1 − 1 / 2.1 (the stale last second gave 0.95)
+    assert.ok(Math.abs(d.suppressionFactor - (1 - 1 / 2.1)) < 0.01, `sf ${d.suppressionFactor}`);
+  });
 
   it('hybrid suppressed: bad keys, rates and increments throw typed errors naming the argument; nothing is counted', async () => {
     const [{ limiter }] = await hybridEngines(mode(), 1);

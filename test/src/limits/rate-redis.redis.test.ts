@@ -157,6 +157,22 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     });
   }
 
+  it("onStoreError 'local' on the suppressed strategy (found by a probe): with Redis killed it decides on the share of what Redis last counted", async () => {
+    const server = await startRedisServer();
+    try {
+      const e = await open({ redis: server.url, prefix: freshPrefix('rlsl'), redisCommandTimeoutMs: 200 });
+      const limiter = e.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, onStoreError: 'local', random: () => 0.99 });
+      await until(() => limiter.hybrid.suppressed.stats().instances === 1, 5000, 'the instance count is known');
+      for (let i = 0; i < 5; i++) assert.equal((await limiter.redis.suppressed.inc('k', 100 / 60)).allowed, true);
+      await server.kill();
+      let admitted = 0;
+      for (let i = 0; i < 200; i++) if ((await limiter.redis.suppressed.inc('k', 100 / 60)).allowed) admitted++;
+      assert.equal(admitted, 95, 'the room Redis last left (it held 5 of 100), with one instance');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("onStoreError with a killed redis-server: 'fail-closed' rejects naming the error, 'fail-open' admits, 'local' decides on the share Redis last left and commits it after the restart", async () => {
     const server = await startRedisServer({ appendOnly: true });
     try {
