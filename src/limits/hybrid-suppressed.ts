@@ -29,8 +29,7 @@ interface SuppressedKey extends SyncedKey {
   /** The soft and hard limits of the last decision's rate. */
   soft: number;
   hard: number;
-  /** May admit this many until the next sync; `used` of them are spent. */
-  share: number;
+  /** Of the share, this many are spent. */
   used: number;
   /** Of `pending` and `sending`, the declined calls. */
   declinedPending: number;

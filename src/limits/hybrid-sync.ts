@@ -16,6 +16,9 @@ import { COMMIT_STRIDE, Committed, type RedisRateContext, RedisSliding, redisLim
  */
 const INSTANCES_EVERY_MS = 100;
 
+/** How long close() keeps syncing what is left while Redis answers but has not taken it all, ms. */
+const CLOSE_WAIT_MS = 5000;
+
 /** Values per key in a commit's reply (rl.lua). */
 const REPLY_STRIDE = 4;
 
@@ -25,6 +28,8 @@ export interface SyncedKey {
   /** Calls counted here and not committed yet; `sending` of them are in a commit in flight. */
   pending: number;
   sending: number;
+  /** May admit this many until the next sync (of the room the last one read). */
+  share: number;
   /** In this interval's list of keys to sync. */
   active: boolean;
   lastUsed: number;
@@ -151,9 +156,18 @@ export abstract class HybridSync<K extends SyncedKey> {
       const changed = count !== this.instanceCount;
       this.instanceCount = count;
       this.instancesKnown = true;
-      // Every key's share is split anew (found by a probe: a key idle since an instance joined kept the
-      // share of the old count until its next use, past the bound).
-      if (changed) for (const k of this.keys.values()) if (k.synced) this.reshare(k);
+      // Every key's share shrinks to its part of a larger count now (found by a probe: a key idle since an
+      // instance joined kept the share of the old count until its next use, past the bound); a share grows
+      // only with its key's next sync (grown from the total an idle key's last sync read, it went past the
+      // bound once instances left).
+      if (changed) {
+        for (const k of this.keys.values()) {
+          if (!k.synced) continue;
+          const share = k.share;
+          this.reshare(k);
+          if (k.share > share) k.share = share;
+        }
+      }
     } catch {
       // Redis away: the count stays as it was; a sync asks again INSTANCES_EVERY_MS later.
     }
@@ -261,7 +275,11 @@ export abstract class HybridSync<K extends SyncedKey> {
     this.stopped = true;
     clearInterval(this.timer);
     await this.sync();
-    if (this.active.length > 0) await this.syncNow(); // decided while the last one was in flight
+    // Decided while the last one was in flight, or held back behind a commit in doubt (found by a probe:
+    // they were dropped once that commit was answered): syncs go on while Redis answers, for at most
+    // CLOSE_WAIT_MS; with Redis away, what is left is dropped at once (stats().pending said how much).
+    const deadline = performance.now() + CLOSE_WAIT_MS;
+    while ((this.active.length > 0 || this.sliding.inDoubt > 0) && this.sliding.reachable && performance.now() < deadline) await this.syncNow();
     await this.sliding.finishCommits();
     await this.sliding.settle();
   }

@@ -31,8 +31,7 @@ export type { HybridContext, HybridStats } from './hybrid-sync.js';
 interface HybridKey extends SyncedKey {
   /** The limit of the last decision's rate. */
   limit: number;
-  /** May admit this many until the next sync; `used` of them are spent. */
-  share: number;
+  /** Of the share, this many are spent. */
   used: number;
   /**
    * From the last sync: the window's total (what the shares are split from), the room Redis reported

@@ -206,11 +206,15 @@ export class RedisSliding {
     return failure === undefined;
   }
 
-  /** Sends every commit in doubt once more (the engine closes); then, with none left, drops this engine's markers. */
+  /** True while Redis takes calls (a commit then has a chance). */
+  get reachable(): boolean {
+    return this.client !== undefined && isReady(this.client);
+  }
+
+  /** The engine closes: with no commit in doubt left, this engine's markers are dropped (else their TTL ends them). */
   async finishCommits(): Promise<void> {
-    if (this.client === undefined || !isReady(this.client)) return;
-    await Promise.all(this.doubt.map((d, p) => (d === undefined ? undefined : this.resolveDoubt(p))));
-    if (this.inDoubt === 0) await dropMarkers(this.client, [...this.committedTo].map((p) => this.markers[p]!));
+    if (this.client === undefined || !isReady(this.client) || this.inDoubt > 0) return;
+    await dropMarkers(this.client, [...this.committedTo].map((p) => this.markers[p]!));
   }
 
   /** One call of `q` (tracked for settle()), `done` given its results; resolves with its failure, if any. */

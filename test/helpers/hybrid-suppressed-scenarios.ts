@@ -121,6 +121,27 @@ export function hybridSuppressedScenarios(mode: () => Mode): void {
     });
   }
 
+  for (const strategy of ['absolute', 'suppressed'] as const) {
+    it(`hybrid ${strategy} (found by a probe): a key idle while the others leave does not grow its share from its old total`, async () => {
+      const opts = { hardLimitFactor: 1, random: () => 0.99 };
+      const [a, b] = await hybridEngines(mode(), 2, opts);
+      const ha = a!.limiter.hybrid[strategy];
+      const hb = b!.limiter.hybrid[strategy];
+      let admitted = 0;
+      if (ha.inc('k', 100 / 60).allowed) admitted++;
+      await ha.sync(); // A's share: half the room
+      for (let round = 0; round < 30; round++) {
+        for (let i = 0; i < 10; i++) if (hb.inc('k', 100 / 60).allowed) admitted++;
+        await hb.sync();
+      }
+      await b!.engine.close();
+      await until(() => ha.stats().instances === 1, 10_000, 'A counts itself alone');
+      for (let i = 0; i < 300; i++) if (ha.inc('k', 100 / 60).allowed) admitted++;
+      const bound = 100 + Math.ceil(100 / 2) + 2;
+      assert.ok(admitted <= bound, `admitted ${admitted} ≤ ${bound} (A's share grown from its stale total: up to 199)`);
+    });
+  }
+
   it('hybrid suppressed (found by a probe): limiters of one window share its shares whatever their factor; each decides by its own', async () => {
     const [{ engine }] = await hybridEngines(mode(), 1);
     const one = engine.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, random: () => 0.99 }).hybrid.suppressed;

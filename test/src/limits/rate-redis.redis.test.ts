@@ -173,6 +173,32 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
+  it('hybrid (found by a probe): close() commits what waited behind a commit in doubt once Redis answers it', async () => {
+    const server = await startRedisServer();
+    const raw = new Redis(server.url);
+    try {
+      const e = await open({ redis: server.url, prefix: freshPrefix('rlxc'), redisCommandTimeoutMs: 200 });
+      const limiter = e.rateLimiter({ windowSeconds: 60 });
+      const hybrid = limiter.hybrid.absolute;
+      await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
+      const keys = Array.from({ length: 100 }, (_, i) => `c${i}`);
+      for (const k of keys) hybrid.inc(k, 100 / 60);
+      await hybrid.sync();
+      for (const k of keys) hybrid.inc(k, 100 / 60);
+      await raw.client('PAUSE', 1000, 'WRITE');
+      await hybrid.sync(); // every partition's commit in doubt
+      for (const k of keys) hybrid.inc(k, 100 / 60); // held back behind them
+      assert.equal(hybrid.stats().pending, 200);
+      await e.close(); // while Redis is still paused: it waits for the answers, then sends the rest
+      const totals = await Promise.all(keys.map((k) => raw.hget(limiter.redis.absolute.sliding.entityOf(k), 't0')));
+      assert.deepEqual(totals, keys.map(() => '3'), 'every call exactly once');
+      assert.deepEqual(await raw.keys('*:m:*'), [], 'close() dropped its commit markers');
+    } finally {
+      raw.disconnect();
+      await server.stop();
+    }
+  });
+
   it("onStoreError with a killed redis-server: 'fail-closed' rejects naming the error, 'fail-open' admits, 'local' decides on the share Redis last left and commits it after the restart", async () => {
     const server = await startRedisServer({ appendOnly: true });
     try {
