@@ -4,7 +4,7 @@
  * and the reload of a stored counter into a new record. The store (./store.ts) is the facade; this module
  * reads counters only through {@link PersistenceHost}.
  */
-import { decode, encode } from '../../common/codec.js';
+import { decode, encode, sharedMapEncoder } from '../../common/codec.js';
 import { ErrorCode, TallyworksError } from '../../common/errors.js';
 import type { LoadOp } from '../../common/messages.js';
 import { applyOps, type Storage, type StorageOp } from '../storage/storage.js';
@@ -162,13 +162,21 @@ export class EventPersistence {
     const ops: StorageOp[] = [];
     const intervals = { ...this.host.intervals };
     const timeZone = this.host.timeZone;
+    // An id's entry is { timeZone, intervals, nowMs, rings } (StoredCounter): the first three are the
+    // persist's, encoded once; each id encodes its rings.
+    let encoder: ((rings: number[][]) => Uint8Array) | undefined;
+    let encoderNow = Number.NaN;
     // Each id is encoded as soon as it is read: no export of every id is held at once (a million ids of
     // number arrays would mean a heap of gigabytes and long garbage-collection pauses).
     await this.host.eachRings(
       counters.map((c) => c.id),
       (id, rings, nowMs) => {
-        const entry: StoredCounter = { timeZone, intervals, nowMs, rings };
-        ops.push({ type: 'save', key: this.prefix + id, value: encode(entry), owned: true });
+        if (nowMs !== encoderNow) {
+          const shared: Omit<StoredCounter, 'rings'> = { timeZone, intervals, nowMs };
+          encoder = sharedMapEncoder(shared, 'rings');
+          encoderNow = nowMs;
+        }
+        ops.push({ type: 'save', key: this.prefix + id, value: encoder!(rings), owned: true });
       },
       // Older buckets that hold 0 are left off (a load reads a missing bucket as 0): an id counted in a
       // few units encodes in tens of bytes instead of one number per bucket of every ring.
