@@ -24,6 +24,7 @@ export {
   RedisSuppressed,
   RedisWindows,
   HybridAbsolute,
+  HybridSuppressed,
   type HybridStats,
   type RateDecision,
   type Allowed,

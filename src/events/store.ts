@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type DecisionTally, newTally } from '../limits/tally.js';
-import { readRing, ringNow, seenAge, sumRing } from '../../common/records/calendar/read.js';
+import { readRing, readRingTrimmed, ringNow, seenAge, sumRing } from '../../common/records/calendar/read.js';
 import { holdsAt } from '../../common/records/fixed-window.js';
 import { CalShape } from '../../common/records/calendar/shape.js';
 import { CAL_MIN_MS, CalUnit, type CalUnitCode, type CalUnitName, inCalendarRange } from '../../common/calendar.js';
@@ -613,12 +613,13 @@ export class EventStore implements EventReader {
     const read = (c: EventCounter) => (v: ShardViews): number[][] => {
       this.shape.seek(nowMs);
       return this.shape.rings.map((ring, r) => {
-        const out = scratch?.[r] ?? new Array<number>(ring.count);
-        readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, out);
-        if (scratch === undefined) return out;
-        let n = ring.count;
-        while (n > 0 && out[n - 1] === 0) n--;
-        return out.slice(0, n);
+        if (scratch === undefined) {
+          const out = new Array<number>(ring.count);
+          readRing(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, out);
+          return out;
+        }
+        const n = readRingTrimmed(v, c.offset, this.shape, r, this.shape.ks[r]!, ring.count, scratch[r]!);
+        return scratch[r]!.slice(0, n);
       });
     };
     // Every lane applies what it holds once, up front: the reads below need no round trip each while

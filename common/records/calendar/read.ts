@@ -56,6 +56,30 @@ class RingView {
     return k === this.pu ? v + this.latest : v;
   }
 
+  /**
+   * `value(now)`, `value(now − 1)`, … of the newest `n` units into `out`, walked like {@link sum} (no
+   * remainder per unit); returns how many up to the oldest non-zero one (0: all zero).
+   */
+  readInto(n: number, out: number[] | Float64Array): number {
+    const { first, count, head, u32, f64, pu, latest } = this;
+    const wide = this.wide !== 0;
+    let j = slot(head, count);
+    let used = 0;
+    for (let i = 0; i < n; i++) {
+      const k = this.now - i;
+      let v = 0;
+      // now ≥ head, so k meets head first: from there the slots go down one a unit.
+      if (k <= head && head - k < count) {
+        v = wide ? f64[first + j]! : u32[first + j]!;
+        j = j === 0 ? count - 1 : j - 1;
+      }
+      if (k === pu) v += latest;
+      out[i] = v;
+      if (v !== 0) used = i + 1;
+    }
+    return used;
+  }
+
   /** The sum of `value(k)` over the newest `n` units (now − n + 1 … now): one remainder, then a walk. */
   sum(n: number): number {
     const oldest = this.now - n + 1;
@@ -97,6 +121,14 @@ export function ringNow(views: ShardViews, o: number, shape: CalShape, r: number
 export function readRing(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): void {
   const v = view.at(views, o, shape, r, kNow);
   for (let i = 0; i < n; i++) out[i] = v.value(v.now - i);
+}
+
+/**
+ * {@link readRing}, returning how many of the `n` buckets written reach the oldest non-zero one (the rest
+ * are 0): what a persist keeps of a ring.
+ */
+export function readRingTrimmed(views: ShardViews, o: number, shape: CalShape, r: number, kNow: number, n: number, out: number[] | Float64Array): number {
+  return view.at(views, o, shape, r, kNow).readInto(n, out);
 }
 
 /** Sum of the newest `n` buckets of ring `r` at unit index `kNow`. */

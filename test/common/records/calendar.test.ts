@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { CalUnit } from '../../../common/calendar.js';
 import { allocWords, ARENA_FIRST_WORD, H_USED_WORDS, HEADER_BYTES, refreshArenaViews, shardViews } from '../../../common/layout.js';
 import type { CalConfig } from '../../../common/messages.js';
-import { readRing, sumRing } from '../../../common/records/calendar/read.js';
+import { readRing, readRingTrimmed, sumRing } from '../../../common/records/calendar/read.js';
 import { CalShape } from '../../../common/records/calendar/shape.js';
 import { CalendarWriter, initCal } from '../../../common/records/calendar/write.js';
 import { DirectJournal, type RecordMemory } from '../../../common/records/journal.js';
@@ -68,6 +68,13 @@ test('property: every ring reads the naive model of the events, whatever their o
           const kNow = shape.ks[r]!;
           const out = new Array<number>(ring.count);
           readRing(views, o, shape, r, kNow, ring.count, out);
+          // The trimmed read (a persist's) writes the same buckets and counts up to the oldest non-zero one.
+          const trimmed = new Array<number>(ring.count).fill(-1);
+          const used = readRingTrimmed(views, o, shape, r, kNow, ring.count, trimmed);
+          assert.deepEqual(trimmed, out, `ring ${r}: the trimmed read`);
+          let want = ring.count;
+          while (want > 0 && out[want - 1] === 0) want--;
+          assert.equal(used, want, `ring ${r}: buckets up to the oldest non-zero one`);
           for (let i = 0; i < ring.count; i++) {
             const k = kNow - i;
             const want = events.filter((e) => shape.calendar.index(ring.unit, e.t) === k).reduce((s, e) => s + e.n, 0);
