@@ -62,10 +62,11 @@ export class SuppressedShares extends HybridSync<SuppressedKey> {
   }
 
   /** True with Redis (without it, each limiter's local provider decides). */
-  get synced(): boolean {
+  get withRedis(): boolean {
     return this.hasRedis;
   }
 
+  /** True once the engine closed. */
   get closed(): boolean {
     return this.ctx.state.closed;
   }
@@ -222,7 +223,7 @@ export class HybridSuppressed {
 
   /** Decides at once (Allowed below the soft limit, else Suppressed); without Redis, the local provider's decision. */
   inc(key: string, rate: number, n = 1): RateDecision {
-    if (!this.shared.synced) return this.local.inc(key, rate, n);
+    if (!this.shared.withRedis) return this.local.inc(key, rate, n);
     if (this.shared.closed) throw closedError('rate limiter');
     return tallied(this.shared.decisions, this.shared.decide(key, rate, n, this.o));
   }
@@ -242,7 +243,7 @@ export class HybridSuppressed {
    * calls decided here since (0 for a key not decided on here). Without Redis, the local provider's count.
    */
   count(key: string): number {
-    return this.shared.synced ? this.shared.count(key) : this.local.count(key);
+    return this.shared.withRedis ? this.shared.count(key) : this.local.count(key);
   }
 
   /** One sync now (see the absolute hybrid's): commits what was decided and reads the windows back. */

@@ -23,6 +23,23 @@ after(async () => {
 });
 
 describe('a Redis rate limit behind the middleware', () => {
+  test('the suppressed hybrid: a new key waits for its first sync, then the soft limit holds (hardLimitFactor 1)', async () => {
+    // An engine alone on its prefix: its share is the whole room (with a and b it would be half).
+    const alone = await createEngine({ redis: server.url, prefix: 'http-alone', shards: 1, redisCommandTimeoutMs: 500 });
+    const limiter = alone.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1 });
+    const s = await serve('express5', { policy: ratePolicy(limiter.hybrid.suppressed, { rate: 3 / 60, name: 'soft' }) });
+    try {
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push(await get(s.url, '198.51.100.77'));
+      assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 429]);
+      assert.deepEqual(answers.slice(0, 3).map((r) => r.headers.get('ratelimit')), ['"soft";r=2;t=60', '"soft";r=1;t=60', '"soft";r=0;t=60']);
+      assert.equal(answers[3]!.headers.get('retry-after'), '1');
+    } finally {
+      await s.close();
+      await alone.close();
+    }
+  });
+
   test('two engines share the quota; the headers carry the count Redis answered', async () => {
     const pa = ratePolicy(a.rateLimiter({ windowSeconds: 60 }).redis.absolute, { rate: 3 / 60, name: 'shared' });
     const pb = ratePolicy(b.rateLimiter({ windowSeconds: 60 }).redis.absolute, { rate: 3 / 60, name: 'shared' });
