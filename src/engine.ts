@@ -96,15 +96,16 @@ export class Engine implements AsyncDisposable {
     this.redis = redis;
     this.events = this.eventStore(options.events);
     const isClosed = (): boolean => this.closing !== undefined;
-    this.strictLocal = redis === undefined ? new LocalCounters(router, this.clock) : undefined;
+    const bound = (kind: string): { maxKeys: number; kind: string } => ({ maxKeys: options.maxCounterKeys, kind });
+    this.strictLocal = redis === undefined ? new LocalCounters(router, this.clock, undefined, bound('strict counters')) : undefined;
     this.strict = new CounterSet(redis?.strict ?? this.strictLocal!, isClosed);
     const flusher = redis?.flusher;
-    const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, partitionOf(rec.key))));
+    const laxLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, partitionOf(rec.key))), bound('lax counters'));
     const adds = new LaxAdds(flusher, options.maxPendingKeys);
     this.lax = new LaxCounters(laxLocal, flusher, this.clock, options.allowedLagMs, adds, isClosed);
     this.instanceId = options.instanceId;
-    const iaLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, PARTITIONS + partitionOf(rec.key))));
-    const iaStrictLocal = redis === undefined ? new LocalCounters(router, this.clock) : undefined;
+    const iaLocal = new LocalCounters(router, this.clock, flusher && ((rec) => flusher.register(rec.lane, rec.lax, rec.offset, rec.key, PARTITIONS + partitionOf(rec.key))), bound('instance-aware lax counters'));
+    const iaStrictLocal = redis === undefined ? new LocalCounters(router, this.clock, undefined, bound('instance-aware strict counters')) : undefined;
     this.instanceAware = {
       strict: new InstanceAwareSet(redis?.strictInstanceAware ?? new EmbeddedInstanceAware(iaStrictLocal!), isClosed),
       lax: new LaxInstanceAware(iaLocal, flusher, this.clock, options.allowedLagMs, adds, new EmbeddedInstanceAware(iaLocal), isClosed),

@@ -44,6 +44,11 @@ export interface EngineOptions {
   /** Embedded counters (no `redis`) saved to a storage and restored by the next engine (see the README). */
   counters?: CounterStorageOptions;
   /**
+   * At most this many keys of each kind of counter (strict, lax, instance-aware strict and lax) held in this
+   * process: a call that needs a key past it throws TW_CAPACITY and writes nothing. Default: no bound.
+   */
+  maxCounterKeys?: number;
+  /**
    * Where strict and lax counters coordinate: a URL (`redis://host:port/db`), ioredis options, or a ready
    * ioredis `Redis`/`Cluster` instance (the engine opens its own connections with its settings; it never
    * closes yours). Without it the engine runs embedded: counters live in this process. Redis ≥ 6.2.
@@ -102,6 +107,7 @@ export interface ResolvedOptions {
   /** Validated when the default store is created (by createEngine, before any thread starts). */
   readonly events: EventStoreOptions;
   readonly counters: ResolvedCounterStorage | undefined;
+  readonly maxCounterKeys: number;
   /** How to reach Redis, or undefined: embedded. */
   readonly redis: ConnectionSpec | undefined;
   readonly prefix: string;
@@ -137,6 +143,7 @@ const known = [
   'timeZone',
   'events',
   'counters',
+  'maxCounterKeys',
   'redis',
   'prefix',
   'flushIntervalMs',
@@ -240,6 +247,7 @@ export function resolveOptions(options: unknown = {}): ResolvedOptions {
     timeZone,
     events: (o.events as EventStoreOptions | undefined) ?? {},
     counters: resolveCounterStorage(o.counters, o.redis !== undefined),
+    maxCounterKeys: integer(o, 'maxCounterKeys', 1, Number.MAX_SAFE_INTEGER, Number.POSITIVE_INFINITY),
   };
 }
 

@@ -53,6 +53,7 @@ export class CounterPersistence {
           if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new TypeError(`a ${typeof value}, not a safe integer`);
           rec = local.record(storageKey.slice(prefix.length));
         } catch (err) {
+          if (err instanceof TallyworksError && err.code === ErrorCode.CAPACITY) throw err; // more stored keys than maxCounterKeys
           throw new TallyworksError(ErrorCode.STORAGE, `stored counter ${JSON.stringify(storageKey)} cannot be read: ${(err as Error).message}`, { cause: err });
         }
         if (value !== 0) rec.lane.batches.append(rec.offset, value);

@@ -44,6 +44,7 @@ class IaLaxRedis implements IaBackend {
 
   async run(ops: readonly IaOpSpec[]): Promise<number[]> {
     if (ops.every((op) => op.mode === IaMode.GET)) return this.read(ops.map((op) => op.key));
+    this.local.ensureRoom(ops.map((op) => op.key));
     const recs = ops.map((op) => this.local.record(op.key));
     // The shards apply every earlier add first, so the delta delivered before each op includes them.
     await this.local.settle(recs);
@@ -52,6 +53,7 @@ class IaLaxRedis implements IaBackend {
 
   /** The local estimates, refreshed from Redis where older than `allowedLagMs` (kept as they are while Redis is away). */
   private async read(keys: readonly string[]): Promise<number[]> {
+    this.local.ensureRoom(keys);
     const recs = keys.map((k) => this.local.record(k));
     await this.local.settle(recs);
     let readings = await Promise.all(recs.map((r) => read(this.clock, r)));

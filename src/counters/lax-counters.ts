@@ -34,6 +34,7 @@ class LaxRedis implements CounterBackend {
   ) {}
 
   async run(ops: readonly CounterOpSpec[]): Promise<number[]> {
+    this.local.ensureRoom(ops.map((op) => op.key));
     const recs = ops.map((op) => this.local.record(op.key));
     // The shards apply every earlier add first, so the delta delivered before each op includes them.
     await this.local.settle(recs);
@@ -45,6 +46,7 @@ class LaxRedis implements CounterBackend {
   }
 
   async get(keys: readonly string[]): Promise<number[]> {
+    this.local.ensureRoom(keys);
     const recs = keys.map((k) => this.local.record(k));
     await this.local.settle(recs);
     let readings = await Promise.all(recs.map((r) => this.local.read(r)));

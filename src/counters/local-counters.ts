@@ -6,6 +6,7 @@
  * With Redis: the records are lax counters' buffers — the shard adds every local delta to the record's
  * total, and the flusher delivers total − committed to Redis and writes back the Redis value it saw.
  */
+import { ErrorCode, TallyworksError, TallyworksRangeError } from '../../common/errors.js';
 import { CNT_RECORD_WORDS, CNTF_COMMITTED, CNTF_REMOTE, CNTF_REMOTE_AT, CNTF_TOTAL, KIND_CNT, type ShardViews } from '../../common/layout.js';
 import { type CmpCode, CounterMode, type CounterOpMode } from '../../common/messages.js';
 import type { Clock } from '../clock/clock.js';
@@ -48,17 +49,24 @@ export class LocalCounters implements CounterBackend {
   /** Set when a flusher delivers these counters to Redis. */
   private readonly laxRegistrar: ((rec: CounterRecord) => void) | undefined;
 
-  constructor(router: Router, clock: Clock, laxRegistrar?: (rec: CounterRecord) => void) {
+  constructor(
+    router: Router,
+    clock: Clock,
+    laxRegistrar?: (rec: CounterRecord) => void,
+    /** At most this many records (engine option `maxCounterKeys`), and what they are, for its error. */
+    private readonly bound: { readonly maxKeys: number; readonly kind: string } = { maxKeys: Number.POSITIVE_INFINITY, kind: 'counters' },
+  ) {
     this.router = router;
     this.clock = clock;
     this.laxRegistrar = laxRegistrar;
   }
 
-  /** The record of `key`, created (its key validated first) when missing. */
+  /** The record of `key`, created (its key validated first) when missing; TW_CAPACITY past maxCounterKeys. */
   record(key: string): CounterRecord {
     let rec = this.records.get(key);
     if (rec === undefined) {
       validateKey(key);
+      if (this.records.size >= this.bound.maxKeys) throw this.full(key);
       const lane = this.router.laneFor(key);
       const lax = this.laxRegistrar === undefined ? -1 : lane.allocLaxIndex();
       const offset = lane.createRecord(CNT_RECORD_WORDS, KIND_CNT, lax);
@@ -67,6 +75,28 @@ export class LocalCounters implements CounterBackend {
       this.laxRegistrar?.(rec);
     }
     return rec;
+  }
+
+  /**
+   * Throws TW_CAPACITY, before anything is written, when the records of `keys` would pass maxCounterKeys
+   * (a call of several keys then writes none of them).
+   */
+  ensureRoom(keys: readonly string[]): void {
+    const free = this.bound.maxKeys - this.records.size;
+    if (keys.length <= free) return;
+    const fresh = new Set<string>();
+    for (const k of keys) {
+      if (this.records.has(k) || fresh.has(k)) continue;
+      fresh.add(k);
+      if (fresh.size > free) throw this.full(k);
+    }
+  }
+
+  private full(key: string): TallyworksError {
+    return new TallyworksRangeError(
+      ErrorCode.CAPACITY,
+      `the ${this.bound.kind} hold maxCounterKeys (${this.bound.maxKeys}) keys in this process; ${JSON.stringify(key)} was not created and nothing was written`,
+    );
   }
 
   /** Every record. */
@@ -87,6 +117,7 @@ export class LocalCounters implements CounterBackend {
   // ── embedded backend ──────────────────────────────────────────────────────────────────────────────
 
   async run(ops: readonly CounterOpSpec[]): Promise<number[]> {
+    this.ensureRoom(ops.map((op) => op.key));
     const cells: Array<[Lane, number]> = [];
     for (const op of ops) {
       const rec = this.record(op.key);
