@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createEngine, ErrorCode, TallyworksError, TestClock } from '../../../src/index.js';
+import { createEngine, ErrorCode, MemoryStorage, TallyworksError, TestClock } from '../../../src/index.js';
 
 const capacity = (err: unknown): boolean => err instanceof TallyworksError && err.code === ErrorCode.CAPACITY && err instanceof RangeError && /maxCounterKeys \(3\)/.test(err.message);
 
@@ -41,5 +41,19 @@ test('lax counters, their handles and instance-aware lax counters are bounded ea
 test('maxCounterKeys must be an integer ≥ 1', async () => {
   for (const bad of [0, 1.5, -1, 'many', Number.NaN]) {
     await assert.rejects(createEngine({ maxCounterKeys: bad as number }), (err: unknown) => err instanceof TallyworksError && err.code === ErrorCode.INVALID_OPTION && /maxCounterKeys/.test(err.message));
+  }
+});
+
+test('a counter storage holding more keys than maxCounterKeys refuses createEngine with TW_CAPACITY; with room, every key comes back', async () => {
+  const storage = new MemoryStorage();
+  const a = await createEngine({ clock: new TestClock(), shards: 1, counters: { storage } });
+  for (const k of ['a', 'b', 'c', 'd']) await a.strict.inc(k, 1);
+  await a.close(); // saves the four
+  await assert.rejects(createEngine({ clock: new TestClock(), shards: 1, counters: { storage }, maxCounterKeys: 3 }), capacity);
+  const b = await createEngine({ clock: new TestClock(), shards: 1, counters: { storage }, maxCounterKeys: 4 });
+  try {
+    assert.deepEqual(await b.strict.getAll(['a', 'd']), [['a', 1], ['d', 1]]);
+  } finally {
+    await b.close();
   }
 });
