@@ -19,7 +19,7 @@
 -- ARGV[2]  msgpack ops, flat, per op: ABSOLUTE n, limit1, …, limitk · SUPPRESSED n, soft, hard, cacheMs, draw
 --          · COMMIT n, limit, keys, declined (the hybrid provider: n calls were decided locally and are
 --          counted unchecked, `declined` of them declined; keys 0: the absolute limiter's, 1: the suppressed
---          limiter's, whose declined counts slide too, 2: those keys with the suppressed reply)
+--          limiter's, whose declined counts slide too)
 -- ARGV[3]  COMMIT: the call's sequence (increasing per engine and partition); ARGV[4] the marker's TTL, ms.
 --          A sequence the marker holds already (a call re-sent after its reply was lost) counts nothing:
 --          the ops only read, so a commit lands exactly once.
@@ -30,7 +30,7 @@
 --            SUPPRESSED { outcome, suppressionFactor, total after, declined after }, outcome BELOW_SOFT,
 --                       ADMITTED or DECLINED
 --            COMMIT     { total after, retryAfterMs, remainingAfterWaiting, 0 } for one more under limit
---                       (retryAfterMs 0: it fits now) · keys 2: { total after, declined after, events of
+--                       (retryAfterMs 0: it fits now) · keys 1: { total after, declined after, events of
 --                       the last second, 0 }
 --
 -- The numbers: the lines below are read by test/common/scripts.test.ts and must equal RateStrategy and
@@ -251,7 +251,7 @@ end
 
 -- The hybrid provider's commit of the op at ops[at + 1 …]: n calls decided locally (nd of them declined),
 -- counted without a check (they were decided), then the total and when one more would fit under `limit`
--- (keys 2: the totals the suppressed strategy decides on).
+-- (keys 1: the totals the suppressed strategy decides on).
 local replay = false
 local function commit(e, ops, at)
   local n, limit, keys, nd = ops[at + 1], ops[at + 2], ops[at + 3], ops[at + 4]
@@ -293,7 +293,7 @@ local function commit(e, ops, at)
   end
   redis.call('HSET', e, unpack(out))
   if h0 == nil or g[1] > h0 then opened(e) end
-  if keys == 2 then return st.t, st.d, lastSecond(e, st), 0 end
+  if declined then return st.t, st.d, lastSecond(e, st), 0 end
   if st.t + 1 <= limit then return st.t, 0, limit - st.t, 0 end
   local retry, room = whenRoom(e, st, 1, limit, 1)
   return st.t, retry, room, 0

@@ -58,7 +58,7 @@ export type SuppressedOptions = Pick<ResolvedRateOptions, 'hardLimitFactor' | 's
 export class SuppressedShares extends HybridSync<SuppressedKey> {
   /** @internal */
   constructor(ctx: HybridContext, options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>) {
-    super(ctx, options, 's', 2);
+    super(ctx, options, 's');
   }
 
   /** True with Redis (without it, each limiter's local provider decides). */

@@ -80,13 +80,16 @@ export abstract class HybridSync<K extends SyncedKey> {
   private failedSyncs = 0;
   private stopped = false;
 
-  /** `keys`: rl.lua COMMIT's — 0 the absolute limiter's, 1 the suppressed one's, 2 those with the suppressed reply. */
+  /** rl.lua COMMIT's `keys`: 0 the absolute limiter's, 1 the suppressed one's (its declined counts slide too). */
+  private readonly keysKind: 0 | 1;
+
+  /** `strategy`: whose keys in Redis it commits to, the absolute limiter's or the suppressed one's. */
   constructor(
     protected readonly ctx: HybridContext,
     protected readonly options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>,
     strategy: 'a' | 's',
-    protected readonly keysKind: 0 | 1 | 2,
   ) {
+    this.keysKind = strategy === 'a' ? 0 : 1;
     const w = options.windows[0]!;
     this.windowSeconds = w.windowSeconds;
     this.windowMs = w.windowMs;

@@ -53,7 +53,7 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
     options: Pick<ResolvedRateOptions, 'windows' | 'syncIntervalMs' | 'staleAfterMs'>,
     private readonly local: { inc(key: string, rate: number, n?: number): RateDecision; count(key: string): number; release(key: string, n?: number): number },
   ) {
-    super(ctx, options, 'a', 0);
+    super(ctx, options, 'a');
   }
 
   /**
@@ -88,8 +88,8 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
       // Another rate for the key: a share of the new limit's room, by the total the last sync read (up
       // for a higher limit, down for a lower one; what was used since the sync counts either way).
       k.room = Math.max(0, limit - k.total);
-      if (k.synced) k.share = Math.ceil(k.room / this.instanceCount);
       k.limit = limit;
+      if (k.synced) this.reshare(k);
     }
     this.touch(k);
     if (k.used + n <= k.share) {
@@ -156,7 +156,7 @@ export class HybridAbsolute extends HybridSync<HybridKey> {
     k.synced = true;
     k.total = limit - room;
     k.room = Math.max(0, room);
-    k.share = Math.ceil(k.room / this.instanceCount);
+    this.reshare(k);
     k.used = 0;
     k.since = this.ctx.time.now();
   }

@@ -16,7 +16,7 @@ const PINNED: Record<string, string> = {
   'inc.lua': '6793509baf3bd2986d0d8740f3cfb81c4ac98c93',
   'ia.lua': 'eee46c798e7d0a2a36c8354a23eec14e014ac0f4',
   'ia-beat.lua': '07d994f7e8c0e63bad45dcf4fa9fcce33a44443b',
-  'rl.lua': 'f08638e141a5cad213ba3ef54002b803e18eb16e',
+  'rl.lua': 'f7c082cd47b2dd77a9964e4955c68df1c76201e6',
   'rl-clean.lua': 'f3a3b0e2ae380790d3cd803761aef0310ab52b1a',
 };
 

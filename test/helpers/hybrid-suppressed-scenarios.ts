@@ -27,6 +27,20 @@ export async function hybridEngines(mode: Mode, count: number, options = {}, pre
   return limiters;
 }
 
+/**
+ * Every instance decides 10 calls of `strategy`'s hybrid on one key, in turns, 40 rounds a few ms apart (so
+ * across several syncs), then syncs; returns how many were admitted (limit 100 in a minute).
+ */
+export async function burstInTurns(instances: HybridEngines, strategy: 'absolute' | 'suppressed'): Promise<number> {
+  let admitted = 0;
+  for (let round = 0; round < 40; round++) {
+    for (const { limiter } of instances) for (let i = 0; i < 10; i++) if (limiter.hybrid[strategy].inc('burst', 100 / 60).allowed) admitted++;
+    await new Promise((resolve) => setTimeout(resolve, 3));
+  }
+  await Promise.all(instances.map(({ limiter }) => limiter.hybrid[strategy].sync()));
+  return admitted;
+}
+
 const ALLOWED = { kind: 'allowed', allowed: true };
 const DECLINED = { kind: 'suppressed', allowed: false, suppressionFactor: 1 };
 
@@ -83,12 +97,7 @@ export function hybridSuppressedScenarios(mode: () => Mode): void {
   for (const n of [2, 4]) {
     it(`hybrid suppressed, ${n} instances (hardLimitFactor 1, limit 100, bursts in turns): admitted ≤ 100 + (N − 1) × ⌈100 / N⌉ + N`, async (t: TestContext) => {
       const instances = await hybridEngines(mode(), n, { hardLimitFactor: 1, random: () => 0.99 });
-      let admitted = 0;
-      for (let round = 0; round < 40; round++) {
-        for (const { limiter } of instances) for (let i = 0; i < 10; i++) if (limiter.hybrid.suppressed.inc('burst', 100 / 60).allowed) admitted++;
-        await new Promise((resolve) => setTimeout(resolve, 3));
-      }
-      await Promise.all(instances.map(({ limiter }) => limiter.hybrid.suppressed.sync()));
+      const admitted = await burstInTurns(instances, 'suppressed');
       const bound = 100 + (n - 1) * Math.ceil(100 / n) + n;
       t.diagnostic(`${n} instances admitted ${admitted} of ${40 * 10 * n} calls (limit 100, documented bound ${bound})`);
       assert.ok(admitted >= 100, `the limit is reached: ${admitted}`);

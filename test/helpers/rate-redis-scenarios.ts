@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { type Engine, ErrorCode, type RateDecision } from '../../src/index.js';
 import { expectError, freshPrefix, it, type Mode, until } from './counter-scenarios.js';
 import type { TestContext } from 'node:test';
-import { type HybridEngines, hybridEngines, hybridSuppressedScenarios } from './hybrid-suppressed-scenarios.js';
+import { burstInTurns, type HybridEngines, hybridEngines, hybridSuppressedScenarios } from './hybrid-suppressed-scenarios.js';
 
 function rejected(d: RateDecision): Extract<RateDecision, { kind: 'rejected' }> {
   assert.equal(d.kind, 'rejected', `expected a rejection, got ${JSON.stringify(d)}`);
@@ -188,13 +188,8 @@ export function rateRedisScenarios(mode: () => Mode): void {
   for (const n of [2, 4]) {
     it(`hybrid, scenario 6 (${n} instances, limit 100, a simultaneous burst): admitted ≤ 100 + (N − 1) × ⌈100 / N⌉ + N`, async (t: TestContext) => {
       const instances = await hybrids(n);
-      let admitted = 0;
       // Every instance bursts, in turns, across several syncs.
-      for (let round = 0; round < 40; round++) {
-        for (const { limiter } of instances) for (let i = 0; i < 10; i++) if (limiter.hybrid.absolute.inc('burst', 100 / 60).allowed) admitted++;
-        await new Promise((resolve) => setTimeout(resolve, 3));
-      }
-      await Promise.all(instances.map(({ limiter }) => limiter.hybrid.absolute.sync()));
+      const admitted = await burstInTurns(instances, 'absolute');
       const bound = 100 + (n - 1) * Math.ceil(100 / n) + n;
       t.diagnostic(`${n} instances admitted ${admitted} (limit 100, documented bound ${bound}; the seed's worst case ${n * 100})`);
       assert.ok(admitted >= 100, `the limit is reached: ${admitted}`);

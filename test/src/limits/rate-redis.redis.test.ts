@@ -27,6 +27,19 @@ describe('sliding-window rate limits in Redis', () => {
   });
 });
 
+/** Syncs `hybrid` until nothing is pending (bounded): what it decided has reached Redis. */
+async function syncedOut(hybrid: { sync(): Promise<void>; stats(): { pending: number } }, what: string): Promise<void> {
+  await until(
+    async () => {
+      await hybrid.sync();
+      return hybrid.stats().pending === 0;
+    },
+    5000,
+    what,
+    () => hybrid.stats(),
+  );
+}
+
 describe('sliding-window rate limits in Redis: outages and embedded engines', () => {
   it('a killed redis-server: decisions reject with TW_REDIS_UNAVAILABLE; they work again after the restart', async () => {
     const server = await startRedisServer();
@@ -51,73 +64,39 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
     }
   });
 
-  it('hybrid with a killed redis-server: it decides on the share it holds, refuses once spent, and commits the rest after the restart', async () => {
-    const server = await startRedisServer({ appendOnly: true }); // the restart keeps what was committed
-    try {
-      const prefix = freshPrefix('rlhk');
-      const e = await open({ redis: server.url, prefix, redisCommandTimeoutMs: 200 });
-      const limiter = e.rateLimiter({ windowSeconds: 60 });
-      const hybrid = limiter.hybrid.absolute;
-      await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
-      assert.equal(hybrid.inc('k', 100 / 60).allowed, true); // a key not synced yet: one event
-      await hybrid.sync();
-      for (let i = 0; i < 9; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
-      await hybrid.sync();
-      await server.kill();
-      let admitted = 0;
-      for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
-      assert.equal(admitted, 90, 'the share it held: the room it read (90) with one instance');
-      await hybrid.sync();
-      assert.ok(hybrid.stats().failedSyncs > 0 && hybrid.stats().pending === 90, JSON.stringify(hybrid.stats()));
-      await server.restart();
-      await until(
-        async () => {
-          await hybrid.sync();
-          return hybrid.stats().pending === 0;
-        },
-        5000,
-        'the admitted counts are committed after the restart',
-        () => hybrid.stats(),
-      );
-      assert.equal((await limiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds all 100');
-    } finally {
-      await server.stop();
-    }
-  });
-
-  it('hybrid suppressed with a killed redis-server: it decides on the share it holds and commits every call, admitted and declined, after the restart', async () => {
-    const server = await startRedisServer({ appendOnly: true });
-    try {
-      const e = await open({ redis: server.url, prefix: freshPrefix('rlsk'), redisCommandTimeoutMs: 200 });
-      const limiter = e.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, random: () => 0.99 });
-      const hybrid = limiter.hybrid.suppressed;
-      await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
-      assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
-      await hybrid.sync();
-      for (let i = 0; i < 9; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
-      await hybrid.sync();
-      await server.kill();
-      let admitted = 0;
-      for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
-      assert.equal(admitted, 90, 'the share it held: the room it read (90) with one instance');
-      await hybrid.sync();
-      assert.ok(hybrid.stats().failedSyncs > 0 && hybrid.stats().pending === 200, JSON.stringify(hybrid.stats()));
-      await server.restart();
-      await until(
-        async () => {
-          await hybrid.sync();
-          return hybrid.stats().pending === 0;
-        },
-        5000,
-        'the calls are committed after the restart',
-        () => hybrid.stats(),
-      );
-      assert.equal(hybrid.count('k'), 210, 'Redis holds the 10 before, the 90 admitted and the 110 declined');
-      assert.deepEqual(await limiter.redis.suppressed.inc('k', 100 / 60), { kind: 'suppressed', allowed: false, suppressionFactor: 1 });
-    } finally {
-      await server.stop();
-    }
-  });
+  for (const strategy of ['absolute', 'suppressed'] as const) {
+    it(`hybrid ${strategy} with a killed redis-server: it decides on the share it holds, then commits what it decided after the restart`, async () => {
+      const server = await startRedisServer({ appendOnly: true }); // the restart keeps what was committed
+      try {
+        const e = await open({ redis: server.url, prefix: freshPrefix('rlhk'), redisCommandTimeoutMs: 200 });
+        const limiter = e.rateLimiter({ windowSeconds: 60, hardLimitFactor: 1, random: () => 0.99 });
+        const hybrid = limiter.hybrid[strategy];
+        await until(() => hybrid.stats().instances === 1, 5000, 'the instance count is known');
+        assert.equal(hybrid.inc('k', 100 / 60).allowed, true); // a key not synced yet: one event
+        await hybrid.sync();
+        for (let i = 0; i < 9; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
+        await hybrid.sync();
+        await server.kill();
+        let admitted = 0;
+        for (let i = 0; i < 200; i++) if (hybrid.inc('k', 100 / 60).allowed) admitted++;
+        assert.equal(admitted, 90, 'the share it held: the room it read (90) with one instance');
+        await hybrid.sync();
+        // Absolute: the 90 admitted; suppressed: every call, the 110 declined past the hard limit too.
+        const pending = strategy === 'absolute' ? 90 : 200;
+        assert.ok(hybrid.stats().failedSyncs > 0 && hybrid.stats().pending === pending, JSON.stringify(hybrid.stats()));
+        await server.restart();
+        await syncedOut(hybrid, 'what it decided is committed after the restart');
+        if (strategy === 'absolute') {
+          assert.equal((await limiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds all 100');
+        } else {
+          assert.equal(limiter.hybrid.suppressed.count('k'), 210, 'Redis holds the 10 before, the 90 admitted and the 110 declined');
+          assert.deepEqual(await limiter.redis.suppressed.inc('k', 100 / 60), { kind: 'suppressed', allowed: false, suppressionFactor: 1 });
+        }
+      } finally {
+        await server.stop();
+      }
+    });
+  }
 
   for (const strategy of ['absolute', 'suppressed'] as const) {
     it(`hybrid ${strategy}: a commit whose reply was lost (Redis hung by CLIENT PAUSE past the command timeout) lands exactly once`, async () => {
@@ -138,15 +117,7 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
         const entity = limiter.redis[strategy].sliding.entityOf('k');
         await until(async () => (await raw.hget(entity, 't0')) === '11', 5000, 'the hung commit ran once the pause ended');
         for (let i = 0; i < 5; i++) assert.equal(hybrid.inc('k', 100 / 60).allowed, true);
-        await until(
-          async () => {
-            await hybrid.sync();
-            return hybrid.stats().pending === 0;
-          },
-          5000,
-          'the commit in doubt is answered, then the new calls go',
-          () => hybrid.stats(),
-        );
+        await syncedOut(hybrid, 'the commit in doubt is answered, then the new calls go');
         assert.equal(await raw.hget(entity, 't0'), '16', 'the commit sent again counted nothing: 1 + 10 + 5');
         await e.close();
         assert.deepEqual(await raw.keys('*:m:*'), [], 'close() dropped its commit markers');
@@ -223,15 +194,7 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       assert.equal(admitted, 70, 'decided here on the room Redis left');
       await server.restart();
       const hybrid = localLimiter.hybrid.absolute;
-      await until(
-        async () => {
-          await hybrid.sync();
-          return hybrid.stats().pending === 0;
-        },
-        5000,
-        'what was admitted locally is committed after the restart',
-        () => hybrid.stats(),
-      );
+      await syncedOut(hybrid, 'what was admitted locally is committed after the restart');
       await until(async () => !(await localLimiter.redis.absolute.inc('probe', 1).then(() => false, () => true)), 5000, 'Redis decides again');
       assert.equal((await localLimiter.redis.absolute.inc('k', 100 / 60)).allowed, false, 'Redis holds 30 + 70: the window is full');
     } finally {
@@ -256,14 +219,7 @@ describe('sliding-window rate limits in Redis: outages and embedded engines', ()
       await server.restart();
       // The fallback's commit lands first (it slides the window past the declined calls), then Redis decides.
       const fallback = limiter.hybrid.suppressed; // the suppressed strategy's fallback is its hybrid
-      await until(
-        async () => {
-          await fallback.sync();
-          return fallback.stats().pending === 0;
-        },
-        5000,
-        'the fallback commits',
-      );
+      await syncedOut(fallback, 'the fallback commits');
       const raw = new Redis(server.url);
       try {
         const [t0, d0] = (await raw.hmget(entity, 't0', 'd0')).map(Number);
